@@ -1,0 +1,82 @@
+"""`troupe workspace | demo | ...`: the command line, a thin layer over the package."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+from troupe import __version__
+
+
+def _workspace(args: argparse.Namespace) -> int:
+    from troupe.workspace.config import WorkspaceConfigError, demo_config, load_config
+    from troupe.workspace.server import build_workspace, start
+
+    try:
+        config = load_config(args.config) if args.config else demo_config()
+    except WorkspaceConfigError as err:
+        print(f"troupe workspace: {err}", file=sys.stderr)
+        return 2
+
+    async def _serve() -> None:
+        ws = build_workspace(config, args.state)
+        runner, port = await start(ws, args.host, args.port)
+        host = f"[{args.host}]" if ":" in args.host else args.host
+        url = f"http://{host}:{port}/"
+        print(f"workspace ready at {url} (Web API {url}api/)", flush=True)
+        print(f"control token: {config.control_token}", flush=True)
+        for human in config.humans:
+            print(f"human {human.name}: {human.token}", flush=True)
+        for app in config.apps:
+            tokens = app.bot_token + (f" {app.app_token}" if app.app_token else "")
+            print(f"app {app.name}: {tokens}", flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        await runner.cleanup()
+
+    asyncio.run(_serve())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="troupe", description="A federation of Slack bots that run a home from chat."
+    )
+    parser.add_argument("--version", action="version", version=f"troupe {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    ws = sub.add_parser("workspace", help="serve a local Slack-compatible workspace")
+    ws.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    ws.add_argument("--port", type=int, default=3000, help="port to bind (default 3000)")
+    ws.add_argument("--config", help="workspace YAML file (default: the demo workspace)")
+    ws.add_argument("--state", help="SQLite file that keeps the workspace across restarts")
+    ws.set_defaults(func=_workspace)
+
+    demo = sub.add_parser("demo", help="the local workspace, three bots and simulated devices")
+    demo.add_argument("--host", default="127.0.0.1")
+    demo.add_argument("--port", type=int, default=3000)
+    demo.add_argument("--config", default=None)
+    demo.add_argument("--state", default=None)
+    demo.set_defaults(func=_workspace)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

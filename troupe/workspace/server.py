@@ -1,0 +1,65 @@
+"""Assemble the workspace's aiohttp application and serve it."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from aiohttp import web
+
+from troupe.workspace import control, page, rtm, socketmode, webapi
+from troupe.workspace.config import WorkspaceConfig
+from troupe.workspace.core import Faults, Workspace
+from troupe.workspace.events import EventHub
+from troupe.workspace.ratelimit import RateLimiter
+from troupe.workspace.store import Store
+
+log = logging.getLogger(__name__)
+
+LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+
+
+def build_workspace(config: WorkspaceConfig, state_path: str | Path | None = None) -> Workspace:
+    """Wire a store, an event hub and a rate limiter around one config."""
+    ws = Workspace(
+        config=config,
+        store=None,  # type: ignore[arg-type]  # set just below: the store needs the hub
+        hub=None,  # type: ignore[arg-type]
+        limiter=RateLimiter(config.rate_multiplier),
+        faults=Faults(latency_ms=config.latency_ms),
+    )
+    ws.hub = EventHub(ws)
+    ws.store = Store(config, state_path=state_path, publish=ws.hub.publish)
+    return ws
+
+
+def build_app(ws: Workspace) -> web.Application:
+    """The aiohttp application: Web API, Socket Mode, RTM, control API and chat page."""
+    app = web.Application(client_max_size=1024**2)
+    app["workspace"] = ws
+    for part in (webapi, socketmode, rtm, control, page):
+        part.setup(app, ws)
+
+    async def _close(_app: web.Application) -> None:
+        await ws.hub.close()
+        ws.store.close()
+
+    app.on_shutdown.append(_close)
+    return app
+
+
+async def start(ws: Workspace, host: str = "127.0.0.1", port: int = 0) -> tuple[web.AppRunner, int]:
+    """Start serving; returns the runner (call .cleanup() to stop) and the bound port."""
+    if host not in LOOPBACK:
+        log.warning(
+            "WARNING: the workspace is bound to %s, so anyone who can reach this address can "
+            "read and post with the demo tokens; bind 127.0.0.1 unless you mean it.",
+            host,
+        )
+    runner = web.AppRunner(build_app(ws), access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, reuse_address=True)
+    await site.start()
+    sockets = site._server.sockets if site._server else []  # type: ignore[union-attr]
+    bound = sockets[0].getsockname()[1] if sockets else port
+    return runner, bound
