@@ -1,0 +1,156 @@
+"""The claim protocol without sockets: ranking, planning, claim, takeover, stale, release."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+
+import pytest
+
+from troupe.federation import Action, Coordinator, Outcome, Route, Settings, plan, rank
+from troupe.memorylock import MemoryBoard, MemoryLock
+
+FAST = Settings(stale_s=30, lease_s=0.5, stagger_s=0.05, linger_s=45)
+BOTS = ["kitchen-pi", "hall-pi", "garage-pi"]
+
+
+def now_ts() -> str:
+    return f"{time.time():.6f}"
+
+
+def test_rank_is_the_same_for_every_bot_and_spreads_load():
+    assert rank("1.000001", BOTS) == rank("1.000001", list(reversed(BOTS)))
+    firsts = Counter(rank(f"{1700000000 + i}.000100", BOTS)[0] for i in range(300))
+    assert set(firsts) == set(BOTS)
+    assert min(firsts.values()) > 60
+
+
+def test_plan_splits_owned_shared_and_others():
+    routes = {
+        "kitchen lamp": Route("kitchen-pi", frozenset({"kitchen-pi"})),
+        "hall light": Route(None, frozenset(BOTS)),
+        "porch switch": Route(None, frozenset({"hall-pi", "garage-pi"})),
+        "garage door": Route("garage-pi", frozenset({"garage-pi"})),
+    }
+    actions = [Action(d, "on") for d in routes]
+    p = plan("kitchen-pi", actions, routes)
+    assert [a.device for a in p.mine] == ["kitchen lamp"]
+    assert [a.device for a in p.shared] == ["hall light", "porch switch"]
+    assert p.candidates == ("garage-pi", "hall-pi")
+    assert list(p.others) == ["garage-pi"]
+
+
+def _federation(board: MemoryBoard, settings: Settings = FAST) -> dict[str, Coordinator]:
+    bots = {}
+    for bot in BOTS:
+        bots[bot] = Coordinator(bot, MemoryLock(board, bot), settings)
+        board.subscribe(bot, bots[bot])
+    return bots
+
+
+async def _run_all(bots, ts, work_log, *, skip=()):
+    async def work_for(bot):
+        async def work(takeover: bool) -> str:
+            work_log.append((bot, takeover))
+            return bot
+
+        return work
+
+    return await asyncio.gather(
+        *[bots[b].coordinate("C1", ts, BOTS, await work_for(b)) for b in BOTS if b not in skip]
+    )
+
+
+async def test_exactly_one_bot_acts_and_only_it_calls_slack():
+    board = MemoryBoard()
+    bots = _federation(board)
+    log: list = []
+    for _ in range(20):
+        ts = now_ts()
+        results = await _run_all(bots, ts, log)
+        assert sorted(r.outcome.value for r in results) == ["acted", "peer", "peer"]
+        await asyncio.sleep(0.001)
+    assert len(log) == 20
+    assert Counter(method for _, method in board.calls) == {"pins.add": 20, "reactions.add": 20}
+    for c in bots.values():
+        await c.close(release_due=False)
+
+
+async def test_a_bot_whose_events_are_late_meets_already_pinned():
+    board = MemoryBoard(delays={b: 1.0 for b in BOTS})
+    bots = _federation(board)
+    log: list = []
+    ts = now_ts()
+    results = await _run_all(bots, ts, log)
+    assert len(log) == 1
+    assert sorted(r.outcome.value for r in results) == ["acted", "peer", "peer"]
+    assert Counter(m for _, m in board.calls)["pins.add"] == 3
+
+
+async def test_dead_holder_is_taken_over_once_after_the_lease():
+    board = MemoryBoard()
+    bots = _federation(board)
+    ts = now_ts()
+    holder = rank(ts, BOTS)[0]
+    board.pins.add(("C1", ts))  # the holder claimed and then died before acting
+    log: list = []
+    results = await _run_all(bots, ts, log, skip=(holder,))
+    assert [takeover for _, takeover in log] == [True]
+    assert sorted(r.outcome.value for r in results) == ["peer", "took_over"]
+
+
+async def test_done_mark_stops_the_takeover():
+    board = MemoryBoard()
+    bots = _federation(board)
+    ts = now_ts()
+    board.pins.add(("C1", ts))
+    board.reactions[("C1", ts)]["white_check_mark"].append("someone")
+    log: list = []
+    results = await _run_all(bots, ts, log)
+    assert log == []
+    assert {r.outcome for r in results} == {Outcome.PEER}
+
+
+async def test_stale_command_is_never_run():
+    board = MemoryBoard()
+    bots = _federation(board)
+    log: list = []
+    results = await _run_all(bots, f"{time.time() - 31:.6f}", log)
+    assert log == []
+    assert {r.outcome for r in results} == {Outcome.STALE}
+    assert board.calls == []
+
+
+async def test_not_a_candidate_does_nothing():
+    board = MemoryBoard()
+    c = Coordinator("attic-pi", MemoryLock(board, "attic-pi"), FAST)
+
+    async def work(takeover: bool) -> None:
+        raise AssertionError("must not run")
+
+    result = await c.coordinate("C1", now_ts(), BOTS, work)
+    assert result.outcome is Outcome.NOT_MINE
+
+
+async def test_release_happens_at_ts_plus_linger():
+    board = MemoryBoard()
+    settings = Settings(stale_s=0.2, lease_s=0.5, stagger_s=0.01, linger_s=0.3)
+    c = Coordinator("kitchen-pi", MemoryLock(board, "kitchen-pi"), settings)
+
+    async def work(takeover: bool) -> str:
+        return "ok"
+
+    ts = now_ts()
+    await c.coordinate("C1", ts, ["kitchen-pi"], work)
+    assert ("C1", ts) in board.pins
+    assert c.pending_releases() == [("C1", ts)]
+    deadline = time.monotonic() + 5
+    while ("C1", ts) in board.pins and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    assert ("C1", ts) not in board.pins
+
+
+@pytest.mark.parametrize("op,idempotent", [("on", True), ("set", True), ("toggle", False)])
+def test_idempotence_of_actions(op, idempotent):
+    assert Action("lamp", op).idempotent is idempotent

@@ -1,0 +1,301 @@
+"""Who acts on a command: capability, ranking, stagger, claim, takeover, late release.
+
+Pure coordination logic over a `Lock` port (troupe.slackmq): no sockets here, so the
+exactly-once rules are tested and model-checked without Slack. See docs/protocol.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import hashlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from troupe.slackmq import Lock, message_age
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Protocol timings, in seconds (the federation file's `slackmq:` section)."""
+
+    stale_s: float = 30.0
+    """A command older than this (by its Slack ts) is never run."""
+    lease_s: float = 15.0
+    """A pin with no done mark after this long means its holder died."""
+    stagger_s: float = 0.4
+    """Rank r waits r x stagger before claiming, so normally only rank 0 calls Slack."""
+    linger_s: float = 45.0
+    """Pins are released at ts + linger (> stale), so a late bot meets the pin."""
+
+
+@dataclass(frozen=True)
+class Action:
+    """One thing to do to one device. `args` is frozen as sorted (key, value) pairs."""
+
+    device: str
+    op: str
+    args: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def idempotent(self) -> bool:
+        """Safe to repeat: on, off and set are; toggle is not (a taker reports it instead)."""
+        return self.op != "toggle"
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        return dict(self.args)
+
+
+@dataclass(frozen=True)
+class Route:
+    """Which bots can drive a device: its owner only, or any of `bots`."""
+
+    owner: str | None
+    bots: frozenset[str]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A command's actions split by who does them, from one bot's point of view."""
+
+    mine: tuple[Action, ...]
+    """Devices this bot owns: done with no Slack lock (only this bot can)."""
+    shared: tuple[Action, ...]
+    """Devices several bots can drive: claimed through SlackMQ."""
+    candidates: tuple[str, ...]
+    """The bots able to do the whole shared part, in no particular order."""
+    others: dict[str, tuple[Action, ...]] = field(default_factory=dict)
+    """Devices owned by other bots, by owner (relayed over the bus in shared-app mode)."""
+
+
+def plan(me: str, actions: Sequence[Action], routes: Mapping[str, Route]) -> Plan:
+    """Split actions into this bot's own, the shared part and the other owners' parts."""
+    mine: list[Action] = []
+    shared: list[Action] = []
+    others: dict[str, list[Action]] = {}
+    candidates: set[str] | None = None
+    for action in actions:
+        route = routes[action.device]
+        if route.owner == me:
+            mine.append(action)
+        elif route.owner is not None:
+            others.setdefault(route.owner, []).append(action)
+        else:
+            shared.append(action)
+            candidates = set(route.bots) if candidates is None else candidates & route.bots
+    return Plan(
+        mine=tuple(mine),
+        shared=tuple(shared),
+        candidates=tuple(sorted(candidates or ())),
+        others={owner: tuple(acts) for owner, acts in others.items()},
+    )
+
+
+def rank(ts: str, bots: Iterable[str]) -> list[str]:
+    """Rendezvous-hash order of bots for one message: every bot computes the same order,
+    and the load spreads evenly across bots from one message to the next."""
+    return sorted(bots, key=lambda bot: hashlib.sha256(f"{ts}\0{bot}".encode()).digest())
+
+
+class Outcome(enum.Enum):
+    ACTED = "acted"
+    """This bot claimed the message and did the work."""
+    TOOK_OVER = "took_over"
+    """The holder went silent past its lease; this bot won the ballot and did the work."""
+    PEER = "peer"
+    """Another bot holds or finished it."""
+    NOT_MINE = "not_mine"
+    """This bot cannot do this part."""
+    STALE = "stale"
+    """Older than the stale limit: never run (the work function is not called)."""
+    EXPIRED = "expired"
+    """This bot won the claim but reached its lease before it could act: a taker may
+    already be acting, so this bot did nothing."""
+
+
+@dataclass
+class Result(Generic[T]):
+    outcome: Outcome
+    value: T | None = None
+
+
+@dataclass
+class _Watch:
+    """What this bot has seen of one message through events."""
+
+    pinned: asyncio.Event = field(default_factory=asyncio.Event)
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+    ballot: asyncio.Event = field(default_factory=asyncio.Event)
+    pinned_at: float | None = None
+    created: float = field(default_factory=time.monotonic)
+
+
+async def _first(events: Sequence[asyncio.Event], timeout: float) -> bool:
+    """Wait until any event is set or the timeout passes; True if one was set."""
+    if any(e.is_set() for e in events):
+        return True
+    if timeout <= 0:
+        return False
+    waiters = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        done, _ = await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waiters:
+            w.cancel()
+    return bool(done)
+
+
+class Coordinator:
+    """Runs the claim protocol for the messages one bot takes part in.
+
+    The bot feeds it what it sees (pin_added, the done mark, takeover ballots) and asks
+    `coordinate()` to run a shared part. Releases are scheduled at ts + linger.
+    """
+
+    def __init__(
+        self,
+        me: str,
+        lock: Lock,
+        settings: Settings | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.me = me
+        self.lock = lock
+        self.settings = settings or Settings()
+        self.clock = clock
+        self._watches: dict[tuple[str, str], _Watch] = {}
+        self._releases: dict[tuple[str, str], asyncio.TimerHandle] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # what the bot has seen ------------------------------------------------------
+
+    def _watch(self, channel: str, ts: str) -> _Watch:
+        key = (channel, ts)
+        if key not in self._watches:
+            self._prune()
+            self._watches[key] = _Watch()
+        return self._watches[key]
+
+    def _prune(self) -> None:
+        horizon = time.monotonic() - 2 * self.settings.linger_s
+        for key in [k for k, w in self._watches.items() if w.created < horizon]:
+            del self._watches[key]
+
+    def seen_pin(self, channel: str, ts: str) -> None:
+        watch = self._watch(channel, ts)
+        if watch.pinned_at is None:
+            watch.pinned_at = time.monotonic()
+        watch.pinned.set()
+
+    def seen_done(self, channel: str, ts: str) -> None:
+        self._watch(channel, ts).done.set()
+
+    def seen_ballot(self, channel: str, ts: str) -> None:
+        self._watch(channel, ts).ballot.set()
+
+    # the protocol ------------------------------------------------------------------
+
+    def is_stale(self, ts: str) -> bool:
+        return message_age(ts, self.clock()) > self.settings.stale_s
+
+    async def coordinate(
+        self,
+        channel: str,
+        ts: str,
+        candidates: Iterable[str],
+        work: Callable[[bool], Awaitable[T]],
+    ) -> Result[T]:
+        """Make sure exactly one live candidate runs `work` for this message.
+
+        work(takeover) is called at most once, by at most one bot; with takeover=True the
+        holder died and work must carry out only idempotent actions and report the rest.
+        """
+        order = rank(ts, candidates)
+        if self.me not in order:
+            return Result(Outcome.NOT_MINE)
+        position = order.index(self.me)
+        watch = self._watch(channel, ts)
+        s = self.settings
+
+        await _first([watch.pinned, watch.done], position * s.stagger_s)
+        if not (watch.pinned.is_set() or watch.done.is_set()):
+            if self.is_stale(ts):
+                return Result(Outcome.STALE)
+            claimed_at = time.monotonic()
+            if await self.lock.claim(channel, ts):
+                watch.pinned.set()
+                if time.monotonic() - claimed_at > s.lease_s * 0.8:
+                    log.warning("claim of %s/%s came back too late to act safely", channel, ts)
+                    return Result(Outcome.EXPIRED)
+                value = await work(False)
+                await self._finish(channel, ts)
+                return Result(Outcome.ACTED, value)
+            self.seen_pin(channel, ts)
+
+        # A peer holds it: wait for its done mark, else take over after the lease.
+        pinned_at = watch.pinned_at or time.monotonic()
+        remaining = pinned_at + s.lease_s - time.monotonic()
+        if await _first([watch.done], remaining):
+            return Result(Outcome.PEER)
+        await _first([watch.done, watch.ballot], position * s.stagger_s)
+        if watch.done.is_set():
+            return Result(Outcome.PEER)
+        if not await self.lock.elect(channel, ts):
+            return Result(Outcome.PEER)
+        log.warning("%s takes over %s/%s: the holder went silent", self.me, channel, ts)
+        value = await work(True)
+        await self._finish(channel, ts)
+        return Result(Outcome.TOOK_OVER, value)
+
+    async def _finish(self, channel: str, ts: str) -> None:
+        await self.lock.mark_done(channel, ts)
+        self._watch(channel, ts).done.set()
+        self.schedule_release(channel, ts)
+
+    def schedule_release(self, channel: str, ts: str) -> None:
+        """Unpin at ts + linger: late enough that no bot can still run the command."""
+        delay = max(0.0, float(ts) + self.settings.linger_s - self.clock())
+        loop = asyncio.get_running_loop()
+        key = (channel, ts)
+        if key in self._releases:
+            return
+        self._releases[key] = loop.call_later(delay, self._spawn_release, channel, ts)
+
+    def _spawn_release(self, channel: str, ts: str) -> None:
+        self._releases.pop((channel, ts), None)
+        task = asyncio.ensure_future(self._release(channel, ts))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _release(self, channel: str, ts: str) -> None:
+        try:
+            await self.lock.release(channel, ts)
+        except Exception as err:  # logged, and the janitor sweeps stuck pins at start
+            log.warning("could not release %s/%s: %s", channel, ts, err)
+
+    def pending_releases(self) -> list[tuple[str, str]]:
+        """Pins this bot still has to release (kept in the journal over a shutdown)."""
+        return sorted(self._releases)
+
+    async def close(self, *, release_due: bool = True) -> list[tuple[str, str]]:
+        """Stop timers; release pins already past linger; return the ones still pending."""
+        pending = []
+        for (channel, ts), handle in list(self._releases.items()):
+            handle.cancel()
+            if release_due and float(ts) + self.settings.linger_s <= self.clock():
+                await self._release(channel, ts)
+            else:
+                pending.append((channel, ts))
+        self._releases.clear()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        return pending
