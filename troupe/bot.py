@@ -1,0 +1,459 @@
+"""The runtime of one bot: transport -> ignore self -> match -> plan -> claim -> act ->
+mark done -> reply -> release. The pipeline reads top to bottom in `Bot.handle`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import socket
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from troupe import __version__
+from troupe.federation import Action, Coordinator, Outcome, Plan, Route, Settings, plan, rank
+from troupe.intents import Command, DeviceInfo, Recognizer
+from troupe.journal import Journal
+from troupe.plugins import CommandSpec, DeviceState, Driver, DriverError, PluginSet
+from troupe.slackmq import DONE, TAKEOVER, SlackMQ, holding
+from troupe.transports.base import Ack, Event, Transport
+
+log = logging.getLogger(__name__)
+
+STATUS = re.compile(r"status|what(?:'s| is) on", re.IGNORECASE)
+"""Every device's state: owners answer for theirs, one claimed bot for the shared ones."""
+UNKNOWN = "I don't know that — try `help`."
+STALE = "That command is {age:.0f} s old, past the {limit:.0f} s limit, so I did not run it."
+
+
+@dataclass(frozen=True)
+class BotInfo:
+    """Who this bot is, for roll call and status."""
+
+    name: str
+    host: str
+    version: str
+    mode: str
+    started: float = field(default_factory=time.time)
+
+    @property
+    def uptime_s(self) -> float:
+        return time.time() - self.started
+
+
+@dataclass(frozen=True)
+class DeviceSpec:
+    """A device as the runtime needs it: the federation file's entry, flattened."""
+
+    name: str
+    kind: str
+    area: str | None
+    driver: str
+    owner: str | None
+    aliases: tuple[str, ...] = ()
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Context:
+    """What a troupe command function receives."""
+
+    bot: Bot
+    event: Event
+    match: re.Match[str]
+
+    async def say(self, text: str) -> None:
+        """Answer in the command's thread."""
+        await self.bot.reply(self.event, text)
+
+
+@dataclass(frozen=True)
+class Identity:
+    """This bot's Slack tokens, as resolved from the federation file."""
+
+    bot_token: str
+    app_token: str | None
+
+
+class Bot:
+    """One bot of the federation."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        roster: Sequence[str],
+        devices: Sequence[DeviceSpec],
+        plugins: PluginSet,
+        web: AsyncWebClient,
+        transport: Transport,
+        journal: Journal,
+        recognizer: Recognizer,
+        settings: Settings,
+        channels: Mapping[str, str | None],
+        admins: Sequence[str] = (),
+        users: Sequence[str] = ("*",),
+        allowed_bots: Sequence[str] = (),
+        scenes: Mapping[str, Mapping[str, Any]] | None = None,
+        mode: str = "app-per-bot",
+        on_ready: Callable[[str], None] | None = None,
+    ) -> None:
+        self.name = name
+        self.roster = tuple(roster)
+        self.devices = {d.name: d for d in devices}
+        self.plugins = plugins
+        self.web = web
+        self.transport = transport
+        self.journal = journal
+        self.recognizer = recognizer
+        self.settings = settings
+        self.channel_names = dict(channels)
+        self.channel_areas: dict[str, str | None] = {}
+        self.admins = set(admins)
+        self.users = set(users)
+        self.allowed_bots = set(allowed_bots)
+        self.scenes = dict(scenes or {})
+        self.info = BotInfo(name, socket.gethostname(), __version__, mode)
+        self.on_ready = on_ready or (lambda line: print(line, flush=True))
+        self.drivers: dict[str, Driver] = {}
+        self.user_id = ""
+        self.bot_id = ""
+        self.coordinator: Coordinator | None = None
+        self.ready = asyncio.Event()
+        self._inflight: set[asyncio.Task[Any]] = set()
+
+    # lifecycle ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        auth = await self.web.auth_test()
+        self.user_id = auth["user_id"]
+        self.bot_id = auth.get("bot_id") or ""
+        await self._resolve_channels()
+        await asyncio.to_thread(self.recognizer.warm)
+        await self._start_drivers()
+        self.coordinator = Coordinator(self.name, SlackMQ(self.web, self.user_id), self.settings)
+        for channel, ts, text in self.journal.unfinished():
+            log.warning("unfinished before the last stop: %s/%s %r", channel, ts, text)
+            self.journal.finish(channel, ts, "failed", "interrupted by a stop")
+        await self.transport.start(self.handle)
+        self.ready.set()
+        self.on_ready(f"{self.name} ready ({self.info.mode}, {len(self._driven())} devices)")
+
+    async def stop(self) -> None:
+        """SIGTERM: finish what is in hand, keep pins that must linger, then stop."""
+        await self.transport.stop()
+        if self._inflight:
+            await asyncio.wait(self._inflight, timeout=self.settings.lease_s)
+        if self.coordinator is not None:
+            pending = await self.coordinator.close()
+            if pending:
+                log.info("%d pins left to linger; peers' janitors release them", len(pending))
+        for driver in self.drivers.values():
+            await driver.stop()
+        self.journal.close()
+
+    async def _resolve_channels(self) -> None:
+        """Map '#name' and ids of the configured channels to ids, and note their areas."""
+        wanted = dict(self.channel_names)
+        cursor = None
+        known: dict[str, str] = {}
+        while True:
+            resp = await self.web.conversations_list(
+                types="public_channel,private_channel", limit=200, cursor=cursor
+            )
+            for conv in resp.get("channels", []):
+                known[conv["id"]] = conv["id"]
+                known["#" + conv["name"]] = conv["id"]
+                known[conv["name"]] = conv["id"]
+            cursor = (resp.get("response_metadata") or {}).get("next_cursor")
+            if not cursor:
+                break
+        for ref, area in wanted.items():
+            channel_id = known.get(ref) or known.get(ref.lstrip("#"))
+            if channel_id is None:
+                raise ValueError(
+                    f"the channel {ref} does not exist in this Slack workspace; create it "
+                    "or fix the channel in the federation file"
+                )
+            self.channel_areas[channel_id] = area
+
+    def _driven(self) -> list[DeviceSpec]:
+        return [d for d in self.devices.values() if d.owner in (None, self.name)]
+
+    async def _start_drivers(self) -> None:
+        by_driver: dict[str, dict[str, Mapping[str, Any]]] = {}
+        for device in self._driven():
+            by_driver.setdefault(device.driver, {})[device.name] = device.options
+        for name, devices in by_driver.items():
+            cls = self.plugins.drivers.get(name)
+            if cls is None:
+                raise ValueError(
+                    f"no plugin provides the driver {name!r} (devices: {', '.join(devices)}); "
+                    f"known drivers: {', '.join(sorted(self.plugins.drivers))}"
+                )
+            driver = cls(self.name)
+            await driver.start(devices)
+            self.drivers[name] = driver
+
+    # routing ------------------------------------------------------------------------
+
+    @property
+    def routes(self) -> dict[str, Route]:
+        everyone = frozenset(self.roster)
+        return {
+            d.name: Route(d.owner, frozenset({d.owner}) if d.owner else everyone)
+            for d in self.devices.values()
+        }
+
+    # the pipeline ---------------------------------------------------------------------
+
+    async def handle(self, event: Event, ack: Ack) -> None:
+        """Everything an event can cause, in order."""
+        task = asyncio.current_task()
+        if task is not None:
+            self._inflight.add(task)
+        try:
+            await self._handle(event, ack)
+        finally:
+            await ack()
+            if task is not None:
+                self._inflight.discard(task)
+
+    async def _handle(self, event: Event, ack: Ack) -> None:
+        coordinator = self.coordinator
+        if coordinator is None:
+            return
+        if event.kind == "pin_added":
+            coordinator.seen_pin(event.channel, event.ts)
+            return
+        if event.kind == "reaction_added":
+            if event.reaction == DONE:
+                coordinator.seen_done(event.channel, event.ts)
+            elif event.reaction == TAKEOVER:
+                coordinator.seen_ballot(event.channel, event.ts)
+            return
+        if event.kind != "message" or not self._may_command(event):
+            return
+        if not self.journal.begin(event.channel, event.ts, event.text, event.user):
+            return  # a redelivery, a replay or a relay of a message this bot has handled
+        try:
+            await self._dispatch(event, ack)
+        except Exception as err:
+            log.exception("command %r failed", event.text)
+            self.journal.finish(event.channel, event.ts, "failed", str(err))
+            raise
+        else:
+            if self.journal.status(event.channel, event.ts) == "begun":
+                self.journal.finish(event.channel, event.ts, "done")
+
+    def _may_command(self, event: Event) -> bool:
+        """Ignore self, other bots (unless allowed), other channels and other users."""
+        if event.user == self.user_id or (self.bot_id and event.bot_id == self.bot_id):
+            return False
+        if event.from_bot and (event.bot_id not in self.allowed_bots):
+            return False
+        if event.subtype not in (None, "thread_broadcast"):
+            return False
+        if event.channel not in self.channel_areas:
+            return False
+        return "*" in self.users or event.user in self.users or event.user in self.admins
+
+    async def _dispatch(self, event: Event, ack: Ack) -> None:
+        coordinator = self.coordinator
+        assert coordinator is not None
+        if coordinator.is_stale(event.ts):
+            await self._answer_stale(event)
+            return
+        text = _strip_mention(event.text, self.user_id)
+        found = self.plugins.match(text)
+        if found is not None:
+            await self._run_plugin(event, ack, *found)
+            return
+        if STATUS.fullmatch(text.strip().rstrip("?!.")):
+            command: Command | None = Command("HassGetState", tuple(sorted(self.devices)), text)
+        else:
+            command = self.recognizer.recognize(text, area=self.channel_areas.get(event.channel))
+        if command is None or command.unknown or command.problem:
+            await self._once(event, ack, lambda _t: self.reply(event, _explain(command)))
+            return
+        await self._run_devices(event, ack, command)
+
+    async def _once(self, event: Event, ack: Ack, work: Callable[[bool], Awaitable[Any]]) -> Any:
+        """Exactly one bot of the roster does `work` for this message."""
+        assert self.coordinator is not None
+        result = await self.coordinator.coordinate(event.channel, event.ts, self.roster, work)
+        await ack()
+        return result
+
+    async def _answer_stale(self, event: Event) -> None:
+        assert self.coordinator is not None
+        lock = self.coordinator.lock
+        if await lock.is_done(event.channel, event.ts):
+            self.journal.finish(event.channel, event.ts, "skipped", "stale, done before")
+            return
+        if rank(event.ts, self.roster)[0] != self.name:
+            self.journal.finish(event.channel, event.ts, "skipped", "stale")
+            return
+        if await lock.claim(event.channel, event.ts):
+            age = time.time() - float(event.ts)
+            await self.reply(event, STALE.format(age=age, limit=self.settings.stale_s))
+            await lock.mark_done(event.channel, event.ts)
+            self.coordinator.schedule_release(event.channel, event.ts)
+        self.journal.finish(event.channel, event.ts, "skipped", "stale")
+
+    # plugin commands -------------------------------------------------------------------
+
+    async def _run_plugin(
+        self, event: Event, ack: Ack, spec: CommandSpec, match: re.Match[str]
+    ) -> None:
+        if spec.admin and event.user not in self.admins:
+            log.warning("refused %s to %s: admins only", spec.name, event.user)
+
+            async def refuse(_takeover: bool) -> None:
+                await self.reply(event, f"Sorry, `{spec.name}` is for admins only.")
+
+            await self._once(event, ack, refuse)
+            return
+
+        async def run(_takeover: bool) -> None:
+            if spec.style == "troupe":
+                await spec.func(Context(self, event, match))
+            else:
+                from troupe.slackbot_compat import call_slackbot_plugin
+
+                await call_slackbot_plugin(self, spec, event, match)
+
+        if spec.each:
+            await ack()
+            with holding(event.channel, event.ts):
+                await run(False)
+            return
+        with holding(event.channel, event.ts):
+            await self._once(event, ack, run)
+
+    # device commands ---------------------------------------------------------------------
+
+    def actions_for(self, command: Command) -> list[Action]:
+        """The device actions a recognised command asks for."""
+        if command.intent == "Scene" and command.scene:
+            return [_scene_action(dev, want) for dev, want in self.scenes[command.scene].items()]
+        op = {
+            "HassTurnOn": "on",
+            "HassTurnOff": "off",
+            "HassToggle": "toggle",
+            "HassLightSet": "set",
+            "HassGetState": "query",
+        }[command.intent]
+        args: dict[str, Any] = {}
+        for key in ("brightness", "color", "temperature", "duration_s"):
+            value = getattr(command, key)
+            if value is not None:
+                args[key] = value
+        return [Action(d, op, tuple(sorted(args.items()))) for d in command.devices]
+
+    async def _run_devices(self, event: Event, ack: Ack, command: Command) -> None:
+        actions = self.actions_for(command)
+        p: Plan = plan(self.name, actions, self.routes)
+        lines: list[str] = []
+        if p.mine:
+            lines += await self._act(event, p.mine, takeover=False)
+        if p.shared:
+            assert self.coordinator is not None
+
+            async def work(takeover: bool) -> list[str]:
+                return await self._act(event, p.shared, takeover=takeover)
+
+            result = await self.coordinator.coordinate(event.channel, event.ts, p.candidates, work)
+            if result.outcome in (Outcome.ACTED, Outcome.TOOK_OVER) and result.value:
+                if result.outcome is Outcome.TOOK_OVER:
+                    lines.insert(0, "The bot that claimed this went silent, so I took over:")
+                lines += result.value
+        await ack()
+        if lines:
+            await self.reply(event, "\n".join(lines))
+
+    async def _act(self, event: Event, actions: Sequence[Action], *, takeover: bool) -> list[str]:
+        """Carry out actions on this bot's drivers, each recorded in the journal first."""
+        lines = []
+        for action in actions:
+            device = self.devices[action.device]
+            if takeover and not action.idempotent:
+                lines.append(
+                    f"I did not {action.op} the {device.name}: the claiming bot may have done "
+                    "it already, and doing it twice would undo it. Check it and ask again."
+                )
+                continue
+            if action.op == "query":
+                state = await self.device_state(device.name)
+                lines.append(f"The {device.name} is {state.describe()}.")
+                continue
+            if not self.journal.action_begin(
+                event.channel, event.ts, device.name, action.op, action.kwargs, event.user
+            ):
+                continue
+            driver = self.drivers[device.driver]
+            try:
+                done = await driver.act(device.name, action)
+            except DriverError as err:
+                self.journal.action_end(
+                    event.channel, event.ts, device.name, action.op, False, str(err)
+                )
+                lines.append(f"The {device.name} did not answer: {err}")
+                continue
+            self.journal.action_end(event.channel, event.ts, device.name, action.op, True, done)
+            lines.append(f"{done[:1].upper()}{done[1:]}.")
+        return lines
+
+    async def device_state(self, name: str) -> DeviceState:
+        device = self.devices[name]
+        driver = self.drivers.get(device.driver)
+        if driver is None or device.owner not in (None, self.name):
+            return DeviceState(online=False, detail=f"driven by {device.owner}")
+        try:
+            return await driver.state(name)
+        except DriverError as err:
+            return DeviceState(online=False, detail=str(err))
+
+    # Slack output ------------------------------------------------------------------------
+
+    async def reply(self, event: Event, text: str) -> None:
+        """Answer in the command's thread; a failure to post is logged, never fatal."""
+        try:
+            await self.web.chat_postMessage(
+                channel=event.channel, text=text, thread_ts=event.thread_ts or event.ts
+            )
+        except SlackApiError as err:
+            log.error("could not answer in %s: %s", event.channel, err.response.get("error"))
+
+
+def _strip_mention(text: str, user_id: str) -> str:
+    return re.sub(rf"^\s*<@{re.escape(user_id)}>:?\s*", "", text) if user_id else text
+
+
+def _explain(command: Command | None) -> str:
+    if command is None:
+        return UNKNOWN
+    if command.problem:
+        return f"I can't do that: {command.problem}."
+    return f"I don't know a device or area called “{command.unknown}” — try `devices`."
+
+
+def _scene_action(device: str, want: Any) -> Action:
+    if isinstance(want, (bool, str)):
+        on = want is True or str(want).lower() == "on"
+        return Action(device, "on" if on else "off")
+    values = dict(want)
+    on = values.pop("on", True)
+    if not on:
+        return Action(device, "off")
+    return Action(device, "set" if values else "on", tuple(sorted(values.items())))
+
+
+def device_infos(devices: Sequence[DeviceSpec]) -> list[DeviceInfo]:
+    """What the recognizer needs to know of the devices."""
+    return [DeviceInfo(d.name, d.kind, d.area, tuple(d.aliases)) for d in devices]
