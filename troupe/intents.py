@@ -1,0 +1,828 @@
+"""Turn chat text into home commands with hassil and Home Assistant's intent sentences."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import re
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from hassil import Intents, TextSlotList, TextSlotValue, filter_intents, recognize_all
+from hassil.expression import TextChunk
+from hassil.intents import SlotList
+from hassil.models import UnmatchedRangeEntity, UnmatchedTextEntity
+from hassil.numbers import get_rbnf_engine
+from hassil.recognize import MISSING_ENTITY, RecognizeResult
+from hassil.util import merge_dict, normalize_text, remove_punctuation
+from home_assistant_intents import get_intents, get_languages
+
+_LOGGER = logging.getLogger(__name__)
+
+SUPPORTED_INTENTS = frozenset(
+    {"HassTurnOn", "HassTurnOff", "HassToggle", "HassLightSet", "HassGetState"}
+)
+SCENE_INTENT = "Scene"
+
+KIND_DOMAINS: Mapping[str, str] = {
+    "light": "light",
+    "fan": "fan",
+    "switch": "switch",
+    "outlet": "switch",
+    "cover": "cover",
+    "sensor": "sensor",
+}
+"""Home Assistant domain of each device kind: HA's sentences are written per domain."""
+
+KIND_DEVICE_CLASSES: Mapping[str, str] = {"outlet": "outlet"}
+
+BRIGHTNESS_RANGE = (0, 100)
+TEMPERATURE_RANGE = (1000, 10000)
+
+_EVERYWHERE = "*everywhere*"
+"""Stands in for the channel's area when it has none, so "lights on" means every light."""
+
+_SCENE_DOMAIN = "scene"
+_PLACES = ("name", "area")
+_VALUES = ("brightness", "temperature")
+_SCENE_VERBS = re.compile(r"^(?:(?:activate|start|run|enable|turn on)\s+)?(?:the\s+)?(?P<rest>.+)$")
+_SCENE_SUFFIX = re.compile(r"\s+scene$")
+
+# Sentences Home Assistant's English set lacks but a chat home needs: toggling, "all
+# lights on", naming a colour temperature without the word "temperature", asking for
+# a device's "status", and switches/outlets by kind.
+_SUPPLEMENTS: Mapping[str, dict[str, Any]] = {
+    "en": {
+        "lists": {
+            "color_temperature_names": {
+                "values": [
+                    {"in": "candle light", "out": 1900},
+                    {"in": "warm white", "out": 2700},
+                    {"in": "(cold|cool) white", "out": 5000},
+                    {"in": "day[ ]light", "out": 6500},
+                ]
+            },
+        },
+        "expansion_rules": {
+            "toggle": "(toggle|flip)",
+            "switches": "(switch|switches)",
+            "outlets": "(outlet|outlets|plug|plugs|socket|sockets)",
+        },
+        "intents": {
+            "HassToggle": {
+                "data": [
+                    {
+                        "sentences": [
+                            "<toggle> [<the>] {name}",
+                            "<toggle> [<the>] {area} [<the>] {name}",
+                            "<toggle> [<the>] {name} <in> [<the>] {area}",
+                        ],
+                        "requires_context": {"domain": ["light", "switch", "fan"]},
+                        "metadata": {"slot_combination": "name_only"},
+                    },
+                    {
+                        "sentences": [
+                            "<toggle> [<all>] [<the>] {area} <light>",
+                            "<toggle> [(<all>|<the>)] <light> <in> [<the>] {area}",
+                        ],
+                        "slots": {"domain": "light"},
+                        "metadata": {"slot_combination": "area_domain"},
+                    },
+                    {
+                        "sentences": [
+                            "<toggle> [<all>] [<the>] {area} fan[s]",
+                            "<toggle> [(<all>|<the>)] fan[s] <in> [<the>] {area}",
+                        ],
+                        "slots": {"domain": "fan"},
+                        "metadata": {"slot_combination": "area_domain"},
+                    },
+                    {
+                        "sentences": ["<toggle> [(<all>|<the>)] <light> [<here>]"],
+                        "slots": {"domain": "light"},
+                        "requires_context": {"area": {"slot": True}},
+                        "metadata": {"slot_combination": "domain_only"},
+                    },
+                    {
+                        "sentences": ["<toggle> [(<all>|<the>)] fan[s] [<here>]"],
+                        "slots": {"domain": "fan"},
+                        "requires_context": {"area": {"slot": True}},
+                        "metadata": {"slot_combination": "domain_only"},
+                    },
+                ]
+            },
+            "HassTurnOn": {
+                "data": [
+                    {
+                        "sentences": [
+                            "<turn> on <all> <light> [<everywhere>]",
+                            "<turn> <all> <light> on [<everywhere>]",
+                            "<turn> on [<the>] <light> <everywhere>",
+                            "<all> <light> on [<everywhere>]",
+                        ],
+                        "slots": {"domain": "light"},
+                        "metadata": {"slot_combination": "domain_all"},
+                    },
+                    {
+                        "sentences": [
+                            "<turn> on <all> fan[s] [<everywhere>]",
+                            "<turn> <all> fan[s] on [<everywhere>]",
+                        ],
+                        "slots": {"domain": "fan"},
+                        "metadata": {"slot_combination": "domain_all"},
+                    },
+                    {
+                        "sentences": [
+                            "<turn> on [(<all>|<the>)] <switches> [<here>]",
+                            "<turn> [(<all>|<the>)] <switches> on [<here>]",
+                        ],
+                        "slots": {"domain": "switch"},
+                        "requires_context": {"area": {"slot": True}},
+                        "metadata": {"slot_combination": "domain_only"},
+                    },
+                    {
+                        "sentences": [
+                            "<turn> on [(<all>|<the>)] <outlets> [<here>]",
+                            "<turn> [(<all>|<the>)] <outlets> on [<here>]",
+                        ],
+                        "slots": {"domain": "switch", "device_class": "outlet"},
+                        "requires_context": {"area": {"slot": True}},
+                        "metadata": {"slot_combination": "domain_only"},
+                    },
+                ]
+            },
+            "HassTurnOff": {
+                "data": [
+                    {
+                        "sentences": [
+                            "<turn> off <all> fan[s] [<everywhere>]",
+                            "<turn> <all> fan[s] off [<everywhere>]",
+                        ],
+                        "slots": {"domain": "fan"},
+                        "metadata": {"slot_combination": "domain_all"},
+                    },
+                    {
+                        "sentences": [
+                            "<turn> off [(<all>|<the>)] <switches> [<here>]",
+                            "<turn> [(<all>|<the>)] <switches> off [<here>]",
+                        ],
+                        "slots": {"domain": "switch"},
+                        "requires_context": {"area": {"slot": True}},
+                        "metadata": {"slot_combination": "domain_only"},
+                    },
+                    {
+                        "sentences": [
+                            "<turn> off [(<all>|<the>)] <outlets> [<here>]",
+                            "<turn> [(<all>|<the>)] <outlets> off [<here>]",
+                        ],
+                        "slots": {"domain": "switch", "device_class": "outlet"},
+                        "requires_context": {"area": {"slot": True}},
+                        "metadata": {"slot_combination": "domain_only"},
+                    },
+                ]
+            },
+            "HassLightSet": {
+                "data": [
+                    {
+                        "sentences": [
+                            "[<set>] [<the>] {name} [color] [to] "
+                            "{color_temperature_names:temperature}",
+                        ],
+                        "requires_context": {"domain": ["light"]},
+                        "metadata": {"slot_combination": "name_temperature"},
+                    },
+                    {
+                        "sentences": [
+                            "[<set>] [(<all>|<the>)] <light> [<in>] [<the>] {area} [to] "
+                            "{color_temperature_names:temperature}",
+                            "[<set>] [<the>] {area} <light> [to] "
+                            "{color_temperature_names:temperature}",
+                        ],
+                        "slots": {"domain": "light"},
+                        "metadata": {"slot_combination": "area_temperature"},
+                    },
+                    {
+                        "sentences": [
+                            "[<set>] [(<all>|<the>)] <light> [to] "
+                            "{color_temperature_names:temperature}",
+                        ],
+                        "slots": {"domain": "light"},
+                        "requires_context": {"area": {"slot": True}},
+                        "metadata": {"slot_combination": "temperature_only"},
+                    },
+                ]
+            },
+            "HassGetState": {
+                "data": [
+                    {
+                        # HA's "<is> {name} {on_off_states:state}" cannot end an unknown
+                        # name (only literal text can), so "is the sprinkler on" would
+                        # read as "turn on 'is the sprinkler'" without these.
+                        "sentences": ["<is> [<the>] {name} on"],
+                        "slots": {"state": "on"},
+                        "requires_context": {"domain": ["light", "switch", "fan"]},
+                        "metadata": {"slot_combination": "name_state"},
+                    },
+                    {
+                        "sentences": ["<is> [<the>] {name} off"],
+                        "slots": {"state": "off"},
+                        "requires_context": {"domain": ["light", "switch", "fan"]},
+                        "metadata": {"slot_combination": "name_state"},
+                    },
+                    {
+                        "sentences": [
+                            "(<what_is>|tell me) [the] (status|state) of [<the>] {name}",
+                            "[what is] [<the>] {name} status",
+                        ],
+                        "requires_context": {
+                            "domain": ["sensor", "light", "switch", "fan", "cover"]
+                        },
+                        "metadata": {"slot_combination": "name_only"},
+                    },
+                ]
+            },
+        },
+    },
+}
+
+
+@dataclass(frozen=True)
+class _DurationWords:
+    """How one language says "for N minutes"."""
+
+    preposition: str
+    units: Mapping[str, float]
+    fixed: Mapping[str, float]
+
+
+_DURATIONS: Mapping[str, _DurationWords] = {
+    "en": _DurationWords(
+        preposition="for",
+        units={
+            "seconds": 1,
+            "second": 1,
+            "secs": 1,
+            "sec": 1,
+            "s": 1,
+            "minutes": 60,
+            "minute": 60,
+            "mins": 60,
+            "min": 60,
+            "m": 60,
+            "hours": 3600,
+            "hour": 3600,
+            "hrs": 3600,
+            "hr": 3600,
+            "h": 3600,
+        },
+        fixed={"half an hour": 1800, "half a minute": 30, "an hour and a half": 5400},
+    ),
+    "de": _DurationWords(
+        preposition="für",
+        units={
+            "sekunden": 1,
+            "sekunde": 1,
+            "sek": 1,
+            "minuten": 60,
+            "minute": 60,
+            "min": 60,
+            "stunden": 3600,
+            "stunde": 3600,
+            "std": 3600,
+        },
+        fixed={"eine halbe stunde": 1800, "eine halbe minute": 30},
+    ),
+}
+_ONE_WORDS: Mapping[str, tuple[str, ...]] = {
+    "en": ("a", "an"),
+    "de": ("ein", "eine", "einen"),
+}
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    """One device of the federation, as the config module describes it."""
+
+    name: str
+    kind: str
+    area: str | None
+    aliases: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Command:
+    """What a chat message asks the home to do, with every device name resolved.
+
+    `unknown` names the phrase that matched no device or area, so the bot can say
+    "I don't know a device called X"; `problem` says why a recognised value cannot be
+    applied (e.g. brightness 150) so a validator need not re-parse the text.
+    """
+
+    intent: str
+    devices: tuple[str, ...]
+    text: str
+    brightness: int | None = None
+    color: str | None = None
+    temperature: int | None = None
+    duration_s: float | None = None
+    scene: str | None = None
+    query: str | None = None
+    unknown: str | None = None
+    problem: str | None = None
+
+
+@dataclass(frozen=True)
+class _Named:
+    """Value of the {name} slot: the devices (or one scene) a spoken name stands for."""
+
+    devices: tuple[str, ...] = ()
+    scene: str | None = None
+
+
+def _clean(text: str) -> str:
+    """Casefolded, punctuation-free, single-spaced text for exact phrase lookups."""
+    return " ".join(remove_punctuation(normalize_text(text)).casefold().split())
+
+
+def available_languages() -> list[str]:
+    """Languages home-assistant-intents ships sentences for."""
+    return list(get_languages())
+
+
+class Recognizer:
+    """Recognises home commands in one language for one federation's devices.
+
+    Loading and indexing Home Assistant's sentences takes seconds, so `warm()` does it
+    once at bot start; `recognize()` then only matches.
+    """
+
+    def __init__(
+        self,
+        devices: Iterable[DeviceInfo],
+        areas: Mapping[str, Sequence[str]],
+        language: str = "en",
+        aliases: Mapping[str, str] | None = None,
+        scenes: Sequence[str] = (),
+    ) -> None:
+        languages = available_languages()
+        if language not in languages:
+            raise ValueError(
+                f"unknown language {language!r}; available languages: {', '.join(languages)}"
+            )
+        self.language = language
+        self._devices: dict[str, DeviceInfo] = {}
+        for device in devices:
+            if device.kind not in KIND_DOMAINS:
+                raise ValueError(
+                    f"device {device.name!r} has unknown kind {device.kind!r}; "
+                    f"known kinds: {', '.join(KIND_DOMAINS)}"
+                )
+            self._devices[device.name] = device
+        self._area_phrases: dict[str, str] = {}
+        for area, area_aliases in areas.items():
+            for phrase in (area, *area_aliases):
+                self._area_phrases[_clean(phrase)] = area
+        for device in self._devices.values():
+            if device.area is not None:
+                self._area_phrases.setdefault(_clean(device.area), device.area)
+        self._device_phrases = {
+            _clean(phrase) for d in self._devices.values() for phrase in (d.name, *d.aliases)
+        }
+        self._aliases = {_clean(phrase): command for phrase, command in (aliases or {}).items()}
+        self._scenes = {_clean(scene): scene for scene in scenes}
+        self._full: Intents | None = None
+        self._supported: Intents | None = None
+        self._slot_lists: dict[str, SlotList] = {}
+        self._duration: re.Pattern[str] | None = None
+        self.warm_seconds: float | None = None
+
+    @property
+    def devices(self) -> Mapping[str, DeviceInfo]:
+        return self._devices
+
+    def warm(self) -> float:
+        """Load the language's intents and build the matcher; returns seconds taken.
+
+        Parsing every sentence template and indexing the slot lists here keeps the
+        first chat command as fast as the rest.
+        """
+        if self.warm_seconds is not None:
+            return self.warm_seconds
+        started = time.perf_counter()
+        data = get_intents(self.language)
+        if data is None:
+            raise ValueError(f"no intents shipped for language {self.language!r}")
+        supplement = copy.deepcopy(dict(_SUPPLEMENTS.get(self.language, {})))
+        data.setdefault("lists", {}).update(supplement.pop("lists", {}))
+        merge_dict(data, supplement)
+        full = Intents.from_dict(data)
+        domains = {KIND_DOMAINS[d.kind] for d in self._devices.values()}
+        if self._scenes:
+            domains.add(_SCENE_DOMAIN)
+        supported = filter_intents(full, intent_names=SUPPORTED_INTENTS, domains=domains)
+        for intent in full.intents.values():
+            for intent_data in intent.data:
+                rules = {**full.expansion_rules, **intent_data.expansion_rules}
+                for sentence in intent_data.sentences:
+                    sentence.get_required_clauses(rules)
+        self._slot_lists = self._build_slot_lists(full)
+        for slot_list in self._slot_lists.values():
+            if isinstance(slot_list, TextSlotList):
+                slot_list.get_candidates("")
+        self._duration = _duration_pattern(self.language)
+        self._full, self._supported = full, supported
+        # One miss through every pass fills hassil's lazy caches (number words, regexes).
+        self._recognize("warm up", None, expand_alias=False)
+        self.warm_seconds = time.perf_counter() - started
+        _LOGGER.info(
+            "intents %s: %d intents (%d used), %d devices, warmed in %.2fs",
+            self.language,
+            len(full.intents),
+            len(supported.intents),
+            len(self._devices),
+            self.warm_seconds,
+        )
+        return self.warm_seconds
+
+    def recognize(self, text: str, *, area: str | None = None) -> Command | None:
+        """The command `text` asks for, or None if it is not a home command.
+
+        `area` is the channel's default area: "lights on" acts on its lights, or on
+        every light when the channel has none.
+        """
+        if self.warm_seconds is None:
+            self.warm()
+        started = time.perf_counter()
+        command = self._recognize(text, area, expand_alias=True)
+        _LOGGER.debug(
+            "recognized %r in %.1fms: %s", text, (time.perf_counter() - started) * 1000, command
+        )
+        return command
+
+    def _recognize(self, text: str, area: str | None, *, expand_alias: bool) -> Command | None:
+        cleaned = _clean(text)
+        if not cleaned:
+            return None
+        if expand_alias and cleaned in self._aliases:
+            command = self._recognize(self._aliases[cleaned], area, expand_alias=False)
+            return None if command is None else replace(command, text=text)
+        scene = self._scene(cleaned)
+        if scene is not None:
+            return Command(intent=SCENE_INTENT, devices=(), text=text, scene=scene)
+        stripped, duration_s = self._strip_duration(text)
+        channel_area = self._area_phrases.get(_clean(area), area) if area else None
+        context = {"area": channel_area or _EVERYWHERE}
+        assert self._supported is not None and self._full is not None
+        result = self._best(self._strict(stripped, self._supported, context))
+        if result is not None:
+            return self._command(result, stripped, text, channel_area, duration_s)
+        if next(self._strict(stripped, self._full, context), None) is not None:
+            return None
+        result = self._best(self._unmatched(stripped, context))
+        if result is None:
+            return None
+        return self._command(result, stripped, text, channel_area, duration_s)
+
+    def _scene(self, cleaned: str) -> str | None:
+        if cleaned in self._scenes:
+            return self._scenes[cleaned]
+        if self.language != "en":
+            return None
+        match = _SCENE_VERBS.match(cleaned)
+        if match is None:
+            return None
+        rest = match["rest"]
+        return self._scenes.get(rest) or self._scenes.get(_SCENE_SUFFIX.sub("", rest))
+
+    def _strip_duration(self, text: str) -> tuple[str, float | None]:
+        if self._duration is None:
+            return text, None
+        match = self._duration.search(text)
+        if match is None:
+            return text, None
+        words = _DURATIONS[self.language]
+        if match["fixed"]:
+            seconds = words.fixed[" ".join(match["fixed"].casefold().split())]
+        else:
+            amount = _amount(match["amount"], self.language)
+            seconds = amount * words.units[match["unit"].casefold()]
+        return f"{text[: match.start()]} {text[match.end() :]}".strip(), float(seconds)
+
+    def _strict(
+        self, text: str, intents: Intents, context: dict[str, Any]
+    ) -> Iterable[RecognizeResult]:
+        for result in recognize_all(
+            text,
+            intents,
+            slot_lists=self._slot_lists,
+            intent_context=context,
+            language=self.language,
+        ):
+            if self._plausible(result, intents):
+                yield result
+
+    def _unmatched(self, text: str, context: dict[str, Any]) -> Iterable[RecognizeResult]:
+        """Near misses that name an unknown device/area or an out-of-range value."""
+        assert self._supported is not None
+        for result in recognize_all(
+            text,
+            self._supported,
+            slot_lists=self._slot_lists,
+            intent_context=context,
+            language=self.language,
+            allow_unmatched_entities=True,
+        ):
+            if result.unmatched_entities_list and self._acceptable_miss(result):
+                yield result
+
+    def _plausible(self, result: RecognizeResult, intents: Intents) -> bool:
+        """Reject a bare "[the] {name}" unless the name is a scene.
+
+        Home Assistant turns a device on when only its name is said; in a chat channel
+        people mention devices in passing, so a command needs a literal word or a value
+        (a brightness, a colour) besides the device and area.
+        """
+        named = result.entities.get("name")
+        if named is not None and isinstance(named.value, _Named) and named.value.scene:
+            return True
+        sentence = result.intent_sentence
+        if sentence is None:
+            return False
+        rules = {**intents.expansion_rules, **result.intent_data.expansion_rules}
+        if sentence.get_required_clauses(rules):
+            return True
+        spoken = {e.name for e in result.entities_list if e.text} | {
+            m.name for m in result.unmatched_entities_list
+        }
+        return not spoken <= {"name", "area", "domain"}
+
+    def _acceptable_miss(self, result: RecognizeResult) -> bool:
+        """A miss the bot can explain: an unknown device/area phrase or a value out of range."""
+        assert self._supported is not None
+        if not self._plausible(result, self._supported):
+            return False
+        named = result.entities.get("name")
+        if named is not None and isinstance(named.value, _Named) and named.value.scene:
+            return False
+        missed_slots = {m.name for m in result.unmatched_entities_list}
+        for missed in result.unmatched_entities_list:
+            if isinstance(missed, UnmatchedRangeEntity):
+                if missed.name not in _VALUES:
+                    return False
+            elif isinstance(missed, UnmatchedTextEntity):
+                if missed.text == MISSING_ENTITY:
+                    # An unknown name cannot say which domain it belongs to.
+                    if missed.name != "domain" or "name" not in missed_slots:
+                        return False
+                elif missed.name not in _PLACES or not self._unknown_phrase(missed.text):
+                    return False
+            else:
+                return False
+        return True
+
+    def _unknown_phrase(self, text: str) -> bool:
+        """A short phrase that does not merely wrap a known device: "garage heater"."""
+        words = _clean(text).split()
+        if not 0 < len(words) <= 4:
+            return False
+        padded = f" {' '.join(words)} "
+        return not any(f" {phrase} " in padded for phrase in self._device_phrases)
+
+    @staticmethod
+    def _best(results: Iterable[RecognizeResult]) -> RecognizeResult | None:
+        """Prefer fewer misses, a named device (longest name), more literal text, "all"."""
+
+        def rank(result: RecognizeResult) -> tuple[int, int, int, int, int, int, str]:
+            text_misses = [
+                m
+                for m in result.unmatched_entities_list
+                if isinstance(m, UnmatchedTextEntity) and m.text != MISSING_ENTITY
+            ]
+            range_misses = [
+                m for m in result.unmatched_entities_list if isinstance(m, UnmatchedRangeEntity)
+            ]
+            named = result.entities.get("name")
+            return (
+                len(text_misses),
+                len(range_misses),
+                0 if named is not None else 1,
+                -(len(named.text) if named is not None else 0),
+                -result.text_chunks_matched + sum(len(m.text) for m in text_misses),
+                0 if (result.intent_metadata or {}).get("slot_combination") == "domain_all" else 1,
+                result.intent.name,
+            )
+
+        return min(results, key=rank, default=None)
+
+    def _command(
+        self,
+        result: RecognizeResult,
+        matched: str,
+        text: str,
+        channel_area: str | None,
+        duration_s: float | None,
+    ) -> Command | None:
+        """Resolve a hassil match to devices; `matched` is the text hassil saw."""
+        intent = result.intent.name
+        entities = result.entities
+        fields = _values(result)
+        fields["duration_s"] = duration_s
+
+        area_entity = entities.get("area")
+        area: str | None = None
+        if area_entity is not None and area_entity.value != _EVERYWHERE:
+            area = str(area_entity.value)
+        spoken_area = area_entity if area_entity is not None and area_entity.text else None
+
+        missed = [
+            m
+            for m in result.unmatched_entities_list
+            if isinstance(m, UnmatchedTextEntity) and m.text != MISSING_ENTITY
+        ]
+        if missed:
+            spoken = [m.text for m in missed]
+            spoken += [e.text for e in entities.values() if e.text and e.name in _PLACES]
+            spans = [_find(matched, phrase.strip()) for phrase in spoken]
+            fields["unknown"] = _phrase(matched, spans) or missed[0].text.strip()
+            return Command(intent=intent, devices=(), text=text, **fields)
+
+        named = entities.get("name")
+        if named is not None and isinstance(named.value, _Named):
+            if named.value.scene is not None:
+                if intent != "HassTurnOn":
+                    return None
+                return Command(
+                    intent=SCENE_INTENT,
+                    devices=(),
+                    text=text,
+                    scene=named.value.scene,
+                    duration_s=duration_s,
+                )
+            domain = result.context.get("domain")
+            candidates = [
+                self._devices[name]
+                for name in named.value.devices
+                if domain is None or KIND_DOMAINS[self._devices[name].kind] == domain
+            ]
+            if spoken_area is not None:
+                candidates = [d for d in candidates if d.area == area]
+            elif len(candidates) > 1 and channel_area is not None:
+                candidates = [d for d in candidates if d.area == channel_area] or candidates
+            devices = tuple(sorted(d.name for d in candidates))
+            if not devices:
+                spans = [e.text_span for e in (named, spoken_area) if e is not None]
+                fields["unknown"] = _phrase(matched, spans) or named.text.strip()
+            return Command(intent=intent, devices=devices, text=text, **fields)
+
+        if "domain" not in entities:
+            return None
+        domain = str(entities["domain"].value)
+        device_class = entities["device_class"].value if "device_class" in entities else None
+        devices = tuple(
+            sorted(
+                d.name
+                for d in self._devices.values()
+                if KIND_DOMAINS[d.kind] == domain
+                and (device_class is None or KIND_DEVICE_CLASSES.get(d.kind) == device_class)
+                and (area is None or d.area == area)
+            )
+        )
+        if not devices:
+            place = spoken_area.text.strip() if spoken_area is not None else (area or "")
+            fields["unknown"] = f"{place} {device_class or domain}".strip()
+        return Command(intent=intent, devices=devices, text=text, **fields)
+
+    def _build_slot_lists(self, intents: Intents) -> dict[str, SlotList]:
+        """{name}, {area} and {floor} from the federation, as HA builds them from its registry."""
+        by_phrase: dict[tuple[str, str], set[str]] = {}
+        for device in self._devices.values():
+            domain = KIND_DOMAINS[device.kind]
+            for phrase in (device.name, *device.aliases):
+                by_phrase.setdefault((_clean(phrase), domain), set()).add(device.name)
+        values = [
+            TextSlotValue(
+                text_in=TextChunk(phrase),
+                value_out=_Named(devices=tuple(sorted(names))),
+                context={"domain": domain},
+            )
+            for (phrase, domain), names in by_phrase.items()
+            if phrase
+        ]
+        values.extend(
+            TextSlotValue(
+                text_in=TextChunk(phrase),
+                value_out=_Named(scene=scene),
+                context={"domain": _SCENE_DOMAIN},
+            )
+            for phrase, scene in self._scenes.items()
+            if phrase
+        )
+        areas = [
+            TextSlotValue(text_in=TextChunk(phrase), value_out=area)
+            for phrase, area in self._area_phrases.items()
+            if phrase
+        ]
+        return {
+            "name": TextSlotList(name="name", values=values),
+            "area": TextSlotList(name="area", values=areas),
+            "floor": TextSlotList(name="floor", values=[]),
+        }
+
+
+def _values(result: RecognizeResult) -> dict[str, Any]:
+    """Brightness, colour, temperature and state query, with any problem they have."""
+    entities = result.entities
+    fields: dict[str, Any] = {}
+    for slot in ("brightness", "temperature"):
+        if slot in entities and entities[slot].value is not None:
+            fields[slot] = int(entities[slot].value)
+    for missed in result.unmatched_entities_list:
+        if isinstance(missed, UnmatchedRangeEntity):
+            fields[missed.name] = int(missed.value)
+    if "color" in entities:
+        fields["color"] = str(entities["color"].value)
+    if result.intent.name == "HassGetState" and "state" in entities:
+        fields["query"] = str(entities["state"].value)
+    problems = _validate(fields)
+    if problems:
+        fields["problem"] = "; ".join(problems)
+    return fields
+
+
+def _find(text: str, phrase: str) -> tuple[int, int] | None:
+    start = text.casefold().find(phrase.casefold())
+    return None if start < 0 or not phrase else (start, start + len(phrase))
+
+
+def _phrase(text: str, spans: Iterable[tuple[int, int] | None]) -> str:
+    """The stretch of `text` from the first span to the last: "garage heater"."""
+    known = [span for span in spans if span is not None]
+    if not known:
+        return ""
+    return text[min(s for s, _ in known) : max(e for _, e in known)].strip()
+
+
+def _validate(fields: Mapping[str, Any]) -> list[str]:
+    problems = []
+    brightness = fields.get("brightness")
+    low, high = BRIGHTNESS_RANGE
+    if brightness is not None and not low <= brightness <= high:
+        problems.append(f"brightness must be between {low} and {high}")
+    temperature = fields.get("temperature")
+    low, high = TEMPERATURE_RANGE
+    if temperature is not None and not low <= temperature <= high:
+        problems.append(f"color temperature must be between {low} and {high} kelvin")
+    return problems
+
+
+_NUMBER_WORDS: dict[str, dict[str, int]] = {}
+
+
+def _number_words(language: str) -> dict[str, int]:
+    """Spelled-out numbers 1..120 in `language` ("ten" -> 10), from CLDR's RBNF rules."""
+    if language not in _NUMBER_WORDS:
+        words: dict[str, int] = {}
+        try:
+            engine = get_rbnf_engine(language)
+        except ValueError:
+            _LOGGER.info("no number words for %s; durations need digits", language)
+        else:
+            for number in range(1, 121):
+                for spelled in engine.format_number(number).text_by_ruleset.values():
+                    spelled = spelled.casefold()
+                    words.setdefault(spelled, number)
+                    words.setdefault(spelled.replace("-", " "), number)
+        for one in _ONE_WORDS.get(language, ()):
+            words[one] = 1
+        _NUMBER_WORDS[language] = words
+    return _NUMBER_WORDS[language]
+
+
+def _amount(spoken: str, language: str) -> float:
+    spoken = " ".join(spoken.casefold().split())
+    if re.fullmatch(r"\d+(?:[.,]\d+)?", spoken):
+        return float(spoken.replace(",", "."))
+    return float(_number_words(language)[spoken])
+
+
+def _duration_pattern(language: str) -> re.Pattern[str] | None:
+    """Regex for "for N <unit>" in `language`, or None if we have no words for it."""
+    words = _DURATIONS.get(language)
+    if words is None:
+        return None
+
+    def alternation(options: Iterable[str]) -> str:
+        return "|".join(
+            r"\s+".join(re.escape(part) for part in option.split())
+            for option in sorted(options, key=len, reverse=True)
+        )
+
+    amounts = alternation(_number_words(language))
+    return re.compile(
+        rf"(?<!\w){re.escape(words.preposition)}\s+"
+        rf"(?:(?P<fixed>{alternation(words.fixed)})"
+        rf"|(?P<amount>\d+(?:[.,]\d+)?|{amounts})\s*(?P<unit>{alternation(words.units)}))"
+        rf"(?!\w)",
+        re.IGNORECASE,
+    )
