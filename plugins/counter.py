@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from troupe.federation import Action
-from troupe.plugins import DeviceState, Driver, DriverError
+from troupe.plugin import DeviceState, Driver, DriverError
 
 
 class CounterDriver(Driver):

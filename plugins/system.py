@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from troupe.plugins import command, describe
+from troupe.plugin import command, describe
 
 
 def _ago(seconds: float) -> str:

@@ -19,7 +19,7 @@ from troupe import __version__
 from troupe.federation import Action, Coordinator, Outcome, Plan, Route, Settings, plan, rank
 from troupe.intents import Command, DeviceInfo, Recognizer
 from troupe.journal import Journal
-from troupe.plugins import CommandSpec, DeviceState, Driver, DriverError, PluginSet
+from troupe.plugin import CommandSpec, DeviceState, Driver, DriverError, PluginSet
 from troupe.slackmq import DONE, TAKEOVER, SlackMQ, holding
 from troupe.transports.base import Ack, Event, Transport
 

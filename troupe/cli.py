@@ -45,6 +45,33 @@ def _workspace(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run(args: argparse.Namespace) -> int:
+    from troupe.config import ConfigError, load
+    from troupe.errors import TroupeError
+    from troupe.runner import build_bot, run_bot
+
+    try:
+        fed = load(args.config)
+        name = fed.resolve_bot_name(args.bot)
+        bot = build_bot(fed, name, journal_path=args.journal)
+    except (ConfigError, TroupeError, ValueError) as err:
+        print(f"troupe run: {err}", file=sys.stderr)
+        return 2
+    asyncio.run(run_bot(bot))
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    from troupe.config import check
+
+    problems = check(args.config)
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    if not problems:
+        print(f"{args.config}: ok")
+    return 1 if problems else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="troupe", description="A federation of Slack bots that run a home from chat."
@@ -59,6 +86,16 @@ def build_parser() -> argparse.ArgumentParser:
     ws.add_argument("--config", help="workspace YAML file (default: the demo workspace)")
     ws.add_argument("--state", help="SQLite file that keeps the workspace across restarts")
     ws.set_defaults(func=_workspace)
+
+    run = sub.add_parser("run", help="run one bot of the federation")
+    run.add_argument("--config", required=True, help="the federation file")
+    run.add_argument("--bot", help="this bot's name (default: $TROUPE_BOT, then the hostname)")
+    run.add_argument("--journal", help="journal file (default: the federation file's journal)")
+    run.set_defaults(func=_run)
+
+    chk = sub.add_parser("check", help="validate a federation file")
+    chk.add_argument("--config", required=True, help="the federation file")
+    chk.set_defaults(func=_check)
 
     demo = sub.add_parser("demo", help="the local workspace, three bots and simulated devices")
     demo.add_argument("--host", default="127.0.0.1")

@@ -15,7 +15,7 @@ from troupe.slackapi import sync_client
 
 if TYPE_CHECKING:
     from troupe.bot import Bot
-    from troupe.plugins import CommandSpec
+    from troupe.plugin import CommandSpec
     from troupe.transports.base import Event
 
 
