@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from troupe.federation import Action
-from troupe.plugin import DeviceState, Driver, DriverError
+from troupe.plugin import DeviceState, Driver, DriverError, command_origin
 
 
 class CounterDriver(Driver):
@@ -49,15 +49,11 @@ class CounterDriver(Driver):
         self.states[device] = new
         path = opts.get("path") or os.environ.get("TROUPE_COUNTER_FILE")
         if path:
-            line = json.dumps(
-                {
-                    "device": device,
-                    "op": action.op,
-                    "args": args,
-                    "bot": self.bot,
-                    "at": time.time(),
-                }
-            )
+            record = {"device": device, "op": action.op, "args": args, "bot": self.bot}
+            origin = command_origin.get()
+            if origin:
+                record.update(channel=origin[0], ts=origin[1])
+            line = json.dumps({**record, "at": time.time()})
             await asyncio.to_thread(_append, str(path), line)
         verb = {"on": "turned on", "off": "turned off", "toggle": "toggled", "set": "set"}
         done = f"{verb.get(action.op, action.op)} the {device}"

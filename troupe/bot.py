@@ -15,11 +15,18 @@ from typing import Any
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from troupe import __version__
+from troupe import __version__, faults
 from troupe.federation import Action, Coordinator, Outcome, Plan, Route, Settings, plan, rank
 from troupe.intents import Command, DeviceInfo, Recognizer
 from troupe.journal import Journal
-from troupe.plugin import CommandSpec, DeviceState, Driver, DriverError, PluginSet
+from troupe.plugin import (
+    CommandSpec,
+    DeviceState,
+    Driver,
+    DriverError,
+    PluginSet,
+    command_origin,
+)
 from troupe.slackmq import DONE, TAKEOVER, SlackMQ, holding
 from troupe.transports.base import Ack, Event, Transport
 
@@ -136,11 +143,13 @@ class Bot:
         await self._resolve_channels()
         await asyncio.to_thread(self.recognizer.warm)
         await self._start_drivers()
-        self.coordinator = Coordinator(self.name, SlackMQ(self.web, self.user_id), self.settings)
+        lock = faults.wrap(SlackMQ(self.web, self.user_id))
+        self.coordinator = Coordinator(self.name, lock, self.settings)
         for channel, ts, text in self.journal.unfinished():
             log.warning("unfinished before the last stop: %s/%s %r", channel, ts, text)
             self.journal.finish(channel, ts, "failed", "interrupted by a stop")
         await self.transport.start(self.handle)
+        await self._sweep_pins()
         self.ready.set()
         self.on_ready(f"{self.name} ready ({self.info.mode}, {len(self._driven())} devices)")
 
@@ -152,10 +161,37 @@ class Bot:
         if self.coordinator is not None:
             pending = await self.coordinator.close()
             if pending:
-                log.info("%d pins left to linger; peers' janitors release them", len(pending))
+                log.info(
+                    "%d pins left to linger; the next bot to start releases them", len(pending)
+                )
         for driver in self.drivers.values():
             await driver.stop()
         self.journal.close()
+
+    async def _sweep_pins(self) -> None:
+        """Release pins troupe left behind: a bot that stopped before its pins' linger
+        ended, or a command whose holder and takers all died. Only pins past linger on
+        messages carrying troupe's marks (or pinned by this bot user) are touched."""
+        horizon = time.time() - self.settings.linger_s
+        for channel in self.channel_areas:
+            try:
+                resp = await self.web.pins_list(channel=channel)
+            except SlackApiError as err:
+                log.warning("cannot list pins in %s: %s", channel, err.response.get("error"))
+                continue
+            for item in resp.get("items", []):
+                message = item.get("message") or {}
+                ts = message.get("ts")
+                if not ts or float(ts) > horizon:
+                    continue
+                marks = {r.get("name") for r in message.get("reactions", [])}
+                if not (marks & {DONE, TAKEOVER} or item.get("created_by") == self.user_id):
+                    continue
+                try:
+                    await self.web.pins_remove(channel=channel, timestamp=ts)
+                except SlackApiError as err:
+                    if err.response.get("error") not in ("no_pin", "message_not_found"):
+                        log.warning("cannot release %s/%s: %s", channel, ts, err)
 
     async def _resolve_channels(self) -> None:
         """Map '#name' and ids of the configured channels to ids, and note their areas."""
@@ -397,6 +433,7 @@ class Bot:
             ):
                 continue
             driver = self.drivers[device.driver]
+            origin = command_origin.set((event.channel, event.ts))
             try:
                 done = await driver.act(device.name, action)
             except DriverError as err:
@@ -405,6 +442,8 @@ class Bot:
                 )
                 lines.append(f"The {device.name} did not answer: {err}")
                 continue
+            finally:
+                command_origin.reset(origin)
             self.journal.action_end(event.channel, event.ts, device.name, action.op, True, done)
             lines.append(f"{done[:1].upper()}{done[1:]}.")
         return lines

@@ -58,7 +58,14 @@ class Fleet:
         self.echo = echo
         self.bots: dict[str, BotProcess] = {}
 
-    def start(self, name: str, *, timeout: float = 60.0, wait: bool = True) -> BotProcess:
+    def start(
+        self,
+        name: str,
+        *,
+        timeout: float = 60.0,
+        wait: bool = True,
+        env: Mapping[str, str] | None = None,
+    ) -> BotProcess:
         """Start one bot; with wait, return once it printed its ready line."""
         journal = self.workdir / f"{name}.journal.sqlite3"
         cmd = [sys.executable, "-m", "troupe", "run", "--config", self.config, "--bot", name]
@@ -68,7 +75,7 @@ class Fleet:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
-            env={**self.env, "PYTHONUNBUFFERED": "1"},
+            env={**self.env, **(env or {}), "PYTHONUNBUFFERED": "1"},
             cwd=self.workdir,
         )
         bot = BotProcess(name, proc)

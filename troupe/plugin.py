@@ -15,6 +15,7 @@ import inspect
 import logging
 import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from types import ModuleType
@@ -102,6 +103,10 @@ class DeviceState:
         if self.on and self.color:
             text += f", {self.color}"
         return text
+
+
+command_origin: ContextVar[tuple[str, str] | None] = ContextVar("command_origin", default=None)
+"""The (channel, ts) of the command a driver is acting for, for drivers that record it."""
 
 
 class DriverError(TroupeError, RuntimeError):

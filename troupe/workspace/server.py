@@ -17,6 +17,7 @@ from troupe.workspace.store import Store
 log = logging.getLogger(__name__)
 
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+WORKSPACE_KEY = web.AppKey("workspace", Workspace)
 
 
 def build_workspace(config: WorkspaceConfig, state_path: str | Path | None = None) -> Workspace:
@@ -36,7 +37,8 @@ def build_workspace(config: WorkspaceConfig, state_path: str | Path | None = Non
 def build_app(ws: Workspace) -> web.Application:
     """The aiohttp application: Web API, Socket Mode, RTM, control API and chat page."""
     app = web.Application(client_max_size=1024**2)
-    app["workspace"] = ws
+    app[WORKSPACE_KEY] = ws
+    app["workspace"] = ws  # TODO: socketmode/rtm move to WORKSPACE_KEY
     for part in (webapi, socketmode, rtm, control, page):
         part.setup(app, ws)
 
@@ -56,7 +58,13 @@ async def start(ws: Workspace, host: str = "127.0.0.1", port: int = 0) -> tuple[
             "read and post with the demo tokens; bind 127.0.0.1 unless you mean it.",
             host,
         )
-    runner = web.AppRunner(build_app(ws), access_log=None, handle_signals=False)
+    runner = web.AppRunner(
+        build_app(ws),
+        access_log=None,
+        handle_signals=False,
+        max_line_size=65536,
+        max_field_size=65536,
+    )
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_address=True)
     await site.start()

@@ -1,0 +1,39 @@
+"""Fault injection for chaos tests and the benchmark, switched on by $TROUPE_FAULTS.
+
+`die-after-claim`: the process SIGKILLs itself right after its first successful claim,
+before acting — the worst moment for a holder to die. Never set in production.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+from troupe.slackmq import Lock
+
+
+def wanted(name: str) -> bool:
+    return name in os.environ.get("TROUPE_FAULTS", "").split(",")
+
+
+class DieAfterClaim:
+    """A Lock that kills its own process once it has won a claim."""
+
+    def __init__(self, lock: Lock) -> None:
+        self._lock = lock
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._lock, name)
+
+    async def claim(self, channel: str, ts: str) -> bool:
+        won = await self._lock.claim(channel, ts)
+        if won:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return won
+
+
+def wrap(lock: Lock) -> Lock:
+    """The lock, with whichever faults $TROUPE_FAULTS asks for."""
+    if wanted("die-after-claim"):
+        return DieAfterClaim(lock)  # type: ignore[return-value]
+    return lock
