@@ -108,6 +108,7 @@ class Bot:
         allowed_bots: Sequence[str] = (),
         scenes: Mapping[str, Mapping[str, Any]] | None = None,
         mode: str = "app-per-bot",
+        driver_options: Mapping[str, Mapping[str, Any]] | None = None,
         on_ready: Callable[[str], None] | None = None,
     ) -> None:
         self.name = name
@@ -125,6 +126,7 @@ class Bot:
         self.users = set(users)
         self.allowed_bots = set(allowed_bots)
         self.scenes = dict(scenes or {})
+        self.driver_options = dict(driver_options or {})
         self.info = BotInfo(name, socket.gethostname(), __version__, mode)
         self.on_ready = on_ready or (lambda line: print(line, flush=True))
         self.drivers: dict[str, Driver] = {}
@@ -232,7 +234,12 @@ class Bot:
                     f"no plugin provides the driver {name!r} (devices: {', '.join(devices)}); "
                     f"known drivers: {', '.join(sorted(self.plugins.drivers))}"
                 )
-            driver = cls(self.name)
+            driver = cls(
+                self.name,
+                self.driver_options.get(name, {}),
+                notify=self.announce,
+                recall=self.journal.last_state,
+            )
             await driver.start(devices)
             self.drivers[name] = driver
 
@@ -459,6 +466,16 @@ class Bot:
             return DeviceState(online=False, detail=str(err))
 
     # Slack output ------------------------------------------------------------------------
+
+    async def announce(self, text: str) -> None:
+        """Post in the bot's main channel (the first configured one)."""
+        channel = next(iter(self.channel_areas), None)
+        if channel is None:
+            return
+        try:
+            await self.web.chat_postMessage(channel=channel, text=text)
+        except SlackApiError as err:
+            log.error("could not post in %s: %s", channel, err.response.get("error"))
 
     async def reply(self, event: Event, text: str) -> None:
         """Answer in the command's thread; a failure to post is logged, never fatal."""

@@ -64,7 +64,7 @@ def _run(args: argparse.Namespace) -> int:
 def _check(args: argparse.Namespace) -> int:
     from troupe.config import check
 
-    problems = check(args.config)
+    problems = check(args.config, bot=args.bot)
     for problem in problems:
         print(problem, file=sys.stderr)
     if not problems:
@@ -95,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     chk = sub.add_parser("check", help="validate a federation file")
     chk.add_argument("--config", required=True, help="the federation file")
+    chk.add_argument("--bot", help="also read this bot's secrets, as it will on its Pi")
     chk.set_defaults(func=_check)
 
     demo = sub.add_parser("demo", help="the local workspace, three bots and simulated devices")

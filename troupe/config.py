@@ -28,7 +28,7 @@ from pydantic import (
 )
 
 from troupe.errors import TroupeError
-from troupe.secrets import Secret, SecretError
+from troupe.secrets import Secret, SecretError, looks_like_slack_token
 
 DEFAULT_PATH = "/etc/troupe/federation.yaml"
 Kind = Literal["light", "fan", "switch", "outlet", "cover", "sensor"]
@@ -857,9 +857,6 @@ def _check_scenes(s: _Sections) -> Iterator[tuple[Loc, str]]:
                 yield ("scenes", scene, target), f"{target!r} is a sensor; a scene cannot set it"
 
 
-_SLACK_TOKEN = re.compile(r"^x(ox[a-z]|app)-[0-9A-Za-z-]{8,}$")
-
-
 def _literal_tokens(value: object, loc: Loc) -> Iterator[Loc]:
     if isinstance(value, dict):
         for key, item in value.items():
@@ -867,7 +864,7 @@ def _literal_tokens(value: object, loc: Loc) -> Iterator[Loc]:
     elif isinstance(value, list):
         for index, item in enumerate(value):
             yield from _literal_tokens(item, (*loc, index))
-    elif isinstance(value, str) and _SLACK_TOKEN.match(value.strip()):
+    elif isinstance(value, str) and looks_like_slack_token(value):
         yield loc
 
 

@@ -25,6 +25,7 @@ from troupe.errors import TroupeError
 
 if TYPE_CHECKING:
     from troupe.federation import Action
+    from troupe.journal import ActionRecord
 
 log = logging.getLogger(__name__)
 
@@ -123,9 +124,22 @@ class Driver(abc.ABC):
 
     name: ClassVar[str]
 
-    def __init__(self, bot: str, options: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        bot: str,
+        options: Mapping[str, Any] | None = None,
+        *,
+        notify: Callable[[str], Awaitable[None]] | None = None,
+        recall: Callable[[str], ActionRecord | None] | None = None,
+    ) -> None:
+        """`options` is the federation file's section named like the driver (`hue:`,
+        `mqtt:`), secrets still wrapped (call .reveal()). `notify(text)` posts in the
+        bot's main channel (a wall switch, a motion sensor); `recall(device)` is the last
+        action the journal holds for a device (a relay restoring its state at start)."""
         self.bot = bot
         self.options = dict(options or {})
+        self.notify = notify or _quiet
+        self.recall = recall or (lambda _device: None)
 
     async def start(self, devices: Mapping[str, Mapping[str, Any]]) -> None:
         """Set up the devices this bot drives: name -> the device's options."""
@@ -145,6 +159,10 @@ class Driver(abc.ABC):
     @abc.abstractmethod
     async def state(self, device: str) -> DeviceState:
         """The device's current state."""
+
+
+async def _quiet(_text: str) -> None:
+    return None
 
 
 @dataclass

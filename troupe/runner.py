@@ -25,17 +25,13 @@ def _reveal(secret: Any) -> str | None:
 
 
 def _transport(fed: Federation, name: str, bot_token: str, web: Any) -> Transport:
-    mode = fed.slack.mode
-    if mode == "rtm":
+    if fed.slack.mode == "rtm":
         from troupe.transports.rtm import RtmTransport
 
         return RtmTransport(bot_token, fed.slack.base_url)
     from troupe.transports.socketmode import SocketModeTransport
 
-    if mode == "shared-app":
-        app_token = _reveal(fed.slack.app_token)
-    else:
-        app_token = _reveal(fed.bots[name].app_token)
+    app_token = _reveal(fed.bot(name).app_token)
     if not app_token:
         raise ValueError(f"{name} has no app token for Socket Mode; set app_token")
     return SocketModeTransport(app_token, web)
@@ -43,10 +39,7 @@ def _transport(fed: Federation, name: str, bot_token: str, web: Any) -> Transpor
 
 def build_bot(fed: Federation, name: str, *, journal_path: str | Path | None = None) -> Bot:
     """Everything one bot needs, from the federation file and its own name."""
-    if fed.slack.mode == "app-per-bot":
-        bot_token = _reveal(fed.bots[name].bot_token)
-    else:
-        bot_token = _reveal(fed.slack.bot_token)
+    bot_token = _reveal(fed.bot(name).bot_token)
     if not bot_token:
         raise ValueError(f"{name} has no bot token; set bot_token in the federation file")
     web = async_client(bot_token, fed.slack.base_url)
@@ -69,7 +62,7 @@ def build_bot(fed: Federation, name: str, *, journal_path: str | Path | None = N
         aliases=dict(fed.aliases),
         scenes=list(fed.scenes),
     )
-    path = journal_path or str(fed.journal).replace("{bot}", name)
+    path = journal_path or fed.journal_path(name)
     channels: dict[str, str | None] = {fed.slack.channel: None}
     channels.update(fed.channels)
     return Bot(
@@ -96,6 +89,11 @@ def build_bot(fed: Federation, name: str, *, journal_path: str | Path | None = N
             for scene, states in fed.scenes.items()
         },
         mode=fed.slack.mode,
+        driver_options={
+            section: dict(getattr(fed, section))
+            for section in ("hue", "mqtt")
+            if getattr(fed, section, None) is not None
+        },
     )
 
 

@@ -15,7 +15,12 @@ from pydantic_core import core_schema
 from troupe.errors import TroupeError
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_SLACK_TOKEN = re.compile(r"^x(ox[a-z]|app)-", re.IGNORECASE)
+_SLACK_TOKEN = re.compile(r"^x(ox[a-z]|app)-[0-9A-Za-z-]{6,}$")
+
+
+def looks_like_slack_token(text: str) -> bool:
+    """Whether `text` is shaped like a Slack token (xoxb-, xoxp-, xapp-, ...)."""
+    return bool(_SLACK_TOKEN.match(text.strip()))
 
 
 class SecretError(TroupeError, ValueError):
@@ -45,7 +50,7 @@ class Secret:
             raise SecretError(f"{self.ref!r} is not an environment variable name; write env:NAME")
         if kind == "file":
             raise SecretError("file: needs a path; write file:PATH")
-        hint = "this looks like a Slack token; " if _SLACK_TOKEN.match(self.ref) else ""
+        hint = "this looks like a Slack token; " if looks_like_slack_token(self.ref) else ""
         raise SecretError(
             f"{hint}secrets are not written in the federation file: put it in a file or "
             "the environment and write file:PATH or env:NAME"
