@@ -254,6 +254,8 @@ def test_alice_posts_and_sees_a_bot_reply_in_a_thread(
     assert not browser.find_elements(By.CSS_SELECTOR, "#thread-messages img")
     assert browser.execute_script("return window.pwned === undefined")
 
+    errors = [e for e in browser.get_log("browser") if e["source"] == "javascript"]
+    assert errors == []
     browser.save_screenshot(str(tmp_path / "page.png"))
     assert (tmp_path / "page.png").stat().st_size > 0
 
@@ -262,6 +264,7 @@ def test_thread_reply_from_the_page_and_live_reactions_and_pins(
     workspace: RunningWorkspace, browser: Any
 ) -> None:
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
 
     bot = WebClient(token="xoxb-kitchen", base_url=workspace.api_url)
     parent_ts = bot.chat_postMessage(channel=HOME, text="Lights are *on* in `kitchen`")["ts"]
@@ -293,6 +296,8 @@ def test_thread_reply_from_the_page_and_live_reactions_and_pins(
     replies = bot.conversations_replies(channel=HOME, ts=parent_ts)["messages"]
     assert [(m["user"], m["text"]) for m in replies[1:]] == [("U0BOB", "thanks, <@U0KITCHEN>")]
     wait.until(lambda d: d.execute_script(PANE_TEXT, f"{parent} .reply-count") == "1 reply")
+    browser.find_element(By.ID, "thread-input").send_keys(Keys.ESCAPE)
+    wait.until(lambda d: not d.find_element(By.ID, "thread").is_displayed())
 
     bot.chat_postMessage(channel="C0KITCHEN", text="someone opened the fridge")
     unread = '#channel-list a.unread[data-channel="C0KITCHEN"]'
@@ -404,3 +409,24 @@ def test_page_polls_while_rtm_is_down_and_reconnects(
     bot.chat_postMessage(channel=HOME, text="posted after the reconnect")
     wait.until(lambda d: d.execute_script(FIND_MESSAGE, "#messages", "after the reconnect"))
     assert _rtm_counts(workspace) == {"U0ALICE": 1, "U0BOB": 0}
+
+
+AT_BOTTOM = """
+const m = document.getElementById('messages');
+return m.scrollHeight > m.clientHeight && m.scrollHeight - m.scrollTop - m.clientHeight < 2;
+"""
+
+
+def test_page_scrolls_to_the_newest_message(workspace: RunningWorkspace, browser: Any) -> None:
+    alice = WebClient(token="xoxp-alice", base_url=workspace.api_url)
+    for n in range(40):
+        alice.chat_postMessage(channel=HOME, text=f"message number {n}")
+    _open_as(browser, workspace, "U0ALICE")
+    wait = _wait(browser)
+    wait.until(lambda d: d.execute_script(FIND_MESSAGE, "#messages", "message number 39"))
+    wait.until(lambda d: d.execute_script(AT_BOTTOM))
+
+    bot = WebClient(token="xoxb-kitchen", base_url=workspace.api_url)
+    bot.chat_postMessage(channel=HOME, text="the newest one")
+    wait.until(lambda d: d.execute_script(FIND_MESSAGE, "#messages", "the newest one"))
+    wait.until(lambda d: d.execute_script(AT_BOTTOM))

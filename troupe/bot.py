@@ -16,6 +16,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from troupe import __version__, faults
+from troupe.bus import Bus
 from troupe.federation import Action, Coordinator, Outcome, Plan, Route, Settings, plan, rank
 from troupe.intents import Command, DeviceInfo, Recognizer
 from troupe.journal import Journal
@@ -110,6 +111,7 @@ class Bot:
         mode: str = "app-per-bot",
         driver_options: Mapping[str, Mapping[str, Any]] | None = None,
         on_ready: Callable[[str], None] | None = None,
+        bus: Bus | None = None,
     ) -> None:
         self.name = name
         self.roster = tuple(roster)
@@ -130,6 +132,7 @@ class Bot:
         self.info = BotInfo(name, socket.gethostname(), __version__, mode)
         self.on_ready = on_ready or (lambda line: print(line, flush=True))
         self.drivers: dict[str, Driver] = {}
+        self.bus = bus
         self.user_id = ""
         self.bot_id = ""
         self.coordinator: Coordinator | None = None
@@ -150,6 +153,8 @@ class Bot:
         for channel, ts, text in self.journal.unfinished():
             log.warning("unfinished before the last stop: %s/%s %r", channel, ts, text)
             self.journal.finish(channel, ts, "failed", "interrupted by a stop")
+        if self.bus is not None:
+            await self.bus.start(self._on_relay)
         await self.transport.start(self.handle)
         await self._sweep_pins()
         self.ready.set()
@@ -168,6 +173,8 @@ class Bot:
                 )
         for driver in self.drivers.values():
             await driver.stop()
+        if self.bus is not None:
+            await self.bus.stop()
         self.journal.close()
 
     async def _sweep_pins(self) -> None:
@@ -267,7 +274,7 @@ class Bot:
             if task is not None:
                 self._inflight.discard(task)
 
-    async def _handle(self, event: Event, ack: Ack) -> None:
+    async def _handle(self, event: Event, ack: Ack, relayed: str | None = None) -> None:
         coordinator = self.coordinator
         if coordinator is None:
             return
@@ -285,7 +292,7 @@ class Bot:
         if not self.journal.begin(event.channel, event.ts, event.text, event.user):
             return  # a redelivery, a replay or a relay of a message this bot has handled
         try:
-            await self._dispatch(event, ack)
+            await self._dispatch(event, ack, relayed)
         except Exception as err:
             log.exception("command %r failed", event.text)
             self.journal.finish(event.channel, event.ts, "failed", str(err))
@@ -306,32 +313,45 @@ class Bot:
             return False
         return "*" in self.users or event.user in self.users or event.user in self.admins
 
-    async def _dispatch(self, event: Event, ack: Ack) -> None:
+    async def _dispatch(self, event: Event, ack: Ack, relayed: str | None) -> None:
         coordinator = self.coordinator
         assert coordinator is not None
         if coordinator.is_stale(event.ts):
-            await self._answer_stale(event)
+            if relayed:
+                self.journal.finish(event.channel, event.ts, "skipped", "relay arrived stale")
+            else:
+                await self._answer_stale(event)
             return
         text = _strip_mention(event.text, self.user_id)
         found = self.plugins.match(text)
         if found is not None:
-            await self._run_plugin(event, ack, *found)
+            await self._run_plugin(event, ack, *found, relayed=relayed)
             return
         if STATUS.fullmatch(text.strip().rstrip("?!.")):
             command: Command | None = Command("HassGetState", tuple(sorted(self.devices)), text)
         else:
             command = self.recognizer.recognize(text, area=self.channel_areas.get(event.channel))
+        if relayed == "each":
+            return
         if command is None or command.unknown or command.problem:
+            if relayed:
+                return
             await self._once(event, ack, lambda _t: self.reply(event, _explain(command)))
             return
-        await self._run_devices(event, ack, command)
+        await self._run_devices(event, ack, command, relayed=relayed)
 
     async def _once(self, event: Event, ack: Ack, work: Callable[[bool], Awaitable[Any]]) -> Any:
         """Exactly one bot of the roster does `work` for this message."""
         assert self.coordinator is not None
-        result = await self.coordinator.coordinate(event.channel, event.ts, self.roster, work)
+        candidates = self._claimants(self.roster)
+        result = await self.coordinator.coordinate(event.channel, event.ts, candidates, work)
         await ack()
         return result
+
+    def _claimants(self, candidates: Sequence[str]) -> Sequence[str]:
+        """Who may claim: the candidates; in shared-app mode, where Slack hands each event
+        to one bot only, the bot that received it, at once (no stagger to wait out)."""
+        return [self.name] if self.info.mode == "shared-app" else candidates
 
     async def _answer_stale(self, event: Event) -> None:
         assert self.coordinator is not None
@@ -339,7 +359,7 @@ class Bot:
         if await lock.is_done(event.channel, event.ts):
             self.journal.finish(event.channel, event.ts, "skipped", "stale, done before")
             return
-        if rank(event.ts, self.roster)[0] != self.name:
+        if rank(event.ts, self._claimants(self.roster))[0] != self.name:
             self.journal.finish(event.channel, event.ts, "skipped", "stale")
             return
         if await lock.claim(event.channel, event.ts):
@@ -352,8 +372,16 @@ class Bot:
     # plugin commands -------------------------------------------------------------------
 
     async def _run_plugin(
-        self, event: Event, ack: Ack, spec: CommandSpec, match: re.Match[str]
+        self,
+        event: Event,
+        ack: Ack,
+        spec: CommandSpec,
+        match: re.Match[str],
+        *,
+        relayed: str | None = None,
     ) -> None:
+        if relayed and not spec.each:
+            return
         if spec.admin and event.user not in self.admins:
             log.warning("refused %s to %s: admins only", spec.name, event.user)
 
@@ -373,6 +401,8 @@ class Bot:
 
         if spec.each:
             await ack()
+            if relayed is None:
+                await self._relay_to(list(self.roster), event, "each")
             with holding(event.channel, event.ts):
                 await run(False)
             return
@@ -399,19 +429,24 @@ class Bot:
                 args[key] = value
         return [Action(d, op, tuple(sorted(args.items()))) for d in command.devices]
 
-    async def _run_devices(self, event: Event, ack: Ack, command: Command) -> None:
+    async def _run_devices(
+        self, event: Event, ack: Ack, command: Command, *, relayed: str | None = None
+    ) -> None:
         actions = self.actions_for(command)
         p: Plan = plan(self.name, actions, self.routes)
         lines: list[str] = []
+        if relayed is None:
+            await self._relay_to(list(p.others), event, "owned")
         if p.mine:
             lines += await self._act(event, p.mine, takeover=False)
-        if p.shared:
+        if p.shared and relayed is None:
             assert self.coordinator is not None
 
             async def work(takeover: bool) -> list[str]:
                 return await self._act(event, p.shared, takeover=takeover)
 
-            result = await self.coordinator.coordinate(event.channel, event.ts, p.candidates, work)
+            candidates = self._claimants(p.candidates)
+            result = await self.coordinator.coordinate(event.channel, event.ts, candidates, work)
             if result.outcome in (Outcome.ACTED, Outcome.TOOK_OVER) and result.value:
                 if result.outcome is Outcome.TOOK_OVER:
                     lines.insert(0, "The bot that claimed this went silent, so I took over:")
@@ -419,6 +454,23 @@ class Bot:
         await ack()
         if lines:
             await self.reply(event, "\n".join(lines))
+
+    async def _relay_to(self, bots: Sequence[str], event: Event, kind: str) -> None:
+        """shared-app mode: pass the event to other bots over the bus (no-op otherwise)."""
+        if self.bus is None:
+            return
+        for bot in bots:
+            if bot != self.name:
+                await self.bus.relay(bot, {"kind": kind, "event": dict(event.raw)})
+
+    async def _on_relay(self, message: dict[str, Any]) -> None:
+        """A relayed event from the bus: run only this bot's part of it."""
+        kind = message.get("kind")
+        event = Event.from_slack(message.get("event") or {})
+        if kind not in ("owned", "each") or event is None:
+            log.warning("bus: ignoring a relay this bot cannot read")
+            return
+        await self._handle(event, _no_ack, relayed=kind)
 
     async def _act(self, event: Event, actions: Sequence[Action], *, takeover: bool) -> list[str]:
         """Carry out actions on this bot's drivers, each recorded in the journal first."""
@@ -485,6 +537,10 @@ class Bot:
             )
         except SlackApiError as err:
             log.error("could not answer in %s: %s", event.channel, err.response.get("error"))
+
+
+async def _no_ack() -> None:
+    return None
 
 
 def _strip_mention(text: str, user_id: str) -> str:

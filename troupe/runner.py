@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from troupe.bot import Bot, DeviceSpec, device_infos
+from troupe.bus import Bus
 from troupe.config import Federation
 from troupe.federation import Settings
 from troupe.intents import Recognizer
@@ -89,12 +90,20 @@ def build_bot(fed: Federation, name: str, *, journal_path: str | Path | None = N
             for scene, states in fed.scenes.items()
         },
         mode=fed.slack.mode,
+        bus=_bus(fed, name),
         driver_options={
             section: dict(getattr(fed, section))
             for section in ("hue", "mqtt")
             if getattr(fed, section, None) is not None
         },
     )
+
+
+def _bus(fed: Federation, name: str) -> Bus | None:
+    """shared-app mode relays over the MQTT bus; the other modes need none."""
+    if fed.slack.mode != "shared-app" or fed.mqtt is None or not fed.mqtt.bus:
+        return None
+    return Bus(fed.federation, name, dict(fed.mqtt))
 
 
 async def run_bot(bot: Bot) -> None:

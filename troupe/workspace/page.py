@@ -45,11 +45,11 @@ class DevicesBoard:
     def __init__(self) -> None:
         self._devices: dict[str, dict[str, Any]] | None = None
 
-    def publish(self, device_id: str, state: Mapping[str, Any]) -> None:
-        """Set one device's state: {"name", "room"?, "state", ...}, shown as given."""
+    def publish(self, device_id: str, device: Mapping[str, Any]) -> None:
+        """Set one device: {"name", "room"?, "state", ...}, shown as given."""
         if self._devices is None:
             self._devices = {}
-        self._devices[device_id] = {"id": device_id, **state}
+        self._devices[device_id] = {**device, "id": device_id}
 
     def remove(self, device_id: str) -> None:
         """Forget one device."""

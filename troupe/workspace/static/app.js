@@ -1033,6 +1033,11 @@
     wireComposer($("message-input"), $("composer"), () => null);
     wireComposer($("thread-input"), $("thread-composer"), () => state.thread);
     $("thread-close").addEventListener("click", closeThread);
+    document.addEventListener("keydown", (event) => {
+      if (event.key !== "Escape") return;
+      if (picker) closePicker();
+      else if (state.thread) closeThread();
+    });
     $("messages").addEventListener("scroll", closePicker);
     $("user-picker").addEventListener("change", (event) => {
       const human = state.humans.find((h) => h.id === event.target.value);
