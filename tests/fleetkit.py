@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -125,6 +126,15 @@ class House:
                 )
                 raise AssertionError(f"timed out after {timeout} s waiting for {what}\n{logs}")
             time.sleep(0.1)
+
+    def journal(self, bot: str, query: str) -> list[tuple[Any, ...]]:
+        """Read a bot's journal (SQLite in WAL mode reads fine beside the writer)."""
+        path = self.fleet.workdir / f"{bot}.journal.sqlite3"
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            return db.execute(query).fetchall()
+        finally:
+            db.close()
 
     def per_command(self) -> Counter[tuple[str, str]]:
         return Counter((a.get("ts", "?"), a["device"]) for a in self.actions())
