@@ -45,6 +45,21 @@ def _workspace(args: argparse.Namespace) -> int:
     return 0
 
 
+def _demo(args: argparse.Namespace) -> int:
+    from troupe.demo import run_demo
+
+    try:
+        asyncio.run(run_demo(args.host, args.port))
+    except OSError as err:
+        print(
+            f"troupe demo: cannot serve on {args.host}:{args.port} ({err}); "
+            "stop what uses that port or pass --port",
+            file=sys.stderr,
+        )
+        return 2
+    return 0
+
+
 def _run(args: argparse.Namespace) -> int:
     from troupe.config import ConfigError, load
     from troupe.errors import TroupeError
@@ -99,11 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     chk.set_defaults(func=_check)
 
     demo = sub.add_parser("demo", help="the local workspace, three bots and simulated devices")
-    demo.add_argument("--host", default="127.0.0.1")
-    demo.add_argument("--port", type=int, default=3000)
-    demo.add_argument("--config", default=None)
-    demo.add_argument("--state", default=None)
-    demo.set_defaults(func=_workspace)
+    demo.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    demo.add_argument("--port", type=int, default=3000, help="port (default 3000; 0 = any)")
+    demo.set_defaults(func=_demo)
     return parser
 
 

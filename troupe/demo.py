@@ -22,7 +22,7 @@ slack:
 bots:
 {bots}
 areas: {{kitchen: [cuisine], hall: [hallway], garage: [], porch: [], living room: [lounge]}}
-channels: {{"#kitchen": kitchen}}
+channels: {{"#home": living room, "#kitchen": kitchen}}
 slackmq: {{stale_s: 30, lease_s: 15, stagger_s: 0.4, linger_s: 45}}
 journal: {workdir}/{{bot}}.sqlite3
 devices:
@@ -69,10 +69,10 @@ async def run_demo(host: str = "127.0.0.1", port: int = 3000) -> None:
         fed = write_federation(workdir, f"{url}api/")
         env = {"TROUPE_COUNTER_FILE": str(workdir / "actions.jsonl")}
         print(f"workspace ready at {url} (Web API {url}api/)", flush=True)
-        fleet = Fleet(fed, workdir, env)
+        fleet = Fleet(fed, workdir, env, echo=True)
         try:
             await asyncio.to_thread(fleet.start_all, list(BOTS))
-            print(f"\n  Open {url} and type “lights on” or “help” in #home.\n", flush=True)
+            print(f"demo ready: open {url} and type “lights on” or “help” in #home", flush=True)
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):

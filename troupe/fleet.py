@@ -25,10 +25,12 @@ class BotProcess:
     started: float = field(default_factory=time.monotonic)
     ready_after_s: float | None = None
 
-    def _pump(self) -> None:
+    def _pump(self, echo: bool) -> None:
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
             self.lines.append(line.rstrip("\n"))
+            if echo and (" WARNING " in line or " ERROR " in line or " ready (" in line):
+                print(line if " ready (" in line else f"[{self.name}] {line}", end="", flush=True)
             if line.startswith(f"{self.name} ready"):
                 self.ready_after_s = time.monotonic() - self.started
                 self.ready.set()
@@ -52,6 +54,7 @@ class Fleet:
         *,
         echo: bool = False,
     ) -> None:
+        """echo: print each bot's ready line and its warnings as they come (the demo)."""
         self.config = str(config)
         self.workdir = Path(workdir)
         self.env = {**os.environ, **(env or {})}
@@ -79,7 +82,9 @@ class Fleet:
             cwd=self.workdir,
         )
         bot = BotProcess(name, proc)
-        threading.Thread(target=bot._pump, name=f"pump-{name}", daemon=True).start()
+        threading.Thread(
+            target=bot._pump, args=(self.echo,), name=f"pump-{name}", daemon=True
+        ).start()
         self.bots[name] = bot
         if wait:
             self.wait_ready(name, timeout)
