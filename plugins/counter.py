@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from troupe.federation import Action
-from troupe.plugin import DeviceState, Driver, DriverError, command_origin
+from troupe.plugin import DeviceState, Driver, DriverError, command_origin, describe_setting
 
 
 class CounterDriver(Driver):
@@ -58,7 +58,7 @@ class CounterDriver(Driver):
         verb = {"on": "turned on", "off": "turned off", "toggle": "toggled", "set": "set"}
         done = f"{verb.get(action.op, action.op)} the {device}"
         if action.op == "set":
-            done += f" to {new.describe()}"
+            done += " to " + describe_setting(args)
         return done
 
     async def state(self, device: str) -> DeviceState:

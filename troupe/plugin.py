@@ -110,6 +110,18 @@ command_origin: ContextVar[tuple[str, str] | None] = ContextVar("command_origin"
 """The (channel, ts) of the command a driver is acting for, for drivers that record it."""
 
 
+def describe_setting(args: Mapping[str, Any]) -> str:
+    """The part of a "set" that was asked for, as words: "30%", "red", "2700 K"."""
+    parts = []
+    if args.get("brightness") is not None:
+        parts.append(f"{args['brightness']}%")
+    if args.get("color"):
+        parts.append(str(args["color"]))
+    if args.get("temperature"):
+        parts.append(f"{args['temperature']} K")
+    return ", ".join(parts) or "the same"
+
+
 class DriverError(TroupeError, RuntimeError):
     """A device did not do what it was asked; the message is one sentence for the chat."""
 
