@@ -30,7 +30,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "troupe.plugins"
-BUILTIN_PLUGINS = ("troupe.plugins.system", "troupe.plugins.counter")
+BUILTIN_PLUGINS = (
+    "troupe.plugins.system",
+    "troupe.plugins.counter",
+    "troupe.plugins.gpio_relay",
+)
 
 
 class PluginError(TroupeError, ImportError):
