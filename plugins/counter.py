@@ -1,8 +1,8 @@
 """A device that only counts what it is told: for tests, the benchmark and trying troupe.
 
 Each action is appended as one JSON line to the file named by the device's `path` option
-(or $TROUPE_COUNTER_FILE), so separate bot processes can be counted in one place; the
-state is kept in memory per bot.
+(or $TROUPE_COUNTER_FILE), so separate bot processes are counted in one place. The file is
+also the device's memory, as a real device would be: every bot reads the same state from it.
 """
 
 from __future__ import annotations
@@ -12,10 +12,27 @@ import json
 import os
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from troupe.federation import Action
 from troupe.plugin import DeviceState, Driver, DriverError, command_origin, describe_setting
+
+VERBS = {"on": "turned on", "off": "turned off", "toggle": "toggled", "set": "set"}
+
+
+def apply(old: DeviceState, op: str, args: Mapping[str, Any]) -> DeviceState:
+    """The state after one action."""
+    if op == "toggle":
+        return DeviceState(on=not old.on, brightness=old.brightness, color=old.color)
+    if op == "off":
+        return DeviceState(on=False, brightness=old.brightness, color=old.color)
+    return DeviceState(
+        on=True,
+        brightness=args.get("brightness", old.brightness),
+        color=args.get("color", old.color),
+        temperature=args.get("temperature", old.temperature),
+    )
 
 
 class CounterDriver(Driver):
@@ -25,49 +42,57 @@ class CounterDriver(Driver):
 
     async def start(self, devices: Mapping[str, Mapping[str, Any]]) -> None:
         self.devices = {name: dict(opts) for name, opts in devices.items()}
-        self.states: dict[str, DeviceState] = {name: DeviceState(on=False) for name in devices}
+        self.memory: dict[str, DeviceState] = {name: DeviceState(on=False) for name in devices}
+
+    def _path(self, device: str) -> Path | None:
+        path = self.devices[device].get("path") or os.environ.get("TROUPE_COUNTER_FILE")
+        return Path(path) if path else None
 
     async def act(self, device: str, action: Action) -> str:
         opts = self.devices[device]
         if opts.get("delay_s"):
             await asyncio.sleep(float(opts["delay_s"]))
         if opts.get("fail"):
-            raise DriverError("the device is not answering")
-        old = self.states[device]
+            raise DriverError(f"the {device} is not answering")
         args = action.kwargs
-        if action.op == "toggle":
-            new = DeviceState(on=not old.on, brightness=old.brightness, color=old.color)
-        elif action.op == "off":
-            new = DeviceState(on=False, brightness=old.brightness, color=old.color)
-        else:
-            new = DeviceState(
-                on=True,
-                brightness=args.get("brightness", old.brightness),
-                color=args.get("color", old.color),
-                temperature=args.get("temperature", old.temperature),
-            )
-        self.states[device] = new
-        path = opts.get("path") or os.environ.get("TROUPE_COUNTER_FILE")
-        if path:
+        new = apply(await self.state(device), action.op, args)
+        self.memory[device] = new
+        path = self._path(device)
+        if path is not None:
             record = {"device": device, "op": action.op, "args": args, "bot": self.bot}
             origin = command_origin.get()
             if origin:
                 record.update(channel=origin[0], ts=origin[1])
-            line = json.dumps({**record, "at": time.time()})
-            await asyncio.to_thread(_append, str(path), line)
-        verb = {"on": "turned on", "off": "turned off", "toggle": "toggled", "set": "set"}
-        done = f"{verb.get(action.op, action.op)} the {device}"
+            await asyncio.to_thread(_append, path, json.dumps({**record, "at": time.time()}))
+        done = f"{VERBS.get(action.op, action.op)} the {device}"
         if action.op == "set":
             done += " to " + describe_setting(args)
         return done
 
     async def state(self, device: str) -> DeviceState:
-        return self.states[device]
+        path = self._path(device)
+        if path is None:
+            return self.memory[device]
+        return await asyncio.to_thread(_replay, path, device)
 
 
-def _append(path: str, line: str) -> None:
+def _append(path: Path, line: str) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         os.write(fd, (line + "\n").encode())
     finally:
         os.close(fd)
+
+
+def _replay(path: Path, device: str) -> DeviceState:
+    state = DeviceState(on=False)
+    if not path.exists():
+        return state
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if record.get("device") == device:
+            state = apply(state, record.get("op", ""), record.get("args") or {})
+    return state

@@ -19,7 +19,7 @@ from troupe import __version__, faults
 from troupe.bus import Bus
 from troupe.federation import Action, Coordinator, Outcome, Plan, Route, Settings, plan, rank
 from troupe.intents import Command, DeviceInfo, Recognizer
-from troupe.journal import Journal
+from troupe.journal import Journal, Timer
 from troupe.plugin import (
     CommandSpec,
     DeviceState,
@@ -138,6 +138,7 @@ class Bot:
         self.coordinator: Coordinator | None = None
         self.ready = asyncio.Event()
         self._inflight: set[asyncio.Task[Any]] = set()
+        self._timers: dict[str, asyncio.TimerHandle] = {}
 
     # lifecycle ----------------------------------------------------------------------
 
@@ -150,6 +151,12 @@ class Bot:
         await self._start_drivers()
         lock = faults.wrap(SlackMQ(self.web, self.user_id))
         self.coordinator = Coordinator(self.name, lock, self.settings)
+        for timer in self.journal.timers():
+            if timer.device in self.devices and self.devices[timer.device].owner in (
+                None,
+                self.name,
+            ):
+                self._schedule(timer)
         for channel, ts, text in self.journal.unfinished():
             log.warning("unfinished before the last stop: %s/%s %r", channel, ts, text)
             self.journal.finish(channel, ts, "failed", "interrupted by a stop")
@@ -163,6 +170,8 @@ class Bot:
     async def stop(self) -> None:
         """SIGTERM: finish what is in hand, keep pins that must linger, then stop."""
         await self.transport.stop()
+        for handle in self._timers.values():
+            handle.cancel()
         if self._inflight:
             await asyncio.wait(self._inflight, timeout=self.settings.lease_s)
         if self.coordinator is not None:
@@ -433,6 +442,9 @@ class Bot:
         self, event: Event, ack: Ack, command: Command, *, relayed: str | None = None
     ) -> None:
         actions = self.actions_for(command)
+        for action in actions:
+            if action.op != "query":
+                self._cancel_timer(action.device)
         p: Plan = plan(self.name, actions, self.routes)
         lines: list[str] = []
         if relayed is None:
@@ -487,25 +499,74 @@ class Bot:
                 state = await self.device_state(device.name)
                 lines.append(f"The {device.name} is {state.describe()}.")
                 continue
-            if not self.journal.action_begin(
-                event.channel, event.ts, device.name, action.op, action.kwargs, event.user
-            ):
+            kwargs = action.kwargs
+            duration = kwargs.pop("duration_s", None)
+            plain = Action(device.name, action.op, tuple(sorted(kwargs.items())))
+            done = await self._drive(event.channel, event.ts, plain, event.user)
+            if done is None:
                 continue
-            driver = self.drivers[device.driver]
-            origin = command_origin.set((event.channel, event.ts))
-            try:
-                done = await driver.act(device.name, action)
-            except DriverError as err:
-                self.journal.action_end(
-                    event.channel, event.ts, device.name, action.op, False, str(err)
-                )
-                lines.append(f"The {device.name} did not answer: {err}")
-                continue
-            finally:
-                command_origin.reset(origin)
-            self.journal.action_end(event.channel, event.ts, device.name, action.op, True, done)
-            lines.append(f"{done[:1].upper()}{done[1:]}.")
+            if done.ok and duration and action.op != "toggle":
+                self._start_timer(event, plain, float(duration))
+                done.text += f" for {_span(float(duration))}"
+            lines.append(_sentence(done.text))
         return lines
+
+    async def _drive(self, channel: str, ts: str, action: Action, user: str | None) -> _Done | None:
+        """One device action through its driver, journaled before and after; None when
+        this bot's journal shows it already did (or began) this very action."""
+        if not self.journal.action_begin(
+            channel, ts, action.device, action.op, action.kwargs, user
+        ):
+            return None
+        driver = self.drivers[self.devices[action.device].driver]
+        origin = command_origin.set((channel, ts))
+        try:
+            text = await driver.act(action.device, action)
+        except DriverError as err:
+            self.journal.action_end(channel, ts, action.device, action.op, False, str(err))
+            return _Done(False, str(err))
+        finally:
+            command_origin.reset(origin)
+        self.journal.action_end(channel, ts, action.device, action.op, True, text)
+        return _Done(True, text)
+
+    # timed actions ("for 10 minutes") ------------------------------------------------------
+
+    def _start_timer(self, event: Event, action: Action, duration_s: float) -> None:
+        undo = "on" if action.op == "off" else "off"
+        timer = Timer(action.device, undo, {}, time.time() + duration_s, event.channel, event.ts)
+        self.journal.set_timer(timer)
+        self._schedule(timer)
+
+    def _schedule(self, timer: Timer) -> None:
+        delay = max(0.0, timer.due - time.time()) / faults.timer_scale()
+        handle = asyncio.get_running_loop().call_later(
+            delay, lambda: self._spawn(self._fire(timer))
+        )
+        self._timers[timer.device] = handle
+
+    def _cancel_timer(self, device: str) -> None:
+        """A later command for a device cancels its pending timer."""
+        handle = self._timers.pop(device, None)
+        if handle is not None:
+            handle.cancel()
+        self.journal.cancel_timer(device)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
+
+    async def _fire(self, timer: Timer) -> None:
+        self._timers.pop(timer.device, None)
+        if not self.journal.cancel_timer(timer.device):
+            return  # cancelled meanwhile
+        action = Action(timer.device, timer.action)
+        done = await self._drive(timer.channel, f"{timer.ts}/timer", action, None)
+        if done is not None:
+            text = f"{done.text} (its time was up)" if done.ok else done.text
+            event = Event("message", timer.channel, timer.ts)
+            await self.reply(event, _sentence(text))
 
     async def device_state(self, name: str) -> DeviceState:
         device = self.devices[name]
@@ -537,6 +598,27 @@ class Bot:
             )
         except SlackApiError as err:
             log.error("could not answer in %s: %s", event.channel, err.response.get("error"))
+
+
+@dataclass
+class _Done:
+    ok: bool
+    text: str
+
+
+def _sentence(text: str) -> str:
+    text = text.strip()
+    return text[:1].upper() + text[1:] + ("" if text.endswith((".", "!", "?")) else ".")
+
+
+def _span(seconds: float) -> str:
+    if seconds % 3600 == 0:
+        n = int(seconds // 3600)
+        return f"{n} hour{'s' if n != 1 else ''}"
+    if seconds % 60 == 0:
+        n = int(seconds // 60)
+        return f"{n} minute{'s' if n != 1 else ''}"
+    return f"{seconds:g} seconds"
 
 
 async def _no_ack() -> None:

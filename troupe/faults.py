@@ -2,6 +2,8 @@
 
 `die-after-claim`: the process SIGKILLs itself right after its first successful claim,
 before acting — the worst moment for a holder to die. Never set in production.
+$TROUPE_TIMER_SCALE (a number, default 1) runs timed actions that many times faster, so a
+test of "for 1 minute" takes a second.
 """
 
 from __future__ import annotations
@@ -10,6 +12,13 @@ import os
 import signal
 
 from troupe.slackmq import Lock
+
+
+def timer_scale() -> float:
+    try:
+        return max(1e-3, float(os.environ.get("TROUPE_TIMER_SCALE", "1")))
+    except ValueError:
+        return 1.0
 
 
 def wanted(name: str) -> bool:
