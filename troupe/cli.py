@@ -60,6 +60,19 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _hardware(args: argparse.Namespace) -> int:
+    import importlib
+
+    module = importlib.import_module(f"troupe.hardware.{args.kind}")
+    return int(module.main(args.rest) or 0)
+
+
+def _hue(args: argparse.Namespace) -> int:
+    from troupe.plugins.hue import main as hue_main
+
+    return int(hue_main(args.rest) or 0)
+
+
 def _run(args: argparse.Namespace) -> int:
     from troupe.config import ConfigError, load
     from troupe.errors import TroupeError
@@ -117,6 +130,16 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     demo.add_argument("--port", type=int, default=3000, help="port (default 3000; 0 = any)")
     demo.set_defaults(func=_demo)
+    hw = sub.add_parser(
+        "hardware", help="run a simulated device: hue (a Hue bridge) or mqtt (MQTT devices)"
+    )
+    hw.add_argument("kind", choices=["hue", "mqtt"], help="which simulator")
+    hw.add_argument("rest", nargs=argparse.REMAINDER, help="the simulator's own options")
+    hw.set_defaults(func=_hardware)
+
+    hue = sub.add_parser("hue", help="Philips Hue tools: `troupe hue pair --bridge HOST:PORT`")
+    hue.add_argument("rest", nargs=argparse.REMAINDER, help="pair and its options")
+    hue.set_defaults(func=_hue)
     return parser
 
 

@@ -34,6 +34,7 @@ BUILTIN_PLUGINS = (
     "troupe.plugins.system",
     "troupe.plugins.counter",
     "troupe.plugins.gpio_relay",
+    "troupe.plugins.hue",
 )
 
 

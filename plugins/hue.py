@@ -1,0 +1,699 @@
+"""Philips Hue lights, rooms and zones through the bridge's API v1 (phue), and pairing.
+
+Federation file: `hue: {bridge: HOST:PORT, username: file:PATH}`; a device says
+`light: <id or name>` or `group: <id or name>` and may add `transition_s`. Get a username
+with `troupe hue pair --bridge HOST:PORT --out PATH`, or an admin says "pair hue".
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import http.client
+import json
+import logging
+import os
+import re
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
+
+import phue
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    model_validator,
+)
+
+from troupe.federation import Action
+from troupe.plugin import DeviceState, Driver, DriverError, command
+from troupe.secrets import Secret, SecretError
+
+if TYPE_CHECKING:
+    from troupe.bot import Context
+
+log = logging.getLogger(__name__)
+# phue logs the username (an API key) at INFO when it connects, and every request's
+# address (which holds it) at DEBUG: keep its logger to warnings.
+logging.getLogger("phue").setLevel(logging.WARNING)
+
+T = TypeVar("T")
+
+BRIDGE_TIMEOUT_S = 3.0
+"""A bridge that has not answered within this long is taken for off or unreachable."""
+PAIR_WINDOW_S = 30.0
+"""The link button allows pairing for 30 s; pairing keeps trying for as long."""
+DEFAULT_USERNAME_FILE = "~/.config/troupe/hue-username"
+CT_RANGE = (153, 500)
+"""Colour temperatures Hue lights take, in mireds (6500 K to 2000 K)."""
+
+
+# --- colours ----------------------------------------------------------------------------------
+
+
+def xy_of_rgb(red: int, green: int, blue: int) -> tuple[float, float]:
+    """The CIE xy chromaticity of an sRGB colour (what a Hue light is told)."""
+
+    def linear(channel: int) -> float:
+        c = channel / 255
+        return c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4
+
+    r, g, b = linear(red), linear(green), linear(blue)
+    x = r * 0.4124 + g * 0.3576 + b * 0.1805
+    y = r * 0.2126 + g * 0.7152 + b * 0.0722
+    z = r * 0.0193 + g * 0.1192 + b * 0.9505
+    total = x + y + z
+    return round(x / total, 4), round(y / total, 4)
+
+
+def xy_of_kelvin(kelvin: float) -> tuple[float, float]:
+    """The xy of a white of this colour temperature (Kim et al.'s Planckian locus fit),
+    for colour lights that take no colour temperature."""
+    t = min(25000.0, max(1667.0, float(kelvin)))
+    if t <= 4000:
+        x = -0.2661239e9 / t**3 - 0.2343589e6 / t**2 + 0.8776956e3 / t + 0.179910
+    else:
+        x = -3.0258469e9 / t**3 + 2.1070379e6 / t**2 + 0.2226347e3 / t + 0.240390
+    if t <= 2222:
+        y = -1.1063814 * x**3 - 1.34811020 * x**2 + 2.18555832 * x - 0.20219683
+    elif t <= 4000:
+        y = -0.9549476 * x**3 - 1.37418593 * x**2 + 2.09137015 * x - 0.16748867
+    else:
+        y = 3.0817580 * x**3 - 5.87338670 * x**2 + 3.75112997 * x - 0.37001483
+    return round(x, 4), round(y, 4)
+
+
+def mireds(kelvin: float) -> int:
+    """Kelvin -> Hue's ct in mireds, clamped to what Hue lights take."""
+    low, high = CT_RANGE
+    return min(high, max(low, round(1_000_000 / max(kelvin, 1))))
+
+
+COLORS: dict[str, tuple[float, float]] = {
+    name: xy_of_rgb(*rgb)
+    for name, rgb in {
+        "red": (255, 0, 0),
+        "orange": (255, 110, 0),
+        "amber": (255, 191, 0),
+        "yellow": (255, 255, 0),
+        "lime": (191, 255, 0),
+        "green": (0, 255, 0),
+        "turquoise": (64, 224, 208),
+        "cyan": (0, 255, 255),
+        "blue": (0, 0, 255),
+        "purple": (140, 0, 255),
+        "violet": (238, 130, 238),
+        "magenta": (255, 0, 255),
+        "pink": (255, 105, 180),
+        "brown": (165, 42, 42),
+    }.items()
+}
+"""Colour names -> xy. Names are English, as home-assistant-intents gives them."""
+
+WHITES: dict[str, int] = {
+    "candle light": 1900,
+    "warm white": 2700,
+    "white": 4000,
+    "cool white": 5000,
+    "daylight": 6500,
+}
+"""Whites by colour temperature in kelvin: set as ct where the light takes it."""
+_WHITE_ALIASES = {
+    "candlelight": "candle light",
+    "soft white": "warm white",
+    "cold white": "cool white",
+    "day light": "daylight",
+}
+
+
+def _color_name(text: str) -> str:
+    name = " ".join(text.lower().replace("colour", "color").split())
+    return _WHITE_ALIASES.get(name, name)
+
+
+def nearest_color(xy: Sequence[float]) -> str | None:
+    """The colour name closest to an xy, if one is close enough to call it that."""
+    candidates = {**COLORS, **{name: xy_of_kelvin(k) for name, k in WHITES.items()}}
+    name, where = min(
+        candidates.items(), key=lambda item: (item[1][0] - xy[0]) ** 2 + (item[1][1] - xy[1]) ** 2
+    )
+    distance = ((where[0] - xy[0]) ** 2 + (where[1] - xy[1]) ** 2) ** 0.5
+    return name if distance < 0.05 else None
+
+
+def nearest_white(ct: int) -> str | None:
+    name, kelvin = min(WHITES.items(), key=lambda item: abs(mireds(item[1]) - ct))
+    return name if abs(mireds(kelvin) - ct) <= 40 else None
+
+
+def bri_of_percent(percent: int) -> int:
+    """0-100 % -> Hue's bri 1-254 (not clamped above: the bridge refuses what is too high)."""
+    return max(1, round(percent * 254 / 100)) if percent > 0 else round(percent * 254 / 100)
+
+
+def percent_of_bri(bri: int) -> int:
+    return max(1, round(bri * 100 / 254))
+
+
+# --- phue, bounded ------------------------------------------------------------------------------
+
+
+class _Bridge(phue.Bridge):
+    """phue's Bridge with a short socket timeout: phue itself waits 10 s for a bridge that
+    is off. `request` is phue 1.1's own, with the timeout changed and the connection closed
+    on every path."""
+
+    def __init__(
+        self,
+        ip: str,
+        username: str | None = None,
+        config_file_path: str | None = None,
+        timeout_s: float = BRIDGE_TIMEOUT_S,
+    ) -> None:
+        self.timeout_s = timeout_s
+        super().__init__(ip, username, config_file_path)
+
+    def request(self, mode: str = "GET", address: str | None = None, data: Any = None) -> Any:
+        connection = http.client.HTTPConnection(self.ip, timeout=self.timeout_s)
+        try:
+            if mode in ("GET", "DELETE"):
+                connection.request(mode, address or "/")
+            else:
+                connection.request(mode, address or "/", json.dumps(data))
+            response = connection.getresponse().read()
+        finally:
+            connection.close()
+        return json.loads(response.decode("utf-8"))
+
+
+class _Garbage(Exception):
+    """The bridge answered something that is not the Hue API's JSON."""
+
+
+_PHUE_SHAPE_ERRORS = (KeyError, IndexError, TypeError, AttributeError)
+"""What phue raises when it indexes an answer of the wrong shape."""
+
+
+def _no_answer(bridge: str) -> str:
+    return f"the Hue bridge at {bridge} did not answer; check it is powered and on the network"
+
+
+def _garbled(bridge: str) -> str:
+    return (
+        f"the Hue bridge at {bridge} gave an answer that is not the Hue API; "
+        "check that this address is the bridge"
+    )
+
+
+# --- options -----------------------------------------------------------------------------------
+
+
+_ADDRESS = re.compile(r"[A-Za-z0-9.\-]+(:\d{1,5})?|\[[0-9A-Fa-f:]+\](:\d{1,5})?")
+
+
+class HueSection(BaseModel):
+    """The federation file's `hue:` section, as the driver receives it."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    bridge: StrictStr
+    username: Secret | None = None
+
+
+class HueDevice(BaseModel):
+    """One device's options: which light or group (room, zone) it is."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    light: StrictStr | StrictInt | None = None
+    group: StrictStr | StrictInt | None = None
+    transition_s: float | None = Field(default=None, ge=0, le=6553.5)
+
+    @model_validator(mode="after")
+    def _one_target(self) -> HueDevice:
+        if (self.light is None) == (self.group is None):
+            raise ValueError("give exactly one of light: <id or name> or group: <id or name>")
+        return self
+
+
+@dataclass
+class _Target:
+    """A device as the bridge knows it; `ident` is the bridge's id once resolved."""
+
+    kind: Literal["light", "group"]
+    ref: str
+    transitiontime: int | None
+    ident: str | None = None
+
+
+def _option_problem(device: str, err: ValidationError) -> str:
+    first = err.errors()[0]
+    key = ".".join(str(part) for part in first["loc"]) or "light"
+    if first["type"] == "extra_forbidden":
+        return (
+            f"the {device}: unknown option {key!r}; a hue device takes light or group "
+            "(an id or a name) and transition_s"
+        )
+    return f"the {device}: {key}: {_message(first)}"
+
+
+def _message(error: Mapping[str, Any]) -> str:
+    return str(error["msg"]).removeprefix("Value error, ")
+
+
+# --- the driver ---------------------------------------------------------------------------------
+
+
+class HueDriver(Driver):
+    """Hue lights and groups on one bridge; every call bounded by `timeout_s`."""
+
+    name = "hue"
+    timeout_s: float = BRIDGE_TIMEOUT_S
+
+    async def start(self, devices: Mapping[str, Mapping[str, Any]]) -> None:
+        self.targets: dict[str, _Target] = {}
+        self.bridge = ""
+        self.username: Secret | None = None
+        for device, options in devices.items():
+            try:
+                parsed = HueDevice.model_validate(dict(options))
+            except ValidationError as err:
+                raise DriverError(_option_problem(device, err)) from None
+            kind: Literal["light", "group"] = "light" if parsed.light is not None else "group"
+            ref = str(parsed.light if parsed.light is not None else parsed.group).strip()
+            tt = None if parsed.transition_s is None else round(parsed.transition_s * 10)
+            self.targets[device] = _Target(kind, ref, tt, ref if ref.isdigit() else None)
+        if not devices:
+            return
+        try:
+            section = HueSection.model_validate(self.options)
+        except ValidationError as err:
+            first = err.errors()[0]
+            if first["loc"] == ("bridge",) and first["type"] == "missing":
+                raise DriverError(
+                    f"the Hue devices ({', '.join(devices)}) need a hue: section with the "
+                    "bridge's address in the federation file, like hue: {bridge: 192.168.1.20}"
+                ) from None
+            key = ".".join(str(part) for part in first["loc"])
+            raise DriverError(f"hue.{key}: {_message(first)}") from None
+        if not _ADDRESS.fullmatch(section.bridge.strip()):
+            raise DriverError(
+                f"hue.bridge {section.bridge!r} is not host or host:port (no http://)"
+            )
+        self.bridge = section.bridge.strip()
+        self.username = section.username
+
+    # talking to the bridge ---------------------------------------------------------------
+
+    def _reveal(self) -> str:
+        if self.username is None:
+            raise DriverError(
+                f"there is no username for the Hue bridge at {self.bridge}; pair with "
+                "`troupe hue pair` and put username: file:PATH in the hue: section"
+            )
+        try:
+            return self.username.reveal()
+        except SecretError as err:
+            raise DriverError(f"cannot read the Hue username: {err}") from None
+
+    async def _call(self, work: Callable[[phue.Bridge], T]) -> T:
+        """Run a phue call in a thread, bounded, with its failures as one sentence."""
+        username = self._reveal()
+        timeout = self.timeout_s
+
+        def run() -> T:
+            bridge = _Bridge(self.bridge, username, os.devnull, timeout_s=timeout)
+            return work(bridge)
+
+        try:
+            return await asyncio.wait_for(asyncio.to_thread(run), timeout * 2)
+        except (TimeoutError, ConnectionError, http.client.HTTPException) as err:
+            log.warning("Hue bridge %s: %s", self.bridge, type(err).__name__)
+            raise DriverError(_no_answer(self.bridge)) from None
+        except OSError as err:
+            log.warning("Hue bridge %s: %s", self.bridge, err)
+            raise DriverError(_no_answer(self.bridge)) from None
+        except (ValueError, _Garbage, *_PHUE_SHAPE_ERRORS) as err:
+            log.warning("Hue bridge %s answered garbage: %r", self.bridge, err)
+            raise DriverError(_garbled(self.bridge)) from None
+
+    def _explain(self, device: str, error: Any) -> str:
+        """One sentence for one of the bridge's error entries."""
+        if not isinstance(error, dict):
+            return _garbled(self.bridge)
+        kind = error.get("type")
+        address = str(error.get("address", ""))
+        param = address.rsplit("/", 1)[-1]
+        target = self.targets[device]
+        if kind == 1:
+            return (
+                f"the Hue bridge at {self.bridge} does not know troupe's username; pair again "
+                "(`troupe hue pair`, or say `pair hue`) and update hue.username"
+            )
+        if kind == 3:
+            return (
+                f"the Hue bridge at {self.bridge} has no {target.kind} {target.ref}; "
+                f"check the {target.kind} option of the {device}"
+            )
+        if kind == 6:
+            what = {
+                "bri": "dim",
+                "xy": "change colour",
+                "hue": "change colour",
+                "sat": "change colour",
+                "ct": "change colour temperature",
+            }.get(param, f"take {param}")
+            return f"the {device} cannot {what}"
+        if kind == 7:
+            what = {
+                "bri": "that brightness (it takes 0 to 100%)",
+                "ct": "that colour temperature",
+                "xy": "that colour",
+                "transitiontime": "that transition time",
+            }.get(param, f"that value for {param}")
+            return f"the Hue bridge refused {what} for the {device}"
+        if kind == 201:
+            return f"the {device} is off, so the Hue bridge would not change its {param}"
+        description = error.get("description", "no description")
+        return f"the Hue bridge at {self.bridge} refused: {description} (error {kind})"
+
+    def _fail(self, device: str, errors: list[Any]) -> DriverError:
+        if any(isinstance(e, dict) and e.get("type") == 3 for e in errors):
+            target = self.targets[device]
+            if not target.ref.isdigit():
+                target.ident = None  # renamed or re-paired: look the name up again
+        return DriverError(self._explain(device, errors[0]))
+
+    def _object(self, device: str, answer: Any) -> dict[str, Any]:
+        """A GET answer: a dict, or the bridge's error list turned into a DriverError."""
+        if isinstance(answer, dict):
+            return answer
+        if (
+            isinstance(answer, list)
+            and answer
+            and all(isinstance(e, dict) and "error" in e for e in answer)
+        ):
+            raise self._fail(device, [e["error"] for e in answer])
+        raise DriverError(_garbled(self.bridge))
+
+    def _check(self, device: str, answer: Any) -> None:
+        """A PUT answer (phue: one list per target): raise for the first error entry."""
+        if not isinstance(answer, list):
+            raise DriverError(_garbled(self.bridge))
+        entries = [e for part in answer for e in (part if isinstance(part, list) else [part])]
+        if not entries or not all(
+            isinstance(e, dict) and ("success" in e or "error" in e) for e in entries
+        ):
+            raise DriverError(_garbled(self.bridge))
+        errors = [e["error"] for e in entries if "error" in e]
+        if errors:
+            raise self._fail(device, errors)
+
+    async def _ident(self, device: str) -> str:
+        target = self.targets.get(device)
+        if target is None:
+            raise DriverError(f"the {device} is not a Hue device of this bot")
+        if target.ident is not None:
+            return target.ident
+        if target.kind == "light":
+            everything = await self._call(lambda b: b.get_light())
+        else:
+            everything = await self._call(lambda b: b.get_group())
+        table = self._object(device, everything)
+        wanted = " ".join(target.ref.split()).casefold()
+        names = {}
+        for ident, info in table.items():
+            if not isinstance(info, dict) or not isinstance(info.get("name"), str):
+                raise DriverError(_garbled(self.bridge))
+            names[" ".join(info["name"].split()).casefold()] = str(ident)
+        if wanted not in names:
+            known = ", ".join(sorted(str(info["name"]) for info in table.values())) or "none"
+            raise DriverError(
+                f"the Hue bridge at {self.bridge} has no {target.kind} named "
+                f"“{target.ref}” (it has: {known}); check the {device}'s {target.kind} option"
+            )
+        target.ident = names[wanted]
+        return target.ident
+
+    async def _fetch(self, device: str) -> tuple[_Target, str, dict[str, Any]]:
+        """The device's target, bridge id and what the bridge says of it now."""
+        ident = await self._ident(device)
+        target = self.targets[device]
+        if target.kind == "light":
+            answer = await self._call(lambda b: b.get_light(int(ident)))
+        else:
+            answer = await self._call(lambda b: b.get_group(int(ident)))
+        info = self._object(device, answer)
+        part = "state" if target.kind == "light" else "action"
+        if not isinstance(info.get(part), dict) or not isinstance(info.get("state"), dict):
+            raise DriverError(_garbled(self.bridge))
+        return target, ident, info
+
+    # the Driver API --------------------------------------------------------------------------
+
+    async def act(self, device: str, action: Action) -> str:
+        if action.op not in ("on", "off", "toggle", "set"):
+            raise DriverError(f"a Hue light cannot {action.op}")
+        target, ident, info = await self._fetch(device)
+        state = info["state"]
+        if target.kind == "light" and state.get("reachable") is False:
+            raise DriverError(
+                f"the Hue bridge cannot reach the {device}; check that it is powered "
+                "(its wall switch on)"
+            )
+        if action.op == "on":
+            body, done = {"on": True}, f"turned on the {device}"
+        elif action.op == "off":
+            body, done = {"on": False}, f"turned off the {device}"
+        elif action.op == "toggle":
+            now_on = bool(state.get("on") if target.kind == "light" else state.get("any_on"))
+            body = {"on": not now_on}
+            done = f"turned {'off' if now_on else 'on'} the {device}"
+        else:
+            body, done = self._set_body(device, target, info, action.kwargs)
+        tt = target.transitiontime
+        number = int(ident)
+        if target.kind == "light":
+            answer = await self._call(lambda b: b.set_light(number, dict(body), transitiontime=tt))
+        else:
+            answer = await self._call(lambda b: b.set_group(number, dict(body), transitiontime=tt))
+        self._check(device, answer)
+        return done
+
+    def _set_body(
+        self, device: str, target: _Target, info: dict[str, Any], args: Mapping[str, Any]
+    ) -> tuple[dict[str, Any], str]:
+        """The state to PUT for a "set", and what to say; a group passes everything on
+        (the bridge gives each light what it can take)."""
+        takes = set(info["state"]) if target.kind == "light" else {"bri", "ct", "xy"}
+        brightness = args.get("brightness")
+        if brightness is not None and brightness == 0:
+            return {"on": False}, f"turned off the {device}"
+        body: dict[str, Any] = {"on": True}
+        said: list[str] = []
+        if brightness is not None:
+            if "bri" not in takes:
+                raise DriverError(f"the {device} cannot dim; it only turns on and off")
+            body["bri"] = bri_of_percent(int(brightness))
+            said.append(f"{brightness}%")
+        color = args.get("color")
+        if color is not None:
+            name = _color_name(str(color))
+            if name == "black":
+                raise DriverError(f"a light cannot shine black; say “turn off the {device}”")
+            if name not in COLORS and name not in WHITES:
+                known = ", ".join([*COLORS, *WHITES])
+                raise DriverError(f"I don't know the colour “{color}”; I know {known}")
+            if name in WHITES and "ct" in takes:
+                body["ct"] = mireds(WHITES[name])
+            elif "xy" in takes:
+                body["xy"] = list(COLORS.get(name) or xy_of_kelvin(WHITES[name]))
+            else:
+                raise DriverError(f"the {device} cannot change colour")
+            said.append(name)
+        temperature = args.get("temperature")
+        if temperature is not None:
+            if "ct" in takes:
+                body["ct"] = mireds(int(temperature))
+            elif "xy" in takes:
+                body["xy"] = list(xy_of_kelvin(int(temperature)))
+            else:
+                raise DriverError(f"the {device} cannot change colour temperature")
+            said.append(f"{int(temperature)} K")
+        if not said:
+            return body, f"turned on the {device}"
+        return body, f"set the {device} to {', '.join(said)}"
+
+    async def state(self, device: str) -> DeviceState:
+        target, _ident, info = await self._fetch(device)
+        if target.kind == "light":
+            values, on = info["state"], info["state"].get("on")
+            if values.get("reachable") is False:
+                return DeviceState(online=False, detail="the Hue bridge cannot reach it")
+        else:
+            values, on = info["action"], info["state"].get("any_on")
+        bri = values.get("bri")
+        color, temperature = None, None
+        mode = values.get("colormode")
+        if mode == "xy" and isinstance(values.get("xy"), list) and len(values["xy"]) == 2:
+            color = nearest_color(values["xy"])
+        elif mode == "ct" and isinstance(values.get("ct"), int):
+            temperature = round(1_000_000 / values["ct"])
+            color = nearest_white(values["ct"])
+        return DeviceState(
+            on=bool(on),
+            brightness=percent_of_bri(bri) if isinstance(bri, int) and "bri" in values else None,
+            color=color,
+            temperature=temperature,
+        )
+
+
+# --- pairing ----------------------------------------------------------------------------------
+
+
+class PairingError(DriverError):
+    """Pairing with the bridge failed; the message says why in one sentence."""
+
+
+def store_username(path: Path, username: str) -> None:
+    """Write the username to `path` with mode 0600 (atomically: a reader never sees half)."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    scratch = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, (username + "\n").encode())
+    finally:
+        os.close(fd)
+    os.replace(scratch, path)
+
+
+def pair(
+    bridge: str,
+    path: str | Path,
+    *,
+    wait_s: float = PAIR_WINDOW_S,
+    retry_s: float = 1.0,
+    timeout_s: float = BRIDGE_TIMEOUT_S,
+    cancel: threading.Event | None = None,
+) -> Path:
+    """Register troupe with the bridge while its link button is pressed; store the username.
+
+    Retries for up to `wait_s` (the button allows 30 s), so the user may press it before
+    or after starting. The username goes to `path` with mode 0600; returns that path.
+    Blocking: run it in a thread. phue writes its own config file only in a private
+    temporary directory, never in the home directory.
+    """
+    target = Path(path).expanduser().absolute()
+    stop = cancel or threading.Event()
+    deadline = time.monotonic() + wait_s
+    with tempfile.TemporaryDirectory(prefix="troupe-hue-") as scratch:
+        config = os.path.join(scratch, "python_hue")
+        while True:
+            try:
+                registered = _Bridge(bridge, None, config, timeout_s=timeout_s)
+            except phue.PhueRegistrationException:
+                if time.monotonic() >= deadline or stop.wait(retry_s):
+                    raise PairingError(
+                        f"the link button on the Hue bridge at {bridge} was not pressed "
+                        f"within {wait_s:.0f} s; press it and pair again"
+                    ) from None
+                continue
+            except (TimeoutError, ConnectionError, http.client.HTTPException, OSError):
+                raise PairingError(_no_answer(bridge)) from None
+            except (ValueError, *_PHUE_SHAPE_ERRORS):
+                raise PairingError(_garbled(bridge)) from None
+            except phue.PhueException as err:
+                raise PairingError(f"the Hue bridge at {bridge} refused: {err.message}") from None
+            break
+        username = registered.username
+    if not isinstance(username, str) or not username.strip():
+        raise PairingError(_garbled(bridge))
+    store_username(target, username.strip())
+    return target
+
+
+def _username_path(options: Mapping[str, Any]) -> Path:
+    """Where "pair hue" stores the username: the hue section's file: secret, if any."""
+    secret = options.get("username")
+    if isinstance(secret, Secret) and secret.path is not None:
+        return secret.path
+    return Path(DEFAULT_USERNAME_FILE).expanduser()
+
+
+_PAIRINGS: set[asyncio.Task[None]] = set()
+
+
+@command(r"pair (?:the )?hue(?: bridge)?", admin=True)
+async def pair_hue(ctx: Context) -> None:
+    """Pair with the Hue bridge: say it, then press the bridge's link button within 30 s."""
+    options = ctx.bot.driver_options.get("hue") or {}
+    bridge = options.get("bridge")
+    if not isinstance(bridge, str) or not bridge.strip():
+        await ctx.say("There is no Hue bridge in the federation file: add hue: {bridge: HOST}.")
+        return
+    path = _username_path(options)
+    await ctx.say(
+        f"Press the link button on the Hue bridge at {bridge} now; "
+        f"I'll keep trying for {PAIR_WINDOW_S:.0f} s."
+    )
+
+    async def finish() -> None:
+        try:
+            stored = await asyncio.to_thread(pair, bridge.strip(), path)
+        except PairingError as err:
+            await ctx.say(f"Pairing failed: {err}.")
+            return
+        await ctx.say(
+            f"Paired: the username is in {stored} (mode 600) on {ctx.bot.name}. "
+            f"The hue: section needs `username: file:{stored}`."
+        )
+
+    # The claim lease is shorter than the 30 s the button allows: answer now, finish later.
+    task = asyncio.create_task(finish())
+    _PAIRINGS.add(task)
+    task.add_done_callback(_PAIRINGS.discard)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`troupe hue pair --bridge HOST:PORT [--out PATH]`: pair and print the username line."""
+    parser = argparse.ArgumentParser(prog="troupe hue", description="Philips Hue tools.")
+    sub = parser.add_subparsers(dest="action", required=True)
+    pairing = sub.add_parser("pair", help="get a username from the bridge (press its button)")
+    pairing.add_argument("--bridge", required=True, help="the bridge's host or host:port")
+    pairing.add_argument(
+        "--out",
+        default=DEFAULT_USERNAME_FILE,
+        help=f"file to store the username in, mode 600 (default {DEFAULT_USERNAME_FILE})",
+    )
+    pairing.add_argument(
+        "--wait-s", type=float, default=PAIR_WINDOW_S, help="how long to keep trying"
+    )
+    args = parser.parse_args(argv)
+    print(
+        f"Press the link button on the Hue bridge at {args.bridge}; "
+        f"trying for {args.wait_s:.0f} s...",
+        file=sys.stderr,
+        flush=True,
+    )
+    try:
+        stored = pair(args.bridge, args.out, wait_s=args.wait_s)
+    except PairingError as err:
+        print(f"troupe hue pair: {err}", file=sys.stderr)
+        return 1
+    print("Paired. Put this line in the hue: section of the federation file:", file=sys.stderr)
+    print(f"username: file:{stored}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
