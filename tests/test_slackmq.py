@@ -1,0 +1,82 @@
+"""troupe.slackmq: the Slack Lock (SlackMQ) and the seed's slackmq API, against the workspace."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from slack_sdk import WebClient
+
+from troupe.errors import ClaimError
+from troupe.slackapi import async_client
+from troupe.slackmq import DONE, TAKEOVER, SlackMQ, holding, slackmq
+
+
+@pytest.fixture
+def posted(workspace):
+    alice = WebClient("xoxp-alice", base_url=workspace.api_url)
+    msg = alice.chat_postMessage(channel="#home", text="lights on")
+    return workspace, msg["channel"], msg["ts"]
+
+
+def test_seed_api_acks_once_refuses_the_second_and_releases_late(posted, monkeypatch):
+    ws, channel, ts = posted
+    monkeypatch.setattr(slackmq, "base_url", ws.api_url)
+    monkeypatch.setattr(slackmq, "linger_s", 0.5)
+    first = slackmq("xoxb-kitchen", channel, ts)
+    assert first.ack() is True
+    assert slackmq("xoxb-hall", channel, ts).ack() is False
+    assert first.unack() is True
+    reader = WebClient("xoxb-garage", base_url=ws.api_url)
+    reactions = reader.reactions_get(channel=channel, timestamp=ts)["message"]["reactions"]
+    assert [r["name"] for r in reactions] == [DONE]
+    deadline = time.monotonic() + 10
+    while reader.pins_list(channel=channel)["items"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert reader.pins_list(channel=channel)["items"] == []
+
+
+def test_seed_api_refuses_stale_messages_and_reports_real_errors(posted, monkeypatch):
+    ws, channel, ts = posted
+    monkeypatch.setattr(slackmq, "base_url", ws.api_url)
+    monkeypatch.setattr(slackmq, "stale_s", 0.0)
+    assert slackmq("xoxb-kitchen", channel, ts).ack() is False
+    monkeypatch.setattr(slackmq, "stale_s", 30.0)
+    with pytest.raises(ClaimError, match="message_not_found"):
+        slackmq("xoxb-kitchen", channel, f"{time.time():.6f}").ack()
+    with pytest.raises(ClaimError, match="invalid_auth"):
+        slackmq("xoxb-nobody", channel, ts).ack()
+
+
+def test_seed_api_inside_a_held_command_needs_no_slack_call(posted, monkeypatch):
+    _, channel, ts = posted
+    monkeypatch.setattr(slackmq, "base_url", "http://127.0.0.1:9/api/")  # nothing listens
+    with holding(channel, ts):
+        post = slackmq("SLACK-BOT-API-TOKEN", channel, ts)
+        assert post.ack() is True
+        assert post.unack() is True
+
+
+async def test_lock_claim_done_elect_release(posted):
+    ws, channel, ts = posted
+    kitchen = SlackMQ(async_client("xoxb-kitchen", ws.api_url), "U0KITCHEN")
+    hall = SlackMQ(async_client("xoxb-hall", ws.api_url), "U0HALL")
+    assert await kitchen.claim(channel, ts) is True
+    assert await hall.claim(channel, ts) is False
+    assert await hall.is_done(channel, ts) is False
+    assert await hall.elect(channel, ts) is True
+    assert await kitchen.elect(channel, ts) is False
+    await hall.mark_done(channel, ts)
+    assert await kitchen.is_done(channel, ts) is True
+    await kitchen.release(channel, ts)
+    await hall.release(channel, ts)  # no_pin is not an error
+    reactions = await kitchen.client.reactions_get(channel=channel, timestamp=ts)
+    names = {r["name"]: r["users"] for r in reactions["message"]["reactions"]}
+    assert names[TAKEOVER] == ["U0HALL", "U0KITCHEN"]
+
+
+async def test_any_other_claim_error_is_an_error_not_a_peer(posted):
+    ws, _, ts = posted
+    lock = SlackMQ(async_client("xoxb-kitchen", ws.api_url), "U0KITCHEN")
+    with pytest.raises(ClaimError, match="channel_not_found"):
+        await lock.claim("C0NOWHERE", ts)
