@@ -180,6 +180,19 @@ def record_into(
     return on_message
 
 
+def close_rtm_client(client: RTMClient) -> None:
+    """RTMClient.close() leaves its monitor running, which would reconnect; stop it all."""
+    client.auto_reconnect_enabled = False
+    client.close()
+    client.current_session_state.terminated = True
+    for runner in (client.current_app_monitor, client.current_session_runner):
+        if runner.is_alive():
+            runner.shutdown()
+    if client.message_processor.is_alive():
+        client.message_processor.shutdown()
+    client.message_workers.shutdown()
+
+
 def test_three_rtm_connections_each_receive_every_message(workspace: RunningWorkspace) -> None:
     received: list[list[str]] = [[], [], []]
     done = threading.Condition()
@@ -201,7 +214,7 @@ def test_three_rtm_connections_each_receive_every_message(workspace: RunningWork
             assert done.wait_for(lambda: all(len(r) >= 30 for r in received), timeout=WAIT_S)
     finally:
         for client in clients:
-            client.close()
+            close_rtm_client(client)
     for got in received:
         assert sorted(got) == sorted(posted)
 

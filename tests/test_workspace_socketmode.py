@@ -7,6 +7,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import aiohttp
@@ -111,8 +112,9 @@ def builtin_clients(workspace: RunningWorkspace) -> Iterator[tuple[list[SocketMo
         wait_until(lambda: summary(workspace)["socket_mode"] == 3, "3 connections")
         yield clients, inbox
     finally:
-        for client in clients:
-            client.close()
+        # Each builtin client takes seconds to stop its threads; stop them side by side.
+        with ThreadPoolExecutor(len(clients)) as pool:
+            list(pool.map(SocketModeClient.close, clients))
 
 
 def post(rw: RunningWorkspace, text: str, channel: str = "C0HOME") -> str:
@@ -301,7 +303,10 @@ async def test_unacked_envelope_is_retried_on_another_connection(
         frames.stop()
 
 
-async def test_retries_stop_after_three(workspace: RunningWorkspace) -> None:
+async def test_retries_stop_after_three(
+    workspace: RunningWorkspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(events, "ACK_TIMEOUT_S", 0.3)
     async with aiohttp.ClientSession() as session:
         frames = Frames([await connect(session, workspace)])
         await apost(workspace, "never acked")
@@ -571,3 +576,27 @@ async def test_bad_frames_from_the_client_are_ignored(workspace: RunningWorkspac
         assert frame["payload"]["event"]["ts"] == ts
         await sock.send_json({"envelope_id": frame["envelope_id"]})
         await asyncio.to_thread(wait_until, lambda: summary(workspace)["unacked"] == 0, "ack")
+
+
+async def test_control_api_drives_the_hub(workspace: RunningWorkspace) -> None:
+    async with aiohttp.ClientSession() as session:
+        sock = await connect(session, workspace)
+        answer = await asyncio.to_thread(
+            workspace.control, "disconnect", app=APP, reason="refresh_requested"
+        )
+        assert answer == {"ok": True, "disconnected": 1}
+        frame = await sock.receive_json(timeout=WAIT_S)
+        assert (frame["type"], frame["reason"]) == ("disconnect", "refresh_requested")
+        listing = await asyncio.to_thread(workspace.control, "connections")
+        assert listing["apps"][APP]["socket_mode"] == 1
+        assert listing["humans"]["U0ALICE"] == {"rtm": 0}
+        await asyncio.to_thread(workspace.control, "pause", app=APP, paused=True)
+        ts = await apost(workspace, "held by the control API")
+        assert summary(workspace)["held"] == 1
+        await asyncio.to_thread(workspace.control, "pause", app=APP, paused=False)
+        envelope = await next_envelope(sock)
+        assert envelope["payload"]["event"]["ts"] == ts
+        await sock.send_json({"envelope_id": envelope["envelope_id"]})
+        answer = await asyncio.to_thread(workspace.control, "drop", app=APP)
+        assert answer == {"ok": True, "dropped": 1}
+        assert summary(workspace)["socket_mode"] == 0

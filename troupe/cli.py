@@ -131,9 +131,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--port", type=int, default=3000, help="port (default 3000; 0 = any)")
     demo.set_defaults(func=_demo)
     hw = sub.add_parser(
-        "hardware", help="run a simulated device: hue (a Hue bridge) or mqtt (MQTT devices)"
+        "hardware",
+        help="simulated hardware: hue (a Hue bridge), mqtt (MQTT devices), broker (an MQTT broker)",
     )
-    hw.add_argument("kind", choices=["hue", "mqtt"], help="which simulator")
+    hw.add_argument("kind", choices=["hue", "mqtt", "broker"], help="which simulator")
     hw.add_argument("rest", nargs=argparse.REMAINDER, help="the simulator's own options")
     hw.set_defaults(func=_hardware)
 

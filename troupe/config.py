@@ -234,6 +234,10 @@ class MqttSettings(_Frozen):
     username: str | None = None
     password: Secret | None = None
     tls: bool = False
+    ca_file: str | None = None
+    """The CA that signed the broker's certificate (default: the system's CAs)."""
+    protocol: Annotated[Literal["5", "3.1.1"], BeforeValidator(str)] = "5"
+    """MQTT protocol version: 5, or 3.1.1 for older brokers."""
     bus: bool = False
 
 

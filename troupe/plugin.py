@@ -35,6 +35,7 @@ BUILTIN_PLUGINS = (
     "troupe.plugins.counter",
     "troupe.plugins.gpio_relay",
     "troupe.plugins.hue",
+    "troupe.plugins.mqtt",
 )
 
 

@@ -10,6 +10,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
+from aiohttp import web
+
 from troupe.workspace.config import WorkspaceConfig
 
 if TYPE_CHECKING:
@@ -97,3 +99,7 @@ class Workspace:
             if app.app_token and app.app_token == token:
                 return Caller("app", app.bot_user_id, app.id, token)
         return None
+
+
+WORKSPACE_KEY: web.AppKey[Workspace] = web.AppKey("workspace", Workspace)
+"""Where the aiohttp application keeps its Workspace."""

@@ -45,6 +45,9 @@ HEARTBEAT_S = 30.0
 PAUSE_POLL_S = 0.05
 """How often a paused app is re-checked when the control API does not call wake()."""
 CLOSE_FLUSH_S = 5.0
+CLOSE_TIMEOUT_S = 2.0
+"""How long a closing socket waits for the client's close frame (a stalled client, e.g.
+slackbot's abandoned first socket, must not hold up shutdown)."""
 
 MENTION = re.compile(r"<@([UW][A-Z0-9]+)(?:\|[^>]*)?>")
 MENTIONABLE_SUBTYPES = {None, "bot_message", "thread_broadcast", "file_share", "me_message"}
@@ -87,7 +90,6 @@ class Connection:
         self.user_id = user_id
         self.app_id = app_id
         self.host = f"applink-{secrets.token_hex(5)}"
-        self.sent = 0
         self._transport = transport
         self._queue: asyncio.Queue[str | None] = asyncio.Queue()
         self._writer = asyncio.get_running_loop().create_task(self._write())
@@ -104,15 +106,15 @@ class Connection:
                 await self.ws.send_str(text)
             except ConnectionError:
                 return
-            self.sent += 1
 
     async def close(self, code: int = WSCloseCode.GOING_AWAY) -> None:
         """Flush what is queued, then close with a close frame."""
         self._queue.put_nowait(None)
-        try:
-            await asyncio.wait_for(asyncio.shield(self._writer), CLOSE_FLUSH_S)
-        except TimeoutError:
-            self._writer.cancel()
+        if not self._writer.done():
+            try:
+                await asyncio.wait_for(asyncio.shield(self._writer), CLOSE_FLUSH_S)
+            except TimeoutError:
+                self._writer.cancel()
         await self.ws.close(code=code)
 
     def abort(self) -> None:
@@ -230,9 +232,10 @@ class EventHub:
         for conn in doomed:
             conn.abort()
         if doomed:
-            await asyncio.wait(
-                [asyncio.ensure_future(c.detached.wait()) for c in doomed], timeout=5
-            )
+            waits = [asyncio.ensure_future(c.detached.wait()) for c in doomed]
+            _, late = await asyncio.wait(waits, timeout=CLOSE_FLUSH_S)
+            for wait in late:
+                wait.cancel()
         return len(doomed)
 
     async def disconnect(self, app_id: str, reason: str) -> int:

@@ -8,9 +8,9 @@ from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from troupe.workspace.core import Workspace
+from troupe.workspace.core import WORKSPACE_KEY, Workspace
 from troupe.workspace.errors import SlackError
-from troupe.workspace.events import HEARTBEAT_S, Connection
+from troupe.workspace.events import CLOSE_TIMEOUT_S, HEARTBEAT_S, Connection
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +30,8 @@ def setup(app: web.Application, ws: Workspace) -> None:
 
 
 async def _websocket(request: web.Request) -> web.StreamResponse:
-    ws: Workspace = request.app["workspace"]
-    resp = web.WebSocketResponse(heartbeat=HEARTBEAT_S, autoping=True)
+    ws: Workspace = request.app[WORKSPACE_KEY]
+    resp = web.WebSocketResponse(heartbeat=HEARTBEAT_S, timeout=CLOSE_TIMEOUT_S)
     if not resp.can_prepare(request).ok:
         return web.json_response({"ok": False, "error": "websocket_required"}, status=400)
     await resp.prepare(request)

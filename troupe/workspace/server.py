@@ -9,7 +9,7 @@ from aiohttp import web
 
 from troupe.workspace import control, page, rtm, socketmode, webapi
 from troupe.workspace.config import WorkspaceConfig
-from troupe.workspace.core import Faults, Workspace
+from troupe.workspace.core import WORKSPACE_KEY, Faults, Workspace
 from troupe.workspace.events import EventHub
 from troupe.workspace.ratelimit import RateLimiter
 from troupe.workspace.store import Store
@@ -17,7 +17,6 @@ from troupe.workspace.store import Store
 log = logging.getLogger(__name__)
 
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
-WORKSPACE_KEY = web.AppKey("workspace", Workspace)
 
 
 def build_workspace(config: WorkspaceConfig, state_path: str | Path | None = None) -> Workspace:
@@ -38,7 +37,6 @@ def build_app(ws: Workspace) -> web.Application:
     """The aiohttp application: Web API, Socket Mode, RTM, control API and chat page."""
     app = web.Application(client_max_size=1024**2)
     app[WORKSPACE_KEY] = ws
-    app["workspace"] = ws  # TODO: socketmode/rtm move to WORKSPACE_KEY
     for part in (webapi, socketmode, rtm, control, page):
         part.setup(app, ws)
 

@@ -7,8 +7,14 @@ import logging
 
 from aiohttp import WSMsgType, web
 
-from troupe.workspace.core import Workspace
-from troupe.workspace.events import HEARTBEAT_S, MAX_SOCKET_CONNECTIONS, Connection, EventHub
+from troupe.workspace.core import WORKSPACE_KEY, Workspace
+from troupe.workspace.events import (
+    CLOSE_TIMEOUT_S,
+    HEARTBEAT_S,
+    MAX_SOCKET_CONNECTIONS,
+    Connection,
+    EventHub,
+)
 
 log = logging.getLogger(__name__)
 
@@ -20,8 +26,8 @@ def setup(app: web.Application, ws: Workspace) -> None:
 
 
 async def _link(request: web.Request) -> web.StreamResponse:
-    ws: Workspace = request.app["workspace"]
-    resp = web.WebSocketResponse(heartbeat=HEARTBEAT_S, autoping=True)
+    ws: Workspace = request.app[WORKSPACE_KEY]
+    resp = web.WebSocketResponse(heartbeat=HEARTBEAT_S, timeout=CLOSE_TIMEOUT_S)
     if not resp.can_prepare(request).ok:
         return web.json_response({"ok": False, "error": "websocket_required"}, status=400)
     ticket = ws.hub.take_ticket(request.query.get("ticket", ""), "socket_mode")
