@@ -116,3 +116,17 @@ def test_seed_plugin_says_hello_once_per_hello(tmp_path, monkeypatch):
         h.wait_for(lambda: len(hellos()) >= len(sent), 60, "five hellos")
         time.sleep(1.0)
         assert len(hellos()) == len(sent)
+
+
+@pytest.mark.timeout(180)
+def test_a_bot_the_file_allows_may_command(tmp_path):
+    access = '{admins: [U0ALICE], users: ["*"], bots: [U0TROUPE]}'
+    with house(tmp_path, access=access) as h:
+        alarm = h.say("turn on the porch switch", token="xoxb-troupe")
+        other = h.say("turn on the hall light", token="xoxb-classic")
+        h.wait_for(
+            lambda: any(a.get("ts") == alarm for a in h.actions()), 30, "the alarm's command"
+        )
+        time.sleep(1.0)
+        assert [a["device"] for a in h.actions()] == ["porch switch"]
+        assert h.replies(other) == []

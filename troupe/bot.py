@@ -10,7 +10,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
@@ -80,12 +80,13 @@ class Context:
         await self.bot.reply(self.event, text)
 
 
-@dataclass(frozen=True)
-class Identity:
-    """This bot's Slack tokens, as resolved from the federation file."""
+class Service(Protocol):
+    """Something that runs beside the bot for its whole life (e.g. Home Assistant
+    discovery): started after the drivers, stopped before them."""
 
-    bot_token: str
-    app_token: str | None
+    async def start(self, bot: Bot) -> None: ...
+
+    async def stop(self) -> None: ...
 
 
 class Bot:
@@ -139,6 +140,10 @@ class Bot:
         self.ready = asyncio.Event()
         self._inflight: set[asyncio.Task[Any]] = set()
         self._timers: dict[str, asyncio.TimerHandle] = {}
+        self.services: list[Service] = []
+        """Long-running companions started after the drivers (Home Assistant discovery)."""
+        self.state_listeners: list[Callable[[str, DeviceState], Awaitable[None]]] = []
+        """Called after every successful action with the device's new state."""
 
     # lifecycle ----------------------------------------------------------------------
 
@@ -160,6 +165,8 @@ class Bot:
         for channel, ts, text in self.journal.unfinished():
             log.warning("unfinished before the last stop: %s/%s %r", channel, ts, text)
             self.journal.finish(channel, ts, "failed", "interrupted by a stop")
+        for service in self.services:
+            await service.start(self)
         if self.bus is not None:
             await self.bus.start(self._on_relay)
         await self.transport.start(self.handle)
@@ -180,6 +187,8 @@ class Bot:
                 log.info(
                     "%d pins left to linger; the next bot to start releases them", len(pending)
                 )
+        for service in self.services:
+            await service.stop()
         for driver in self.drivers.values():
             await driver.stop()
         if self.bus is not None:
@@ -314,8 +323,10 @@ class Bot:
         """Ignore self, other bots (unless allowed), other channels and other users."""
         if event.user == self.user_id or (self.bot_id and event.bot_id == self.bot_id):
             return False
-        if event.from_bot and (event.bot_id not in self.allowed_bots):
+        if event.from_bot and not ({event.user, event.bot_id} & self.allowed_bots):
             return False
+        if event.from_bot and event.thread_ts:
+            return False  # bots answer in threads: an answer never becomes a command
         if event.subtype not in (None, "thread_broadcast"):
             return False
         if event.channel not in self.channel_areas:
@@ -528,7 +539,26 @@ class Bot:
         finally:
             command_origin.reset(origin)
         self.journal.action_end(channel, ts, action.device, action.op, True, text)
+        if self.state_listeners:
+            state = await self.device_state(action.device)
+            for listener in self.state_listeners:
+                await listener(action.device, state)
         return _Done(True, text)
+
+    async def drive(self, action: Action, *, origin: tuple[str, str]) -> str:
+        """Carry out an action on a device this bot drives, from outside chat (Home
+        Assistant, a schedule). `origin` = (source, unique id) is the journal's key, so a
+        redelivered request acts once. Returns the sentence; raises DriverError."""
+        device = self.devices.get(action.device)
+        if device is None or device.owner not in (None, self.name):
+            raise DriverError(f"{self.name} does not drive a device called {action.device}")
+        self._cancel_timer(action.device)
+        done = await self._drive(origin[0], origin[1], action, None)
+        if done is None:
+            return "already done"
+        if not done.ok:
+            raise DriverError(done.text)
+        return done.text
 
     # timed actions ("for 10 minutes") ------------------------------------------------------
 

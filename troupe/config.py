@@ -239,6 +239,9 @@ class MqttSettings(_Frozen):
     protocol: Annotated[Literal["5", "3.1.1"], BeforeValidator(str)] = "5"
     """MQTT protocol version: 5, or 3.1.1 for older brokers."""
     bus: bool = False
+    discovery: bool = False
+    """Publish each bot's GPIO relays to Home Assistant (MQTT discovery)."""
+    discovery_prefix: str = "homeassistant"
 
 
 class HueSettings(_Frozen):
