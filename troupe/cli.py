@@ -49,7 +49,7 @@ def _demo(args: argparse.Namespace) -> int:
     from troupe.demo import run_demo
 
     try:
-        asyncio.run(run_demo(args.host, args.port))
+        run_demo(args.host, args.port)
     except OSError as err:
         print(
             f"troupe demo: cannot serve on {args.host}:{args.port} ({err}); "
@@ -100,6 +100,12 @@ def _check(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
+def _manifest(args: argparse.Namespace) -> int:
+    from troupe.manifest import main as manifest_main
+
+    return manifest_main([args.bot, *(["--config", args.config] if args.config else [])])
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="troupe", description="A federation of Slack bots that run a home from chat."
@@ -114,6 +120,11 @@ def build_parser() -> argparse.ArgumentParser:
     ws.add_argument("--config", help="workspace YAML file (default: the demo workspace)")
     ws.add_argument("--state", help="SQLite file that keeps the workspace across restarts")
     ws.set_defaults(func=_workspace)
+
+    man = sub.add_parser("manifest", help="print the Slack app manifest (YAML) for one bot")
+    man.add_argument("bot", help="the bot's name: the Pi's host name, like kitchen-pi")
+    man.add_argument("--config", help="the federation file; checks that BOT is in its roster")
+    man.set_defaults(func=_manifest)
 
     run = sub.add_parser("run", help="run one bot of the federation")
     run.add_argument("--config", required=True, help="the federation file")

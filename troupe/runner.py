@@ -14,6 +14,7 @@ from troupe.config import Federation
 from troupe.federation import Settings
 from troupe.intents import Recognizer
 from troupe.journal import Journal
+from troupe.pagestates import PageStates
 from troupe.plugin import load_plugins
 from troupe.slackapi import async_client
 from troupe.transports.base import Transport
@@ -66,7 +67,7 @@ def build_bot(fed: Federation, name: str, *, journal_path: str | Path | None = N
     path = journal_path or fed.journal_path(name)
     channels: dict[str, str | None] = {fed.slack.channel: None}
     channels.update(fed.channels)
-    return Bot(
+    bot = Bot(
         name=name,
         roster=list(fed.bots),
         devices=devices,
@@ -97,6 +98,10 @@ def build_bot(fed: Federation, name: str, *, journal_path: str | Path | None = N
             if getattr(fed, section, None) is not None
         },
     )
+    page = PageStates.from_env()
+    if page is not None:
+        bot.services.append(page)
+    return bot
 
 
 def _bus(fed: Federation, name: str) -> Bus | None:

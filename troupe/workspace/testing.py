@@ -66,8 +66,9 @@ def running_workspace(
     config: WorkspaceConfig | None = None,
     state_path: str | Path | None = None,
     host: str = "127.0.0.1",
+    port: int = 0,
 ) -> Iterator[RunningWorkspace]:
-    """Serve a workspace on a free port for the duration of the with-block."""
+    """Serve a workspace (on a free port unless one is given) during the with-block."""
     config = config or demo_config()
     loop = asyncio.new_event_loop()
     ready = threading.Event()
@@ -77,8 +78,8 @@ def running_workspace(
         asyncio.set_event_loop(loop)
         try:
             ws = build_workspace(config, state_path)
-            runner, port = loop.run_until_complete(start(ws, host, 0))
-            box.update(ws=ws, runner=runner, port=port)
+            runner, bound = loop.run_until_complete(start(ws, host, port))
+            box.update(ws=ws, runner=runner, port=bound)
         except BaseException as err:  # reported to the caller below
             box["error"] = err
             ready.set()

@@ -1,0 +1,523 @@
+#!/bin/bash
+# Install, upgrade or remove this machine's troupe bot: Raspberry Pi OS Bookworm, Debian, Ubuntu.
+#
+# Safe to run again: each step looks before it acts, and the service restarts only when
+# something changed. See docs/install.md for the whole walk from zero to a bot answering.
+set -euo pipefail
+umask 022
+
+usage() {
+	cat <<'EOF'
+usage: sudo deploy/install.sh [options]
+
+Installs troupe into a venv under /opt/troupe, a `troupe` system user (in the gpio group),
+/etc/troupe for the federation file and this bot's tokens (mode 0600), and the systemd
+service `troupe` that runs `troupe run --config /etc/troupe/federation.yaml`.
+
+  --source SPEC        what pip installs: a wheel file, a source directory, a git URL
+                       (git+https://HOST/REPO@REF) or a requirement such as troupe==0.2.0
+                       (default: $TROUPE_SOURCE, else the checkout this script is in)
+  --index-url URL      the package index to install from (with a requirement as SPEC)
+  --bot NAME           this bot's name in the federation (default: the short host name)
+  --federation FILE    copy FILE to /etc/troupe/federation.yaml (else a starter file is
+                       written when there is none)
+  --bot-token-file F   copy this bot's xoxb- token from F (or set TROUPE_BOT_TOKEN)
+  --app-token-file F   copy this bot's xapp- token from F (or set TROUPE_APP_TOKEN)
+  --python PATH        the Python 3.11+ to build the venv with (default: /usr/bin/python3)
+  --system-site-packages
+                       let the venv see the system's Python packages (the default on a
+                       Raspberry Pi, so gpiozero finds python3-lgpio)
+  --pip-args "ARGS"    more arguments for pip install (e.g. "--no-deps --no-index")
+  --no-start           install and enable the service, but do not start it now
+  --root DIR           install into DIR as if it were / : no user, no apt, no systemd
+                       (for CI and for looking at what gets installed)
+  --dry-run            print each action instead of doing it
+  --uninstall          remove the service, the venv and troupe.env; keep the federation
+                       file, the tokens, the journal and the user
+  --purge              with --uninstall: remove /etc/troupe, /var/lib/troupe and the user too
+  -h, --help           show this help
+EOF
+}
+
+SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+readonly SCRIPT_DIR
+readonly USER_NAME=troupe
+readonly ETC=/etc/troupe
+readonly STATE=/var/lib/troupe
+readonly OPT=/opt/troupe
+readonly VENV=/opt/troupe/venv
+readonly UNIT=/etc/systemd/system/troupe.service
+readonly LINK=/usr/local/bin/troupe
+
+R=""
+DRY_RUN=0
+UNINSTALL=0
+PURGE=0
+START=1
+SITE_PACKAGES=""
+SOURCE=${TROUPE_SOURCE:-}
+INDEX_URL=""
+BOT=""
+FEDERATION=""
+BOT_TOKEN_FILE=""
+APP_TOKEN_FILE=""
+# The system's Python by default: one under root's home (pyenv, conda) is out of troupe's reach.
+PYTHON=python3
+if [[ -x /usr/bin/python3 ]]; then
+	PYTHON=/usr/bin/python3
+fi
+PIP_ARGS=""
+CHANGES=0
+MISSING=()
+WORK=""
+
+die() {
+	printf 'install.sh: %s\n' "$*" >&2
+	exit 1
+}
+
+say() { printf '%s\n' "$*"; }
+
+quoted() {
+	local out
+	printf -v out '%q ' "$@"
+	printf '%s' "${out% }"
+}
+
+# Run a command that changes the system, or with --dry-run only say so.
+act() {
+	CHANGES=$((CHANGES + 1))
+	if ((DRY_RUN)); then
+		say "would run: $(quoted "$@")"
+		return 0
+	fi
+	say "+ $(quoted "$@")"
+	"$@"
+}
+
+# Like act, for what lies outside the installed files (users, apt, systemd): a --root
+# install has no system of its own to change, so these are only reported.
+host_act() {
+	if [[ -n $R ]]; then
+		say "skip (--root): $(quoted "$@")"
+		return 0
+	fi
+	act "$@"
+}
+
+# Run a command that changes nothing that counts (reload, enable), or print it.
+quiet_act() {
+	if ((DRY_RUN)); then
+		say "would run: $(quoted "$@")"
+		return 0
+	fi
+	say "+ $(quoted "$@")"
+	"$@"
+}
+
+need_value() {
+	[[ $# -ge 2 && -n $2 ]] || die "$1 needs a value (see --help)"
+}
+
+parse_args() {
+	while [[ $# -gt 0 ]]; do
+		case $1 in
+		--source) need_value "$@"; SOURCE=$2; shift 2 ;;
+		--index-url) need_value "$@"; INDEX_URL=$2; shift 2 ;;
+		--bot) need_value "$@"; BOT=$2; shift 2 ;;
+		--federation) need_value "$@"; FEDERATION=$2; shift 2 ;;
+		--bot-token-file) need_value "$@"; BOT_TOKEN_FILE=$2; shift 2 ;;
+		--app-token-file) need_value "$@"; APP_TOKEN_FILE=$2; shift 2 ;;
+		--python) need_value "$@"; PYTHON=$2; shift 2 ;;
+		--pip-args) need_value "$@"; PIP_ARGS=$2; shift 2 ;;
+		--root) need_value "$@"; R=$2; shift 2 ;;
+		--system-site-packages) SITE_PACKAGES=1; shift ;;
+		--no-start) START=0; shift ;;
+		--dry-run) DRY_RUN=1; shift ;;
+		--uninstall) UNINSTALL=1; shift ;;
+		--purge) PURGE=1; shift ;;
+		-h | --help) usage; exit 0 ;;
+		*) die "unknown option $1 (see --help)" ;;
+		esac
+	done
+	if ((PURGE && !UNINSTALL)); then
+		die "--purge goes with --uninstall"
+	fi
+	if [[ -n $R ]]; then
+		[[ $R == /* ]] || R=$PWD/$R
+		R=${R%/}
+		[[ -n $R ]] || die "--root / is the machine itself; leave --root out"
+		if ((!DRY_RUN)); then
+			mkdir -p "$R"
+		fi
+	elif ((!DRY_RUN)) && [[ $EUID -ne 0 ]]; then
+		die "run as root (sudo $0 ...), or try --dry-run or --root DIR"
+	fi
+}
+
+# --- looking before acting -------------------------------------------------------------
+
+mode_of() { stat -c %a "$1"; }
+owner_of() { stat -c %U:%G "$1"; }
+
+# Give PATH (under the root) MODE and, outside a --root install, OWNER.
+ensure_perms() {
+	local path=$R$1 mode=$2 owner=$3
+	if [[ ! -e $path ]]; then
+		((DRY_RUN)) || die "$path is missing"
+		return 0
+	fi
+	if [[ $(mode_of "$path") != "${mode#0}" ]]; then
+		act chmod "$mode" "$path"
+	fi
+	if [[ -z $R && $(owner_of "$path") != "$owner" ]]; then
+		act chown "$owner" "$path"
+	fi
+}
+
+ensure_dir() {
+	local dir=$1 mode=$2 owner=$3
+	if [[ -d $R$dir ]]; then
+		ensure_perms "$dir" "$mode" "$owner"
+	elif [[ -n $R ]]; then
+		act install -d -m "$mode" "$R$dir"
+	else
+		act install -d -m "$mode" -o "${owner%%:*}" -g "${owner##*:}" "$dir"
+	fi
+}
+
+# Write stdin to DEST like put_file, staging it in a private directory (mode 0700).
+put_text() {
+	if [[ -z $WORK ]]; then
+		WORK=$(mktemp -d)
+		trap 'rm -rf "$WORK"' EXIT
+	fi
+	local staged
+	staged=$(mktemp "$WORK/text.XXXXXX")
+	cat >"$staged"
+	put_file "$staged" "$@"
+	rm -f "$staged"
+}
+
+# Copy SRC to DEST (a path under the root) when they differ, through a temporary file so a
+# reader never sees half a file; then give DEST its mode and owner. Never prints content.
+put_file() {
+	local src=$1 dest=$2 mode=$3 owner=$4 target=$R$2 tmp
+	if [[ -f $target ]] && cmp -s "$src" "$target"; then
+		ensure_perms "$dest" "$mode" "$owner"
+		return 0
+	fi
+	CHANGES=$((CHANGES + 1))
+	[[ -z $R ]] || owner="owner left as is"
+	if ((DRY_RUN)); then
+		say "would write: $target (mode $mode, $owner)"
+		return 0
+	fi
+	say "+ write $target (mode $mode, $owner)"
+	tmp=$(mktemp "$target.XXXXXX")
+	cat "$src" >"$tmp"
+	chmod "$mode" "$tmp"
+	if [[ -z $R ]]; then
+		chown "$owner" "$tmp"
+	fi
+	mv -f "$tmp" "$target"
+}
+
+systemd_running() { [[ -z $R && -d /run/systemd/system ]]; }
+
+# --- installing ------------------------------------------------------------------------
+
+check_python() {
+	command -v "$PYTHON" >/dev/null || die "$PYTHON not found; install python3 or pass --python"
+	"$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' ||
+		die "troupe needs Python 3.11 or newer; $PYTHON is $("$PYTHON" -V 2>&1) (Raspberry Pi OS and Debian Bookworm, Ubuntu 24.04 have it)"
+}
+
+pick_source() {
+	if [[ -z $SOURCE ]]; then
+		if [[ -f $SCRIPT_DIR/../pyproject.toml ]] &&
+			grep -q '^name = "troupe"' "$SCRIPT_DIR/../pyproject.toml"; then
+			SOURCE=$(cd "$SCRIPT_DIR/.." && pwd)
+		else
+			die "say what to install with --source (a wheel, a git URL, or troupe==VERSION)"
+		fi
+	fi
+	if [[ $SOURCE == *.whl && ! -f $SOURCE ]]; then
+		die "no wheel at $SOURCE"
+	fi
+}
+
+on_a_pi() {
+	[[ -z $R && -r /proc/device-tree/model ]] &&
+		tr -d '\0' </proc/device-tree/model | grep -q 'Raspberry Pi'
+}
+
+install_packages() {
+	local wanted=()
+	"$PYTHON" -c 'import ensurepip' 2>/dev/null || wanted+=(python3-venv)
+	if [[ $SOURCE == git+* ]] && ! command -v git >/dev/null; then
+		wanted+=(git)
+	fi
+	if [[ -n $SITE_PACKAGES ]] && on_a_pi && ! "$PYTHON" -c 'import lgpio' 2>/dev/null &&
+		apt-cache show python3-lgpio >/dev/null 2>&1; then
+		wanted+=(python3-lgpio)
+	fi
+	if ((${#wanted[@]})); then
+		host_act apt-get update
+		host_act apt-get install -y --no-install-recommends "${wanted[@]}"
+	fi
+}
+
+ensure_user() {
+	if [[ -n $R ]]; then
+		say "skip (--root): user $USER_NAME and the gpio group"
+		return 0
+	fi
+	if ! getent passwd "$USER_NAME" >/dev/null; then
+		act useradd --system --user-group --home-dir "$STATE" --no-create-home \
+			--shell /usr/sbin/nologin --comment "troupe bot" "$USER_NAME"
+	fi
+	if getent group gpio >/dev/null; then
+		if ! id -nG "$USER_NAME" 2>/dev/null | tr ' ' '\n' | grep -qx gpio; then
+			act usermod -a -G gpio "$USER_NAME"
+		fi
+	else
+		say "note: no gpio group here (not a Raspberry Pi?); GPIO devices stay out of reach"
+	fi
+}
+
+# A fingerprint of what is installed in the venv, to tell whether pip changed anything:
+# each distribution's name and version, and the hash of every file of troupe's own.
+venv_state() {
+	local site
+	for site in "$R$VENV"/lib/python3*/site-packages; do
+		[[ -d $site ]] || continue
+		(cd "$site" && ls -d -- *.dist-info && cat troupe-*.dist-info/RECORD) 2>/dev/null || true
+	done | sha256sum
+}
+
+ensure_venv() {
+	local py=$R$VENV/bin/python before after
+	local -a pip_args venv_args=()
+	read -r -a pip_args <<<"$PIP_ARGS"
+	if [[ -n $INDEX_URL ]]; then
+		pip_args+=(--index-url "$INDEX_URL")
+	fi
+	if [[ -n $SITE_PACKAGES ]]; then
+		venv_args+=(--system-site-packages)
+	fi
+	if [[ -e $R$VENV ]] && ! "$py" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+		act rm -rf "$R$VENV"
+		act "$PYTHON" -m venv "${venv_args[@]}" "$R$VENV"
+	elif [[ ! -e $R$VENV ]]; then
+		act "$PYTHON" -m venv "${venv_args[@]}" "$R$VENV"
+	fi
+	before=$(venv_state)
+	quiet_act "$py" -m pip install --upgrade --no-input --disable-pip-version-check \
+		"${pip_args[@]}" "$SOURCE"
+	after=$(venv_state)
+	if [[ $before != "$after" ]]; then
+		CHANGES=$((CHANGES + 1))
+		say "troupe changed in $R$VENV"
+	fi
+}
+
+ensure_link() {
+	local link=$R$LINK
+	if [[ -L $link && $(readlink "$link") == "$VENV/bin/troupe" ]]; then
+		return 0
+	fi
+	if [[ -e $link && ! -L $link ]]; then
+		say "note: $link is not troupe's link; left alone (use $VENV/bin/troupe)"
+		return 0
+	fi
+	[[ -d $R/usr/local/bin ]] || act mkdir -p "$R/usr/local/bin"
+	act ln -sfn "$VENV/bin/troupe" "$link"
+}
+
+starter_federation() {
+	cat <<EOF
+# The federation file: the same file on every Pi of the federation
+# (docs/federation-file.md). install.sh wrote this starter for $BOT alone:
+# replace it with your federation's file (install.sh --federation FILE).
+federation: home
+slack:
+  mode: app-per-bot
+  channel: "#home"
+bots:
+  $BOT:
+    bot_token: file:$ETC/$BOT.bot.token
+    app_token: file:$ETC/$BOT.app.token
+journal: $STATE/{bot}.sqlite3
+access:
+  admins: []
+  users: ["*"]
+EOF
+}
+
+ensure_federation() {
+	local file=$ETC/federation.yaml
+	if [[ -n $FEDERATION ]]; then
+		[[ -f $FEDERATION ]] || die "no federation file at $FEDERATION"
+		put_file "$FEDERATION" "$file" 0644 root:root
+	elif [[ ! -f $R$file ]]; then
+		put_text "$file" 0644 root:root < <(starter_federation)
+	else
+		ensure_perms "$file" 0644 root:root
+	fi
+	put_text "$ETC/troupe.env" 0644 root:root < <(printf 'TROUPE_BOT=%s\n' "$BOT")
+}
+
+# This bot's token of KIND (bot or app) into /etc/troupe/BOT.KIND.token, mode 0600.
+ensure_token() {
+	local kind=$1 file=$2 value=$3 prefix=$4 dest=$ETC/$BOT.$1.token token=""
+	if [[ -n $file ]]; then
+		[[ -r $file ]] || die "cannot read the $kind token file $file"
+		token=$(tr -d '[:space:]' <"$file")
+	elif [[ -n $value ]]; then
+		token=$(printf '%s' "$value" | tr -d '[:space:]')
+	elif [[ ! -f $R$dest && -t 0 ]] && ((!DRY_RUN)); then
+		read -r -s -p "$BOT's $kind token ($prefix...; Enter to skip): " token
+		printf '\n'
+		token=$(printf '%s' "$token" | tr -d '[:space:]')
+	fi
+	if [[ -n $token ]]; then
+		[[ $token == "$prefix"* ]] || die "the $kind token must start with $prefix"
+		put_text "$dest" 0600 "$USER_NAME:$USER_NAME" < <(printf '%s\n' "$token")
+	elif [[ -f $R$dest ]]; then
+		ensure_perms "$dest" 0600 "$USER_NAME:$USER_NAME"
+	else
+		MISSING+=("$dest")
+	fi
+}
+
+ensure_unit() {
+	local src=$SCRIPT_DIR/troupe.service before=$CHANGES
+	[[ -f $src ]] || die "troupe.service is not next to install.sh in $SCRIPT_DIR"
+	ensure_dir /etc/systemd/system 0755 root:root
+	put_file "$src" "$UNIT" 0644 root:root
+	if ((CHANGES != before)) && systemd_running; then
+		quiet_act systemctl daemon-reload
+	fi
+}
+
+ensure_service() {
+	if [[ -n $R ]]; then
+		say "skip (--root): troupe check, systemctl enable and start troupe"
+		return 0
+	fi
+	if ((${#MISSING[@]})); then
+		say "NOT STARTED: no token yet in ${MISSING[*]}"
+		say "  put each token there (install.sh --bot-token-file/--app-token-file, or"
+		say "  TROUPE_BOT_TOKEN/TROUPE_APP_TOKEN), then run install.sh again"
+		return 0
+	fi
+	if ((!DRY_RUN)); then
+		runuser -u "$USER_NAME" -- "$VENV/bin/python" -c pass ||
+			die "the $USER_NAME user cannot run $VENV/bin/python ($(readlink -f "$VENV/bin/python")); reinstall with --python /usr/bin/python3"
+		say "+ troupe check --config $ETC/federation.yaml --bot $BOT (as $USER_NAME)"
+		runuser -u "$USER_NAME" -- "$VENV/bin/troupe" check --config "$ETC/federation.yaml" \
+			--bot "$BOT" ||
+			die "the federation file or a token has problems (above); fix them and run install.sh again"
+	else
+		say "would run: troupe check --config $ETC/federation.yaml --bot $BOT (as $USER_NAME)"
+	fi
+	if ! systemd_running; then
+		say "note: systemd is not running here; start the bot with:"
+		say "  runuser -u $USER_NAME -- $VENV/bin/troupe run --config $ETC/federation.yaml"
+		return 0
+	fi
+	if ! systemctl is-enabled --quiet troupe 2>/dev/null; then
+		quiet_act systemctl enable troupe
+	fi
+	if ((!START)); then
+		say "not started (--no-start): sudo systemctl start troupe"
+	elif ((CHANGES)) || ! systemctl is-active --quiet troupe; then
+		quiet_act systemctl restart troupe
+		say "started; see how it does with: systemctl status troupe; journalctl -u troupe -f"
+	fi
+}
+
+install_bot() {
+	check_python
+	pick_source
+	if [[ -z $BOT ]]; then
+		BOT=$(hostname 2>/dev/null || uname -n)
+		BOT=${BOT%%.*}
+	fi
+	BOT=${BOT,,}
+	[[ $BOT =~ ^[a-z0-9]([a-z0-9-]*[a-z0-9])?$ ]] ||
+		die "'$BOT' is not a bot name; use letters, digits and '-' (pass --bot NAME)"
+	if [[ -z $SITE_PACKAGES ]] && on_a_pi; then
+		SITE_PACKAGES=1
+	fi
+	say "installing troupe for bot $BOT from $SOURCE${R:+ into $R}"
+	install_packages
+	ensure_user
+	ensure_dir "$OPT" 0755 root:root
+	ensure_dir "$ETC" 0750 "root:$USER_NAME"
+	ensure_dir "$STATE" 0750 "$USER_NAME:$USER_NAME"
+	ensure_venv
+	ensure_link
+	ensure_federation
+	ensure_token bot "$BOT_TOKEN_FILE" "${TROUPE_BOT_TOKEN:-}" xoxb-
+	ensure_token app "$APP_TOKEN_FILE" "${TROUPE_APP_TOKEN:-}" xapp-
+	ensure_unit
+	ensure_service
+}
+
+# --- removing --------------------------------------------------------------------------
+
+remove() {
+	local path=$R$1
+	if [[ -e $path || -L $path ]]; then
+		act rm -rf "$path"
+	fi
+}
+
+uninstall_bot() {
+	say "removing troupe${R:+ from $R}"
+	if systemd_running && [[ -f $UNIT ]]; then
+		quiet_act systemctl disable --now troupe
+	fi
+	remove "$UNIT"
+	if systemd_running; then
+		quiet_act systemctl daemon-reload
+		quiet_act systemctl reset-failed troupe 2>/dev/null || true
+	fi
+	if [[ -L $R$LINK && $(readlink "$R$LINK") == "$VENV/bin/troupe" ]]; then
+		remove "$LINK"
+	fi
+	remove "$OPT"
+	if ((PURGE)); then
+		remove "$ETC"
+		remove "$STATE"
+		if [[ -n $R ]]; then
+			say "skip (--root): userdel $USER_NAME"
+		elif getent passwd "$USER_NAME" >/dev/null; then
+			act userdel "$USER_NAME"
+		fi
+	else
+		remove "$ETC/troupe.env"
+		say "kept $ETC (federation file, tokens), $STATE (journal) and the user $USER_NAME;"
+		say "  install.sh --uninstall --purge removes them too"
+	fi
+}
+
+main() {
+	parse_args "$@"
+	if ((UNINSTALL)); then
+		uninstall_bot
+	else
+		install_bot
+	fi
+	if ((DRY_RUN)); then
+		say "dry run: $CHANGES change(s) would be made"
+	elif ((CHANGES)); then
+		say "troupe: done, $CHANGES change(s)"
+	else
+		say "troupe: nothing to change"
+	fi
+}
+
+main "$@"
