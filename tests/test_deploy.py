@@ -520,6 +520,8 @@ def test_ansible_playbook_installs_one_pi_at_a_time() -> None:
 def test_ansible_playbook_passes_syntax_check_when_ansible_is_here() -> None:
     tool = shutil.which("ansible-playbook")
     if tool is None:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("ansible-playbook is missing; .ci/run must install ansible-core")
         pytest.skip("ansible-playbook is not installed")
     ansible = DEPLOY / "ansible"
     result = subprocess.run(
