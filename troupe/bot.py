@@ -16,6 +16,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from troupe import __version__, faults
+from troupe.access import Access
 from troupe.bus import Bus
 from troupe.federation import Action, Coordinator, Outcome, Plan, Route, Settings, plan, rank
 from troupe.intents import Command, DeviceInfo, Recognizer
@@ -33,6 +34,8 @@ from troupe.transports.base import Ack, Event, Transport
 
 log = logging.getLogger(__name__)
 
+MAX_TEXT = 4000
+"""Longer messages are not read as commands (Slack itself allows 40,000 characters)."""
 STATUS = re.compile(r"status|what(?:'s| is) on", re.IGNORECASE)
 """Every device's state: owners answer for theirs, one claimed bot for the shared ones."""
 UNKNOWN = "I don't know that — try `help`."
@@ -105,9 +108,10 @@ class Bot:
         recognizer: Recognizer,
         settings: Settings,
         channels: Mapping[str, str | None],
-        admins: Sequence[str] = (),
-        users: Sequence[str] = ("*",),
+        access: Access | None = None,
         allowed_bots: Sequence[str] = (),
+        max_text: int = MAX_TEXT,
+        max_duration_s: float = 24 * 3600,
         scenes: Mapping[str, Mapping[str, Any]] | None = None,
         mode: str = "app-per-bot",
         driver_options: Mapping[str, Mapping[str, Any]] | None = None,
@@ -125,9 +129,11 @@ class Bot:
         self.settings = settings
         self.channel_names = dict(channels)
         self.channel_areas: dict[str, str | None] = {}
-        self.admins = set(admins)
-        self.users = set(users)
+        self.access = access or Access.build(admins=(), users=("*",))
         self.allowed_bots = set(allowed_bots)
+        self.max_text = max_text
+        self.max_duration_s = max_duration_s
+        self.channel_refs: dict[str, set[str]] = {}
         self.scenes = dict(scenes or {})
         self.driver_options = dict(driver_options or {})
         self.info = BotInfo(name, socket.gethostname(), __version__, mode)
@@ -238,6 +244,11 @@ class Bot:
                 break
         for ref, area in wanted.items():
             channel_id = known.get(ref) or known.get(ref.lstrip("#"))
+            if channel_id is not None:
+                names = {name for name, cid in known.items() if cid == channel_id}
+                self.channel_refs[channel_id] = {
+                    n if n.startswith(("#", "C", "G")) else "#" + n for n in names
+                }
             if channel_id is None:
                 raise ValueError(
                     f"the channel {ref} does not exist in this Slack workspace; create it "
@@ -320,7 +331,8 @@ class Bot:
                 self.journal.finish(event.channel, event.ts, "done")
 
     def _may_command(self, event: Event) -> bool:
-        """Ignore self, other bots (unless allowed), other channels and other users."""
+        """Ignore self, other bots (unless allowed) and channels not in the federation file.
+        (People who may not command are answered, once, by _dispatch.)"""
         if event.user == self.user_id or (self.bot_id and event.bot_id == self.bot_id):
             return False
         if event.from_bot and not ({event.user, event.bot_id} & self.allowed_bots):
@@ -329,9 +341,7 @@ class Bot:
             return False  # bots answer in threads: an answer never becomes a command
         if event.subtype not in (None, "thread_broadcast"):
             return False
-        if event.channel not in self.channel_areas:
-            return False
-        return "*" in self.users or event.user in self.users or event.user in self.admins
+        return event.channel in self.channel_areas or _is_direct(event.channel)
 
     async def _dispatch(self, event: Event, ack: Ack, relayed: str | None) -> None:
         coordinator = self.coordinator
@@ -342,9 +352,16 @@ class Bot:
             else:
                 await self._answer_stale(event)
             return
+        refusal = self._gatekeep(event)
+        if refusal:
+            if not relayed:
+                await self._refuse(event, ack, refusal, event.text[:60])
+            return
         text = _strip_mention(event.text, self.user_id)
         found = self.plugins.match(text)
         if found is not None:
+            if not await self._allowed(event, {found[0].name}, ack, relayed):
+                return
             await self._run_plugin(event, ack, *found, relayed=relayed)
             return
         if STATUS.fullmatch(text.strip().rstrip("?!.")):
@@ -358,20 +375,67 @@ class Bot:
                 return
             await self._once(event, ack, lambda _t: self.reply(event, _explain(command)))
             return
+        if command.duration_s and command.duration_s > self.max_duration_s:
+            if not relayed:
+                limit = _span(self.max_duration_s)
+                await self._refuse(event, ack, f"timed commands may last {limit} at most", text)
+            return
+        if not await self._allowed(event, self._subjects(command), ack, relayed):
+            return
         await self._run_devices(event, ack, command, relayed=relayed)
+
+    # access ---------------------------------------------------------------------------
+
+    def _gatekeep(self, event: Event) -> str | None:
+        """Why this message may not be a command at all, or None."""
+        if _is_direct(event.channel) and not self.access.may_message_directly(event.user):
+            return "I only take direct messages from the people the federation file lists"
+        if not self.access.may_command(event.user):
+            return "you are not on the list of people who may command the house"
+        if len(event.text) > self.max_text:
+            return f"a command may be {self.max_text:,} characters at most"
+        return None
+
+    def _subjects(self, command: Command) -> set[str]:
+        """What a device command touches, as access rules name things."""
+        subjects = set(command.devices)
+        subjects |= {self.devices[d].area for d in command.devices if self.devices[d].area}
+        if command.scene:
+            subjects |= {command.scene, *self.scenes.get(command.scene, {})}
+        return {s for s in subjects if s}
+
+    async def _allowed(self, event: Event, what: set[str], ack: Ack, relayed: str | None) -> bool:
+        """Apply the access rules; a refusal is answered once (by one bot) and logged."""
+        where = {event.channel, *self.channel_refs.get(event.channel, ())}
+        decision = self.access.decide(event.user, where, what)
+        if decision.allowed:
+            return True
+        if not relayed:
+            await self._refuse(event, ack, decision.reason, ", ".join(sorted(what)))
+        return False
+
+    async def _refuse(self, event: Event, ack: Ack, reason: str, what: str) -> None:
+        log.warning("refused %s in %s: %r (%s)", event.user, event.channel, what, reason)
+        self.journal.finish(event.channel, event.ts, "skipped", f"refused: {reason}")
+
+        async def answer(_takeover: bool) -> None:
+            await self.reply(event, f"Sorry, {reason}.")
+
+        await self._once(event, ack, answer)
 
     async def _once(self, event: Event, ack: Ack, work: Callable[[bool], Awaitable[Any]]) -> Any:
         """Exactly one bot of the roster does `work` for this message."""
         assert self.coordinator is not None
-        candidates = self._claimants(self.roster)
+        candidates = self._claimants(self.roster, event.channel)
         result = await self.coordinator.coordinate(event.channel, event.ts, candidates, work)
         await ack()
         return result
 
-    def _claimants(self, candidates: Sequence[str]) -> Sequence[str]:
+    def _claimants(self, candidates: Sequence[str], channel: str) -> Sequence[str]:
         """Who may claim: the candidates; in shared-app mode, where Slack hands each event
         to one bot only, the bot that received it, at once (no stagger to wait out)."""
-        return [self.name] if self.info.mode == "shared-app" else candidates
+        sole = self.info.mode == "shared-app" or _is_direct(channel)
+        return [self.name] if sole else candidates
 
     async def _answer_stale(self, event: Event) -> None:
         assert self.coordinator is not None
@@ -379,7 +443,7 @@ class Bot:
         if await lock.is_done(event.channel, event.ts):
             self.journal.finish(event.channel, event.ts, "skipped", "stale, done before")
             return
-        if rank(event.ts, self._claimants(self.roster))[0] != self.name:
+        if rank(event.ts, self._claimants(self.roster, event.channel))[0] != self.name:
             self.journal.finish(event.channel, event.ts, "skipped", "stale")
             return
         if await lock.claim(event.channel, event.ts):
@@ -402,7 +466,7 @@ class Bot:
     ) -> None:
         if relayed and not spec.each:
             return
-        if spec.admin and event.user not in self.admins:
+        if spec.admin and not self.access.is_admin(event.user):
             log.warning("refused %s to %s: admins only", spec.name, event.user)
 
             async def refuse(_takeover: bool) -> None:
@@ -468,7 +532,7 @@ class Bot:
             async def work(takeover: bool) -> list[str]:
                 return await self._act(event, p.shared, takeover=takeover)
 
-            candidates = self._claimants(p.candidates)
+            candidates = self._claimants(p.candidates, event.channel)
             result = await self.coordinator.coordinate(event.channel, event.ts, candidates, work)
             if result.outcome in (Outcome.ACTED, Outcome.TOOK_OVER) and result.value:
                 if result.outcome is Outcome.TOOK_OVER:
@@ -649,6 +713,11 @@ def _span(seconds: float) -> str:
         n = int(seconds // 60)
         return f"{n} minute{'s' if n != 1 else ''}"
     return f"{seconds:g} seconds"
+
+
+def _is_direct(channel: str | None) -> bool:
+    """A direct message channel (only the bot it is addressed to receives it)."""
+    return bool(channel) and channel.startswith("D")
 
 
 async def _no_ack() -> None:

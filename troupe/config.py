@@ -313,12 +313,34 @@ class SceneState(_Frozen):
         return data
 
 
+def _any_channel(value: object) -> object:
+    return value if value == "*" else _channel(value)
+
+
+class AccessRule(_Frozen):
+    """One grant or refusal. The first rule that matches a request decides it; a request
+    no rule matches is allowed (for the users `access.users` lets in at all)."""
+
+    users: tuple[UserRef, ...] = ("*",)
+    """Who the rule is about: Slack user ids, or '*'."""
+    channels: tuple[Annotated[str, BeforeValidator(_any_channel)], ...] = ("*",)
+    """Where: channel ids or #names, or '*'."""
+    what: tuple[str, ...] = ("*",)
+    """Device names, areas, scene names or command names (help, roll_call...), or '*'."""
+    allow: bool = True
+
+
 class AccessSettings(_Frozen):
     """Who may command the bots: Slack user ids, '*' for everyone."""
 
     admins: tuple[UserRef, ...] = ()
     users: tuple[UserRef, ...] = ("*",)
     bots: tuple[UserRef, ...] = ()
+    direct: tuple[UserRef, ...] | None = None
+    """Who may send a bot direct messages; None means the admins."""
+    rules: tuple[AccessRule, ...] = ()
+    max_duration_s: float = Field(default=24 * 3600, gt=0)
+    """The longest "for ..." a timed command may ask for."""
 
 
 class Federation(_Frozen):

@@ -8,6 +8,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
+from troupe.access import Access
 from troupe.bot import Bot, DeviceSpec, device_infos
 from troupe.bus import Bus
 from troupe.config import Federation
@@ -83,9 +84,14 @@ def build_bot(fed: Federation, name: str, *, journal_path: str | Path | None = N
             linger_s=fed.slackmq.linger_s,
         ),
         channels=channels,
-        admins=list(fed.access.admins),
-        users=list(fed.access.users),
+        access=Access.build(
+            admins=fed.access.admins,
+            users=fed.access.users,
+            direct=fed.access.direct,
+            rules=fed.access.rules,
+        ),
         allowed_bots=list(fed.access.bots),
+        max_duration_s=fed.access.max_duration_s,
         scenes={
             scene: {dev: state.model_dump(exclude_none=True) for dev, state in states.items()}
             for scene, states in fed.scenes.items()

@@ -1,0 +1,87 @@
+"""Access control: who may command what, where; each refusal answered once and logged."""
+
+from __future__ import annotations
+
+import time
+from types import SimpleNamespace
+
+import pytest
+from fleetkit import house
+from slack_sdk import WebClient
+
+from troupe.access import Access
+
+RULES = [
+    SimpleNamespace(users=("U0BOB",), channels=("*",), what=("garage",), allow=False),
+    SimpleNamespace(users=("*",), channels=("#kitchen",), what=("hall light",), allow=False),
+]
+
+
+def test_first_matching_rule_decides_and_admins_may_do_anything():
+    access = Access.build(admins=["U0ALICE"], users=["U0ALICE", "U0BOB"], rules=RULES)
+    home = {"C0HOME", "#home"}
+    assert access.decide("U0BOB", home, {"garage light", "garage"}).allowed is False
+    assert "garage" in access.decide("U0BOB", home, {"garage light", "garage"}).reason
+    assert access.decide("U0BOB", home, {"hall light", "hall"}).allowed is True
+    assert access.decide("U0BOB", {"C0KITCHEN", "#kitchen"}, {"hall light"}).allowed is False
+    assert access.decide("U0ALICE", home, {"garage"}).allowed is True
+    assert access.decide("U0CAROL", home, {"hall light"}).allowed is False
+    assert access.decide(None, home, {"help"}).allowed is False
+    assert access.may_message_directly("U0ALICE") and not access.may_message_directly("U0BOB")
+
+
+ACCESS = (
+    "{admins: [U0ALICE], users: [U0ALICE, U0BOB], "
+    "rules: [{users: [U0BOB], what: [garage], allow: false}]}"
+)
+
+
+def _one_answer(h, ts: str, channel: str = "home") -> str:
+    h.wait_for(lambda: len(h.replies(ts, channel)) >= 1, 30, "an answer")
+    time.sleep(1.0)
+    replies = h.replies(ts, channel)
+    assert len(replies) == 1, replies
+    return replies[0]["text"]
+
+
+@pytest.mark.timeout(240)
+def test_refusals_are_answered_once_and_nothing_moves(tmp_path):
+    with house(tmp_path, access=ACCESS) as h:
+        bob = WebClient("xoxp-bob", base_url=h.ws.api_url)
+        garage = bob.chat_postMessage(channel="#home", text="turn on the garage light")["ts"]
+        assert _one_answer(h, garage) == "Sorry, you may not ask for garage here."
+        hall = bob.chat_postMessage(channel="#home", text="turn on the hall light")["ts"]
+        h.wait_for(lambda: len(h.actions()) >= 1, 30, "bob's hall light")
+        long = h.say("turn on the hall light " + "please " * 700)
+        assert _one_answer(h, long) == "Sorry, a command may be 4,000 characters at most."
+        too_long = h.say("turn on the porch switch for 30 hours")
+        assert _one_answer(h, too_long) == "Sorry, timed commands may last 24 hours at most."
+        assert [a["device"] for a in h.actions()] == ["hall light"]
+        assert h.replies(hall)
+        logs = "\n".join(b.output() for b in h.fleet.bots.values())
+        assert "refused U0BOB in" in logs and "garage" in logs
+
+
+@pytest.mark.timeout(240)
+def test_direct_messages_only_from_listed_people(tmp_path):
+    with house(tmp_path) as h:
+        dm = h.alice.conversations_open(users="U0KITCHEN")["channel"]["id"]
+        ts = h.alice.chat_postMessage(channel=dm, text="turn on the porch switch")["ts"]
+        h.wait_for(lambda: len(h.actions()) >= 1, 30, "the porch switch from a DM")
+        assert h.actions()[0]["bot"] == "kitchen-pi"
+        bob = WebClient("xoxp-bob", base_url=h.ws.api_url)
+        bob_dm = bob.conversations_open(users="U0KITCHEN")["channel"]["id"]
+        refused = bob.chat_postMessage(channel=bob_dm, text="turn on the hall light")["ts"]
+        deadline = time.monotonic() + 30
+        answers: list = []
+        while not answers and time.monotonic() < deadline:
+            msgs = bob.conversations_replies(channel=bob_dm, ts=refused)["messages"]
+            answers = [m for m in msgs if m["ts"] != refused]
+            time.sleep(0.1)
+        assert [m["text"] for m in answers] == [
+            "Sorry, I only take direct messages from the people the federation file lists."
+        ]
+        time.sleep(1.0)
+        assert len(h.actions()) == 1
+        msgs = h.alice.conversations_replies(channel=dm, ts=ts)["messages"]
+        assert [m["text"] for m in msgs if m["ts"] != ts] == ["Turned on the porch switch."]
