@@ -29,7 +29,7 @@ from troupe.hardware.gpio import GpioBoard, Wire, board_for
 from troupe.plugin import DeviceState, Driver, DriverError
 
 if TYPE_CHECKING:
-    from troupe.journal import ActionRecord
+    pass
 
 log = logging.getLogger(__name__)
 
@@ -117,16 +117,15 @@ class GpioRelayDriver(Driver):
         bot: str,
         options: Mapping[str, Any] | None = None,
         *,
-        notify: Callable[[str], Awaitable[None]] | None = None,
-        recall: Callable[[str], ActionRecord | None] | None = None,
         pin_factory: Factory | GpioBoard | None = None,
         clock: Callable[[], float] = time.monotonic,
         timeout_s: float = TIMEOUT_S,
+        **hooks: Any,
     ) -> None:
         """`pin_factory` (or the options key of that name) is a gpiozero Factory or a
         GpioBoard; without one, GPIOZERO_PIN_FACTORY=mock uses this bot's simulated board
         and anything else gpiozero's default factory. `clock` times motion messages."""
-        super().__init__(bot, options, notify=notify, recall=recall)
+        super().__init__(bot, options, **hooks)
         self._given = pin_factory if pin_factory is not None else self.options.get("pin_factory")
         self.clock = clock
         self.timeout_s = timeout_s
@@ -382,6 +381,7 @@ class GpioRelayDriver(Driver):
             await self.notify(f"the wall switch of the {name} was pressed, but {err}")
             return
         await self.notify(f"{name} turned {'on' if on else 'off'} at the wall switch")
+        await self.changed(name)
 
     def _moved(self, name: str) -> None:
         motion = self._motions.get(name)

@@ -194,7 +194,12 @@ async def test_restore_on_never_passes_through_off(board: GpioBoard) -> None:
 
 async def test_wall_switch_press_toggles_the_relay_and_says_so(board: GpioBoard) -> None:
     notes = Notes()
-    driver = make(board, notes=notes)
+    changes: list[str] = []
+
+    async def changed(device: str) -> None:
+        changes.append(device)
+
+    driver = make(board, notes=notes, changed=changed)
     await driver.start({"kitchen lamp": {"pin": 17, "active_high": False, "button": 5}})
     try:
         assert board.level(5) is True, "the switch's pin is pulled up"
@@ -211,6 +216,7 @@ async def test_wall_switch_press_toggles_the_relay_and_says_so(board: GpioBoard)
             "kitchen lamp turned off at the wall switch",
         ]
         board.assert_states(5, [False, True, False, True, False, True])  # floating, pulled up
+        assert changes == ["kitchen lamp", "kitchen lamp"]  # watchers (HA, the page) hear it
     finally:
         await driver.stop()
 

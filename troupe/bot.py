@@ -154,11 +154,12 @@ class Bot:
     # lifecycle ----------------------------------------------------------------------
 
     async def start(self) -> None:
+        # Warming the recognizer takes the better part of a second: do it meanwhile.
+        warm = asyncio.ensure_future(asyncio.to_thread(self.recognizer.warm))
         auth = await self.web.auth_test()
         self.user_id = auth["user_id"]
         self.bot_id = auth.get("bot_id") or ""
         await self._resolve_channels()
-        await asyncio.to_thread(self.recognizer.warm)
         await self._start_drivers()
         lock = faults.wrap(SlackMQ(self.web, self.user_id))
         self.coordinator = Coordinator(self.name, lock, self.settings)
@@ -175,6 +176,7 @@ class Bot:
             await service.start(self)
         if self.bus is not None:
             await self.bus.start(self._on_relay)
+        await warm
         await self.transport.start(self.handle)
         await self._sweep_pins()
         self.ready.set()
@@ -275,6 +277,7 @@ class Bot:
                 self.driver_options.get(name, {}),
                 notify=self.announce,
                 recall=self.journal.last_state,
+                changed=self._changed,
             )
             await driver.start(devices)
             self.drivers[name] = driver
@@ -603,11 +606,15 @@ class Bot:
         finally:
             command_origin.reset(origin)
         self.journal.action_end(channel, ts, action.device, action.op, True, text)
-        if self.state_listeners:
-            state = await self.device_state(action.device)
-            for listener in self.state_listeners:
-                await listener(action.device, state)
+        await self._changed(action.device)
         return _Done(True, text)
+
+    async def _changed(self, device: str) -> None:
+        """Tell the state listeners a device's new state."""
+        if self.state_listeners:
+            state = await self.device_state(device)
+            for listener in self.state_listeners:
+                await listener(device, state)
 
     async def drive(self, action: Action, *, origin: tuple[str, str]) -> str:
         """Carry out an action on a device this bot drives, from outside chat (Home

@@ -12,6 +12,7 @@ from troupe.access import Access
 from troupe.bot import Bot, DeviceSpec, device_infos
 from troupe.bus import Bus
 from troupe.config import Federation
+from troupe.discovery import attach as attach_discovery
 from troupe.federation import Settings
 from troupe.intents import Recognizer
 from troupe.journal import Journal
@@ -104,6 +105,7 @@ def build_bot(fed: Federation, name: str, *, journal_path: str | Path | None = N
             if getattr(fed, section, None) is not None
         },
     )
+    attach_discovery(bot, fed)  # Home Assistant MQTT discovery when mqtt.discovery is true
     page = PageStates.from_env()
     if page is not None:
         bot.services.append(page)
