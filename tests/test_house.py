@@ -52,9 +52,13 @@ def _power_commands(device) -> list[str]:
 
 
 @pytest.mark.timeout(300)
-def test_the_house_does_each_thing_once_and_answers_in_the_thread(tmp_path):
+@pytest.mark.parametrize("broker", ["mosquitto", "amqtt"])
+def test_the_house_does_each_thing_once_and_answers_in_the_thread(tmp_path, monkeypatch, broker):
+    if broker == "amqtt":  # the embedded broker `make demo` uses without mosquitto
+        monkeypatch.setenv("TROUPE_MOSQUITTO", str(tmp_path / "no-mosquitto-here"))
     config = demo_config().model_copy(update={"rate_limits": 10.0})
     with demo_house(tmp_path, config=config, bot_env={"TROUPE_TIMER_SCALE": "60"}) as house:
+        assert house.broker.kind == broker
         chat = Chat(house)
         hue = house.bridge.model
 
