@@ -30,9 +30,22 @@ def test_first_matching_rule_decides_and_admins_may_do_anything():
     assert access.may_message_directly("U0ALICE") and not access.may_message_directly("U0BOB")
 
 
+def test_names_become_ids_before_anything_is_decided():
+    rule = SimpleNamespace(users=("@bob",), channels=("*",), what=("garage",), allow=False)
+    named = Access.build(admins=["@alice"], users=["@alice", "U0BOB"], rules=[rule])
+    assert named.names() == {"@alice", "@bob"}
+    assert named.decide("U0ALICE", {"#home"}, {"garage"}).allowed is False
+    access = named.with_ids({"@alice": "U0ALICE", "@bob": "U0BOB"})
+    assert access.names() == set()
+    assert access.is_admin("U0ALICE") and access.may_message_directly("U0ALICE")
+    assert access.decide("U0BOB", {"#home"}, {"garage"}).allowed is False
+    assert access.decide("U0BOB", {"#home"}, {"hall light"}).allowed is True
+
+
+# Names and ids mixed, as people write them: the bots look the names up at start.
 ACCESS = (
-    "{admins: [U0ALICE], users: [U0ALICE, U0BOB], "
-    "rules: [{users: [U0BOB], what: [garage], allow: false}]}"
+    "{admins: ['@alice'], users: [Alice, U0BOB], "
+    "rules: [{users: ['@Bob'], what: [garage], allow: false}]}"
 )
 
 

@@ -86,3 +86,37 @@ def test_429_on_the_claim_waits_and_retries(tmp_path):
         sent = _send(h, SHARED, 4)
         _settle_and_check(h, sent)
         assert sum(v.get("pins.add", 0) for v in h.ws.control("counters")["http_429"].values()) == 3
+
+
+def _died(h, name: str) -> bool:
+    return not h.fleet.bots[name].alive
+
+
+@pytest.mark.timeout(240)
+def test_power_cut_mid_action_is_finished_while_fresh_and_reported_when_stale(tmp_path):
+    """A bot killed after journaling a device action, before the driver ran it: started
+    again within the stale limit it finishes the command (once); past it, it says so."""
+    cut = {"TROUPE_FAULTS": "die-mid-action"}
+    timings = "{stale_s: 6, lease_s: 2, stagger_s: 0.3, linger_s: 20}"
+    with house(tmp_path, start=("hall-pi",), bot_env={"hall-pi": cut}, slackmq=timings) as h:
+        fresh = h.say("turn on the hall light")
+        h.wait_for(lambda: _died(h, "hall-pi"), 30, "hall-pi to die mid-action")
+        assert h.actions() == []
+        h.fleet.start("hall-pi", env={"TROUPE_FAULTS": ""})
+        h.wait_for(lambda: len(h.actions()) >= 1, 30, "the resumed command to act")
+        assert [(a["ts"], a["device"]) for a in h.actions()] == [(fresh, "hall light")]
+        h.wait_for(lambda: h.replies(fresh), 15, "an answer to the resumed command")
+        status = "SELECT status FROM commands WHERE ts = '%s'"
+        h.wait_for(lambda: h.journal("hall-pi", status % fresh) == [("done",)], 15, "done")
+
+        h.fleet.kill("hall-pi", signal.SIGTERM)
+        h.fleet.start("hall-pi", env=cut)
+        stale = h.say("turn off the hall light")
+        h.wait_for(lambda: _died(h, "hall-pi"), 30, "hall-pi to die mid-action again")
+        h.wait_for(lambda: time.time() - float(stale) > 7, 10, "the command to go stale")
+        h.fleet.start("hall-pi", env={"TROUPE_FAULTS": ""})
+        h.wait_for(lambda: h.replies(stale), 30, "a report on the stale command")
+        (reply,) = h.replies(stale)
+        assert "I was stopped while I was going to turn off the hall light" in reply["text"]
+        assert h.journal("hall-pi", status % stale) == [("failed",)]
+        assert len(h.actions()) == 1

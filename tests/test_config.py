@@ -106,6 +106,12 @@ def test_the_example_loads(tmp_path: Path) -> None:
     assert fed.aliases == {"goodnight": "turn off all lights"}
 
 
+def test_access_takes_user_names_as_well_as_ids(tmp_path: Path) -> None:
+    text = edit(EXAMPLE, "admins: [U012ABC]", "admins: [U012ABC, Alice, '@bob.smith']")
+    fed = load(write(tmp_path, text))
+    assert fed.access.admins == ("U012ABC", "@alice", "@bob.smith")
+
+
 def test_devices_keep_common_fields_and_driver_options(tmp_path: Path) -> None:
     fed = load(write(tmp_path, EXAMPLE))
 
@@ -382,10 +388,10 @@ CASES = [
     ),
     pytest.param(
         "admins: [U012ABC]",
-        "admins: [alice]",
+        "admins: [alice smith]",
         "access.admins[0]",
         "access:",
-        "'alice' is not a Slack user id",
+        "'alice smith' is not a Slack user id (like U012ABC), a user name (like @alice)",
         id="access-user-id",
     ),
 ]

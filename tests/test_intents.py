@@ -9,6 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from troupe import intents
 from troupe.intents import Command, DeviceInfo, Recognizer, available_languages
 
 DEVICES = (
@@ -407,3 +408,13 @@ def test_german_duration(de: Recognizer) -> None:
 def test_german_negative(de: Recognizer) -> None:
     assert de.recognize("Wie spät ist es") is None
     assert de.recognize("turn on the lights") is None
+
+
+def test_text_longer_than_a_spoken_command_is_not_parsed(
+    en: Recognizer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    text = "turn on the kitchen light"
+    assert en.recognize(text) is not None
+    assert en.recognize(text + " and" * 100) is None
+    monkeypatch.setattr(intents, "MAX_SPOKEN", len(text) - 1)
+    assert en.recognize(text) is None

@@ -14,6 +14,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from troupe.workspace import server
+from troupe.workspace.config import demo_config
 from troupe.workspace.testing import RunningWorkspace
 
 BOT = {"Authorization": "Bearer xoxb-kitchen"}
@@ -284,3 +286,40 @@ def test_random_json_arguments_get_slack_answers(
     assert status == 200 and isinstance(answer["ok"], bool)
     if not answer["ok"]:
         assert answer["error"] != "internal_error"
+
+
+# --- where it listens -------------------------------------------------------------------
+
+
+async def test_it_binds_loopback_by_default_and_says_nothing(tmp_path, caplog) -> None:
+    runner, port = await server.start(
+        server.build_workspace(demo_config(), tmp_path / "ws.sqlite3"), port=0
+    )
+    try:
+        hosts = {s.getsockname()[0] for site in runner.sites for s in site._server.sockets}
+        assert hosts == {"127.0.0.1"} and port > 0
+        assert "WARNING" not in caplog.text
+    finally:
+        await runner.cleanup()
+
+
+async def test_any_other_address_is_warned_about_loudly(tmp_path, caplog, monkeypatch) -> None:
+    """Checked without binding anywhere but loopback: the site is a stand-in."""
+    bound: list[str] = []
+
+    class Site:
+        _server = None
+
+        def __init__(self, runner: object, host: str, port: int, **_: object) -> None:
+            bound.append(host)
+
+        async def start(self) -> None:
+            return None
+
+    monkeypatch.setattr(server.web, "TCPSite", Site)
+    ws = server.build_workspace(demo_config(), tmp_path / "ws.sqlite3")
+    runner, _port = await server.start(ws, host="192.0.2.10", port=8080)
+    await runner.cleanup()
+    assert bound == ["192.0.2.10"]
+    assert "the workspace is bound to 192.0.2.10" in caplog.text
+    assert "bind 127.0.0.1 unless you mean it" in caplog.text

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,25 @@ class Access:
                 )
                 for r in rules
             ),
+        )
+
+    def names(self) -> set[str]:
+        """The '@name' entries, which `with_ids` must turn into user ids before deciding."""
+        refs = self.admins | self.users | self.direct
+        refs = refs.union(*(rule.users for rule in self.rules))
+        return {ref for ref in refs if ref.startswith("@")}
+
+    def with_ids(self, ids: Mapping[str, str]) -> Access:
+        """The same rules with each '@name' replaced by its user id from `ids`."""
+
+        def swap(refs: frozenset[str]) -> frozenset[str]:
+            return frozenset(ids.get(ref, ref) for ref in refs)
+
+        return Access(
+            admins=swap(self.admins),
+            users=swap(self.users),
+            direct=swap(self.direct),
+            rules=tuple(replace(rule, users=swap(rule.users)) for rule in self.rules),
         )
 
     def is_admin(self, user: str | None) -> bool:

@@ -40,6 +40,10 @@ STATUS = re.compile(r"status|what(?:'s| is) on", re.IGNORECASE)
 """Every device's state: owners answer for theirs, one claimed bot for the shared ones."""
 UNKNOWN = "I don't know that — try `help`."
 STALE = "That command is {age:.0f} s old, past the {limit:.0f} s limit, so I did not run it."
+INTERRUPTED = (
+    "I was stopped while I was going to {what}, and the command is now past the {limit:.0f} s"
+    " limit, so I did not finish it: check the device and ask again if you still want it."
+)
 
 
 @dataclass(frozen=True)
@@ -160,6 +164,7 @@ class Bot:
         self.user_id = auth["user_id"]
         self.bot_id = auth.get("bot_id") or ""
         await self._resolve_channels()
+        await self._resolve_users()
         await self._start_drivers()
         lock = faults.wrap(SlackMQ(self.web, self.user_id))
         self.coordinator = Coordinator(self.name, lock, self.settings)
@@ -169,9 +174,7 @@ class Bot:
                 self.name,
             ):
                 self._schedule(timer)
-        for channel, ts, text in self.journal.unfinished():
-            log.warning("unfinished before the last stop: %s/%s %r", channel, ts, text)
-            self.journal.finish(channel, ts, "failed", "interrupted by a stop")
+        interrupted = self.journal.interrupt()
         for service in self.services:
             await service.start(self)
         if self.bus is not None:
@@ -179,6 +182,8 @@ class Bot:
         await warm
         await self.transport.start(self.handle)
         await self._sweep_pins()
+        for command in interrupted:
+            self._spawn(self._resume(*command))
         self.ready.set()
         self.on_ready(f"{self.name} ready ({self.info.mode}, {len(self._driven())} devices)")
 
@@ -202,6 +207,35 @@ class Bot:
         if self.bus is not None:
             await self.bus.stop()
         self.journal.close()
+
+    async def _resume(self, channel: str, ts: str, text: str, user: str | None) -> None:
+        """A command the last run began and never finished (a crash, a power cut).
+
+        While it is fresh it goes through the pipeline again, so the claim decides who
+        finishes it and a peer that already took over is not repeated; the journal lets
+        only the interrupted actions run again. Past the stale limit it is reported in
+        its thread, once, by the bot whose device actions were cut short.
+        """
+        event = Event.from_slack(
+            {"type": "message", "channel": channel, "ts": ts, "text": text, "user": user}
+        )
+        assert event is not None and self.coordinator is not None
+        if not self.coordinator.is_stale(ts):
+            log.warning("resuming %s/%s %r, interrupted by the last stop", channel, ts, text)
+            await self._handle(event, _no_ack)
+            return
+        cut = self.journal.interrupted_actions(channel, ts)
+        self.journal.finish(channel, ts, "failed", "interrupted by a stop; too old to finish")
+        log.warning(
+            "%s/%s %r was interrupted by the last stop, too old to finish", channel, ts, text
+        )
+        if not cut or await self.coordinator.lock.is_done(channel, ts):
+            return
+        for action in cut:
+            self.journal.action_end(channel, ts, action.device, action.action, False, "interrupted")
+        verbs = {"on": "turn on", "off": "turn off"}
+        what = ", ".join(f"{verbs.get(a.action, a.action)} the {a.device}" for a in cut)
+        await self.reply(event, INTERRUPTED.format(what=what, limit=self.settings.stale_s))
 
     async def _sweep_pins(self) -> None:
         """Release pins troupe left behind: a bot that stopped before its pins' linger
@@ -257,6 +291,30 @@ class Bot:
                     "or fix the channel in the federation file"
                 )
             self.channel_areas[channel_id] = area
+
+    async def _resolve_users(self) -> None:
+        """Turn the '@name's of the access section (and of allowed bots) into user ids."""
+        wanted = self.access.names() | {b for b in self.allowed_bots if b.startswith("@")}
+        if not wanted:
+            return
+        ids: dict[str, str] = {}
+        cursor = None
+        while True:
+            resp = await self.web.users_list(limit=200, cursor=cursor)
+            for member in resp.get("members", []):
+                if member.get("name") and not member.get("deleted"):
+                    ids["@" + member["name"].lower()] = member["id"]
+            cursor = (resp.get("response_metadata") or {}).get("next_cursor")
+            if not cursor:
+                break
+        missing = sorted(wanted - ids.keys())
+        if missing:
+            raise ValueError(
+                f"no user named {', '.join(missing)} in this Slack workspace; fix the access "
+                "section of the federation file (user ids like U012ABC always work)"
+            )
+        self.access = self.access.with_ids(ids)
+        self.allowed_bots = {ids.get(b, b) for b in self.allowed_bots}
 
     def _driven(self) -> list[DeviceSpec]:
         return [d for d in self.devices.values() if d.owner in (None, self.name)]
@@ -370,7 +428,9 @@ class Bot:
         if STATUS.fullmatch(text.strip().rstrip("?!.")):
             command: Command | None = Command("HassGetState", tuple(sorted(self.devices)), text)
         else:
-            command = self.recognizer.recognize(text, area=self.channel_areas.get(event.channel))
+            area = self.channel_areas.get(event.channel)
+            # In a thread: matching takes milliseconds, but the loop must never wait on it.
+            command = await asyncio.to_thread(self.recognizer.recognize, text, area=area)
         if relayed == "each":
             return
         if command is None or command.unknown or command.problem:
@@ -596,6 +656,7 @@ class Bot:
             channel, ts, action.device, action.op, action.kwargs, user
         ):
             return None
+        faults.point("die-mid-action")
         driver = self.drivers[self.devices[action.device].driver]
         origin = command_origin.set((channel, ts))
         try:

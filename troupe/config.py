@@ -29,6 +29,7 @@ from pydantic import (
 
 from troupe.errors import TroupeError
 from troupe.secrets import Secret, SecretError, looks_like_slack_token
+from troupe.update import UpdateSettings
 
 DEFAULT_PATH = "/etc/troupe/federation.yaml"
 Kind = Literal["light", "fan", "switch", "outlet", "cover", "sensor"]
@@ -126,10 +127,19 @@ def _command(value: object) -> object:
 _USER_ID = re.compile(r"[UWB][A-Z0-9]{2,}")
 
 
+_USER_NAME = re.compile(r"@?([a-z0-9][a-z0-9._-]{0,79})", re.IGNORECASE)
+
+
 def _user(value: object) -> object:
+    """A Slack user id, '*', or a user name, kept as '@name' (each bot looks it up at start)."""
     if value == "*" or (isinstance(value, str) and _USER_ID.fullmatch(value)):
         return value
-    raise ValueError(f"{value!r} is not a Slack user id (like U012ABC) or '*' for everyone")
+    if isinstance(value, str) and (named := _USER_NAME.fullmatch(value)):
+        return "@" + named.group(1).lower()
+    raise ValueError(
+        f"{value!r} is not a Slack user id (like U012ABC), a user name (like @alice) "
+        "or '*' for everyone"
+    )
 
 
 _MODULE = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
@@ -322,7 +332,7 @@ class AccessRule(_Frozen):
     no rule matches is allowed (for the users `access.users` lets in at all)."""
 
     users: tuple[UserRef, ...] = ("*",)
-    """Who the rule is about: Slack user ids, or '*'."""
+    """Who the rule is about: Slack user ids or @names, or '*'."""
     channels: tuple[Annotated[str, BeforeValidator(_any_channel)], ...] = ("*",)
     """Where: channel ids or #names, or '*'."""
     what: tuple[str, ...] = ("*",)
@@ -331,7 +341,7 @@ class AccessRule(_Frozen):
 
 
 class AccessSettings(_Frozen):
-    """Who may command the bots: Slack user ids, '*' for everyone."""
+    """Who may command the bots: Slack user ids or @names, '*' for everyone."""
 
     admins: tuple[UserRef, ...] = ()
     users: tuple[UserRef, ...] = ("*",)
@@ -362,6 +372,7 @@ class Federation(_Frozen):
     scenes: dict[Name, dict[Name, SceneState]] = Field(default_factory=dict)
     aliases: dict[Name, Command] = Field(default_factory=dict)
     access: AccessSettings = Field(default_factory=AccessSettings)
+    update: UpdateSettings = Field(default_factory=UpdateSettings)
     plugins: tuple[Module, ...] = ()
 
     _source: str = PrivateAttr(default="")
@@ -506,7 +517,14 @@ def _walk(
 
 
 def _parse(text: str, file: str) -> tuple[object, _Where, list[Problem]]:
-    loader = _Loader(text)
+    try:
+        loader = _Loader(text)
+    except yaml.reader.ReaderError as err:
+        line = text.count("\n", 0, err.position) + 1
+        what = err.reason
+        if isinstance(err.character, int):
+            what = f"character #x{err.character:04x} is not allowed"
+        return None, _Where(1), [Problem(file, line, "", f"not valid YAML: {what}.")]
     dupes: list[tuple[Loc, int, int]] = []
     try:
         node = loader.get_single_node()

@@ -1,7 +1,9 @@
 """Fault injection for chaos tests and the benchmark, switched on by $TROUPE_FAULTS.
 
-`die-after-claim`: the process SIGKILLs itself right after its first successful claim,
-before acting — the worst moment for a holder to die. Never set in production.
+`die-after-claim`: the process SIGKILLs itself right after each claim it wins, before
+acting — the worst moment for a holder to die. `die-mid-action`: it SIGKILLs itself once a
+device action is journaled as begun, before the driver runs it — a power cut mid-command.
+Never set in production.
 $TROUPE_TIMER_SCALE (a number, default 1) runs timed actions that many times faster, so a
 test of "for 1 minute" takes a second.
 """
@@ -25,6 +27,12 @@ def wanted(name: str) -> bool:
     return name in os.environ.get("TROUPE_FAULTS", "").split(",")
 
 
+def point(name: str) -> None:
+    """A place where the process dies when $TROUPE_FAULTS names it."""
+    if wanted(name):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 class DieAfterClaim:
     """A Lock that kills its own process once it has won a claim."""
 
@@ -37,7 +45,7 @@ class DieAfterClaim:
     async def claim(self, channel: str, ts: str) -> bool:
         won = await self._lock.claim(channel, ts)
         if won:
-            os.kill(os.getpid(), signal.SIGKILL)
+            point("die-after-claim")
         return won
 
 

@@ -38,6 +38,9 @@ KIND_DOMAINS: Mapping[str, str] = {
 
 KIND_DEVICE_CLASSES: Mapping[str, str] = {"outlet": "outlet"}
 
+MAX_SPOKEN = 300
+"""Characters: longer text is not taken for a spoken command. hassil's matching grows with
+the text, and a pasted paragraph could keep a bot busy for seconds."""
 BRIGHTNESS_RANGE = (0, 100)
 TEMPERATURE_RANGE = (1000, 10000)
 
@@ -462,7 +465,7 @@ class Recognizer:
 
     def _recognize(self, text: str, area: str | None, *, expand_alias: bool) -> Command | None:
         cleaned = _clean(text)
-        if not cleaned:
+        if not cleaned or len(cleaned) > MAX_SPOKEN:
             return None
         if expand_alias and cleaned in self._aliases:
             command = self._recognize(self._aliases[cleaned], area, expand_alias=False)

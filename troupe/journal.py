@@ -24,7 +24,7 @@ CREATE TABLE IF NOT EXISTS commands (
     ts TEXT NOT NULL,
     text TEXT NOT NULL,
     user TEXT,
-    status TEXT NOT NULL,           -- begun | done | failed | skipped
+    status TEXT NOT NULL,           -- begun | done | failed | skipped | interrupted
     note TEXT NOT NULL DEFAULT '',
     updated REAL NOT NULL,
     PRIMARY KEY (channel, ts)
@@ -38,7 +38,7 @@ CREATE TABLE IF NOT EXISTS actions (
     args TEXT NOT NULL,
     bot TEXT NOT NULL,
     user TEXT,
-    status TEXT NOT NULL,           -- begun | done | failed
+    status TEXT NOT NULL,           -- begun | done | failed | interrupted
     result TEXT NOT NULL DEFAULT '',
     at REAL NOT NULL,
     UNIQUE (channel, ts, device, action)
@@ -123,12 +123,19 @@ class Journal:
     # commands -------------------------------------------------------------
 
     def begin(self, channel: str, ts: str, text: str, user: str | None) -> bool:
-        """Record that this bot starts on a command; False if it already has it."""
+        """Record that this bot starts on a command; False if it already has it, unless a
+        stop interrupted it (then it is begun again: see `interrupt`)."""
         with self._tx() as db:
             cur = db.execute(
                 "INSERT OR IGNORE INTO commands VALUES (?, ?, ?, ?, 'begun', '', ?)",
                 (channel, ts, text, user, time.time()),
             )
+            if cur.rowcount == 0:
+                cur = db.execute(
+                    "UPDATE commands SET status = 'begun', updated = ? "
+                    "WHERE channel = ? AND ts = ? AND status = 'interrupted'",
+                    (time.time(), channel, ts),
+                )
             return cur.rowcount == 1
 
     def status(self, channel: str, ts: str) -> str | None:
@@ -146,6 +153,28 @@ class Journal:
                 "WHERE channel = ? AND ts = ?",
                 (status, note, time.time(), channel, ts),
             )
+
+    def interrupt(self) -> list[tuple[str, str, str, str | None]]:
+        """At start: mark what the last run began and never finished (a crash, a power cut)
+        as interrupted, so `begin` and `action_begin` let this bot take it up once more;
+        returns those commands as (channel, ts, text, user)."""
+        with self._tx() as db:
+            rows = db.execute(
+                "SELECT channel, ts, text, user FROM commands WHERE status = 'begun' ORDER BY ts"
+            ).fetchall()
+            db.execute("UPDATE commands SET status = 'interrupted' WHERE status = 'begun'")
+            db.execute("UPDATE actions SET status = 'interrupted' WHERE status = 'begun'")
+        return [tuple(r) for r in rows]
+
+    def interrupted_actions(self, channel: str, ts: str) -> list[ActionRecord]:
+        """This command's device actions a stop cut short: begun, never known done."""
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {_ACTION_COLUMNS} FROM actions "
+                "WHERE channel = ? AND ts = ? AND status = 'interrupted' ORDER BY id",
+                (channel, ts),
+            ).fetchall()
+        return [_action(r) for r in rows]
 
     def unfinished(self) -> list[tuple[str, str, str]]:
         """Commands begun but not finished (a crash or power cut): (channel, ts, text)."""
@@ -166,13 +195,20 @@ class Journal:
         args: dict[str, Any],
         user: str | None,
     ) -> bool:
-        """Record a device action about to happen; False if this bot already did or began it."""
+        """Record a device action about to happen; False if this bot already did or began it
+        (an action a stop interrupted may begin again)."""
         with self._tx() as db:
             cur = db.execute(
                 "INSERT OR IGNORE INTO actions (channel, ts, device, action, args, bot, user,"
                 " status, at) VALUES (?, ?, ?, ?, ?, ?, ?, 'begun', ?)",
                 (channel, ts, device, action, json.dumps(args), self.bot, user, time.time()),
             )
+            if cur.rowcount == 0:
+                cur = db.execute(
+                    "UPDATE actions SET status = 'begun', at = ? WHERE channel = ? AND ts = ? "
+                    "AND device = ? AND action = ? AND status = 'interrupted'",
+                    (time.time(), channel, ts, device, action),
+                )
             return cur.rowcount == 1
 
     def action_end(

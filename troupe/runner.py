@@ -18,6 +18,7 @@ from troupe.intents import Recognizer
 from troupe.journal import Journal
 from troupe.pagestates import PageStates
 from troupe.plugin import load_plugins
+from troupe.redact import install as redact_secrets
 from troupe.slackapi import async_client
 from troupe.transports.base import Transport
 
@@ -46,6 +47,8 @@ def build_bot(fed: Federation, name: str, *, journal_path: str | Path | None = N
     bot_token = _reveal(fed.bot(name).bot_token)
     if not bot_token:
         raise ValueError(f"{name} has no bot token; set bot_token in the federation file")
+    others = (fed.bot(name).app_token, fed.hue and fed.hue.username, fed.mqtt and fed.mqtt.password)
+    redact_secrets([bot_token, *(_reveal(s) for s in others)])
     web = async_client(bot_token, fed.slack.base_url)
     devices = [
         DeviceSpec(
@@ -109,6 +112,10 @@ def build_bot(fed: Federation, name: str, *, journal_path: str | Path | None = N
     page = PageStates.from_env()
     if page is not None:
         bot.services.append(page)
+    if "troupe.plugins.devops" in bot.plugins.modules:
+        from troupe.plugins.devops import FleetService
+
+        bot.services.append(FleetService(fed.update))
     return bot
 
 

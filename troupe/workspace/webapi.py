@@ -676,5 +676,5 @@ def setup(app: web.Application, ws: Workspace) -> None:
             log.exception("bug in the Web API answering %s", request.path)
             return _error("internal_error")
 
-    app.router.add_route("GET", "/api/{method:.*}", handle)
-    app.router.add_route("POST", "/api/{method:.*}", handle)
+    app.router.add_route("GET", r"/api/{method:[\s\S]*}", handle)
+    app.router.add_route("POST", r"/api/{method:[\s\S]*}", handle)

@@ -1,0 +1,142 @@
+"""The files a trial needs: a workspace config with N apps and a federation file per mode."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from troupe.workspace.config import App, Channel, Human, WorkspaceConfig
+
+CHANNEL = "home"
+CHANNEL_ID = "C0HOME"
+HUMAN_TOKEN = "xoxp-alice"
+SHARED_APP = "troupe"
+CLASSIC_APP = "troupe-classic"
+CLASSIC_TOKEN = "xoxb-classic"
+
+DEVICES: dict[str, str] = {
+    "hall light": "hall",
+    "porch light": "porch",
+    "garden light": "garden",
+    "desk lamp": "study",
+    "attic light": "attic",
+    "stair light": "stairs",
+}
+"""Every benchmark device is shared (no owner): any bot may drive it, so each command goes
+through the claim protocol, which is what is measured. All use the counting driver."""
+
+
+@dataclass(frozen=True)
+class Timings:
+    """The federation file's `slackmq:` section for a run."""
+
+    stale_s: float = 30.0
+    lease_s: float = 15.0
+    stagger_s: float = 0.4
+    linger_s: float = 45.0
+
+    def yaml(self) -> str:
+        return (
+            f"{{stale_s: {self.stale_s}, lease_s: {self.lease_s}, "
+            f"stagger_s: {self.stagger_s}, linger_s: {self.linger_s}}}"
+        )
+
+
+def bot_names(n: int) -> list[str]:
+    return [f"bot-{i}" for i in range(1, n + 1)]
+
+
+def app_id(bot: str) -> str:
+    return "A0" + bot.replace("-", "").upper()
+
+
+def workspace_config(n: int, *, rate_limits: str | float = "slack") -> WorkspaceConfig:
+    """One channel, one human, N apps (bot-1..bot-N), one shared app and one classic app."""
+    apps = [
+        App(
+            id=app_id(bot),
+            name=bot,
+            bot_user_id="U0" + bot.replace("-", "").upper(),
+            bot_token=f"xoxb-{bot}",
+            app_token=f"xapp-{bot}",
+        )
+        for bot in bot_names(n)
+    ]
+    apps.append(
+        App(
+            id="A0TROUPE",
+            name=SHARED_APP,
+            bot_user_id="U0TROUPE",
+            bot_token="xoxb-troupe",
+            app_token="xapp-troupe",
+        )
+    )
+    apps.append(
+        App(
+            id="A0CLASSIC",
+            name=CLASSIC_APP,
+            bot_user_id="U0CLASSIC",
+            bot_token=CLASSIC_TOKEN,
+            classic=True,
+        )
+    )
+    return WorkspaceConfig(
+        channels=[Channel(id=CHANNEL_ID, name=CHANNEL)],
+        humans=[Human(id="U0ALICE", name="alice", token=HUMAN_TOKEN, is_admin=True)],
+        apps=apps,
+        rate_limits=rate_limits,
+    )
+
+
+def _secret(folder: Path, name: str, value: str) -> str:
+    path = folder / f"{name}.token"
+    path.write_text(value + "\n")
+    path.chmod(0o600)
+    return f"file:{path}"
+
+
+def write_federation(
+    folder: Path, api_url: str, mode: str, bots: Sequence[str], timings: Timings
+) -> Path:
+    """The federation file of `bots` in one delivery mode, secrets in 0600 files beside it."""
+    secrets = folder / "secrets"
+    secrets.mkdir(parents=True, exist_ok=True)
+    roster = []
+    slack_tokens = ""
+    for bot in bots:
+        if mode == "app-per-bot":
+            bot_token = _secret(secrets, f"{bot}-bot", f"xoxb-{bot}")
+            app_token = _secret(secrets, f"{bot}-app", f"xapp-{bot}")
+            roster.append(f"  {bot}: {{bot_token: '{bot_token}', app_token: '{app_token}'}}")
+        else:
+            roster.append(f"  {bot}: {{}}")
+    if mode == "rtm":
+        slack_tokens = f"  bot_token: '{_secret(secrets, 'classic', CLASSIC_TOKEN)}'\n"
+    elif mode == "shared-app":
+        slack_tokens = (
+            f"  bot_token: '{_secret(secrets, 'shared-bot', 'xoxb-troupe')}'\n"
+            f"  app_token: '{_secret(secrets, 'shared-app', 'xapp-troupe')}'\n"
+        )
+    devices = "\n".join(
+        f"  {name}: {{kind: light, area: {area}, driver: counter}}"
+        for name, area in DEVICES.items()
+    )
+    areas = ", ".join(f"{area}: []" for area in DEVICES.values())
+    text = (
+        "federation: bench\n"
+        "slack:\n"
+        f"  mode: {mode}\n"
+        f"  channel: '#{CHANNEL}'\n"
+        f"  base_url: {api_url}\n"
+        f"{slack_tokens}"
+        "bots:\n" + "\n".join(roster) + "\n"
+        f"slackmq: {timings.yaml()}\n"
+        f"journal: {folder}/{{bot}}.sqlite3\n"
+        "access: {users: ['*']}\n"
+        f"areas: {{{areas}}}\n"
+        f"devices:\n{devices}\n"
+    )
+    path = folder / f"federation-{mode}.yaml"
+    path.write_text(text)
+    return path

@@ -1,0 +1,146 @@
+"""The command stream and its scoring: what was asked, what the devices did, how late.
+
+Every command names one shared device ("turn on the hall light"), so exactly one device
+action is expected per command. Actions are read from the counter file the bots append
+to (one JSON line each, with the command's channel and ts).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from slack_sdk import WebClient
+
+from bench.files import CHANNEL, DEVICES, HUMAN_TOKEN
+
+
+@dataclass(frozen=True)
+class Command:
+    """One command as posted: its Slack ts and the device action it must cause."""
+
+    ts: str
+    text: str
+    device: str
+    op: str
+
+
+def nth_text(i: int) -> tuple[str, str, str]:
+    """The i-th command of the stream: (text, device, op), cycling devices and on/off."""
+    devices = list(DEVICES)
+    device = devices[i % len(devices)]
+    op = "on" if (i // len(devices)) % 2 == 0 else "off"
+    return f"turn {op} the {device}", device, op
+
+
+class Poster:
+    """Posts commands as a human (alice's user token), the way the Slack client does."""
+
+    def __init__(self, api_url: str) -> None:
+        self.client = WebClient(HUMAN_TOKEN, base_url=api_url, timeout=30)
+        self.count = 0
+
+    def post(self) -> Command:
+        text, device, op = nth_text(self.count)
+        self.count += 1
+        ts = self.client.chat_postMessage(channel=f"#{CHANNEL}", text=text)["ts"]
+        return Command(ts, text, device, op)
+
+
+def read_actions(path: Path) -> list[dict[str, Any]]:
+    """Every device action the counter file holds (a half-written last line is skipped)."""
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            continue
+    return out
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """Nearest-rank percentile (q in 0..100); None for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    k = max(0, math.ceil(q / 100 * len(ordered)) - 1)
+    return ordered[k]
+
+
+@dataclass
+class Tally:
+    """Commands against device actions: duplicates, losses and command-to-action latency."""
+
+    commands: int = 0
+    duplicates: int = 0
+    losses: int = 0
+    latencies_ms: list[float] = field(default_factory=list)
+    acted_by: list[str] = field(default_factory=list)
+    """The bot whose action came first, for each latency in `latencies_ms`."""
+    lost: list[str] = field(default_factory=list)
+    duplicated: list[str] = field(default_factory=list)
+
+    @property
+    def exactly_once(self) -> bool:
+        return self.duplicates == 0 and self.losses == 0
+
+    def pct(self, q: float) -> float | None:
+        value = percentile(self.latencies_ms, q)
+        return None if value is None else round(value, 1)
+
+
+def tally(commands: Iterable[Command], actions: Iterable[dict[str, Any]]) -> Tally:
+    """Score commands against the actions seen: each must have caused exactly one."""
+    per: Counter[tuple[str, str]] = Counter()
+    first: dict[tuple[str, str], tuple[float, str]] = {}
+    for action in actions:
+        key = (str(action.get("ts")), str(action.get("device")))
+        per[key] += 1
+        seen = (float(action.get("at", 0)), str(action.get("bot")))
+        first[key] = min(first.get(key, seen), seen)
+    result = Tally()
+    for cmd in commands:
+        result.commands += 1
+        key = (cmd.ts, cmd.device)
+        n = per.get(key, 0)
+        if n == 0:
+            result.losses += 1
+            result.lost.append(cmd.ts)
+            continue
+        if n > 1:
+            result.duplicates += n - 1
+            result.duplicated.append(cmd.ts)
+        at, bot = first[key]
+        result.latencies_ms.append((at - float(cmd.ts)) * 1000)
+        result.acted_by.append(bot)
+    return result
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, poll: float = 0.1) -> bool:
+    """Poll until the predicate holds or the timeout passes; whether it held."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(poll)
+
+
+def all_acted(commands: Sequence[Command], counter: Path) -> Callable[[], bool]:
+    """A predicate: every command has at least one action in the counter file."""
+    wanted = {(c.ts, c.device) for c in commands}
+
+    def check() -> bool:
+        seen = {(str(a.get("ts")), str(a.get("device"))) for a in read_actions(counter)}
+        return wanted <= seen
+
+    return check

@@ -1,0 +1,575 @@
+"""Fleet commands for admins (version, bot count, target, canary, update, restart, logs) and
+the rolling update they start, coordinated in the update command's Slack thread.
+
+A rollout lives in Slack, not in any bot's memory, because every bot restarts during it.
+Each step is a *baton* message in the thread; bots that still run the old version claim
+it with SlackMQ (a pin: exactly one wins), post that they are updating, and ask the
+privileged updater (troupe.update) to install and restart them. The restarted bot checks
+its health, reports, and posts the next baton. The canary's report is gated: the rest
+follow after an admin's approval reaction on it, or after the soak time. A bot that was
+offline reads the thread when it starts and takes the open baton.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import logging
+import os
+import platform
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from slack_sdk.errors import SlackApiError
+
+from troupe import __version__
+from troupe.federation import rank
+from troupe.plugin import command
+from troupe.slackmq import SlackMQ
+from troupe.update import (
+    RESULT_FILE,
+    UpdateError,
+    UpdateSettings,
+    check_version,
+    read_json,
+    request,
+    wheel_version,
+    write_health,
+)
+
+log = logging.getLogger(__name__)
+
+V = r"[A-Za-z0-9](?:[A-Za-z0-9._+-]*[A-Za-z0-9])?"
+BATON = re.compile(
+    rf"Rolling update to troupe (?P<v>{V}), step (?P<k>\d+): "
+    rf"(?:the canary (?P<canary>[a-z0-9-]+)|the next bot) takes this(?P<gate>, after an admin)?"
+)
+REPORT = re.compile(rf"(?P<bot>[a-z0-9-]+) is on troupe (?P<v>{V}) and healthy")
+UPDATING = re.compile(rf"(?P<bot>[a-z0-9-]+) is updating from troupe \S+ to (?P<v>{V})")
+STOPPED = re.compile(r"Rollout stopped")
+DONE = re.compile(rf"Rolling update to troupe (?P<v>{V}) done")
+UPDATE_COMMAND = re.compile(rf"update(?: (?:to )?(?P<version>{V}))?", re.IGNORECASE)
+RESUME_WINDOW_S = 24 * 3600
+
+
+# --- recent log lines, redacted --------------------------------------------------------------
+
+
+class _Ring(logging.Handler):
+    """The last lines this process logged, for `logs BOT`; secrets blanked on the way in."""
+
+    def __init__(self, size: int = 500) -> None:
+        super().__init__(logging.INFO)
+        self.lines: collections.deque[str] = collections.deque(maxlen=size)
+        self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        try:
+            from troupe.redact import Redactor
+        except ImportError:  # the redaction module ships with troupe; an old build may lack it
+            self.redactor = None
+        else:
+            self.redactor = Redactor()
+            self.addFilter(self.redactor)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+
+RING = _Ring()
+
+
+def _keep_logs() -> None:
+    """Attach the ring to the root logger (after logging is configured: basicConfig does
+    nothing once the root has a handler)."""
+    root = logging.getLogger()
+    if RING not in root.handlers:
+        root.addHandler(RING)
+
+
+if logging.getLogger().handlers:  # `troupe run` configures logging before loading plugins
+    _keep_logs()
+
+
+# --- what a rollout thread says ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Baton:
+    ts: str
+    version: str
+    step: int
+    canary: str | None
+    gated: bool
+    approvers: frozenset[str]
+
+
+@dataclass
+class Rollout:
+    """A rollout as its thread tells it (bots' messages only: a person cannot forge one)."""
+
+    channel: str
+    root: str
+    version: str | None = None
+    batons: list[Baton] = field(default_factory=list)
+    reported: set[str] = field(default_factory=set)
+    updating: dict[str, str] = field(default_factory=dict)
+    """Bot -> ts of its 'is updating' message."""
+    stopped: bool = False
+    done: bool = False
+
+    @property
+    def latest(self) -> Baton | None:
+        return self.batons[-1] if self.batons else None
+
+    def taken(self, baton: Baton) -> bool:
+        return any(float(ts) > float(baton.ts) for ts in self.updating.values())
+
+    @property
+    def active(self) -> bool:
+        return bool(self.batons) and not (self.stopped or self.done)
+
+
+def read_thread(channel: str, root: str, messages: list[dict[str, Any]], approval: str) -> Rollout:
+    """Parse a rollout thread (pure, so it is tested without Slack)."""
+    rollout = Rollout(channel, root)
+    for message in sorted(messages, key=lambda m: float(m["ts"])):
+        if message.get("ts") == root or not message.get("bot_id"):
+            continue
+        text = message.get("text") or ""
+        if (found := REPORT.search(text)) and found["v"] == (rollout.version or found["v"]):
+            rollout.reported.add(found["bot"])
+        if found := UPDATING.search(text):
+            rollout.updating[found["bot"]] = message["ts"]
+        if STOPPED.search(text):
+            rollout.stopped = True
+        if DONE.search(text):
+            rollout.done = True
+        if found := BATON.search(text):
+            rollout.version = rollout.version or found["v"]
+            approvers = frozenset(
+                user
+                for reaction in message.get("reactions") or []
+                if reaction.get("name") == approval
+                for user in reaction.get("users") or []
+            )
+            rollout.batons.append(
+                Baton(
+                    message["ts"],
+                    found["v"],
+                    int(found["k"]),
+                    found["canary"],
+                    bool(found["gate"]),
+                    approvers,
+                )
+            )
+    return rollout
+
+
+# --- the service: health at start, and the rollout loop ------------------------------------
+
+
+class FleetService:
+    """Runs beside the bot: writes its health once ready, resumes a rollout under way."""
+
+    def __init__(self, settings: UpdateSettings | None = None) -> None:
+        self.settings = settings or UpdateSettings()
+        self.bot: Any = None
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self.following: set[tuple[str, str]] = set()
+
+    @property
+    def state_dir(self) -> Path:
+        env = os.environ.get("TROUPE_STATE_DIR")
+        return Path(env) if env else Path(self.bot.journal.path).expanduser().parent
+
+    # targeting, kept over restarts
+    def _fleet_state(self) -> dict[str, Any]:
+        return read_json(self.state_dir / "fleet.json") or {}
+
+    def remember(self, **changes: Any) -> None:
+        state = self._fleet_state() | changes
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_dir / f".fleet.json.{os.getpid()}"
+        tmp.write_text(json.dumps(state))
+        tmp.replace(self.state_dir / "fleet.json")
+
+    def targeted(self) -> bool:
+        target = self._fleet_state().get("target", "all")
+        return target == "all" or self.bot.name in target
+
+    def canary(self) -> str:
+        chosen = self._fleet_state().get("canary") or self.settings.canary
+        return chosen if chosen in self.bot.roster else self.bot.roster[0]
+
+    async def start(self, bot: Any) -> None:
+        self.bot = bot
+        _keep_logs()
+        if RING.redactor is not None:
+            RING.redactor.add(getattr(bot.web, "token", None))
+        self.spawn(self._after_ready())
+
+    async def stop(self) -> None:
+        for task in list(self.tasks):
+            task.cancel()
+        if self.tasks:
+            await asyncio.gather(*self.tasks, return_exceptions=True)
+
+    def spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[Any]) -> None:
+        self.tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("fleet: %s", task.exception(), exc_info=task.exception())
+
+    async def health(self) -> dict[str, Any]:
+        bot = self.bot
+        devices = {}
+        for name, device in bot.devices.items():
+            if device.owner in (None, bot.name):
+                devices[name] = (await bot.device_state(name)).online
+        return {
+            "bot": bot.name,
+            "version": __version__,
+            "pid": os.getpid(),
+            "connected": bool(getattr(bot.transport, "connected", True)),
+            "plugins": len(bot.plugins.modules),
+            "devices": devices,
+            "at": time.time(),
+        }
+
+    async def _after_ready(self) -> None:
+        await asyncio.wait_for(self.bot.ready.wait(), self.settings.health_timeout_s)
+        record = await self.health()
+        if record["connected"] and all(record["devices"].values()):
+            write_health(self.state_dir, record)
+        else:
+            log.error("fleet: not healthy: %s", record)
+        found = await self._find_rollout()
+        if found is not None:
+            log.info("fleet: a rollout is under way in %s/%s; following it", *found)
+            self.follow(*found)
+
+    async def _find_rollout(self) -> tuple[str, str] | None:
+        """The latest update command by an admin in the last day whose thread is open."""
+        oldest = str(time.time() - RESUME_WINDOW_S)
+        for channel in self.bot.channel_areas:
+            try:
+                resp = await self.bot.web.conversations_history(
+                    channel=channel, oldest=oldest, limit=200
+                )
+            except SlackApiError as err:
+                log.warning("fleet: cannot read %s: %s", channel, err.response.get("error"))
+                continue
+            for message in resp.get("messages", []):
+                text = re.sub(r"^\s*<@\w+>:?\s*", "", message.get("text") or "").strip()
+                if not is_admin(self.bot, message.get("user")) or not message.get("reply_count"):
+                    continue
+                if not UPDATE_COMMAND.fullmatch(text.rstrip("!?.").strip()):
+                    continue
+                rollout = await self.read(channel, message["ts"])
+                if rollout is not None and rollout.active:
+                    return channel, message["ts"]
+                return None
+        return None
+
+    async def read(self, channel: str, root: str) -> Rollout | None:
+        messages: list[dict[str, Any]] = []
+        cursor = None
+        while True:
+            try:
+                resp = await self.bot.web.conversations_replies(
+                    channel=channel, ts=root, limit=200, cursor=cursor
+                )
+            except SlackApiError as err:
+                log.warning("fleet: cannot read the rollout: %s", err.response.get("error"))
+                return None
+            messages += resp.get("messages", [])
+            cursor = (resp.get("response_metadata") or {}).get("next_cursor")
+            if not cursor:
+                break
+        return read_thread(channel, root, messages, self.settings.approval)
+
+    def follow(self, channel: str, root: str) -> None:
+        if (channel, root) not in self.following:
+            self.following.add((channel, root))
+            self.spawn(self._follow(channel, root))
+
+    async def _post(self, channel: str, root: str, text: str) -> str | None:
+        try:
+            resp = await self.bot.web.chat_postMessage(channel=channel, text=text, thread_ts=root)
+        except SlackApiError as err:
+            log.error("fleet: could not post: %s", err.response.get("error"))
+            return None
+        return resp.get("ts")
+
+    async def _follow(self, channel: str, root: str) -> None:
+        """Take part in one rollout until it is done, stopped, or this bot is through."""
+        me = self.bot.name
+        lock = SlackMQ(self.bot.web, self.bot.user_id)
+        while True:
+            rollout = await self.read(channel, root)
+            if rollout is not None and rollout.version and not rollout.active:
+                return
+            if rollout is None or rollout.version is None or me in rollout.reported:
+                await asyncio.sleep(self.settings.poll_s)
+                continue
+            if me in rollout.updating:
+                if await self._after_update(rollout):
+                    return
+            elif (
+                (baton := rollout.latest) is not None
+                and not rollout.taken(baton)
+                and self._may_take(baton, rollout)
+                and await self._take(lock, rollout, baton)
+            ):
+                return
+            await asyncio.sleep(self.settings.poll_s)
+
+    def _may_take(self, baton: Baton, rollout: Rollout) -> bool:
+        if baton.canary is not None:
+            return baton.canary == self.bot.name
+        if baton.gated:
+            approved = any(is_admin(self.bot, user) for user in baton.approvers)
+            return approved or time.time() >= float(baton.ts) + self.settings.soak_s
+        return True
+
+    async def _take(self, lock: SlackMQ, rollout: Rollout, baton: Baton) -> bool:
+        """Claim the baton (one bot wins); update, or report at once if already there."""
+        remaining = [b for b in self.bot.roster if b not in rollout.reported]
+        order = rank(baton.ts, remaining)
+        if self.bot.name in order:
+            await asyncio.sleep(order.index(self.bot.name) * self.bot.settings.stagger_s)
+        if not await lock.claim(rollout.channel, baton.ts):
+            return False
+        log.info("fleet: took step %d of the rollout to %s", baton.step, baton.version)
+        version = baton.version
+        if version == __version__:
+            await self._report(rollout, baton)
+            return True
+        said = (
+            f"{self.bot.name} is updating from troupe {__version__} to {version} "
+            f"(step {baton.step})."
+        )
+        await self._post(rollout.channel, rollout.root, said)
+        try:
+            await request(self.settings, self.bot.name, "update", version)
+        except (UpdateError, ValueError, OSError, TimeoutError) as err:
+            await self._post(
+                rollout.channel,
+                rollout.root,
+                f"{self.bot.name} could not ask the updater for troupe {version}: {err}. "
+                "Rollout stopped.",
+            )
+            return True
+        return False  # the updater restarts this bot; the new process carries on
+
+    async def _after_update(self, rollout: Rollout) -> bool:
+        """This bot posted 'updating': as the new version, report; rolled back, say why."""
+        version = rollout.version or ""
+        if version == __version__:
+            baton = next(
+                (
+                    b
+                    for b in reversed(rollout.batons)
+                    if float(b.ts) < float(rollout.updating[self.bot.name])
+                ),
+                rollout.latest,
+            )
+            assert baton is not None
+            await self._report(rollout, baton)
+            return True
+        result = read_json(self.state_dir / RESULT_FILE) or {}
+        if result.get("version") != version or result.get("ok") is not False:
+            return False  # the updater has not finished with this bot yet
+        if float(result.get("at", 0)) < float(rollout.updating[self.bot.name]):
+            return False
+        back = result.get("rolled_back_to") or __version__
+        await self._post(
+            rollout.channel,
+            rollout.root,
+            f"{self.bot.name} could not update to troupe {version}: {result.get('reason')}; "
+            f"rolled back to troupe {back}. Rollout stopped.",
+        )
+        return True
+
+    async def _report(self, rollout: Rollout, baton: Baton) -> None:
+        """Healthy: say so and hand over. Unhealthy: say nothing (the updater rolls back)."""
+        record = await self.health()
+        if not (record["connected"] and all(record["devices"].values())):
+            log.error("fleet: not healthy, so not handing over: %s", record)
+            return
+        write_health(self.state_dir, record)
+        version = baton.version
+        done = rollout.reported | {self.bot.name}
+        left = [b for b in self.bot.roster if b not in done]
+        text = (
+            f"{self.bot.name} is on troupe {version} and healthy (connected, "
+            f"{record['plugins']} plugins, {len(record['devices'])} devices answering)."
+        )
+        if not left:
+            text += f" Rolling update to troupe {version} done: all {len(done)} bots are on it."
+        elif baton.canary is not None:
+            text += (
+                f" Rolling update to troupe {version}, step {baton.step + 1}: the next bot takes "
+                f"this, after an admin's :{self.settings.approval}: on this message or in "
+                f"{self.settings.soak_s:g} s."
+            )
+        else:
+            text += (
+                f" Rolling update to troupe {version}, step {baton.step + 1}: the next bot "
+                "takes this."
+            )
+        await self._post(rollout.channel, rollout.root, text)
+        try:
+            await self.bot.web.pins_remove(channel=rollout.channel, timestamp=baton.ts)
+        except SlackApiError as err:
+            if err.response.get("error") not in ("no_pin", "message_not_found"):
+                log.warning("fleet: could not unpin the baton: %s", err.response.get("error"))
+
+
+def is_admin(bot: Any, user: str | None) -> bool:
+    """The bot's access rules decide (older bots keep a plain set of admins)."""
+    access = getattr(bot, "access", None)
+    if access is not None:
+        return bool(access.is_admin(user))
+    return user in getattr(bot, "admins", ())
+
+
+def service_of(bot: Any) -> FleetService:
+    """The bot's fleet service (a bot started without one gets one for its commands)."""
+    for service in bot.services:
+        if isinstance(service, FleetService):
+            return service
+    service = FleetService()
+    service.bot = bot
+    bot.services.append(service)
+    return service
+
+
+async def _one_answer(ctx: Any, text: str) -> None:
+    """Exactly one bot answers (for commands every bot sees)."""
+
+    async def say(_takeover: bool) -> None:
+        await ctx.say(text)
+
+    await ctx.bot.coordinator.coordinate(ctx.event.channel, ctx.event.ts, ctx.bot.roster, say)
+
+
+def _named(ctx: Any, group: str = "bot") -> str | None:
+    name = (ctx.match.group(group) or "").strip().lower()
+    return name if name in ctx.bot.roster else None
+
+
+# --- the commands -------------------------------------------------------------------------------
+
+
+@command(r"version", each=True, admin=True)
+async def version(ctx: Any) -> None:
+    """Each targeted bot says which troupe it runs."""
+    if service_of(ctx.bot).targeted():
+        await ctx.say(f"{ctx.bot.name}: troupe {__version__} (Python {platform.python_version()})")
+
+
+@command(r"bot count|how many bots", each=True, admin=True)
+async def bot_count(ctx: Any) -> None:
+    """Each live, targeted bot answers with its connection: count the answers."""
+    bot = ctx.bot
+    if service_of(bot).targeted():
+        kind = type(bot.transport).__name__.replace("Transport", "") or "unknown"
+        connected = "connected" if getattr(bot.transport, "connected", True) else "reconnecting"
+        await ctx.say(f"{bot.name}: live, 1 {kind} connection, {connected}")
+
+
+@command(r"target (?P<bot>all|[a-z0-9-]+)", each=True, admin=True)
+async def target(ctx: Any) -> None:
+    """Which bots take fleet commands (version, bot count): one bot, or all."""
+    service = service_of(ctx.bot)
+    wanted = ctx.match.group("bot").lower()
+    if wanted != "all" and wanted not in ctx.bot.roster:
+        await _one_answer(ctx, f"There is no bot called {wanted}: {', '.join(ctx.bot.roster)}.")
+        return
+    service.remember(target="all" if wanted == "all" else [wanted])
+    if wanted == ctx.bot.name:
+        await ctx.say(f"{ctx.bot.name} takes fleet commands; the others stay silent.")
+    elif wanted == "all":
+        await _one_answer(ctx, "Every bot takes fleet commands again.")
+
+
+@command(r"canary (?P<bot>[a-z0-9-]+)", each=True, admin=True)
+async def canary(ctx: Any) -> None:
+    """Which bot updates first in the next rolling update."""
+    wanted = _named(ctx)
+    if wanted is None:
+        await _one_answer(ctx, f"There is no bot called {ctx.match.group('bot')}.")
+        return
+    service_of(ctx.bot).remember(canary=wanted)
+    if wanted == ctx.bot.name:
+        await ctx.say(f"{wanted} is the canary of the next update.")
+
+
+@command(rf"update(?: (?:to )?(?P<version>{V}))?", each=True, admin=True)
+async def update(ctx: Any) -> None:
+    """Rolling update, one bot at a time, canary first: `update 0.2.0`."""
+    service = service_of(ctx.bot)
+    settings = service.settings
+    wanted = ctx.match.group("version") or wheel_version(settings.source)
+    event = ctx.event
+    if settings.source is None:
+        await _one_answer(ctx, "No update source is set: add `update: source:` to the file.")
+        return
+    if wanted is None:
+        await _one_answer(ctx, "Which version? Say `update 0.2.0`.")
+        return
+    check_version(wanted)
+    first = service.canary()
+
+    async def start(_takeover: bool) -> None:
+        await service._post(
+            event.channel,
+            event.ts,
+            f"Rolling update to troupe {wanted}, step 1: the canary {first} takes this. "
+            f"One bot at a time; the others follow after an admin's :{settings.approval}: "
+            f"on the canary's report, or {settings.soak_s:g} s after it.",
+        )
+
+    await ctx.bot.coordinator.coordinate(event.channel, event.ts, ctx.bot.roster, start)
+    service.follow(event.channel, event.ts)
+
+
+@command(r"restart (?P<bot>[a-z0-9-]+)", each=True, admin=True)
+async def restart(ctx: Any) -> None:
+    """Restart one bot through systemd (or the test supervisor)."""
+    wanted = _named(ctx)
+    if wanted is None:
+        await _one_answer(ctx, f"There is no bot called {ctx.match.group('bot')}.")
+        return
+    if wanted != ctx.bot.name:
+        return
+    await ctx.say(f"{wanted} restarting.")
+    try:
+        await request(service_of(ctx.bot).settings, wanted, "restart")
+    except UpdateError as err:
+        await ctx.say(f"{wanted} could not restart: {err}")
+
+
+@command(r"logs (?P<bot>[a-z0-9-]+)(?: (?P<n>\d{1,4}))?", each=True, admin=True)
+async def logs(ctx: Any) -> None:
+    """One bot's recent log lines, secrets redacted: `logs kitchen-pi 20`."""
+    wanted = _named(ctx)
+    if wanted is None:
+        await _one_answer(ctx, f"There is no bot called {ctx.match.group('bot')}.")
+        return
+    if wanted != ctx.bot.name:
+        return
+    n = min(int(ctx.match.group("n") or 20), 200)
+    lines = list(RING.lines)[-n:]
+    body = "\n".join(lines) if lines else "(nothing logged yet)"
+    if RING.redactor is not None:
+        body = RING.redactor.redact(body)
+    await ctx.say(f"{wanted}, last {len(lines)} log lines:\n```\n{body[-3500:]}\n```")

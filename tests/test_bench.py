@@ -1,0 +1,78 @@
+"""The benchmark harness as CI's smoke test: behaviour only (exactly once), never timing."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from bench import report
+from bench.chaos import KINDS, schedule
+from bench.harness import QUICK, run_trial
+from bench.systems import TROUPE, System
+from bench.workload import Command, nth_text, tally
+
+SMOKE = replace(QUICK, clean_commands=3, chaos_commands=7, failover=False)
+
+
+@pytest.mark.timeout(300)
+def test_troupe_acts_exactly_once_when_one_bots_events_come_late(tmp_path: Path) -> None:
+    """SlackMQ 0.1.2's hole: a bot that hears of a command seconds late must not run it."""
+    row = run_trial(System(TROUPE, "app-per-bot"), 3, SMOKE, tmp_path, fault_schedule="delay-one")
+    applied = [f["fault"] for f in row["chaos"]["faults"] if f["applied"]]
+    assert applied == ["delay-one"]
+    assert row["commands"] == 10
+    assert (row["duplicates"], row["losses"]) == (0, 0), row["chaos"]
+    assert row["calls_by_method"]["pins.add"] >= 1
+    assert row["http_429"] == 0
+
+
+def test_tally_counts_duplicates_losses_and_keys_by_ts_and_device() -> None:
+    sent = [Command(f"100.{i:06d}", "t", "hall light", "on") for i in range(3)]
+    actions = [
+        {"ts": "100.000000", "device": "hall light", "bot": "bot-1", "at": 100.2},
+        {"ts": "100.000000", "device": "hall light", "bot": "bot-2", "at": 100.5},
+        {"ts": "100.000001", "device": "porch light", "bot": "bot-1", "at": 100.3},
+        {"ts": "100.000002", "device": "hall light", "bot": "bot-2", "at": 100.1},
+    ]
+    score = tally(sent, actions)
+    assert (score.commands, score.duplicates, score.losses) == (3, 1, 1)
+    assert score.lost == ["100.000001"]
+    assert score.acted_by == ["bot-1", "bot-2"]
+
+
+def test_the_command_stream_cycles_devices_and_on_off() -> None:
+    texts = [nth_text(i)[0] for i in range(12)]
+    assert len(set(texts)) == 12
+    assert texts[0] == "turn on the hall light"
+    assert texts[6] == "turn off the hall light"
+
+
+def test_fault_schedules() -> None:
+    assert schedule("none", 10) == []
+    assert [f.kind for f in schedule("kill", 10)] == ["kill"]
+    quick = schedule("quick", 8)
+    assert [f.kind for f in quick] == ["drop-one", "burst-429", "kill", "delay-one"]
+    assert len({f.at for f in quick}) == 4 and all(0 <= f.at < 8 for f in quick)
+    full = schedule("full", 60)
+    assert {f.kind for f in full} == set(KINDS)
+    with pytest.raises(ValueError, match="unknown fault schedule"):
+        schedule("earthquake", 10)
+
+
+def test_report_has_every_field_and_a_markdown_table(tmp_path: Path) -> None:
+    rows = [
+        {"system": "troupe", "mode": "rtm", "bots": 2, "commands": 4, "duplicates": 0,
+         "losses": 0, "api_calls_per_command": 4.0, "calls_by_method": {"pins.add": 1.0}},
+        {"system": "slackmq-0.1.2", "mode": "slackbot-rtm", "bots": 2, "error": "no\nready"},
+    ]  # fmt: skip
+    written = report.write(rows, tmp_path, "smoke", command="python -m bench", context={})
+    data = json.loads((tmp_path / "smoke.json").read_text())
+    assert [list(r)[: len(report.FIELDS)] for r in data] == [list(report.FIELDS)] * 2
+    md = (tmp_path / "smoke.md").read_text()
+    assert "| troupe | rtm | 2 | 4 | 0 | 0 | 4.00 |" in md
+    assert "| slackmq-0.1.2 | slackbot-rtm | 2 | error: no |" in md
+    assert (tmp_path / "latest.json").read_text() == (tmp_path / "smoke.json").read_text()
+    assert tmp_path / "latest.md" in written

@@ -1,0 +1,215 @@
+"""Fleet commands: refusals for non-admins, targeting, logs without secrets; and the pure
+parts of the rollout (reading its thread, pip requirements, switch and roll back)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from fleetkit import house
+
+from troupe.plugins.devops import read_thread
+from troupe.update import (
+    Layout,
+    Machine,
+    UpdateSource,
+    apply_update,
+    check_version,
+    pip_requirement,
+    read_json,
+    switch,
+    wheel_version,
+    write_health,
+)
+
+FLEET_COMMANDS = (
+    "version",
+    "bot count",
+    "target hall-pi",
+    "canary hall-pi",
+    "update 9.9.9",
+    "restart hall-pi",
+    "logs hall-pi 5",
+)
+
+
+def _bot(ts: str, text: str, reactions: list | None = None) -> dict:
+    message = {"ts": ts, "text": text, "bot_id": "B1"}
+    if reactions:
+        message["reactions"] = reactions
+    return message
+
+
+def test_read_thread_follows_batons_reports_and_approval():
+    messages = [
+        {"ts": "1.0", "text": "update 0.2.0", "user": "U0ALICE"},
+        _bot("2.0", "Rolling update to troupe 0.2.0, step 1: the canary kitchen-pi takes this."),
+        _bot("3.0", "kitchen-pi is updating from troupe 0.1.0 to 0.2.0 (step 1)."),
+        _bot(
+            "4.0",
+            "kitchen-pi is on troupe 0.2.0 and healthy (connected, 6 plugins, 1 devices "
+            "answering). Rolling update to troupe 0.2.0, step 2: the next bot takes this, "
+            "after an admin's :+1: on this message or in 600 s.",
+            [{"name": "+1", "users": ["U0BOB", "U0ALICE"], "count": 2}],
+        ),
+        # a person cannot forge progress: no bot_id, not read
+        {"ts": "5.0", "text": "hall-pi is on troupe 0.2.0 and healthy", "user": "U0BOB"},
+    ]
+    rollout = read_thread("C1", "1.0", messages, "+1")
+    assert rollout.version == "0.2.0"
+    assert rollout.reported == {"kitchen-pi"}
+    assert rollout.active
+    first, second = rollout.batons
+    assert (first.canary, first.gated, first.step) == ("kitchen-pi", False, 1)
+    assert (second.canary, second.gated, second.step) == (None, True, 2)
+    assert second.approvers == {"U0BOB", "U0ALICE"}
+    assert rollout.taken(first) and not rollout.taken(second)
+    stopped = read_thread(
+        "C1",
+        "1.0",
+        [*messages, _bot("6.0", "hall-pi could not update ...; rolled back. Rollout stopped.")],
+        "+1",
+    )
+    assert not stopped.active
+
+
+def test_sources_become_pip_requirements_and_versions_are_checked():
+    index = UpdateSource(kind="index", value="https://pypi.example/simple")
+    assert pip_requirement(index, "0.2.0") == (
+        ["--index-url", "https://pypi.example/simple"],
+        "troupe==0.2.0",
+    )
+    git = UpdateSource(kind="git", value="https://git.example/troupe.git")
+    assert pip_requirement(git, "v0.2.0")[1] == "git+https://git.example/troupe.git@v0.2.0"
+    wheel = UpdateSource(kind="wheel", value="https://x.example/troupe-{version}-py3-none-any.whl")
+    assert pip_requirement(wheel, "0.2.0")[1].endswith("troupe-0.2.0-py3-none-any.whl")
+    assert wheel_version(wheel) is None
+    fixed = UpdateSource(kind="wheel", value="/srv/troupe-0.3.1-py3-none-any.whl")
+    assert wheel_version(fixed) == "0.3.1"
+    for bad in ("", "1.0; rm -rf /", "../../etc", "-e", "a b", "x" * 80):
+        with pytest.raises(ValueError):
+            check_version(bad)
+    with pytest.raises(ValueError):
+        UpdateSource(kind="wheel", value="a b")
+
+
+def _fake_machine(tmp_path: Path, *, healthy_versions: set[str]) -> tuple[Machine, list[str]]:
+    """A machine whose 'bot' writes a health file only for healthy versions."""
+    layout = Layout(tmp_path / "opt")
+    state = tmp_path / "state"
+    started: list[str] = []
+    pid = [100]
+
+    def installer(version: str) -> Path:
+        target = layout.release(version)
+        (target / "bin").mkdir(parents=True, exist_ok=True)
+        return target
+
+    installer("1.0")
+    switch(layout, "1.0")
+
+    def restart() -> None:
+        version = layout.version_of(layout.current) or ""
+        pid[0] += 1
+        started.append(version)
+        if version in healthy_versions:
+            write_health(
+                state,
+                {
+                    "version": version,
+                    "pid": pid[0],
+                    "connected": True,
+                    "plugins": 5,
+                    "devices": {"lamp": True},
+                },
+            )
+
+    machine = Machine(layout, state, restart, lambda: pid[0])
+    machine.installer = installer  # type: ignore[attr-defined]
+    return machine, started
+
+
+def test_apply_update_switches_when_healthy(tmp_path):
+    machine, started = _fake_machine(tmp_path, healthy_versions={"1.0", "2.0"})
+    result = apply_update(machine, "2.0", machine.installer, timeout_s=2, poll_s=0.01)  # type: ignore[attr-defined]
+    assert result["ok"] and result["from"] == "1.0"
+    assert machine.layout.version_of(machine.layout.current) == "2.0"
+    assert machine.layout.version_of(machine.layout.previous) == "1.0"
+    assert started == ["2.0"]
+
+
+def test_apply_update_rolls_back_an_unhealthy_version(tmp_path):
+    machine, started = _fake_machine(tmp_path, healthy_versions={"1.0"})
+    result = apply_update(machine, "2.0", machine.installer, timeout_s=0.3, poll_s=0.01)  # type: ignore[attr-defined]
+    assert not result["ok"]
+    assert result["rolled_back_to"] == "1.0"
+    assert "not healthy" in result["reason"]
+    assert machine.layout.version_of(machine.layout.current) == "1.0"
+    assert started == ["2.0", "1.0"]
+    assert read_json(machine.state_dir / "update-result.json")["ok"] is False
+
+
+def test_apply_update_reports_a_failed_install_without_switching(tmp_path):
+    machine, started = _fake_machine(tmp_path, healthy_versions={"1.0"})
+
+    def broken(_version: str) -> Path:
+        raise OSError("disk full")
+
+    result = apply_update(machine, "2.0", broken, timeout_s=1)
+    assert not result["ok"] and "disk full" in result["reason"]
+    assert machine.layout.version_of(machine.layout.current) == "1.0"
+    assert started == []
+
+
+@pytest.mark.timeout(180)
+def test_non_admins_get_one_refusal_per_fleet_command(tmp_path):
+    with house(tmp_path, plugins="[troupe.plugins.devops]") as h:
+        sent = {h.say(text, token="xoxp-bob"): text for text in FLEET_COMMANDS}
+        for ts in sent:
+            h.wait_for(lambda ts=ts: len(h.replies(ts)) >= 1, 30, f"a refusal of {sent[ts]}")
+        time.sleep(1.5)
+        for ts, text in sent.items():
+            replies = h.replies(ts)
+            assert len(replies) == 1, (text, replies)
+            assert "is for admins only" in replies[0]["text"]
+        logged = "\n".join(b.output() for b in h.fleet.bots.values())
+        assert logged.count("admins only") >= len(FLEET_COMMANDS)
+        assert all(b.alive for b in h.fleet.bots.values())
+
+
+@pytest.mark.timeout(180)
+def test_targeting_and_logs_for_admins(tmp_path):
+    with house(tmp_path, plugins="[troupe.plugins.devops]") as h:
+        ts = h.say("version")
+        h.wait_for(lambda: len(h.replies(ts)) >= 3, 30, "three versions")
+        ts = h.say("target hall-pi")
+        h.wait_for(lambda: len(h.replies(ts)) >= 1, 30, "the target's answer")
+        time.sleep(1.0)
+        assert [r["text"] for r in h.replies(ts)] == [
+            "hall-pi takes fleet commands; the others stay silent."
+        ]
+        ts = h.say("version")
+        h.wait_for(lambda: len(h.replies(ts)) >= 1, 30, "the target's version")
+        time.sleep(1.5)
+        replies = h.replies(ts)
+        assert len(replies) == 1 and replies[0]["text"].startswith("hall-pi: troupe ")
+        ts = h.say("target all")
+        h.wait_for(lambda: len(h.replies(ts)) >= 1, 30, "target all")
+        ts = h.say("bot count")
+        h.wait_for(lambda: len(h.replies(ts)) >= 3, 30, "three bots")
+        time.sleep(1.0)
+        assert len(h.replies(ts)) == 3
+        refused = h.say("version", token="xoxp-bob")
+        h.wait_for(lambda: len(h.replies(refused)) >= 1, 30, "a refusal to log")
+        ts = h.say("logs garage-pi 50")
+        h.wait_for(lambda: len(h.replies(ts)) >= 1, 30, "logs")
+        time.sleep(1.0)
+        replies = h.replies(ts)
+        assert len(replies) == 1 and replies[0]["text"].startswith("garage-pi, last ")
+        assert "refused version to U0BOB" in replies[0]["text"]
+        assert "xox" not in replies[0]["text"] and "xapp-" not in replies[0]["text"]
+        ts = h.say("restart nobody-pi")
+        h.wait_for(lambda: len(h.replies(ts)) >= 1, 30, "an unknown bot")
+        time.sleep(1.0)
+        assert [r["text"] for r in h.replies(ts)] == ["There is no bot called nobody-pi."]

@@ -1,0 +1,451 @@
+"""Installing a troupe version beside the running one, switching to it, and rolling back.
+
+The bot runs unprivileged from a root-owned venv, so it never replaces its own code. It
+asks a privileged updater (the root oneshot unit `troupe-update@VERSION.service`, or the
+test supervisor) to do it: install the source named in the federation file (never a URL
+typed in chat) into a new venv under `releases/`, switch the `current` link, restart the
+bot, wait for its health file, and switch back when the new version is not healthy.
+Every program runs from an argument list: no shell, no archive extracted by troupe.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
+"""A version or git ref as it may appear in chat and in a systemd instance name."""
+WHEEL_NAME = re.compile(r"troupe-(?P<version>[A-Za-z0-9._+]+)-py3-none-any\.whl$")
+HEALTH_FILE = "health.json"
+RESULT_FILE = "update-result.json"
+
+
+class UpdateSource(BaseModel):
+    """Where new versions come from: a package index, a git repository, or a wheel."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["index", "git", "wheel"]
+    value: str
+    """index: the index URL; git: the repository URL; wheel: a path or https URL of the
+    wheel, with `{version}` where the version goes."""
+
+    @field_validator("value")
+    @classmethod
+    def _value(cls, value: str) -> str:
+        if not value.strip() or any(c.isspace() for c in value.strip()):
+            raise ValueError("must be one URL or path, without spaces")
+        return value.strip()
+
+
+class UpdateSettings(BaseModel):
+    """The federation file's `update:` section: how `update [VERSION]` rolls out."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    source: UpdateSource | None = None
+    canary: str | None = None
+    """The bot that updates first (default: the first bot of the roster)."""
+    soak_s: float = Field(default=3600, gt=0)
+    """How long the canary runs before the rest follow without an admin's approval."""
+    approval: str = "+1"
+    """The reaction (Slack's stored name: `+1` is 👍) an admin puts on the canary's report."""
+    health_timeout_s: float = Field(default=120, gt=0)
+    """How long a restarted bot has to become healthy before it is rolled back."""
+    poll_s: float = Field(default=5, gt=0)
+    """How often a bot reads the rollout's thread while a rollout is under way."""
+    updater: Literal["systemd", "supervisor"] = "systemd"
+    """Who installs and restarts: systemd (troupe-update@.service) or the test supervisor."""
+
+
+def read_settings(path: str | Path | None) -> UpdateSettings:
+    """The `update:` section of a YAML file (the federation file); defaults when absent."""
+    if not path or not Path(path).is_file():
+        return UpdateSettings()
+    data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    section = data.get("update") if isinstance(data, dict) else None
+    return UpdateSettings.model_validate(section or {})
+
+
+def check_version(version: str) -> str:
+    if not VERSION.fullmatch(version):
+        raise ValueError(f"{version!r} is not a version (letters, digits, '.', '+', '-', '_')")
+    return version
+
+
+def pip_requirement(source: UpdateSource, version: str) -> tuple[list[str], str]:
+    """pip's extra arguments and the requirement that installs `version` from `source`."""
+    check_version(version)
+    if source.kind == "index":
+        return ["--index-url", source.value], f"troupe=={version}"
+    if source.kind == "git":
+        return [], f"git+{source.value}@{version}"
+    return [], source.value.replace("{version}", version)
+
+
+def wheel_version(source: UpdateSource | None) -> str | None:
+    """The version a fixed wheel source provides (its file name says), for `update` alone."""
+    if source is None or source.kind != "wheel" or "{version}" in source.value:
+        return None
+    found = WHEEL_NAME.search(source.value)
+    return found.group("version") if found else None
+
+
+# --- the machine: releases, the current link, the previous one -----------------------
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where one machine keeps its releases: /opt/troupe on a Pi, a tmp dir in tests."""
+
+    root: Path
+    current_name: str = "current"
+    """The link the service runs from: `venv` on a Pi (/opt/troupe/venv)."""
+
+    @property
+    def releases(self) -> Path:
+        return self.root / "releases"
+
+    @property
+    def current(self) -> Path:
+        return self.root / self.current_name
+
+    @property
+    def previous(self) -> Path:
+        return self.root / "previous"
+
+    def release(self, version: str) -> Path:
+        return self.releases / check_version(version)
+
+    def version_of(self, link: Path) -> str | None:
+        return Path(os.readlink(link)).name if link.is_symlink() else None
+
+
+def _run(argv: Sequence[str], timeout: float) -> None:
+    """Run one fixed program; raise with its output when it fails."""
+    done = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, check=False)
+    if done.returncode != 0:
+        tail = (done.stderr or done.stdout).strip().splitlines()[-5:]
+        raise UpdateError(f"{Path(argv[0]).name} failed ({done.returncode}): {' | '.join(tail)}")
+
+
+class UpdateError(RuntimeError):
+    """An install, switch or health check did not work; the message is one sentence."""
+
+
+def install(
+    layout: Layout,
+    source: UpdateSource,
+    version: str,
+    *,
+    python: str = sys.executable,
+    system_site_packages: bool = False,
+    pip: Sequence[str] | None = None,
+    pip_args: Sequence[str] = (),
+    extra_path: str | None = None,
+    timeout: float = 600,
+) -> Path:
+    """Install `version` into its own venv under releases/ (kept if already there).
+
+    `pip` is the pip to drive the new venv with (`pip --python VENV`), so a venv made
+    without pip installs in seconds; `extra_path` is appended to the venv's sys.path (the
+    test venv's site-packages, where the dependencies already are).
+    """
+    target = layout.release(version)
+    marker = target / ".troupe-installed"
+    if marker.exists():
+        return target
+    layout.releases.mkdir(parents=True, exist_ok=True)
+    if target.exists():  # a half-done install: start it again
+        _run(["rm", "-rf", "--", str(target)], 60)
+    # Built in place, never moved: pip's scripts name the venv's path in their first line.
+    venv = [python, "-m", "venv"]
+    venv += ["--system-site-packages"] if system_site_packages else []
+    venv += ["--without-pip"] if pip else []
+    _run([*venv, str(target)], 120)
+    if extra_path:
+        for site in target.glob("lib/python3*/site-packages"):
+            (site / "zz-troupe-extra.pth").write_text(extra_path + "\n")
+    extra, requirement = pip_requirement(source, version)
+    python_in = str(target / "bin" / "python")
+    driver = [*pip, "--python", python_in] if pip else [python_in, "-m", "pip"]
+    command = [*driver, "install", "--no-input", "--disable-pip-version-check"]
+    _run([*command, *pip_args, *extra, requirement], timeout)
+    marker.write_text(version + "\n")
+    return target
+
+
+def switch(layout: Layout, version: str) -> str | None:
+    """Point `current` at the release of `version`, `previous` at the old one; atomic."""
+    if layout.current.exists() and not layout.current.is_symlink():
+        raise UpdateError(
+            f"{layout.current} is a directory, not a link to a release: reinstall with "
+            "install.sh, which keeps releases side by side"
+        )
+    old = layout.version_of(layout.current)
+    _relink(layout.current, layout.release(version))
+    if old and old != version:
+        _relink(layout.previous, layout.release(old))
+    return old
+
+
+def _relink(link: Path, target: Path) -> None:
+    tmp = link.with_name(f".{link.name}.new")
+    if tmp.is_symlink() or tmp.exists():
+        tmp.unlink()
+    tmp.symlink_to(target)
+    tmp.replace(link)
+
+
+# --- health ------------------------------------------------------------------------------
+
+
+def write_health(state_dir: Path, record: Mapping[str, Any]) -> None:
+    """The bot says it is healthy: written whole through a temporary file."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    tmp = state_dir / f".{HEALTH_FILE}.{os.getpid()}"
+    tmp.write_text(json.dumps(dict(record)))
+    tmp.replace(state_dir / HEALTH_FILE)
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def healthy(state_dir: Path, version: str, pid: int | None) -> bool:
+    """The bot process `pid` runs `version`, is connected, loaded its plugins and its
+    devices answer (what it wrote once ready)."""
+    record = read_json(state_dir / HEALTH_FILE)
+    return bool(
+        record
+        and record.get("version") == version
+        and (pid is None or record.get("pid") == pid)
+        and record.get("connected")
+        and record.get("plugins")
+        and all((record.get("devices") or {}).values())
+    )
+
+
+@dataclass
+class Machine:
+    """What an updater needs of the machine it updates: its releases, the bot's state
+    directory, and how to restart the bot and see its process."""
+
+    layout: Layout
+    state_dir: Path
+    restart: Callable[[], None]
+    main_pid: Callable[[], int | None]
+    """The bot's process id, None while it is not running."""
+
+
+def apply_update(
+    machine: Machine,
+    version: str,
+    installer: Callable[[str], Path],
+    *,
+    timeout_s: float,
+    poll_s: float = 0.2,
+) -> dict[str, Any]:
+    """Install, switch, restart, wait for health; roll back when unhealthy.
+
+    The result is written to the state directory before the rolled-back bot starts, so
+    that bot can report why. Returns the result.
+    """
+    result: dict[str, Any] = {"version": version, "at": time.time()}
+    old = machine.layout.version_of(machine.layout.current)
+    result["from"] = old
+    try:
+        installer(version)
+    except (UpdateError, OSError, ValueError, subprocess.TimeoutExpired) as err:
+        result.update(ok=False, reason=f"could not install {version}: {err}")
+        _write_result(machine.state_dir, result)
+        return result
+    try:
+        switch(machine.layout, version)
+    except (UpdateError, OSError) as err:
+        result.update(ok=False, reason=f"could not switch to {version}: {err}")
+        _write_result(machine.state_dir, result)
+        return result
+    machine.restart()
+    reason = _wait_healthy(machine, version, timeout_s, poll_s)
+    if reason is None:
+        result.update(ok=True, reason="healthy")
+        _write_result(machine.state_dir, result)
+        return result
+    result.update(ok=False, reason=reason, rolled_back_to=old)
+    _write_result(machine.state_dir, result)
+    if old:
+        switch(machine.layout, old)
+        machine.restart()
+    return result
+
+
+def _wait_healthy(machine: Machine, version: str, timeout_s: float, poll_s: float) -> str | None:
+    deadline = time.monotonic() + timeout_s
+    seen_pid: int | None = None
+    while time.monotonic() < deadline:
+        pid = machine.main_pid()
+        if pid is None and seen_pid is not None:
+            return f"troupe {version} stopped right after it started"
+        seen_pid = pid or seen_pid
+        if pid is not None and healthy(machine.state_dir, version, pid):
+            return None
+        time.sleep(poll_s)
+    if seen_pid is None or machine.main_pid() is None:
+        return f"troupe {version} did not stay running"
+    return f"troupe {version} was not healthy within {timeout_s:g} s"
+
+
+def _write_result(state_dir: Path, result: Mapping[str, Any]) -> None:
+    state_dir.mkdir(parents=True, exist_ok=True)
+    tmp = state_dir / f".{RESULT_FILE}.{os.getpid()}"
+    tmp.write_text(json.dumps(dict(result)))
+    tmp.replace(state_dir / RESULT_FILE)
+
+
+# --- asking the updater, from the bot ------------------------------------------------------
+
+
+async def request(settings: UpdateSettings, bot: str, action: str, version: str = "") -> str:
+    """Ask the privileged updater to update (to `version`) or restart this bot.
+
+    systemd: start `troupe-update@VERSION.service` or restart `troupe.service` (a polkit
+    rule lets the troupe user do exactly these two). supervisor: one JSON line on its
+    socket ($TROUPE_SUPERVISOR). Returns what the updater said; raises UpdateError.
+    """
+    if action not in ("update", "restart"):
+        raise ValueError(f"unknown updater action {action!r}")
+    if action == "update":
+        check_version(version)
+    if settings.updater == "supervisor":
+        return await _ask_supervisor({"bot": bot, "action": action, "version": version})
+    unit = f"troupe-update@{version}.service" if action == "update" else "troupe.service"
+    verb = "start" if action == "update" else "restart"
+    proc = await asyncio.create_subprocess_exec(
+        "systemctl",
+        verb,
+        "--no-block",
+        unit,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 30)
+    if proc.returncode != 0:
+        raise UpdateError(f"systemctl {verb} {unit} failed: {out.decode(errors='replace')}")
+    return f"systemctl {verb} {unit}"
+
+
+async def _ask_supervisor(message: Mapping[str, Any]) -> str:
+    path = os.environ.get("TROUPE_SUPERVISOR")
+    if not path:
+        raise UpdateError("no supervisor to ask: $TROUPE_SUPERVISOR is not set")
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(path), 10)
+        writer.write((json.dumps(dict(message)) + "\n").encode())
+        await writer.drain()
+        line = await asyncio.wait_for(reader.readline(), 10)
+        writer.close()
+    except (OSError, TimeoutError) as err:
+        raise UpdateError(f"the supervisor did not answer: {err}") from err
+    answer = json.loads(line or b"{}")
+    if not answer.get("ok"):
+        raise UpdateError(str(answer.get("error") or "the supervisor refused"))
+    return str(answer.get("said") or "accepted")
+
+
+# --- the root updater's command line ----------------------------------------------------------
+
+
+def _systemd_machine(root: Path, state_dir: Path) -> Machine:
+    def restart() -> None:
+        _run(["systemctl", "restart", "--no-block", "troupe.service"], 60)
+
+    def main_pid() -> int | None:
+        done = subprocess.run(
+            ["systemctl", "show", "--property=MainPID", "--value", "troupe.service"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        pid = int(done.stdout.strip() or 0)
+        return pid or None
+
+    return Machine(Layout(root, "venv"), state_dir, restart, main_pid)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m troupe.update install VERSION` (the root oneshot unit runs it), or
+    `python -m troupe.update run ...` (a bot with the fleet service)."""
+    parser = argparse.ArgumentParser(prog="python -m troupe.update")
+    sub = parser.add_subparsers(dest="command", required=True)
+    inst = sub.add_parser("install", help="install VERSION, switch, restart, check, roll back")
+    inst.add_argument("version")
+    inst.add_argument("--config", default="/etc/troupe/federation.yaml")
+    inst.add_argument("--root", default="/opt/troupe")
+    inst.add_argument("--state", default="/var/lib/troupe")
+    run = sub.add_parser("run", help="run one bot with the fleet service (like troupe run)")
+    run.add_argument("--config", required=True)
+    run.add_argument("--bot")
+    run.add_argument("--journal")
+    args = parser.parse_args(argv)
+    if args.command == "run":
+        return _run_bot(args)
+    settings = read_settings(args.config)
+    if settings.source is None:
+        print("troupe-update: the federation file has no update.source", file=sys.stderr)
+        return 2
+    version = check_version(args.version)
+    machine = _systemd_machine(Path(args.root), Path(args.state))
+    source = settings.source
+    result = apply_update(
+        machine,
+        version,
+        lambda v: install(machine.layout, source, v, system_site_packages=True),
+        timeout_s=settings.health_timeout_s,
+        poll_s=1.0,
+    )
+    print(json.dumps(result))
+    return 0 if result["ok"] else 1
+
+
+def _run_bot(args: argparse.Namespace) -> int:
+    import logging
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    from troupe.config import ConfigError, load
+    from troupe.errors import TroupeError
+    from troupe.runner import build_bot, run_bot
+
+    try:
+        fed = load(args.config)
+        name = fed.resolve_bot_name(args.bot)
+        bot = build_bot(fed, name, journal_path=args.journal)
+    except (ConfigError, TroupeError, ValueError) as err:
+        print(f"troupe run: {err}", file=sys.stderr)
+        return 2
+    asyncio.run(run_bot(bot))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
