@@ -10,9 +10,11 @@ usage() {
 	cat <<'EOF'
 usage: sudo deploy/install.sh [options]
 
-Installs troupe into a venv under /opt/troupe, a `troupe` system user (in the gpio group),
-/etc/troupe for the federation file and this bot's tokens (mode 0600), and the systemd
-service `troupe` that runs `troupe run --config /etc/troupe/federation.yaml`.
+Installs troupe into a venv of its own, /opt/troupe/releases/VERSION, with the link
+/opt/troupe/venv pointing at it; a `troupe` system user (in the gpio group); /etc/troupe
+for the federation file and this bot's tokens (mode 0600); the systemd service `troupe`
+that runs `python -m troupe run --config /etc/troupe/federation.yaml`; and, for updates
+from chat, the root unit troupe-update@.service with the polkit rule 50-troupe.rules.
 
   --source SPEC        what pip installs: a wheel file, a source directory, a git URL
                        (git+https://HOST/REPO@REF) or a requirement such as troupe==0.2.0
@@ -32,8 +34,9 @@ service `troupe` that runs `troupe run --config /etc/troupe/federation.yaml`.
   --root DIR           install into DIR as if it were / : no user, no apt, no systemd
                        (for CI and for looking at what gets installed)
   --dry-run            print each action instead of doing it
-  --uninstall          remove the service, the venv and troupe.env; keep the federation
-                       file, the tokens, the journal and the user
+  --uninstall          remove the services, the polkit rule, /opt/troupe (every release)
+                       and troupe.env; keep the federation file, the tokens, the journal
+                       and the user
   --purge              with --uninstall: remove /etc/troupe, /var/lib/troupe and the user too
   -h, --help           show this help
 EOF
@@ -45,9 +48,21 @@ readonly USER_NAME=troupe
 readonly ETC=/etc/troupe
 readonly STATE=/var/lib/troupe
 readonly OPT=/opt/troupe
+readonly RELEASES=/opt/troupe/releases
+readonly STAGING=/opt/troupe/releases/.staging
+# The link the service runs from (troupe.update's Layout(/opt/troupe, current_name="venv")).
 readonly VENV=/opt/troupe/venv
+readonly PREVIOUS=/opt/troupe/previous
+readonly MARKER=.troupe-installed
+readonly SOURCE_NOTE=.troupe-source
 readonly UNIT=/etc/systemd/system/troupe.service
+readonly UPDATE_UNIT=/etc/systemd/system/troupe-update@.service
+readonly POLKIT_RULES=/etc/polkit-1/rules.d
+readonly RULE=/etc/polkit-1/rules.d/50-troupe.rules
+readonly POLKITD=/usr/lib/polkit-1/polkitd
 readonly LINK=/usr/local/bin/troupe
+# The line that tells troupe's wrapper in /usr/local/bin from anyone else's file.
+readonly WRAPPER_MARK="written by deploy/install.sh"
 
 R=""
 DRY_RUN=0
@@ -70,6 +85,7 @@ PIP_ARGS=""
 CHANGES=0
 MISSING=()
 WORK=""
+RELEASE=""
 
 die() {
 	printf 'install.sh: %s\n' "$*" >&2
@@ -247,6 +263,8 @@ pick_source() {
 	fi
 }
 
+polkit_installed() { [[ -x $POLKITD ]]; }
+
 on_a_pi() {
 	[[ -z $R && -r /proc/device-tree/model ]] &&
 		tr -d '\0' </proc/device-tree/model | grep -q 'Raspberry Pi'
@@ -261,6 +279,11 @@ install_packages() {
 	if [[ -n $SITE_PACKAGES ]] && on_a_pi && ! "$PYTHON" -c 'import lgpio' 2>/dev/null &&
 		apt-cache show python3-lgpio >/dev/null 2>&1; then
 		wanted+=(python3-lgpio)
+	fi
+	# `update` and `restart` from chat go through polkit (50-troupe.rules): polkitd is small
+	# (Bookworm, Ubuntu 24.04), so it comes along when apt has it; else ensure_rule says so.
+	if [[ -z $R ]] && ! polkit_installed && apt-cache show polkitd >/dev/null 2>&1; then
+		wanted+=(polkitd)
 	fi
 	if ((${#wanted[@]})); then
 		host_act apt-get update
@@ -286,18 +309,101 @@ ensure_user() {
 	fi
 }
 
-# A fingerprint of what is installed in the venv, to tell whether pip changed anything:
-# each distribution's name and version, and the hash of every file of troupe's own.
+# --- the release: a venv per troupe version ----------------------------------------------
+#
+# /opt/troupe/releases/VERSION holds one venv per version, /opt/troupe/venv links to the
+# one in use and /opt/troupe/previous to the one before: the layout troupe.update keeps
+# when it updates from chat. The version is what pip installs, known only once it has:
+# pip builds into releases/.staging, which is then renamed releases/VERSION. That is
+# sturdier than asking `pip install --dry-run --report` first: pip resolves once, so the
+# release is named after what was installed even when a branch, an unpinned requirement
+# or an index moves in between; no JSON report format to depend on; and the release in
+# use is never touched while pip works. Renaming a venv is safe for troupe: the service,
+# the updater and /usr/local/bin/troupe all run `VENV/bin/python -m troupe`, and the
+# paths pip wrote into bin/ (script first lines, activate) are rewritten on the way.
+
+# A fingerprint of what is installed in venv DIR, to tell whether a new build differs:
+# its pyvenv.cfg, each distribution's name and version, and the hash of every file of
+# troupe's own (not the scripts in bin/, whose first line names the venv's path).
 venv_state() {
-	local site
-	for site in "$R$VENV"/lib/python3*/site-packages; do
-		[[ -d $site ]] || continue
-		(cd "$site" && ls -d -- *.dist-info && cat troupe-*.dist-info/RECORD) 2>/dev/null || true
-	done | sha256sum
+	local dir=$1 site
+	{
+		grep -v '^command' "$dir/pyvenv.cfg" 2>/dev/null || true
+		for site in "$dir"/lib/python3*/site-packages; do
+			[[ -d $site ]] || continue
+			(cd "$site" && ls -d -- *.dist-info && grep -hv '^\.\./' troupe-*.dist-info/RECORD) \
+				2>/dev/null || true
+		done
+	} | sha256sum
 }
 
-ensure_venv() {
-	local py=$R$VENV/bin/python before after
+# What pins the source down, so that a rerun finds the release it built last time without
+# running pip: a wheel's or sdist's hash, or an exact requirement (troupe==0.2.0). Nothing
+# for a directory, a git ref or an open requirement, which pip must look at again.
+source_fingerprint() {
+	local what python
+	if [[ -f $SOURCE && ($SOURCE == *.whl || $SOURCE == *.tar.gz || $SOURCE == *.zip) ]]; then
+		what="file sha256 $(sha256sum <"$SOURCE" | cut -d' ' -f1)"
+	elif [[ $SOURCE =~ ^[A-Za-z0-9._-]+(\[[A-Za-z0-9,._-]*\])?==[A-Za-z0-9.!+_-]+$ ]]; then
+		what="requirement $SOURCE"
+	else
+		return 0
+	fi
+	python=$("$PYTHON" -c 'import sys; print(sys.executable, "%d.%d" % sys.version_info[:2])')
+	printf 'source: %s\nindex-url: %s\npip-args: %s\npython: %s\nsystem-site-packages: %s\n' \
+		"$what" "$INDEX_URL" "$PIP_ARGS" "$python" "${SITE_PACKAGES:-0}"
+}
+
+# Release DIR is whole: its marker names it, and its Python (3.11+) imports troupe.
+release_works() {
+	local dir=$1
+	[[ -f $dir/$MARKER && $(<"$dir/$MARKER") == "${dir##*/}" ]] &&
+		"$dir/bin/python" -I -B -c 'import sys, troupe; sys.exit(sys.version_info < (3, 11))' \
+			2>/dev/null
+}
+
+# The release an earlier run built from the same pinned source, if it is still whole.
+release_from() {
+	local fingerprint=$1 dir
+	for dir in "$R$RELEASES"/*/; do
+		dir=${dir%/}
+		if [[ -f $dir/$SOURCE_NOTE && $(<"$dir/$SOURCE_NOTE") == "${fingerprint%$'\n'}" ]] &&
+			release_works "$dir"; then
+			printf '%s\n' "${dir##*/}"
+			return 0
+		fi
+	done
+	return 1
+}
+
+# Rewrite the path OLD to NEW in venv DIR's bin/ scripts (first lines, activate) and pyvenv.cfg.
+relocate() {
+	local dir=$1 old=$2 new=$3 file text
+	while IFS= read -r file; do
+		[[ -f $file && ! -L $file ]] || continue
+		text=$(
+			cat -- "$file"
+			printf x
+		)
+		text=${text%x}
+		printf '%s' "${text//"$old"/"$new"}" >"$file"
+	done < <(grep -lIF -- "$old" "$dir"/bin/* "$dir/pyvenv.cfg" 2>/dev/null || true)
+}
+
+ensure_release() {
+	local fingerprint found
+	ensure_dir "$RELEASES" 0755 root:root
+	fingerprint=$(source_fingerprint)
+	if [[ -n $fingerprint ]] && found=$(release_from "$fingerprint"); then
+		RELEASE=$found
+		say "troupe $RELEASE from $SOURCE is installed already: $R$RELEASES/$RELEASE"
+		return 0
+	fi
+	build_release "$fingerprint"
+}
+
+build_release() {
+	local fingerprint=$1 stage=$R$STAGING py=$R$STAGING/bin/python version dest
 	local -a pip_args venv_args=()
 	read -r -a pip_args <<<"$PIP_ARGS"
 	if [[ -n $INDEX_URL ]]; then
@@ -306,33 +412,111 @@ ensure_venv() {
 	if [[ -n $SITE_PACKAGES ]]; then
 		venv_args+=(--system-site-packages)
 	fi
-	if [[ -e $R$VENV ]] && ! "$py" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
-		act rm -rf "$R$VENV"
-		act "$PYTHON" -m venv "${venv_args[@]}" "$R$VENV"
-	elif [[ ! -e $R$VENV ]]; then
-		act "$PYTHON" -m venv "${venv_args[@]}" "$R$VENV"
+	if [[ -e $stage || -L $stage ]]; then
+		quiet_act rm -rf "$stage" # left by a run that stopped half-way
 	fi
-	before=$(venv_state)
+	quiet_act "$PYTHON" -m venv "${venv_args[@]}" "$stage"
 	quiet_act "$py" -m pip install --upgrade --no-input --disable-pip-version-check \
-		"${pip_args[@]}" "$SOURCE"
-	after=$(venv_state)
-	if [[ $before != "$after" ]]; then
+		"${pip_args[@]}" "$SOURCE" ||
+		die "pip could not install $SOURCE (its message is above); fix the source, the index or the network and run install.sh again"
+	if ((DRY_RUN)); then
+		RELEASE=VERSION
+		say "would move $stage to $R$RELEASES/$RELEASE, VERSION being the troupe pip installed"
 		CHANGES=$((CHANGES + 1))
-		say "troupe changed in $R$VENV"
+		return 0
+	fi
+	version=$("$py" -I -c 'import importlib.metadata as m; print(m.version("troupe"))') ||
+		die "$SOURCE did not install a package named troupe; pass --source with troupe's wheel, checkout or requirement"
+	[[ $version =~ ^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$ ]] ||
+		die "pip installed troupe '$version', which cannot name a release; install a released version of troupe"
+	printf '%s\n' "$version" >"$stage/$MARKER"
+	if [[ -n $fingerprint ]]; then
+		printf '%s\n' "$fingerprint" >"$stage/$SOURCE_NOTE"
+	fi
+	dest=$R$RELEASES/$version
+	RELEASE=$version
+	if release_works "$dest" && [[ $(venv_state "$dest") == "$(venv_state "$stage")" ]]; then
+		say "troupe $version from $SOURCE is installed already: $dest"
+		if [[ -n $fingerprint ]] && ! cmp -s "$stage/$SOURCE_NOTE" "$dest/$SOURCE_NOTE"; then
+			cp "$stage/$SOURCE_NOTE" "$dest/$SOURCE_NOTE" # so the next run need not build
+		fi
+		quiet_act rm -rf "$stage"
+		return 0
+	fi
+	relocate "$stage" "$stage" "$dest"
+	if [[ -e $dest || -L $dest ]]; then
+		say "replacing $dest: it differs from what pip installs now (or is incomplete)"
+		act rm -rf "$R$RELEASES/.replaced"
+		act mv -T "$dest" "$R$RELEASES/.replaced"
+		act mv -T "$stage" "$dest"
+		act rm -rf "$R$RELEASES/.replaced"
+	else
+		act mv -T "$stage" "$dest"
+	fi
+	say "troupe $version installed in $dest"
+}
+
+# Point `venv` at the release (and `previous` at the one it pointed at), each by renaming a
+# fresh link over the old, so the link is never missing. An old install's venv directory is
+# replaced by the link.
+ensure_current() {
+	local link=$R$VENV want=releases/$RELEASE old=""
+	if [[ -L $link ]]; then
+		old=$(readlink "$link")
+		# install.sh links relative to /opt/troupe, troupe.update by the absolute path.
+		if [[ $old == "$want" || $old == "$RELEASES/$RELEASE" || $old == "$R$RELEASES/$RELEASE" ]]; then
+			return 0
+		fi
+	elif [[ -d $link ]]; then
+		say "migrating: $VENV is a venv directory (an install.sh from before releases); it becomes a link to $RELEASES/$RELEASE"
+		if [[ -e $R$OPT/.venv.old ]]; then
+			act rm -rf "$R$OPT/.venv.old"
+		fi
+		act mv -T "$link" "$R$OPT/.venv.old"
+		act ln -s "$want" "$link"
+		act rm -rf "$R$OPT/.venv.old"
+		return 0
+	elif [[ -e $link ]]; then
+		die "$link is neither a link nor a venv directory; move it away and run install.sh again"
+	fi
+	act ln -sfn "$want" "$R$OPT/.venv.new"
+	act mv -T "$R$OPT/.venv.new" "$link"
+	old=${old%/}
+	old=${old##*/}
+	if [[ -n $old && $old != "$RELEASE" && -d $R$RELEASES/$old ]]; then
+		act ln -sfn "releases/$old" "$R$OPT/.previous.new"
+		act mv -T "$R$OPT/.previous.new" "$R$PREVIOUS"
 	fi
 }
 
-ensure_link() {
-	local link=$R$LINK
-	if [[ -L $link && $(readlink "$link") == "$VENV/bin/troupe" ]]; then
-		return 0
-	fi
-	if [[ -e $link && ! -L $link ]]; then
-		say "note: $link is not troupe's link; left alone (use $VENV/bin/troupe)"
+wrapper_text() {
+	cat <<WRAPPER
+#!/bin/sh
+# troupe's command, $WRAPPER_MARK: it runs the release that $VENV
+# points at, so it keeps working when an update switches releases. -P: never troupe from
+# the working directory (a checkout, say) instead of the release.
+exec $VENV/bin/python -P -m troupe "\$@"
+WRAPPER
+}
+
+is_wrapper() { [[ -f $1 && ! -L $1 ]] && grep -qF -- "$WRAPPER_MARK" "$1"; }
+
+# /usr/local/bin/troupe: a wrapper script (an older install.sh made it a link to the venv's
+# console script, whose first line would name one release's path).
+ensure_wrapper() {
+	local path=$R$LINK
+	if [[ -L $path ]]; then
+		if [[ $(readlink "$path") != "$VENV/bin/troupe" ]]; then
+			say "note: $path is not troupe's; left alone (use $VENV/bin/python -m troupe)"
+			return 0
+		fi
+		act rm -f "$path"
+	elif [[ -e $path ]] && ! is_wrapper "$path"; then
+		say "note: $path is not troupe's; left alone (use $VENV/bin/python -m troupe)"
 		return 0
 	fi
 	[[ -d $R/usr/local/bin ]] || act mkdir -p "$R/usr/local/bin"
-	act ln -sfn "$VENV/bin/troupe" "$link"
+	put_text "$LINK" 0755 root:root < <(wrapper_text)
 }
 
 starter_federation() {
@@ -391,13 +575,27 @@ ensure_token() {
 	fi
 }
 
-ensure_unit() {
-	local src=$SCRIPT_DIR/troupe.service before=$CHANGES
-	[[ -f $src ]] || die "troupe.service is not next to install.sh in $SCRIPT_DIR"
+ensure_units() {
+	local before=$CHANGES
 	ensure_dir /etc/systemd/system 0755 root:root
-	put_file "$src" "$UNIT" 0644 root:root
+	put_file "$SCRIPT_DIR/troupe.service" "$UNIT" 0644 root:root
+	put_file "$SCRIPT_DIR/troupe-update@.service" "$UPDATE_UNIT" 0644 root:root
 	if ((CHANGES != before)) && systemd_running; then
 		quiet_act systemctl daemon-reload
+	fi
+}
+
+# The polkit rule that lets the troupe user start troupe-update@VERSION.service and restart
+# troupe.service (polkit reads rules.d again by itself when a file changes).
+ensure_rule() {
+	if [[ ! -d $R$POLKIT_RULES ]]; then
+		# polkit's package owns the directory when it is there: its mode is left alone.
+		ensure_dir "$POLKIT_RULES" 0755 root:root
+	fi
+	put_file "$SCRIPT_DIR/50-troupe.rules" "$RULE" 0644 root:root
+	if [[ -z $R ]] && ! polkit_installed; then
+		say "note: polkit is not installed, so \`update\` and \`restart\` from chat cannot work yet;"
+		say "  install it (sudo apt-get install polkitd on Bookworm) and the rule above applies"
 	fi
 }
 
@@ -416,15 +614,15 @@ ensure_service() {
 		runuser -u "$USER_NAME" -- "$VENV/bin/python" -c pass ||
 			die "the $USER_NAME user cannot run $VENV/bin/python ($(readlink -f "$VENV/bin/python")); reinstall with --python /usr/bin/python3"
 		say "+ troupe check --config $ETC/federation.yaml --bot $BOT (as $USER_NAME)"
-		runuser -u "$USER_NAME" -- "$VENV/bin/troupe" check --config "$ETC/federation.yaml" \
-			--bot "$BOT" ||
+		runuser -u "$USER_NAME" -- "$VENV/bin/python" -P -m troupe check \
+			--config "$ETC/federation.yaml" --bot "$BOT" ||
 			die "the federation file or a token has problems (above); fix them and run install.sh again"
 	else
 		say "would run: troupe check --config $ETC/federation.yaml --bot $BOT (as $USER_NAME)"
 	fi
 	if ! systemd_running; then
 		say "note: systemd is not running here; start the bot with:"
-		say "  runuser -u $USER_NAME -- $VENV/bin/troupe run --config $ETC/federation.yaml"
+		say "  runuser -u $USER_NAME -- $VENV/bin/python -P -m troupe run --config $ETC/federation.yaml"
 		return 0
 	fi
 	if ! systemctl is-enabled --quiet troupe 2>/dev/null; then
@@ -451,18 +649,26 @@ install_bot() {
 	if [[ -z $SITE_PACKAGES ]] && on_a_pi; then
 		SITE_PACKAGES=1
 	fi
+	local name
+	for name in troupe.service troupe-update@.service 50-troupe.rules; do
+		[[ -f $SCRIPT_DIR/$name ]] ||
+			die "$name is not next to install.sh in $SCRIPT_DIR; copy the whole deploy/ directory"
+	done
 	say "installing troupe for bot $BOT from $SOURCE${R:+ into $R}"
 	install_packages
 	ensure_user
 	ensure_dir "$OPT" 0755 root:root
 	ensure_dir "$ETC" 0750 "root:$USER_NAME"
 	ensure_dir "$STATE" 0750 "$USER_NAME:$USER_NAME"
-	ensure_venv
-	ensure_link
+	# The federation file and the tokens first: a wrong token stops before pip's long work.
 	ensure_federation
 	ensure_token bot "$BOT_TOKEN_FILE" "${TROUPE_BOT_TOKEN:-}" xoxb-
 	ensure_token app "$APP_TOKEN_FILE" "${TROUPE_APP_TOKEN:-}" xapp-
-	ensure_unit
+	ensure_release
+	ensure_current
+	ensure_wrapper
+	ensure_units
+	ensure_rule
 	ensure_service
 }
 
@@ -481,11 +687,13 @@ uninstall_bot() {
 		quiet_act systemctl disable --now troupe
 	fi
 	remove "$UNIT"
+	remove "$UPDATE_UNIT"
+	remove "$RULE"
 	if systemd_running; then
 		quiet_act systemctl daemon-reload
 		quiet_act systemctl reset-failed troupe 2>/dev/null || true
 	fi
-	if [[ -L $R$LINK && $(readlink "$R$LINK") == "$VENV/bin/troupe" ]]; then
+	if [[ -L $R$LINK && $(readlink "$R$LINK") == "$VENV/bin/troupe" ]] || is_wrapper "$R$LINK"; then
 		remove "$LINK"
 	fi
 	remove "$OPT"

@@ -120,3 +120,26 @@ def test_power_cut_mid_action_is_finished_while_fresh_and_reported_when_stale(tm
         assert "I was stopped while I was going to turn off the hall light" in reply["text"]
         assert h.journal("hall-pi", status % stale) == [("failed",)]
         assert len(h.actions()) == 1
+
+
+@pytest.mark.timeout(240)
+def test_rtm_catches_up_on_what_was_said_while_every_connection_was_down(tmp_path):
+    """RTM replays nothing after a reconnect: the bots read back the channel instead."""
+    with house(tmp_path, "rtm") as h:
+        h.ws.control("fail", method="rtm.start", status=503, count=100_000, app="troupe-classic")
+        assert h.ws.control("drop", app="troupe-classic")["dropped"] == len(BOTS)
+        ts = h.say("turn on the hall light")
+        missed = h.say("turn off the porch switch")
+
+        def rtm_connections() -> int:
+            return h.ws.control("connections")["apps"]["A0CLASSIC"]["rtm"]
+
+        def starts() -> int:
+            return h.ws.control("counters")["calls"]["A0CLASSIC"].get("rtm.start", 0)
+
+        before = starts()
+        h.wait_for(lambda: starts() > before + 6, 30, "the bots to retry")
+        assert rtm_connections() == 0 and h.actions() == []
+        h.ws.workspace.faults.fail.clear()
+        h.wait_for(lambda: rtm_connections() == len(BOTS), 60, "the bots to reconnect")
+        _settle_and_check(h, {ts: {"hall light"}, missed: {"porch switch"}})

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import configparser
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -22,12 +23,24 @@ import yaml
 from troupe import manifest as manifest_module
 from troupe.config import check
 from troupe.manifest import BOT_EVENTS, BOT_SCOPES, ManifestError, manifest, manifest_data
+from troupe.update import (
+    Layout,
+    Machine,
+    UpdateSource,
+    apply_update,
+    install,
+    switch,
+    write_health,
+)
 from troupe.workspace.config import demo_config
 
 REPO = Path(__file__).resolve().parent.parent
 DEPLOY = REPO / "deploy"
 INSTALL = DEPLOY / "install.sh"
 UNIT = DEPLOY / "troupe.service"
+UPDATE_UNIT = DEPLOY / "troupe-update@.service"
+RULE = DEPLOY / "50-troupe.rules"
+FLEET_DOC = REPO / "docs" / "fleet.md"
 BOT = "kitchen-pi"
 BOT_TOKEN = "xoxb-1111-2222-sekrit"
 APP_TOKEN = "xapp-1-A0-3333-sekrit"
@@ -47,11 +60,13 @@ def require_tool(name: str) -> str:
 
 
 def fake_wheel(dest: Path, version: str) -> Path:
-    """A tiny wheel named troupe whose `troupe` script prints its version: pip installs it
-    offline in a second, where the real package would need its dependencies from an index."""
+    """A tiny wheel named troupe whose `troupe` script and `python -m troupe` print its
+    version: pip installs it offline in a second, where the real package would need its
+    dependencies from an index."""
     info = f"troupe-{version}.dist-info"
     files = {
         "troupe/__init__.py": f'__version__ = "{version}"\n',
+        "troupe/__main__.py": "from troupe.cli import main\n\nraise SystemExit(main())\n",
         "troupe/cli.py": (
             "import sys\nfrom troupe import __version__\n\n\n"
             "def main():\n    print('troupe', __version__, *sys.argv[1:])\n    return 0\n"
@@ -111,11 +126,9 @@ def mode(path: Path) -> int:
 
 
 def snapshot(root: Path) -> dict[str, tuple[int, int, int]]:
-    """Every file outside the venv with its mode, inode and mtime: what a no-op run keeps."""
+    """Every file with its mode, inode and mtime, the releases' too: what a no-op run keeps."""
     seen = {}
     for path in sorted(root.rglob("*")):
-        if "venv" in path.relative_to(root).parts:
-            continue
         info = path.lstat()
         seen[str(path.relative_to(root))] = (info.st_mode, info.st_ino, info.st_mtime_ns)
     return seen
@@ -176,16 +189,23 @@ def test_dry_run_prints_each_step_and_changes_nothing(
     out = result.stdout
     assert f"would run: install -d -m 0750 {root}/etc/troupe" in out
     assert f"would run: install -d -m 0750 {root}/var/lib/troupe" in out
-    assert re.search(rf"would run: \S+ -m venv {root}/opt/troupe/venv", out)
+    staging = f"{root}/opt/troupe/releases/.staging"
+    assert re.search(rf"would run: \S+ -m venv {staging}\n", out)
     assert re.search(
-        rf"would run: {root}/opt/troupe/venv/bin/python -m pip install .*"
+        rf"would run: {staging}/bin/python -m pip install .*"
         rf"--no-deps --no-index {wheels['0.1.0']}",
         out,
     )
-    assert f"would run: ln -sfn /opt/troupe/venv/bin/troupe {root}/usr/local/bin/troupe" in out
+    assert f"would move {staging} to {root}/opt/troupe/releases/VERSION" in out
+    assert f"would run: ln -sfn releases/VERSION {root}/opt/troupe/.venv.new" in out
+    assert f"would run: mv -T {root}/opt/troupe/.venv.new {root}/opt/troupe/venv" in out
+    assert f"would write: {root}/usr/local/bin/troupe (mode 0755" in out
     for written in ("federation.yaml", "troupe.env", f"{BOT}.bot.token", f"{BOT}.app.token"):
         assert f"would write: {root}/etc/troupe/{written}" in out
-    assert f"would write: {root}/etc/systemd/system/troupe.service (mode 0644" in out
+    for unit in ("troupe.service", "troupe-update@.service"):
+        assert f"would write: {root}/etc/systemd/system/{unit} (mode 0644" in out
+    assert f"would run: install -d -m 0755 {root}/etc/polkit-1/rules.d" in out
+    assert f"would write: {root}/etc/polkit-1/rules.d/50-troupe.rules (mode 0644" in out
     assert "skip (--root): user troupe" in out
     assert not any(line.startswith("+ ") for line in out.splitlines())
     assert re.search(r"dry run: \d+ change\(s\) would be made", out)
@@ -195,7 +215,14 @@ def test_dry_run_prints_each_step_and_changes_nothing(
 
 
 def test_dry_run_on_the_machine_itself_only_looks(tmp_path: Path) -> None:
-    watched = [Path("/etc/troupe"), Path("/opt/troupe"), Path("/etc/systemd/system/troupe.service")]
+    watched = [
+        Path("/etc/troupe"),
+        Path("/opt/troupe"),
+        Path("/etc/systemd/system/troupe.service"),
+        Path("/etc/systemd/system/troupe-update@.service"),
+        Path("/etc/polkit-1/rules.d/50-troupe.rules"),
+        Path("/usr/local/bin/troupe"),
+    ]
     before = [p.exists() for p in watched]
     result = run_install("--dry-run", "--bot", BOT, "--python", sys.executable)
     assert result.returncode == 0, result.stderr
@@ -219,23 +246,162 @@ def test_install_into_a_root_creates_the_files_with_their_modes(
         assert path.read_text() == token + "\n"
     assert mode(etc / "federation.yaml") == 0o644
     assert (etc / "troupe.env").read_text() == f"TROUPE_BOT={BOT}\n"
-    unit = root / "etc/systemd/system/troupe.service"
-    assert mode(unit) == 0o644
-    assert unit.read_bytes() == UNIT.read_bytes()
-    link = root / "usr/local/bin/troupe"
-    assert os.readlink(link) == "/opt/troupe/venv/bin/troupe"
-    version = subprocess.run(
-        [str(root / "opt/troupe/venv/bin/troupe"), "--version"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=True,
-    )
-    assert version.stdout.split() == ["troupe", "0.1.0", "--version"]
+    for installed_as, shipped in (
+        ("etc/systemd/system/troupe.service", UNIT),
+        ("etc/systemd/system/troupe-update@.service", UPDATE_UNIT),
+        ("etc/polkit-1/rules.d/50-troupe.rules", RULE),
+    ):
+        assert mode(root / installed_as) == 0o644, installed_as
+        assert (root / installed_as).read_bytes() == shipped.read_bytes(), installed_as
+    assert mode(root / "etc/polkit-1/rules.d") == 0o755
     assert "skip (--root): troupe check, systemctl enable and start troupe" in result.stdout
     assert re.search(r"troupe: done, \d+ change\(s\)", result.stdout)
     assert BOT_TOKEN not in result.stdout + result.stderr
     assert APP_TOKEN not in result.stdout + result.stderr
+
+
+def run_version(*argv: str | Path) -> list[str]:
+    """What a fake troupe prints, run from the checkout: troupe's own package is right there,
+    so a `python -m troupe` that looked in the working directory would run it instead."""
+    done = subprocess.run(
+        [str(arg) for arg in argv], capture_output=True, text=True, timeout=30, check=True, cwd=REPO
+    )
+    return done.stdout.split()
+
+
+def test_install_makes_a_release_the_venv_link_points_at(
+    installed: tuple[Path, subprocess.CompletedProcess],
+) -> None:
+    root, result = installed
+    opt = root / "opt/troupe"
+    venv = opt / "venv"
+    assert venv.is_symlink()
+    assert os.readlink(venv) == "releases/0.1.0"
+    release = opt / "releases/0.1.0"
+    assert release.is_dir() and not release.is_symlink()
+    assert (release / ".troupe-installed").read_text() == "0.1.0\n"
+    assert sorted(p.name for p in (opt / "releases").iterdir()) == ["0.1.0"]  # no staging
+    assert not (opt / "previous").exists() and not (opt / "previous").is_symlink()
+    assert f"troupe 0.1.0 installed in {release}" in result.stdout
+    # What the service runs, and the console script, whose first line pip wrote for the
+    # staging directory: install.sh rewrote it for the release's own path.
+    assert run_version(venv / "bin/python", "-P", "-m", "troupe", "--version") == [
+        "troupe",
+        "0.1.0",
+        "--version",
+    ]
+    assert run_version(venv / "bin/troupe", "check") == ["troupe", "0.1.0", "check"]
+    assert ".staging" not in (release / "bin/troupe").read_text()
+    assert str(release) in (release / "bin/activate").read_text()
+    # troupe.update reads the same layout: the release in use is 0.1.0.
+    assert Layout(opt, current_name="venv").version_of(venv) == "0.1.0"
+
+
+def test_usr_local_bin_troupe_is_a_wrapper_that_runs_the_current_release(
+    installed: tuple[Path, subprocess.CompletedProcess], tmp_path: Path
+) -> None:
+    root, _ = installed
+    wrapper = root / "usr/local/bin/troupe"
+    assert not wrapper.is_symlink()
+    assert mode(wrapper) == 0o755
+    text = wrapper.read_text()
+    assert text.startswith("#!/bin/sh\n")
+    assert 'exec /opt/troupe/venv/bin/python -P -m troupe "$@"\n' in text
+    # The same script with /opt/troupe moved under the throwaway root runs that release,
+    # with its arguments passed on.
+    moved = tmp_path / "troupe"
+    moved.write_text(text.replace("/opt/troupe/", f"{root}/opt/troupe/"))
+    moved.chmod(0o755)
+    assert run_version(moved, "check", "--bot", BOT) == ["troupe", "0.1.0", "check", "--bot", BOT]
+
+
+def fleet_doc_block(caption: str) -> list[str]:
+    """The lines of the code block that follows CAPTION in docs/fleet.md."""
+    text = FLEET_DOC.read_text()
+    found = re.search(re.escape(caption) + r"\n\n```\w*\n(.*?)\n```", text, re.DOTALL)
+    assert found, f"docs/fleet.md has no code block after {caption}"
+    return found.group(1).splitlines()
+
+
+def test_the_update_unit_and_polkit_rule_are_what_docs_fleet_md_shows() -> None:
+    unit = [line for line in UPDATE_UNIT.read_text().splitlines() if not line.startswith("#")]
+    assert unit == fleet_doc_block("`/etc/systemd/system/troupe-update@.service`:")
+    assert (
+        "ExecStart=/opt/troupe/venv/bin/python -m troupe.update install %i "
+        "--config /etc/troupe/federation.yaml --root /opt/troupe --state /var/lib/troupe"
+    ) in unit
+    assert "Type=oneshot" in unit
+    rule = [line for line in RULE.read_text().splitlines() if not line.startswith("//")]
+    assert rule == fleet_doc_block("`/etc/polkit-1/rules.d/50-troupe.rules`:")
+    text = "\n".join(rule)
+    assert 'action.id != "org.freedesktop.systemd1.manage-units"' in text
+    assert 'subject.user != "troupe"' in text
+    assert 'verb == "restart" && unit == "troupe.service"' in text
+    # The rule's unit pattern lets through exactly the instances troupe.update starts.
+    [js] = re.findall(r"/(\^troupe-update@.*?\$)/\.test\(unit\)", text)
+    pattern = re.compile(js)
+    for unit_name in ("troupe-update@0.2.0.service", "troupe-update@v1.2.3-rc1+b.service"):
+        assert pattern.search(unit_name), unit_name
+    for unit_name in (
+        "troupe.service",
+        "troupe-update@.service",
+        "troupe-update@-x.service",
+        "troupe-update@0.2.0.service.d",
+        "sshd.service",
+        "troupe-update@0.2.0/../x.service",
+    ):
+        assert not pattern.search(unit_name), unit_name
+
+
+# Loads the rule the way polkitd does (a script that calls polkit.addRule), then asks it
+# about each [action id, user, unit, verb] read from stdin.
+POLKIT_HARNESS = """
+const fs = require("fs");
+let rule = null;
+const polkit = {
+  Result: {YES: "yes", NO: "no", NOT_HANDLED: "not_handled"},
+  addRule(f) { rule = f; },
+};
+new Function("polkit", fs.readFileSync(process.argv[1], "utf8"))(polkit);
+const asked = JSON.parse(fs.readFileSync(0, "utf8"));
+console.log(JSON.stringify(asked.map(([id, user, unit, verb]) =>
+  rule({id, lookup: (key) => ({unit, verb})[key]}, {user}))));
+"""
+
+
+def test_the_polkit_rule_allows_the_updater_and_the_restart_and_nothing_else() -> None:
+    node = shutil.which("node") or shutil.which("nodejs")
+    if node is None:
+        pytest.skip("node is not installed to run the polkit rule")
+    manage = "org.freedesktop.systemd1.manage-units"
+    cases = {
+        (manage, "troupe", "troupe-update@0.2.0.service", "start"): "yes",
+        (manage, "troupe", "troupe-update@v0.3.0-rc1.service", "start"): "yes",
+        (manage, "troupe", "troupe.service", "restart"): "yes",
+        (manage, "troupe", "troupe.service", "stop"): "not_handled",
+        (manage, "troupe", "troupe.service", "start"): "not_handled",
+        (manage, "troupe", "troupe-update@0.2.0.service", "stop"): "not_handled",
+        (manage, "troupe", "troupe-update@0.2.0.service", "restart"): "not_handled",
+        (manage, "troupe", "troupe-update@.service", "start"): "not_handled",
+        (manage, "troupe", "troupe-update@0.2.0.service.d", "start"): "not_handled",
+        (manage, "troupe", "x-troupe-update@0.2.0.service", "start"): "not_handled",
+        (manage, "troupe", "ssh.service", "restart"): "not_handled",
+        (manage, "pi", "troupe-update@0.2.0.service", "start"): "not_handled",
+        (manage, "pi", "troupe.service", "restart"): "not_handled",
+        ("org.freedesktop.systemd1.manage-unit-files", "troupe", "troupe.service", "restart"): (
+            "not_handled"
+        ),
+    }
+    done = subprocess.run(
+        [node, "-e", POLKIT_HARNESS, str(RULE)],
+        input=json.dumps([list(case) for case in cases]),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert dict(zip(cases, json.loads(done.stdout), strict=True)) == cases
 
 
 def test_the_starter_federation_file_is_valid_and_points_at_the_token_files(
@@ -254,13 +420,24 @@ def test_the_starter_federation_file_is_valid_and_points_at_the_token_files(
     assert data["journal"] == "/var/lib/troupe/{bot}.sqlite3"
 
 
-def test_the_installed_unit_passes_systemd_analyze(
+def test_the_installed_units_pass_systemd_analyze(
     installed: tuple[Path, subprocess.CompletedProcess],
 ) -> None:
     root, _ = installed
     analyze = shutil.which("systemd-analyze")
     if analyze is None:
         pytest.skip("systemd-analyze is not installed")
+    # systemd-analyze follows /opt/troupe/venv/bin/python inside the root, through the
+    # release, to the base Python the venv links to by its absolute path: give the root a
+    # stand-in there, as a real machine has its /usr/bin/python3.
+    python = root / "opt/troupe/venv/bin/python"
+    while python.is_symlink():
+        target = Path(os.readlink(python))
+        python = root / target.relative_to("/") if target.is_absolute() else python.parent / target
+    if not python.exists():
+        python.parent.mkdir(parents=True, exist_ok=True)
+        python.write_text("#!/bin/sh\n")
+        python.chmod(0o755)
     result = subprocess.run(
         [
             analyze,
@@ -269,6 +446,7 @@ def test_the_installed_unit_passes_systemd_analyze(
             "--recursive-errors=no",
             f"--root={root}",
             "troupe.service",
+            "troupe-update@0.2.0.service",
         ],
         capture_output=True,
         text=True,
@@ -279,17 +457,40 @@ def test_the_installed_unit_passes_systemd_analyze(
     assert "ignoring" not in result.stderr, result.stderr
 
 
-def test_install_is_idempotent_repairs_modes_upgrades_and_uninstalls(
+def old_layout(root: Path) -> None:
+    """What install.sh made before releases: /opt/troupe/venv a plain venv directory, and
+    /usr/local/bin/troupe a link to its console script."""
+    subprocess.run(
+        [sys.executable, "-m", "venv", "--without-pip", str(root / "opt/troupe/venv")],
+        check=True,
+        timeout=60,
+    )
+    (root / "opt/troupe/venv/old-install").write_text("the venv of an older install.sh\n")
+    (root / "usr/local/bin").mkdir(parents=True)
+    (root / "usr/local/bin/troupe").symlink_to("/opt/troupe/venv/bin/troupe")
+
+
+def test_install_migrates_is_idempotent_repairs_upgrades_switches_back_and_uninstalls(
     tmp_path: Path, wheels: dict[str, Path]
 ) -> None:
     root = tmp_path / "root"
+    opt = root / "opt/troupe"
+    wrapper = root / "usr/local/bin/troupe"
+    old_layout(root)
     args = install_args(root, wheels["0.1.0"])
     first = run_install(*args, env=tokens_env())
     assert first.returncode == 0, first.stderr
+    assert "migrating: /opt/troupe/venv is a venv directory" in first.stdout
+    assert os.readlink(opt / "venv") == "releases/0.1.0"
+    assert not (opt / "venv/old-install").exists()
+    assert not (opt / ".venv.old").exists()
+    assert not wrapper.is_symlink() and "-m troupe" in wrapper.read_text()
 
     before = snapshot(root)
     again = run_install(*args, env=tokens_env())
     assert again.returncode == 0, again.stderr
+    assert "installed already" in again.stdout
+    assert " -m pip " not in again.stdout  # the pinned wheel's release is found, not rebuilt
     assert again.stdout.splitlines()[-1] == "troupe: nothing to change"
     assert snapshot(root) == before
 
@@ -313,18 +514,41 @@ def test_install_is_idempotent_repairs_modes_upgrades_and_uninstalls(
     assert "xoxb-not-an-app-token" not in wrong.stdout + wrong.stderr
     assert (root / f"etc/troupe/{BOT}.app.token").read_text() == APP_TOKEN + "\n"
 
+    first_release = (opt / "releases/0.1.0").stat().st_ino
     upgraded = run_install(*install_args(root, wheels["0.2.0"]))
     assert upgraded.returncode == 0, upgraded.stderr
-    assert f"troupe changed in {root}/opt/troupe/venv" in upgraded.stdout
-    version = subprocess.run(
-        [str(root / "opt/troupe/venv/bin/troupe")], capture_output=True, text=True, timeout=30
+    assert f"troupe 0.2.0 installed in {opt}/releases/0.2.0" in upgraded.stdout
+    assert os.readlink(opt / "venv") == "releases/0.2.0"
+    assert os.readlink(opt / "previous") == "releases/0.1.0"
+    assert (opt / "releases/0.2.0/.troupe-installed").read_text() == "0.2.0\n"
+    assert run_version(opt / "venv/bin/python", "-P", "-m", "troupe") == ["troupe", "0.2.0"]
+    assert run_version(opt / "previous/bin/python", "-P", "-m", "troupe") == ["troupe", "0.1.0"]
+
+    # Back to 0.1.0: its release is still whole, so install.sh switches without pip.
+    back = run_install(*args)
+    assert back.returncode == 0, back.stderr
+    assert " -m pip " not in back.stdout
+    assert os.readlink(opt / "venv") == "releases/0.1.0"
+    assert os.readlink(opt / "previous") == "releases/0.2.0"
+    assert (opt / "releases/0.1.0").stat().st_ino == first_release
+
+    (opt / "venv").unlink()
+    (opt / "venv").write_text("not a venv\n")
+    blocked = run_install(*args)
+    assert blocked.returncode == 1
+    assert blocked.stderr == (
+        f"install.sh: {opt}/venv is neither a link nor a venv directory; "
+        "move it away and run install.sh again\n"
     )
-    assert version.stdout.split() == ["troupe", "0.2.0"]
+    (opt / "venv").unlink()
+    assert run_install(*args).returncode == 0
 
     removed = run_install("--root", str(root), "--uninstall")
     assert removed.returncode == 0, removed.stderr
     for gone in (
         "etc/systemd/system/troupe.service",
+        "etc/systemd/system/troupe-update@.service",
+        "etc/polkit-1/rules.d/50-troupe.rules",
         "opt/troupe",
         "usr/local/bin/troupe",
         "etc/troupe/troupe.env",
@@ -341,6 +565,78 @@ def test_install_is_idempotent_repairs_modes_upgrades_and_uninstalls(
     assert not (root / "etc/troupe").exists()
     assert not (root / "var/lib/troupe").exists()
     assert "skip (--root): userdel troupe" in purged.stdout
+
+
+def test_uninstall_leaves_someone_elses_usr_local_bin_troupe(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    (root / "usr/local/bin").mkdir(parents=True)
+    theirs = root / "usr/local/bin/troupe"
+    theirs.write_text("#!/bin/sh\necho not troupe\n")
+    removed = run_install("--root", str(root), "--uninstall")
+    assert removed.returncode == 0, removed.stderr
+    assert theirs.read_text() == "#!/bin/sh\necho not troupe\n"
+    assert removed.stdout.splitlines()[-1] == "troupe: nothing to change"
+
+
+def test_the_updater_switches_an_installed_machine_to_a_new_release_and_back(
+    installed: tuple[Path, subprocess.CompletedProcess],
+    wheels: dict[str, Path],
+    tmp_path: Path,
+) -> None:
+    """troupe.update on the layout install.sh made (what troupe-update@0.2.0.service runs,
+    with the restart and the bot's health played here), then install.sh again."""
+    root = tmp_path / "root"
+    shutil.copytree(installed[0], root, symlinks=True)
+    layout = Layout(root / "opt/troupe", current_name="venv")
+    state = root / "var/lib/troupe"
+    ran: list[str] = []
+
+    def restart() -> None:  # systemctl restart troupe: the bot starts from the venv link
+        version = run_version(layout.current / "bin/python", "-P", "-m", "troupe")[1]
+        ran.append(version)
+        write_health(
+            state,
+            {"version": version, "pid": 4242, "connected": True, "plugins": ["devops"]},
+        )
+
+    source = UpdateSource(kind="wheel", value=str(wheels["0.2.0"]))
+    result = apply_update(
+        Machine(layout, state, restart, lambda: 4242),
+        "0.2.0",
+        lambda version: install(
+            layout,
+            source,
+            version,
+            python=str(layout.current / "bin/python"),
+            pip=[sys.executable, "-m", "pip"],
+            pip_args=["--no-deps", "--no-index"],
+            timeout=120,
+        ),
+        timeout_s=20,
+        poll_s=0.05,
+    )
+    assert result["ok"] is True, result
+    assert result["from"] == "0.1.0"
+    assert ran == ["0.2.0"]
+    assert layout.version_of(layout.current) == "0.2.0"
+    assert layout.version_of(layout.previous) == "0.1.0"
+    assert (layout.release("0.2.0") / ".troupe-installed").read_text() == "0.2.0\n"
+
+    # install.sh reads the updater's absolute links: with 0.1.0 it switches back (that
+    # release is whole, so without pip) and 0.2.0 becomes previous ...
+    back = run_install(*install_args(root, wheels["0.1.0"]))
+    assert back.returncode == 0, back.stderr
+    assert " -m pip " not in back.stdout
+    assert layout.version_of(layout.current) == "0.1.0"
+    assert layout.version_of(layout.previous) == "0.2.0"
+    assert run_version(layout.current / "bin/python", "-P", "-m", "troupe") == ["troupe", "0.1.0"]
+    # ... and where the updater's link already names the release, it has nothing to do.
+    switch(layout, "0.1.0")
+    assert os.readlink(layout.current) == str(layout.release("0.1.0"))
+    same = run_install(*install_args(root, wheels["0.1.0"]))
+    assert same.returncode == 0, same.stderr
+    assert same.stdout.splitlines()[-1] == "troupe: nothing to change"
+    assert os.readlink(layout.current) == str(layout.release("0.1.0"))
 
 
 def test_install_refuses_a_bad_bot_name_and_a_missing_wheel(
@@ -370,10 +666,14 @@ def unit_settings() -> dict[str, list[str]]:
 def test_unit_runs_the_bot_hardened_and_restarts_on_failure() -> None:
     unit = unit_settings()
     assert unit["ExecStart"] == [
-        "/opt/troupe/venv/bin/troupe run --config /etc/troupe/federation.yaml"
+        "/opt/troupe/venv/bin/python -m troupe run --config /etc/troupe/federation.yaml"
     ]
     assert unit["User"] == ["troupe"]
     assert unit["EnvironmentFile"] == ["/etc/troupe/troupe.env"]
+    # `python -m troupe` with the bot's writable state directory as working directory: only
+    # PYTHONSAFEPATH keeps a troupe/ written there from being imported as the bot's code.
+    assert "PYTHONSAFEPATH=1" in unit["Environment"][0].split()
+    assert unit["WorkingDirectory"] == ["/var/lib/troupe"]
     assert unit["Restart"] == ["on-failure"]
     assert unit["RestartPreventExitStatus"] == ["2"]
     assert unit["NoNewPrivileges"] == ["yes"]
@@ -383,6 +683,7 @@ def test_unit_runs_the_bot_hardened_and_restarts_on_failure() -> None:
     assert "PrivateDevices" not in unit
     script = INSTALL.read_text()
     assert "readonly VENV=/opt/troupe/venv" in script
+    assert "readonly RELEASES=/opt/troupe/releases" in script
     assert "readonly STATE=/var/lib/troupe" in script
     assert "TROUPE_BOT=%s" in script
 
@@ -509,6 +810,12 @@ def test_ansible_playbook_installs_one_pi_at_a_time() -> None:
     copied = next(task for task in tasks if task["name"] == "Copy install.sh and the systemd unit")
     for item in copied["loop"]:
         assert (DEPLOY / item["name"]).is_file()
+    assert {item["name"] for item in copied["loop"]} == {
+        "install.sh",
+        UNIT.name,
+        UPDATE_UNIT.name,
+        RULE.name,
+    }
     defaults = yaml.safe_load((ansible / "roles/troupe/defaults/main.yml").read_text())
     assert defaults["troupe_deploy_dir"] == "{{ playbook_dir }}/.."
     inventory = configparser.ConfigParser(allow_no_value=True, delimiters=(" ",))

@@ -13,11 +13,14 @@ from troupe.plugins.devops import read_thread
 from troupe.update import (
     Layout,
     Machine,
+    UpdateError,
+    UpdateSettings,
     UpdateSource,
     apply_update,
     check_version,
     pip_requirement,
     read_json,
+    request,
     switch,
     wheel_version,
     write_health,
@@ -213,3 +216,8 @@ def test_targeting_and_logs_for_admins(tmp_path):
         h.wait_for(lambda: len(h.replies(ts)) >= 1, 30, "an unknown bot")
         time.sleep(1.0)
         assert [r["text"] for r in h.replies(ts)] == ["There is no bot called nobody-pi."]
+
+
+async def test_a_version_systemd_cannot_name_is_refused_before_anything_starts() -> None:
+    with pytest.raises(UpdateError, match="'\\+' is not allowed"):
+        await request(UpdateSettings(updater="systemd"), "kitchen-pi", "update", "0.2.0+pi")

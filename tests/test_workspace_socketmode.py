@@ -7,7 +7,6 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import aiohttp
@@ -90,6 +89,16 @@ def workspace() -> Iterator[RunningWorkspace]:
         yield running
 
 
+def close_all(clients: list[SocketModeClient]) -> None:
+    """Each builtin client takes seconds to stop its threads: stop them side by side, and
+    never wait forever, as slack_sdk's builtin close() can hang joining its reader."""
+    closers = [threading.Thread(target=c.close, daemon=True) for c in clients]
+    for closer in closers:
+        closer.start()
+    for closer in closers:
+        closer.join(timeout=15)
+
+
 @pytest.fixture
 def builtin_clients(workspace: RunningWorkspace) -> Iterator[tuple[list[SocketModeClient], Inbox]]:
     """Three builtin SocketModeClients of one app that ack everything they get."""
@@ -112,9 +121,7 @@ def builtin_clients(workspace: RunningWorkspace) -> Iterator[tuple[list[SocketMo
         wait_until(lambda: summary(workspace)["socket_mode"] == 3, "3 connections")
         yield clients, inbox
     finally:
-        # Each builtin client takes seconds to stop its threads; stop them side by side.
-        with ThreadPoolExecutor(len(clients)) as pool:
-            list(pool.map(SocketModeClient.close, clients))
+        close_all(clients)
 
 
 def post(rw: RunningWorkspace, text: str, channel: str = "C0HOME") -> str:
@@ -520,7 +527,7 @@ def test_app_mention_goes_only_to_the_mentioned_app(
         assert [e["payload"]["event"]["type"] for _, e in hall.items] == ["message", "message"]
         assert [e["payload"]["event"]["ts"] for _, e in hall.items] == [ts, follow]
     finally:
-        client.close()
+        close_all([client])
 
 
 def test_only_apps_in_the_channel_hear_it() -> None:
@@ -551,7 +558,7 @@ def test_only_apps_in_the_channel_hear_it() -> None:
             kitchen.wait_for(lambda items: len(items) >= 1)
             assert [e["payload"]["event"]["ts"] for _, e in kitchen.items] == [home]
         finally:
-            client.close()
+            close_all([client])
 
 
 def test_bot_receives_its_own_messages(

@@ -180,6 +180,7 @@ class Bot:
         if self.bus is not None:
             await self.bus.start(self._on_relay)
         await warm
+        self.transport.on_reconnect = self._catch_up
         await self.transport.start(self.handle)
         await self._sweep_pins()
         for command in interrupted:
@@ -236,6 +237,29 @@ class Bot:
         verbs = {"on": "turn on", "off": "turn off"}
         what = ", ".join(f"{verbs.get(a.action, a.action)} the {a.device}" for a in cut)
         await self.reply(event, INTERRUPTED.format(what=what, limit=self.settings.stale_s))
+
+    async def _catch_up(self) -> None:
+        """After a reconnect that replays nothing (RTM): the channels' messages of the last
+        stale_s go through the pipeline. The journal skips what this bot saw, a done mark
+        skips what a peer finished, and the claim keeps the rest to one bot."""
+        assert self.coordinator is not None
+        oldest = f"{time.time() - self.settings.stale_s:.6f}"
+        for channel in self.channel_areas:
+            try:
+                resp = await self.web.conversations_history(channel=channel, oldest=oldest)
+            except SlackApiError as err:
+                log.warning("cannot catch up on %s: %s", channel, err.response.get("error"))
+                continue
+            for message in reversed(resp.get("messages", [])):
+                event = Event.from_slack({**message, "type": "message", "channel": channel})
+                if event is None or self.journal.status(channel, event.ts) is not None:
+                    continue
+                marks = {r.get("name") for r in message.get("reactions", [])}
+                if DONE in marks:
+                    continue
+                if channel in message.get("pinned_to", []):
+                    self.coordinator.seen_pin(channel, event.ts)
+                self._spawn(self.handle(event, _no_ack))
 
     async def _sweep_pins(self) -> None:
         """Release pins troupe left behind: a bot that stopped before its pins' linger

@@ -334,6 +334,11 @@ async def request(settings: UpdateSettings, bot: str, action: str, version: str 
         raise ValueError(f"unknown updater action {action!r}")
     if action == "update":
         check_version(version)
+        if settings.updater == "systemd" and "+" in version:
+            raise UpdateError(
+                f"{version} cannot name a systemd unit because '+' is not allowed there; "
+                "tag the release without '+'"
+            )
     if settings.updater == "supervisor":
         return await _ask_supervisor({"bot": bot, "action": action, "version": version})
     unit = f"troupe-update@{version}.service" if action == "update" else "troupe.service"

@@ -89,10 +89,15 @@ class Event:
         return bool(self.bot_id) or self.subtype == "bot_message"
 
 
+Reconnected = Callable[[], Awaitable[None]]
+"""Called after a reconnect by a transport whose server does not replay what it missed."""
+
+
 class Transport(Protocol):
     """Delivers events to one handler until stopped. Reconnects by itself."""
 
     mode: str
+    on_reconnect: Reconnected | None
 
     async def start(self, handler: EventHandler) -> None:
         """Connect (returns once the first connection is up) and deliver events."""

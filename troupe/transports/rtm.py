@@ -16,7 +16,7 @@ import slacker
 from slackbot.slackclient import SlackClient
 from websocket import WebSocketConnectionClosedException, WebSocketTimeoutException
 
-from troupe.transports.base import Backoff, Event, EventHandler
+from troupe.transports.base import Backoff, Event, EventHandler, Reconnected
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +26,11 @@ def point_slacker_at(base_url: str | None) -> None:
     if base_url:
         root = base_url if base_url.endswith("/") else base_url + "/"
         slacker.get_api_url = lambda method: root + method  # type: ignore[attr-defined]
+
+
+def _rtm_connect(client: SlackClient) -> None:
+    """slackbot's rtm_connect without the second it sleeps after rtm.start."""
+    client.parse_slack_login_data(client.webapi.rtm.start(**(client.rtm_start_args or {})).body)
 
 
 async def _noop_ack() -> None:
@@ -47,6 +52,8 @@ class RtmTransport:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._handler: EventHandler | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.on_reconnect: Reconnected | None = None
+        """RTM does not replay what was said while a connection was down: this catches up."""
 
     async def start(self, handler: EventHandler) -> None:
         self._handler = handler
@@ -59,7 +66,7 @@ class RtmTransport:
     def _connect_once(self) -> SlackClient:
         client = SlackClient(self.token, connect=False)
         client.list_users_and_channels()
-        client.rtm_connect()
+        _rtm_connect(client)
         client.websocket.settimeout(0.5)
         self._connected.set()
         return client
@@ -73,10 +80,12 @@ class RtmTransport:
                 return
             try:
                 assert self._client is not None
-                self._client.rtm_connect()
+                _rtm_connect(self._client)
                 self._client.websocket.settimeout(0.5)
                 self._connected.set()
                 log.info("RTM reconnected")
+                if self.on_reconnect is not None and self._loop is not None:
+                    asyncio.run_coroutine_threadsafe(self.on_reconnect(), self._loop)
                 return
             except Exception as err:  # any failure: wait longer and try again
                 log.warning("RTM reconnect failed: %s", err)

@@ -40,6 +40,8 @@ class SocketModeTransport:
     """
 
     mode = "socket"
+    on_reconnect = None
+    """Unused: Slack retries an envelope no connection acknowledged, so nothing is missed."""
 
     def __init__(self, app_token: str, web_client: AsyncWebClient, ping_interval: float = 2.0):
         self.app_token = app_token
