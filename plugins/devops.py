@@ -466,6 +466,16 @@ def _named(ctx: Any, group: str = "bot") -> str | None:
     return name if name in ctx.bot.roster else None
 
 
+async def _named_or_answer(ctx: Any) -> str | None:
+    """The bot the command names; a name that is no bot gets one answer, and None."""
+    wanted = _named(ctx)
+    if wanted is None:
+        await _one_answer(
+            ctx, f"There is no bot called {ctx.match.group('bot')}: {', '.join(ctx.bot.roster)}."
+        )
+    return wanted
+
+
 # --- the commands -------------------------------------------------------------------------------
 
 
@@ -504,9 +514,8 @@ async def target(ctx: Any) -> None:
 @command(r"canary (?P<bot>[a-z0-9-]+)", each=True, admin=True)
 async def canary(ctx: Any) -> None:
     """Which bot updates first in the next rolling update."""
-    wanted = _named(ctx)
+    wanted = await _named_or_answer(ctx)
     if wanted is None:
-        await _one_answer(ctx, f"There is no bot called {ctx.match.group('bot')}.")
         return
     service_of(ctx.bot).remember(canary=wanted)
     if wanted == ctx.bot.name:
@@ -545,9 +554,8 @@ async def update(ctx: Any) -> None:
 @command(r"restart (?P<bot>[a-z0-9-]+)", each=True, admin=True)
 async def restart(ctx: Any) -> None:
     """Restart one bot through systemd (or the test supervisor)."""
-    wanted = _named(ctx)
+    wanted = await _named_or_answer(ctx)
     if wanted is None:
-        await _one_answer(ctx, f"There is no bot called {ctx.match.group('bot')}.")
         return
     if wanted != ctx.bot.name:
         return
@@ -561,9 +569,8 @@ async def restart(ctx: Any) -> None:
 @command(r"logs (?P<bot>[a-z0-9-]+)(?: (?P<n>\d{1,4}))?", each=True, admin=True)
 async def logs(ctx: Any) -> None:
     """One bot's recent log lines, secrets redacted: `logs kitchen-pi 20`."""
-    wanted = _named(ctx)
+    wanted = await _named_or_answer(ctx)
     if wanted is None:
-        await _one_answer(ctx, f"There is no bot called {ctx.match.group('bot')}.")
         return
     if wanted != ctx.bot.name:
         return

@@ -215,7 +215,9 @@ def test_targeting_and_logs_for_admins(tmp_path):
         ts = h.say("restart nobody-pi")
         h.wait_for(lambda: len(h.replies(ts)) >= 1, 30, "an unknown bot")
         time.sleep(1.0)
-        assert [r["text"] for r in h.replies(ts)] == ["There is no bot called nobody-pi."]
+        assert [r["text"] for r in h.replies(ts)] == [
+            "There is no bot called nobody-pi: kitchen-pi, hall-pi, garage-pi."
+        ]
 
 
 async def test_a_version_systemd_cannot_name_is_refused_before_anything_starts() -> None:

@@ -90,7 +90,7 @@ class Supervisor:
     def start(self, name: str) -> BotProcess:
         machine = self.machines[name]
         python = machine.layout.current / "bin" / "python"
-        cmd = [str(python), "-m", "troupe.update", "run", "--config", str(self.config)]
+        cmd = [str(python), "-m", "troupe", "run", "--config", str(self.config)]
         cmd += ["--bot", name, "--journal", str(machine.state_dir / f"{name}.sqlite3")]
         env = {
             **os.environ,

@@ -397,8 +397,7 @@ def _systemd_machine(root: Path, state_dir: Path) -> Machine:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m troupe.update install VERSION` (the root oneshot unit runs it), or
-    `python -m troupe.update run ...` (a bot with the fleet service)."""
+    """`python -m troupe.update install VERSION`: what the root oneshot unit runs."""
     parser = argparse.ArgumentParser(prog="python -m troupe.update")
     sub = parser.add_subparsers(dest="command", required=True)
     inst = sub.add_parser("install", help="install VERSION, switch, restart, check, roll back")
@@ -406,13 +405,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     inst.add_argument("--config", default="/etc/troupe/federation.yaml")
     inst.add_argument("--root", default="/opt/troupe")
     inst.add_argument("--state", default="/var/lib/troupe")
-    run = sub.add_parser("run", help="run one bot with the fleet service (like troupe run)")
-    run.add_argument("--config", required=True)
-    run.add_argument("--bot")
-    run.add_argument("--journal")
     args = parser.parse_args(argv)
-    if args.command == "run":
-        return _run_bot(args)
     settings = read_settings(args.config)
     if settings.source is None:
         print("troupe-update: the federation file has no update.source", file=sys.stderr)
@@ -429,27 +422,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     print(json.dumps(result))
     return 0 if result["ok"] else 1
-
-
-def _run_bot(args: argparse.Namespace) -> int:
-    import logging
-
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    from troupe.config import ConfigError, load
-    from troupe.errors import TroupeError
-    from troupe.runner import build_bot, run_bot
-
-    try:
-        fed = load(args.config)
-        name = fed.resolve_bot_name(args.bot)
-        bot = build_bot(fed, name, journal_path=args.journal)
-    except (ConfigError, TroupeError, ValueError) as err:
-        print(f"troupe run: {err}", file=sys.stderr)
-        return 2
-    asyncio.run(run_bot(bot))
-    return 0
 
 
 if __name__ == "__main__":
