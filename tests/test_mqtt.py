@@ -308,9 +308,9 @@ async def test_device_going_offline_ends_the_wait_for_its_confirmation(broker: B
     try:
         async with mqtt_driver(broker, {"porch switch": options}) as driver:
             plug.mute = True
-            sent = plug.count
             waiting = asyncio.ensure_future(driver.act("porch switch", do("porch switch", "on")))
-            await until(lambda: plug.count == sent + 1)
+            # Published and waiting: the waiter is registered in the same step as the publish.
+            await until(lambda: bool(driver.devices["porch switch"].waiters), what="the waiter")
             plug.crash()
             with pytest.raises(DriverError, match=r"^the porch switch is offline$"):
                 await asyncio.wait_for(waiting, 10)
@@ -720,9 +720,9 @@ async def test_broker_going_away_ends_the_wait_for_a_confirmation(broker: Broker
         options = {**PLUG, "confirm_s": 30}
         async with mqtt_driver(broker, {"porch switch": options}) as driver:
             plug.mute = True
-            sent = plug.count
             waiting = asyncio.ensure_future(driver.act("porch switch", do("porch switch", "on")))
-            await until(lambda: plug.count == sent + 1)
+            # Published and waiting: the waiter is registered in the same step as the publish.
+            await until(lambda: bool(driver.devices["porch switch"].waiters), what="the waiter")
             await asyncio.to_thread(broker.kill)  # no wills: mosquitto's stop sends them
             with pytest.raises(DriverError) as err:
                 await asyncio.wait_for(waiting, 10)

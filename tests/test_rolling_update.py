@@ -112,6 +112,16 @@ class Driver:
         self.thread.join(5)
 
 
+def _start_fleet(sup: Supervisor) -> None:
+    """Install version A on every machine side by side, then start every bot."""
+    with ThreadPoolExecutor(len(BOTS)) as pool:
+        list(pool.map(lambda n: sup.add(n, A), BOTS))
+    for name in BOTS:
+        sup.start(name)
+    for name in BOTS:
+        sup.wait_ready(name)
+
+
 def _update_section(source: UpdateSource, rollout: str) -> str:
     """The federation file's update section for the supervisor-run tests."""
     return (
@@ -164,12 +174,7 @@ def test_rolling_update_canary_approval_and_rollback(tmp_path, wheels):
         sup = Supervisor(tmp_path, fed, source, env=env, health_timeout_s=25)
         sup.installer = venv_installer(source)
         with sup:
-            with ThreadPoolExecutor(3) as pool:
-                list(pool.map(lambda n: sup.add(n, A), BOTS))
-            for name in BOTS:
-                sup.start(name)
-            for name in BOTS:
-                sup.wait_ready(name)
+            _start_fleet(sup)
             with Sampler(sup) as sampler, Driver(alice) as driver:
                 root = alice.chat_postMessage(channel="#home", text=f"update {B}")["ts"]
 
@@ -275,12 +280,7 @@ def test_soak_time_releases_the_rest_and_an_offline_bot_catches_up(tmp_path, whe
         sup = Supervisor(tmp_path, fed, source, health_timeout_s=25)
         sup.installer = venv_installer(source)
         with sup:
-            with ThreadPoolExecutor(3) as pool:
-                list(pool.map(lambda n: sup.add(n, A), BOTS))
-            for name in BOTS:
-                sup.start(name)
-            for name in BOTS:
-                sup.wait_ready(name)
+            _start_fleet(sup)
             sup.stop("garage-pi")
             root = alice.chat_postMessage(channel="#home", text=f"update {B}")["ts"]
 
