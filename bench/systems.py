@@ -8,17 +8,14 @@ the same way.
 from __future__ import annotations
 
 import importlib.util
-import subprocess
 import sys
-import threading
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from bench.files import CLASSIC_TOKEN, Timings, app_id, write_federation
 from troupe.federation import rank
-from troupe.fleet import BotProcess, Fleet
+from troupe.fleet import Fleet
 
 TROUPE = "troupe"
 LEGACY = "slackmq-0.1.2"
@@ -33,42 +30,12 @@ class LegacyFleet(Fleet):
     def __init__(self, api_url: str, workdir: str | Path, env: Mapping[str, str]) -> None:
         super().__init__("", workdir, env)
         self.api_url = api_url
+        path = (str(REPO), self.env.get("PYTHONPATH", ""))
+        self.env["PYTHONPATH"] = ":".join(p for p in path if p)
 
-    def start(
-        self,
-        name: str,
-        *,
-        timeout: float = 60.0,
-        wait: bool = True,
-        env: Mapping[str, str] | None = None,
-    ) -> BotProcess:
+    def command(self, name: str) -> list[str]:
         cmd = [sys.executable, "-m", "bench.legacy.bot", "--name", name]
-        cmd += ["--token", CLASSIC_TOKEN, "--api-url", self.api_url]
-        path = ":".join(p for p in (str(REPO), self.env.get("PYTHONPATH", "")) if p)
-        proc = subprocess.Popen(
-            cmd,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env={**self.env, **(env or {}), "PYTHONUNBUFFERED": "1", "PYTHONPATH": path},
-            cwd=self.workdir,
-        )
-        bot = BotProcess(name, proc)
-        threading.Thread(target=_pump, args=(bot,), name=f"pump-{name}", daemon=True).start()
-        self.bots[name] = bot
-        if wait:
-            self.wait_ready(name, timeout)
-        return bot
-
-
-def _pump(bot: BotProcess) -> None:
-    """Collect a bot's output and note when it prints its ready line (as Fleet does)."""
-    assert bot.proc.stdout is not None
-    for line in bot.proc.stdout:
-        bot.lines.append(line.rstrip("\n"))
-        if line.startswith(f"{bot.name} ready"):
-            bot.ready_after_s = time.monotonic() - bot.started
-            bot.ready.set()
+        return [*cmd, "--token", CLASSIC_TOKEN, "--api-url", self.api_url]
 
 
 @dataclass(frozen=True)

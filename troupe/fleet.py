@@ -61,6 +61,12 @@ class Fleet:
         self.echo = echo
         self.bots: dict[str, BotProcess] = {}
 
+    def command(self, name: str) -> list[str]:
+        """The bot's command line: `troupe run` with a journal of its own in the workdir."""
+        journal = self.workdir / f"{name}.journal.sqlite3"
+        cmd = [sys.executable, "-m", "troupe", "run", "--config", self.config, "--bot", name]
+        return [*cmd, "--journal", str(journal)]
+
     def start(
         self,
         name: str,
@@ -70,11 +76,8 @@ class Fleet:
         env: Mapping[str, str] | None = None,
     ) -> BotProcess:
         """Start one bot; with wait, return once it printed its ready line."""
-        journal = self.workdir / f"{name}.journal.sqlite3"
-        cmd = [sys.executable, "-m", "troupe", "run", "--config", self.config, "--bot", name]
-        cmd += ["--journal", str(journal)]
         proc = subprocess.Popen(
-            cmd,
+            self.command(name),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
