@@ -387,9 +387,9 @@ class Sim:
         self.coordinators[bot] = coordinator
         self.board.subscribe(bot, coordinator)
         journal = self.journals[bot]
-        for channel, ts, _text in journal.unfinished():
-            journal.finish(channel, ts, "failed", "interrupted by a stop")
-            self.tally["reported_unfinished"] += 1
+        # As Bot.start: what the last life began is marked interrupted, so a later delivery
+        # of it takes it up again through the claim (the bot's resume takes the same path).
+        self.tally["reported_unfinished"] += len(journal.interrupt())
 
     def kill(self, bot: str) -> None:
         if not self.alive[bot]:
