@@ -8,7 +8,7 @@ import logging
 import re
 import socket
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -289,19 +289,12 @@ class Bot:
     async def _resolve_channels(self) -> None:
         """Map '#name' and ids of the configured channels to ids, and note their areas."""
         wanted = dict(self.channel_names)
-        cursor = None
         known: dict[str, str] = {}
-        while True:
-            resp = await self.web.conversations_list(
-                types="public_channel,private_channel", limit=200, cursor=cursor
-            )
-            for conv in resp.get("channels", []):
-                known[conv["id"]] = conv["id"]
-                known["#" + conv["name"]] = conv["id"]
-                known[conv["name"]] = conv["id"]
-            cursor = (resp.get("response_metadata") or {}).get("next_cursor")
-            if not cursor:
-                break
+        lister = self.web.conversations_list
+        async for conv in _paged(lister, "channels", types="public_channel,private_channel"):
+            known[conv["id"]] = conv["id"]
+            known["#" + conv["name"]] = conv["id"]
+            known[conv["name"]] = conv["id"]
         for ref, area in wanted.items():
             channel_id = known.get(ref) or known.get(ref.lstrip("#"))
             if channel_id is not None:
@@ -322,15 +315,9 @@ class Bot:
         if not wanted:
             return
         ids: dict[str, str] = {}
-        cursor = None
-        while True:
-            resp = await self.web.users_list(limit=200, cursor=cursor)
-            for member in resp.get("members", []):
-                if member.get("name") and not member.get("deleted"):
-                    ids["@" + member["name"].lower()] = member["id"]
-            cursor = (resp.get("response_metadata") or {}).get("next_cursor")
-            if not cursor:
-                break
+        async for member in _paged(self.web.users_list, "members"):
+            if member.get("name") and not member.get("deleted"):
+                ids["@" + member["name"].lower()] = member["id"]
         missing = sorted(wanted - ids.keys())
         if missing:
             raise ValueError(
@@ -790,6 +777,20 @@ class Bot:
 class _Done:
     ok: bool
     text: str
+
+
+async def _paged(
+    method: Callable[..., Awaitable[Any]], key: str, **args: Any
+) -> AsyncIterator[Any]:
+    """Every item of a cursor-paginated Web API list method, page after page."""
+    cursor = None
+    while True:
+        resp = await method(limit=200, cursor=cursor, **args)
+        for item in resp.get(key, []):
+            yield item
+        cursor = (resp.get("response_metadata") or {}).get("next_cursor")
+        if not cursor:
+            return
 
 
 def _sentence(text: str) -> str:
