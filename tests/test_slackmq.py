@@ -59,8 +59,9 @@ def test_seed_api_inside_a_held_command_needs_no_slack_call(posted, monkeypatch)
 
 async def test_lock_claim_done_elect_release(posted):
     ws, channel, ts = posted
-    kitchen = SlackMQ(async_client("xoxb-kitchen", ws.api_url), "U0KITCHEN")
-    hall = SlackMQ(async_client("xoxb-hall", ws.api_url), "U0HALL")
+    fleet = {"U0KITCHEN", "U0HALL"}.__contains__
+    kitchen = SlackMQ(async_client("xoxb-kitchen", ws.api_url), "U0KITCHEN", trusted=fleet)
+    hall = SlackMQ(async_client("xoxb-hall", ws.api_url), "U0HALL", trusted=fleet)
     assert await kitchen.claim(channel, ts) is True
     assert await hall.claim(channel, ts) is False
     assert await hall.is_done(channel, ts) is False

@@ -134,8 +134,11 @@ class _Watch:
     pinned: asyncio.Event = field(default_factory=asyncio.Event)
     done: asyncio.Event = field(default_factory=asyncio.Event)
     ballot: asyncio.Event = field(default_factory=asyncio.Event)
+    renewed: asyncio.Event = field(default_factory=asyncio.Event)
     pinned_at: float | None = None
     created: float = field(default_factory=time.monotonic)
+    lease_until: float | None = None
+    """While this bot holds the message: when its lease ends (monotonic)."""
 
 
 async def _first(events: Sequence[asyncio.Event], timeout: float) -> bool:
@@ -202,9 +205,22 @@ class Coordinator:
     def seen_ballot(self, channel: str, ts: str) -> None:
         self._watch(channel, ts).ballot.set()
 
+    def seen_renewal(self, channel: str, ts: str) -> None:
+        """The holder showed it is still acting: its lease counts from now."""
+        watch = self._watch(channel, ts)
+        watch.pinned_at = time.monotonic()
+        watch.renewed.set()
+
+    def lease_alive(self, channel: str, ts: str) -> bool:
+        """Whether this bot still holds the message safely (checked before each action):
+        False once its lease has run out without a renewal, when a taker may act."""
+        until = self._watch(channel, ts).lease_until
+        return until is None or time.monotonic() < until - self.settings.lease_s * 0.1
+
     # the protocol ------------------------------------------------------------------
 
     def is_stale(self, ts: str) -> bool:
+        """Older than stale_s on Slack's clock (`clock` reads Slack's time, not the Pi's)."""
         return message_age(ts, self.clock()) > self.settings.stale_s
 
     async def coordinate(
@@ -236,25 +252,63 @@ class Coordinator:
                 if time.monotonic() - claimed_at > s.lease_s * 0.8:
                     log.warning("claim of %s/%s came back too late to act safely", channel, ts)
                     return Result(Outcome.EXPIRED)
-                value = await work(False)
-                await self._finish(channel, ts)
+                value = await self._hold(channel, ts, claimed_at, work, takeover=False)
                 return Result(Outcome.ACTED, value)
             self.seen_pin(channel, ts)
 
-        # A peer holds it: wait for its done mark, else take over after the lease.
-        pinned_at = watch.pinned_at or time.monotonic()
-        remaining = pinned_at + s.lease_s - time.monotonic()
-        if await _first([watch.done], remaining):
-            return Result(Outcome.PEER)
+        # A peer holds it: wait for its done mark (each renewal restarts the lease), else
+        # take over once the lease has run out.
+        while True:
+            watch.renewed.clear()
+            remaining = (watch.pinned_at or time.monotonic()) + s.lease_s - time.monotonic()
+            if not await _first([watch.done, watch.renewed], remaining):
+                break
+            if watch.done.is_set():
+                return Result(Outcome.PEER)
         await _first([watch.done, watch.ballot], position * s.stagger_s)
         if watch.done.is_set():
             return Result(Outcome.PEER)
+        voted_at = time.monotonic()
         if not await self.lock.elect(channel, ts):
             return Result(Outcome.PEER)
         log.warning("%s takes over %s/%s: the holder went silent", self.me, channel, ts)
-        value = await work(True)
-        await self._finish(channel, ts)
+        value = await self._hold(channel, ts, voted_at, work, takeover=True)
         return Result(Outcome.TOOK_OVER, value)
+
+    async def _hold(
+        self,
+        channel: str,
+        ts: str,
+        since: float,
+        work: Callable[[bool], Awaitable[T]],
+        *,
+        takeover: bool,
+    ) -> T:
+        """Run the work while holding the message: the lease is renewed every third of
+        it, so slow devices never make a peer take over while this bot still acts."""
+        watch = self._watch(channel, ts)
+        lease = self.settings.lease_s
+        watch.lease_until = since + lease
+
+        async def keep_alive() -> None:
+            while True:
+                await asyncio.sleep(lease / 3)
+                sent = time.monotonic()
+                try:
+                    await self.lock.renew(channel, ts)
+                except Exception as err:  # the lease then runs out: lease_alive() says so
+                    log.warning("could not renew the lease on %s/%s: %s", channel, ts, err)
+                    continue
+                watch.lease_until = sent + lease
+
+        renewer = asyncio.ensure_future(keep_alive())
+        try:
+            value = await work(takeover)
+        finally:
+            renewer.cancel()
+            watch.lease_until = None
+        await self._finish(channel, ts)
+        return value
 
     async def _finish(self, channel: str, ts: str) -> None:
         await self.lock.mark_done(channel, ts)

@@ -12,7 +12,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from troupe.federation import Coordinator
-from troupe.slackmq import DONE, TAKEOVER
+from troupe.slackmq import DONE, TAKEOVER, WORKING
 
 
 @dataclass
@@ -37,6 +37,7 @@ class MemoryBoard:
                 "pin": coordinator.seen_pin,
                 DONE: coordinator.seen_done,
                 TAKEOVER: coordinator.seen_ballot,
+                WORKING: coordinator.seen_renewal,
             }.get(kind)
             if seen is not None:
                 loop.call_later(self.delays.get(user, 0.0), seen, *key)
@@ -79,6 +80,10 @@ class MemoryLock:
         if await self.is_done(channel, ts):
             return False
         return voted and self.board.reactions[(channel, ts)][TAKEOVER][0] == self.user
+
+    async def renew(self, channel: str, ts: str) -> None:
+        self.board.calls.append((self.user, "reactions.add"))
+        self.board._emit(WORKING, (channel, ts))
 
     async def release(self, channel: str, ts: str) -> None:
         self.board.calls.append((self.user, "pins.remove"))

@@ -5,6 +5,11 @@ means a peer won (a normal False); every other answer is an error, never "not mi
 The pin is released late (at the message's ts + linger, past the stale limit), so a late
 bot always meets `already_pinned` or finds the command stale.
 
+Only the fleet's marks count: a pin, ✅ or 🔄 from anyone else (a person, another app)
+is not a claim, a done mark or a ballot. An `already_pinned` or `already_reacted` that
+follows a retry (the first attempt may have been carried out, its answer lost) is checked
+against who pinned or reacted before this bot concludes that a peer holds the command.
+
 Also the seed's API, `slackmq(token, channel, ts).ack() / .unack()`, made safe: no blocking
 sleep, no early unpin, and inside a command troupe already holds, ack() is simply True.
 """
@@ -15,7 +20,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any, Protocol
@@ -24,7 +29,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from troupe.errors import ClaimError
-from troupe.slackapi import sync_client
+from troupe.slackapi import doubtful, sync_client
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +38,10 @@ DONE = "white_check_mark"
 
 TAKEOVER = "arrows_counterclockwise"
 """The takeover ballot: the first bot to react with it finishes a dead holder's command."""
+
+WORKING = "hourglass_flowing_sand"
+"""The holder's lease renewal: added, then removed, then added again while it still acts,
+each change an event that restarts the peers' lease count."""
 
 DEFAULT_STALE_S = 30.0
 DEFAULT_LINGER_S = 45.0
@@ -65,30 +74,75 @@ class Lock(Protocol):
     async def release(self, channel: str, ts: str) -> None:
         """Unpin (no error if already unpinned)."""
 
+    async def renew(self, channel: str, ts: str) -> None:
+        """Show the peers that the holder is still acting (a visible change they see)."""
+
 
 class SlackMQ:
-    """The Lock on Slack's Web API (pins and reactions), for one bot user."""
+    """The Lock on Slack's Web API (pins and reactions), for one bot user.
 
-    def __init__(self, client: AsyncWebClient, user_id: str) -> None:
+    `trusted(user_id)` says whether a user is one of the fleet's bot users; `shared_user`
+    is True where every bot of the fleet posts as the same user (shared-app, rtm), so a
+    pin or reaction by that user cannot tell this bot from a peer.
+    """
+
+    def __init__(
+        self,
+        client: AsyncWebClient,
+        user_id: str,
+        *,
+        trusted: Callable[[str | None], bool] | None = None,
+        shared_user: bool = False,
+    ) -> None:
         self.client = client
         self.user_id = user_id
+        self.trusted = trusted or (lambda user: user == user_id)
+        self.shared_user = shared_user
+        self._not_ours: set[tuple[str, str]] = set()
+        """Messages pinned by someone outside the fleet: never unpinned by this bot."""
+        self._renewals: dict[tuple[str, str], bool] = {}
 
-    async def _call(self, method: str, ok_codes: frozenset[str] = frozenset(), **kw: Any) -> str:
-        """Call a method; return "ok" or an expected error code; raise ClaimError otherwise."""
+    async def _call(
+        self, method: str, ok_codes: frozenset[str] = frozenset(), **kw: Any
+    ) -> tuple[str, bool]:
+        """Call a method; return ("ok" or an expected error code, whether the answer is
+        doubtful); raise ClaimError for any other error."""
         try:
-            await getattr(self.client, method.replace(".", "_"))(**kw)
+            resp = await getattr(self.client, method.replace(".", "_"))(**kw)
         except SlackApiError as err:
             code = str(err.response.get("error", "unknown_error"))
             if code in ok_codes:
-                return code
+                return code, doubtful(err.response)
             raise ClaimError(method, code) from err
-        return "ok"
+        return "ok", doubtful(resp)
 
     async def claim(self, channel: str, ts: str) -> bool:
-        code = await self._call(
+        code, unsure = await self._call(
             "pins.add", frozenset({"already_pinned"}), channel=channel, timestamp=ts
         )
-        return code == "ok"
+        if code == "ok":
+            return True
+        pinner = await self._pinned_by(channel, ts)
+        if pinner is not None and not self.trusted(pinner):
+            # Someone outside the fleet pinned it: their pin is no claim. The ballot
+            # (first fleet reaction) decides instead, and their pin is left alone.
+            self._not_ours.add((channel, ts))
+            return await self.elect(channel, ts)
+        if unsure and pinner == self.user_id and not self.shared_user:
+            log.info("pins.add on %s/%s was carried out before its answer was lost", channel, ts)
+            return True
+        return False
+
+    async def _pinned_by(self, channel: str, ts: str) -> str | None:
+        """Who pinned the message (None if it is not pinned any more)."""
+        try:
+            resp = await self.client.pins_list(channel=channel)
+        except SlackApiError as err:
+            raise ClaimError("pins.list", str(err.response.get("error"))) from err
+        for item in resp.get("items", []):
+            if (item.get("message") or {}).get("ts") == ts:
+                return str(item.get("created_by") or "")
+        return None
 
     async def mark_done(self, channel: str, ts: str) -> None:
         await self._call(
@@ -99,19 +153,39 @@ class SlackMQ:
             name=DONE,
         )
 
+    async def renew(self, channel: str, ts: str) -> None:
+        """Show peers the holder is still at work: each call adds or removes ⏳."""
+        key = (channel, ts)
+        shown = self._renewals.get(key, False)
+        method = "reactions.remove" if shown else "reactions.add"
+        await self._call(
+            method,
+            frozenset({"already_reacted", "no_reaction"}),
+            channel=channel,
+            timestamp=ts,
+            name=WORKING,
+        )
+        self._renewals[key] = not shown
+
     async def _reactions(self, channel: str, ts: str) -> dict[str, list[str]]:
+        """The fleet's reactions on a message, by name, users in Slack's order."""
         try:
             resp = await self.client.reactions_get(channel=channel, timestamp=ts, full=True)
         except SlackApiError as err:
             raise ClaimError("reactions.get", str(err.response.get("error"))) from err
         message = resp.get("message") or {}
-        return {r["name"]: list(r.get("users", [])) for r in message.get("reactions", [])}
+        marks: dict[str, list[str]] = {}
+        for reaction in message.get("reactions", []):
+            users = [u for u in reaction.get("users", []) if self.trusted(u)]
+            if users:
+                marks[reaction["name"]] = users
+        return marks
 
     async def is_done(self, channel: str, ts: str) -> bool:
         return DONE in await self._reactions(channel, ts)
 
     async def elect(self, channel: str, ts: str) -> bool:
-        code = await self._call(
+        code, unsure = await self._call(
             "reactions.add",
             frozenset({"already_reacted"}),
             channel=channel,
@@ -122,10 +196,19 @@ class SlackMQ:
         if DONE in reactions:
             return False
         ballots = reactions.get(TAKEOVER, [])
-        # Bots sharing one bot user (rtm, shared-app) see already_reacted when a peer voted.
-        return code == "ok" and bool(ballots) and ballots[0] == self.user_id
+        if not ballots or ballots[0] != self.user_id:
+            return False
+        if not self.shared_user:
+            return True  # Slack keeps reaction order: the first fleet ballot is this bot's
+        # One user for the whole fleet: `already_reacted` means a peer voted first, unless
+        # a lost answer hides this bot's own vote; then nobody can tell, and nobody acts.
+        return code == "ok" and not unsure
 
     async def release(self, channel: str, ts: str) -> None:
+        self._renewals.pop((channel, ts), None)
+        if (channel, ts) in self._not_ours:
+            self._not_ours.discard((channel, ts))
+            return
         await self._call(
             "pins.remove",
             frozenset({"no_pin", "message_not_found"}),

@@ -125,7 +125,11 @@ async def fail(ws: Workspace, body: Body) -> Body:
     count = int(_number(body, "count", low=1))
     retry_after = int(_number(body, "retry_after", default=1, low=1))
     app_id = _app_id(ws, body) if body.get("app") is not None else None
-    ws.faults.fail.setdefault(method, []).append(FailRule(status, count, retry_after, app_id))
+    after = bool(_field(body, "after", bool, default=False))
+    if after and status == 429:
+        raise BadInput("a 429 means Slack did not carry the call out: after must be false")
+    rule = FailRule(status, count, retry_after, app_id, after)
+    ws.faults.fail.setdefault(method, []).append(rule)
     return {"ok": True}
 
 

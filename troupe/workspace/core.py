@@ -53,6 +53,9 @@ class FailRule:
     count: int
     retry_after: int = 1
     app_id: str | None = None
+    after: bool = False
+    """Carry the call out, then answer with the error: Slack acted but the answer was lost
+    on the way (Wi-Fi), as a client sees it after a gateway error."""
 
 
 @dataclass

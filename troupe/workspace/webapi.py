@@ -647,6 +647,9 @@ async def _call(ws: Workspace, request: web.Request) -> web.Response:
         key = (caller.counter_key, name)
         ws.calls[key] += 1
         rule = ws.faults.take_failure(name, caller.app_id)
+        if rule is not None and rule.after:
+            await handler(Call(ws, caller, args, request))
+            return _error(STATUS_ERRORS.get(rule.status, "fatal_error"), rule.status)
         if rule is not None:
             if rule.status == 429:
                 ws.http_429[key] += 1
