@@ -4,11 +4,14 @@ learned from every answer."""
 
 from __future__ import annotations
 
+import contextlib
 from contextvars import ContextVar
 from typing import Any
 
 from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry import RateLimitErrorRetryHandler
+from slack_sdk.http_retry.async_handler import AsyncRetryHandler
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
     AsyncRateLimitErrorRetryHandler,
@@ -18,8 +21,6 @@ from slack_sdk.http_retry.builtin_handlers import (
     ConnectionErrorRetryHandler,
     ServerErrorRetryHandler,
 )
-from slack_sdk.errors import SlackApiError
-from slack_sdk.http_retry.async_handler import AsyncRetryHandler
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
@@ -85,10 +86,8 @@ class ClockedWebClient(AsyncWebClient):
         date = headers.get("date") or headers.get("Date")
         self.clock.saw_date(date if isinstance(date, str) else None, sent, received)
         if api_method == "chat.postMessage" and not _doubt.get():
-            try:
+            with contextlib.suppress(KeyError, TypeError, ValueError):
                 self.clock.saw_stamp(float(resp["ts"]), sent, received)
-            except (KeyError, TypeError, ValueError):
-                pass
 
 
 def doubtful(resp: Any) -> bool:
