@@ -55,16 +55,23 @@ def test_fifty_commands_each_device_action_once(tmp_path, mode):
 
 
 @pytest.mark.timeout(180)
-def test_unknown_command_gets_one_answer_and_bot_messages_are_ignored(tmp_path):
+def test_chatter_costs_nothing_unknown_text_to_a_bot_gets_its_answer_bots_are_ignored(
+    tmp_path,
+):
     with house(tmp_path) as h:
-        ts = h.say("please make me a sandwich")
-        h.wait_for(lambda: len(h.replies(ts)) >= 1, 30, "an answer")
+        h.ws.control("counters/reset")
+        chatter = h.say("please make me a sandwich")
+        asked = h.say("<@U0HALL> please make me a sandwich")
+        h.wait_for(lambda: len(h.replies(asked)) >= 1, 30, "an answer")
         bot_ts = h.say("turn on the hall light", token="xoxb-kitchen")
         ok_ts = h.say("turn on the porch switch")
         h.wait_for(lambda: any(a.get("ts") == ok_ts for a in h.actions()), 30, "porch switch")
         time.sleep(1.0)
-        replies = h.replies(ts)
-        assert [r["text"] for r in replies] == ["I don't know that — try `help`."]
+        assert h.replies(chatter) == []
+        replies = h.replies(asked)
+        assert [(r["user"], r["text"]) for r in replies] == [
+            ("U0HALL", "I don't know that — try `help`.")
+        ]
         assert not [a for a in h.actions() if a.get("ts") == bot_ts]
         assert h.replies(bot_ts) == []
 

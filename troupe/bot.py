@@ -15,10 +15,21 @@ from typing import Any, Protocol
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from troupe import __version__, faults
+from troupe import __version__, faults, outcomes
 from troupe.access import Access
 from troupe.bus import Bus
-from troupe.federation import Action, Coordinator, Outcome, Plan, Route, Settings, plan, rank
+from troupe.errors import ClaimError
+from troupe.federation import (
+    Action,
+    Coordinator,
+    Outcome,
+    Plan,
+    Result,
+    Route,
+    Settings,
+    plan,
+    rank,
+)
 from troupe.intents import Command, DeviceInfo, Recognizer
 from troupe.journal import Journal, Timer
 from troupe.plugin import (
@@ -29,7 +40,8 @@ from troupe.plugin import (
     PluginSet,
     command_origin,
 )
-from troupe.slackmq import DONE, TAKEOVER, SlackMQ, holding
+from troupe.slackclock import ClockUnknown, SlackClock
+from troupe.slackmq import DONE, TAKEOVER, WORKING, SlackMQ, holding
 from troupe.transports.base import Ack, Event, Transport
 
 log = logging.getLogger(__name__)
@@ -38,8 +50,7 @@ MAX_TEXT = 4000
 """Longer messages are not read as commands (Slack itself allows 40,000 characters)."""
 STATUS = re.compile(r"status|what(?:'s| is) on", re.IGNORECASE)
 """Every device's state: owners answer for theirs, one claimed bot for the shared ones."""
-UNKNOWN = "I don't know that — try `help`."
-STALE = "That command is {age:.0f} s old, past the {limit:.0f} s limit, so I did not run it."
+UNKNOWN = outcomes.UNKNOWN
 INTERRUPTED = (
     "I was stopped while I was going to {what}, and the command is now past the {limit:.0f} s"
     " limit, so I did not finish it: check the device and ask again if you still want it."
@@ -121,6 +132,7 @@ class Bot:
         driver_options: Mapping[str, Mapping[str, Any]] | None = None,
         on_ready: Callable[[str], None] | None = None,
         bus: Bus | None = None,
+        clock: SlackClock | None = None,
     ) -> None:
         self.name = name
         self.roster = tuple(roster)
@@ -144,6 +156,17 @@ class Bot:
         self.on_ready = on_ready or (lambda line: print(line, flush=True))
         self.drivers: dict[str, Driver] = {}
         self.bus = bus
+        self.clock: SlackClock = clock or getattr(web, "clock", None) or SlackClock()
+        """Slack's time: the web client teaches it from every answer."""
+        self.fleet_user_ids: frozenset[str] = frozenset()
+        """The roster's bot users: only their pins and reactions count."""
+        self._strangers: set[str] = set()
+        self._touches: dict[tuple[str, str], tuple[str, ...]] = {}
+        """The devices each recent command acts on (to learn per-device order from ✅)."""
+        self._newest: dict[str, str] = {}
+        """Per device, the Slack ts of the newest command known to have acted on it."""
+        self._sweeper: asyncio.Task[Any] | None = None
+        self._resumed: set[tuple[str, str]] = set()
         self.user_id = ""
         self.bot_id = ""
         self.coordinator: Coordinator | None = None
@@ -165,9 +188,13 @@ class Bot:
         self.bot_id = auth.get("bot_id") or ""
         await self._resolve_channels()
         await self._resolve_users()
+        await self._resolve_fleet()
         await self._start_drivers()
-        lock = faults.wrap(SlackMQ(self.web, self.user_id))
-        self.coordinator = Coordinator(self.name, lock, self.settings)
+        shared_user = self.info.mode != "app-per-bot"
+        mq = SlackMQ(self.web, self.user_id, trusted=self.is_fleet_user, shared_user=shared_user)
+        self.coordinator = Coordinator(
+            self.name, faults.wrap(mq), self.settings, clock=self.clock.now
+        )
         for timer in self.journal.timers():
             if timer.device in self.devices and self.devices[timer.device].owner in (
                 None,
@@ -182,7 +209,7 @@ class Bot:
         await warm
         self.transport.on_reconnect = self._catch_up
         await self.transport.start(self.handle)
-        await self._sweep_pins()
+        self._sweeper = asyncio.ensure_future(self._sweep_forever())
         for command in interrupted:
             self._spawn(self._resume(*command))
         self.ready.set()
@@ -191,6 +218,8 @@ class Bot:
     async def stop(self) -> None:
         """SIGTERM: finish what is in hand, keep pins that must linger, then stop."""
         await self.transport.stop()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         for handle in self._timers.values():
             handle.cancel()
         if self._inflight:
@@ -223,7 +252,8 @@ class Bot:
         assert event is not None and self.coordinator is not None
         if not self.coordinator.is_stale(ts):
             log.warning("resuming %s/%s %r, interrupted by the last stop", channel, ts, text)
-            await self._handle(event, _no_ack)
+            self._resumed.add((channel, ts))
+            await self._handle(event)
             return
         cut = self.journal.interrupted_actions(channel, ts)
         self.journal.finish(channel, ts, "failed", "interrupted by a stop; too old to finish")
@@ -243,7 +273,7 @@ class Bot:
         stale_s go through the pipeline. The journal skips what this bot saw, a done mark
         skips what a peer finished, and the claim keeps the rest to one bot."""
         assert self.coordinator is not None
-        oldest = f"{time.time() - self.settings.stale_s:.6f}"
+        oldest = f"{self.clock.now() - self.settings.stale_s:.6f}"
         for channel in self.channel_areas:
             try:
                 resp = await self.web.conversations_history(channel=channel, oldest=oldest)
@@ -254,18 +284,33 @@ class Bot:
                 event = Event.from_slack({**message, "type": "message", "channel": channel})
                 if event is None or self.journal.status(channel, event.ts) is not None:
                     continue
-                marks = {r.get("name") for r in message.get("reactions", [])}
-                if DONE in marks:
+                if DONE in self._fleet_marks(message):
                     continue
-                if channel in message.get("pinned_to", []):
-                    self.coordinator.seen_pin(channel, event.ts)
                 self._spawn(self.handle(event, _no_ack))
+
+    def _fleet_marks(self, message: Mapping[str, Any]) -> set[str]:
+        """The reactions on a message that the fleet's own bot users made."""
+        return {
+            r.get("name", "")
+            for r in message.get("reactions", [])
+            if any(self.is_fleet_user(u) for u in r.get("users", []))
+        }
+
+    async def _sweep_forever(self) -> None:
+        """Release the fleet's own pins left behind, at start and every linger_s after, so
+        leaked pins never fill the channel's 100 (Slack's limit)."""
+        while True:
+            try:
+                await self._sweep_pins()
+            except Exception:  # a sweep is retried next round; never fatal
+                log.exception("pin sweep failed")
+            await asyncio.sleep(self.settings.linger_s)
 
     async def _sweep_pins(self) -> None:
         """Release pins troupe left behind: a bot that stopped before its pins' linger
-        ended, or a command whose holder and takers all died. Only pins past linger on
-        messages carrying troupe's marks (or pinned by this bot user) are touched."""
-        horizon = time.time() - self.settings.linger_s
+        ended, or a command whose holder and takers all died. Only pins the fleet's own bot
+        users made, past linger, are touched: a person's pin is never removed."""
+        horizon = self.clock.now() - self.settings.linger_s
         for channel in self.channel_areas:
             try:
                 resp = await self.web.pins_list(channel=channel)
@@ -275,10 +320,7 @@ class Bot:
             for item in resp.get("items", []):
                 message = item.get("message") or {}
                 ts = message.get("ts")
-                if not ts or float(ts) > horizon:
-                    continue
-                marks = {r.get("name") for r in message.get("reactions", [])}
-                if not (marks & {DONE, TAKEOVER} or item.get("created_by") == self.user_id):
+                if not ts or float(ts) > horizon or not self.is_fleet_user(item.get("created_by")):
                     continue
                 try:
                     await self.web.pins_remove(channel=channel, timestamp=ts)
@@ -364,47 +406,103 @@ class Bot:
     # the pipeline ---------------------------------------------------------------------
 
     async def handle(self, event: Event, ack: Ack) -> None:
-        """Everything an event can cause, in order."""
+        """Everything an event can cause, in order; the envelope is acknowledged once the
+        bot has done its part (the transport also does at its deadline)."""
         task = asyncio.current_task()
         if task is not None:
             self._inflight.add(task)
         try:
-            await self._handle(event, ack)
+            await self._handle(event)
         finally:
             await ack()
             if task is not None:
                 self._inflight.discard(task)
 
-    async def _handle(self, event: Event, ack: Ack, relayed: str | None = None) -> None:
-        coordinator = self.coordinator
-        if coordinator is None:
+    async def _handle(self, event: Event, relayed: str | None = None) -> None:
+        """receive -> marks -> ignore self and strangers -> journal -> understand ->
+        (chatter: nothing) -> stale? -> allowed? -> plan -> claim -> act -> done -> reply."""
+        if self.coordinator is None:
             return
-        if event.kind == "pin_added":
-            coordinator.seen_pin(event.channel, event.ts)
+        if event.kind != "message":
+            await self._observe_mark(event)
             return
-        if event.kind == "reaction_added":
-            if event.reaction == DONE:
-                coordinator.seen_done(event.channel, event.ts)
-            elif event.reaction == TAKEOVER:
-                coordinator.seen_ballot(event.channel, event.ts)
+        if not self._may_command(event):
             return
-        if event.kind != "message" or not self._may_command(event):
-            return
+        self.clock.saw_event(float(event.ts), self.clock.local())
         if not self.journal.begin(event.channel, event.ts, event.text, event.user):
             return  # a redelivery, a replay or a relay of a message this bot has handled
         try:
-            await self._dispatch(event, ack, relayed)
+            note = await self._command(event, relayed)
         except Exception as err:
             log.exception("command %r failed", event.text)
             self.journal.finish(event.channel, event.ts, "failed", str(err))
             raise
-        else:
-            if self.journal.status(event.channel, event.ts) == "begun":
-                self.journal.finish(event.channel, event.ts, "done")
+        if self.journal.status(event.channel, event.ts) == "begun":
+            self.journal.finish(event.channel, event.ts, *note)
+
+    async def _command(self, event: Event, relayed: str | None) -> tuple[str, str]:
+        """One message, start to end: returns the journal's (status, note)."""
+        assert self.coordinator is not None
+        text = _strip_mention(event.text, self.user_id)
+        addressed = _is_direct(event.channel) or text != event.text
+        if len(event.text) > self.max_text:
+            # Too long to read for a command, and too rare to be everyday chatter: one bot
+            # says the limit, so a command that grew too long is not silently dropped.
+            if not relayed:
+                limit = f"a command may be {self.max_text:,} characters at most"
+                await self._refuse(event, limit, event.text[:60])
+            return "skipped", "too long to read"
+        found = self.plugins.match(text)
+        command = None if found else await self._understand(event, text)
+        if found is None and command is None:
+            if addressed and not relayed:
+                await self._answer(event, outcomes.NotUnderstood())  # this bot alone
+            return "skipped", "chatter"
+        if not self.clock.known:
+            log.warning("%s: not claiming %r: %s", self.name, event.text[:60], ClockUnknown())
+            return "skipped", "Slack's time not known yet"
+        if self.coordinator.is_stale(event.ts):
+            if relayed:
+                return "skipped", "relay arrived stale"
+            await self._answer_stale(event)
+            return "skipped", "stale"
+        refusal = self._gatekeep(event)
+        if refusal:
+            if not relayed:
+                await self._refuse(event, refusal, event.text[:60])
+            return "skipped", f"refused: {refusal}"
+        if found is not None:
+            if await self._allowed(event, {found[0].name}, relayed):
+                await self._run_plugin(event, *found, relayed=relayed)
+            return "done", ""
+        assert command is not None
+        if relayed == "each":
+            return "skipped", "not for this bot"
+        if command.unknown or command.problem:
+            if not relayed:
+                await self._once(event, outcomes.NearMiss(command))
+            return "skipped", "near miss"
+        if command.duration_s and command.duration_s > self.max_duration_s:
+            if not relayed:
+                limit = _span(self.max_duration_s)
+                await self._refuse(event, f"timed commands may last {limit} at most", text)
+            return "skipped", "too long a duration"
+        if not await self._allowed(event, self._subjects(command), relayed):
+            return "skipped", "refused"
+        await self._run_devices(event, command, relayed=relayed)
+        return "done", ""
+
+    async def _understand(self, event: Event, text: str) -> Command | None:
+        """The home command a message asks for; None for chatter."""
+        if STATUS.fullmatch(text.strip().rstrip("?!.")):
+            return Command("HassGetState", tuple(sorted(self.devices)), text)
+        area = self.channel_areas.get(event.channel)
+        # In a thread: matching takes milliseconds, but the loop must never wait on it.
+        return await asyncio.to_thread(self.recognizer.recognize, text, area=area)
 
     def _may_command(self, event: Event) -> bool:
         """Ignore self, other bots (unless allowed) and channels not in the federation file.
-        (People who may not command are answered, once, by _dispatch.)"""
+        (People who may not command are answered, once, by _command.)"""
         if event.user == self.user_id or (self.bot_id and event.bot_id == self.bot_id):
             return False
         if event.from_bot and not ({event.user, event.bot_id} & self.allowed_bots):
@@ -415,94 +513,113 @@ class Bot:
             return False
         return event.channel in self.channel_areas or _is_direct(event.channel)
 
-    async def _dispatch(self, event: Event, ack: Ack, relayed: str | None) -> None:
-        coordinator = self.coordinator
-        assert coordinator is not None
-        if coordinator.is_stale(event.ts):
-            if relayed:
-                self.journal.finish(event.channel, event.ts, "skipped", "relay arrived stale")
-            else:
-                await self._answer_stale(event)
-            return
-        refusal = self._gatekeep(event)
-        if refusal:
-            if not relayed:
-                await self._refuse(event, ack, refusal, event.text[:60])
-            return
-        text = _strip_mention(event.text, self.user_id)
-        found = self.plugins.match(text)
-        if found is not None:
-            if not await self._allowed(event, {found[0].name}, ack, relayed):
-                return
-            await self._run_plugin(event, ack, *found, relayed=relayed)
-            return
-        if STATUS.fullmatch(text.strip().rstrip("?!.")):
-            command: Command | None = Command("HassGetState", tuple(sorted(self.devices)), text)
-        else:
-            area = self.channel_areas.get(event.channel)
-            # In a thread: matching takes milliseconds, but the loop must never wait on it.
-            command = await asyncio.to_thread(self.recognizer.recognize, text, area=area)
-        if relayed == "each":
-            return
-        if command is None or command.unknown or command.problem:
-            if relayed:
-                return
-            await self._once(event, ack, lambda _t: self.reply(event, _explain(command)))
-            return
-        if command.duration_s and command.duration_s > self.max_duration_s:
-            if not relayed:
-                limit = _span(self.max_duration_s)
-                await self._refuse(event, ack, f"timed commands may last {limit} at most", text)
-            return
-        if not await self._allowed(event, self._subjects(command), ack, relayed):
-            return
-        await self._run_devices(event, ack, command, relayed=relayed)
+    # the fleet's marks ------------------------------------------------------------------
 
-    # access ---------------------------------------------------------------------------
+    def is_fleet_user(self, user: str | None) -> bool:
+        """Whether a Slack user is one of the roster's own bot users."""
+        return bool(user) and user in self.fleet_user_ids
 
-    def _gatekeep(self, event: Event) -> str | None:
-        """Why this message may not be a command at all, or None."""
-        if _is_direct(event.channel) and not self.access.may_message_directly(event.user):
-            return "I only take direct messages from the people the federation file lists"
-        if not self.access.may_command(event.user):
-            return "you are not on the list of people who may command the house"
-        if len(event.text) > self.max_text:
-            return f"a command may be {self.max_text:,} characters at most"
-        return None
+    async def _resolve_fleet(self) -> None:
+        """Find the roster's bot users: only their pins and reactions count as marks."""
+        ids = {self.user_id}
+        if self.info.mode == "app-per-bot":
+            roster = set(self.roster)
+            async for member in _paged(self.web.users_list, "members"):
+                bot = member.get("is_bot") and not member.get("deleted")
+                if bot and member.get("name") in roster:
+                    ids.add(member["id"])
+        self.fleet_user_ids = frozenset(ids)
 
-    def _subjects(self, command: Command) -> set[str]:
-        """What a device command touches, as access rules name things."""
-        subjects = set(command.devices)
-        subjects |= {self.devices[d].area for d in command.devices if self.devices[d].area}
-        if command.scene:
-            subjects |= {command.scene, *self.scenes.get(command.scene, {})}
-        return {s for s in subjects if s}
-
-    async def _allowed(self, event: Event, what: set[str], ack: Ack, relayed: str | None) -> bool:
-        """Apply the access rules; a refusal is answered once (by one bot) and logged."""
-        where = {event.channel, *self.channel_refs.get(event.channel, ())}
-        decision = self.access.decide(event.user, where, what)
-        if decision.allowed:
+    async def _recheck(self, user: str | None) -> bool:
+        """A mark by a user not known as the fleet's: ask Slack once who it is (a bot added
+        to the roster after this one started)."""
+        if not user or user in self.fleet_user_ids or user in self._strangers:
+            return self.is_fleet_user(user)
+        self._strangers.add(user)
+        if self.info.mode != "app-per-bot":
+            return False
+        try:
+            info = (await self.web.users_info(user=user)).get("user") or {}
+        except SlackApiError:
+            return False
+        if info.get("is_bot") and info.get("name") in self.roster:
+            self.fleet_user_ids = self.fleet_user_ids | {user}
+            self._strangers.discard(user)
             return True
-        if not relayed:
-            await self._refuse(event, ack, decision.reason, ", ".join(sorted(what)))
         return False
 
-    async def _refuse(self, event: Event, ack: Ack, reason: str, what: str) -> None:
-        log.warning("refused %s in %s: %r (%s)", event.user, event.channel, what, reason)
-        self.journal.finish(event.channel, event.ts, "skipped", f"refused: {reason}")
-
-        async def answer(_takeover: bool) -> None:
-            await self.reply(event, f"Sorry, {reason}.")
-
-        await self._once(event, ack, answer)
-
-    async def _once(self, event: Event, ack: Ack, work: Callable[[bool], Awaitable[Any]]) -> Any:
-        """Exactly one bot of the roster does `work` for this message."""
+    async def _observe_mark(self, event: Event) -> None:
+        """Pins and reactions feed the claim protocol, but only the fleet's own."""
         assert self.coordinator is not None
-        candidates = self._claimants(self.roster, event.channel)
-        result = await self.coordinator.coordinate(event.channel, event.ts, candidates, work)
-        await ack()
+        if not await self._recheck(event.user):
+            return
+        coordinator = self.coordinator
+        if event.kind == "pin_added":
+            coordinator.seen_pin(event.channel, event.ts)
+        elif event.reaction == WORKING and event.kind in ("reaction_added", "reaction_removed"):
+            coordinator.seen_renewal(event.channel, event.ts)
+        elif event.kind == "reaction_added" and event.reaction == DONE:
+            coordinator.seen_done(event.channel, event.ts)
+            for device in self._touches.get((event.channel, event.ts), ()):
+                self._acted(device, event.ts)
+        elif event.kind == "reaction_added" and event.reaction == TAKEOVER:
+            coordinator.seen_ballot(event.channel, event.ts)
+
+    def _acted(self, device: str, ts: str) -> None:
+        """A command stamped `ts` has acted on `device` (the newest such wins the device)."""
+        if float(ts) > float(self._newest.get(device, "0")):
+            self._newest[device] = ts
+
+    def _late(self, event: Event, takeover: bool) -> bool:
+        """Whether an action is carried out late (a takeover, a resume after a restart, a
+        claim held up by rate limits): then a newer command that already acted wins."""
+        if takeover or (event.channel, event.ts) in self._resumed:
+            return True
+        return self.clock.now() - float(event.ts) > self.settings.lease_s / 3
+
+    def _superseded(self, device: str, ts: str) -> str | None:
+        """The ts of a newer command that already acted on the device, if any."""
+        newest = self._newest.get(device)
+        return newest if newest is not None and float(newest) > float(ts) else None
+
+    # answers ----------------------------------------------------------------------------
+
+    async def _answer(self, event: Event, outcome: outcomes.Outcome) -> None:
+        """The one place an outcome becomes words in the command's thread."""
+        await self.reply(event, outcomes.render(outcome, self._local_time))
+
+    def _local_time(self, ts: str) -> str:
+        """A Slack ts as the federation's people read the time (the bot's time zone)."""
+        return time.strftime("%H:%M:%S", time.localtime(float(ts)))
+
+    async def _once(self, event: Event, outcome: outcomes.Outcome) -> None:
+        """Exactly one bot of the roster answers this message with `outcome`."""
+        await self._claimed(event, self.roster, lambda _t: self._answer(event, outcome))
+
+    async def _claimed(
+        self,
+        event: Event,
+        candidates: Sequence[str],
+        work: Callable[[bool], Awaitable[Any]],
+    ) -> Result[Any] | None:
+        """Run work under the claim; a claim Slack refused is answered by one bot."""
+        assert self.coordinator is not None
+        claimants = self._claimants(candidates, event.channel)
+        try:
+            result = await self.coordinator.coordinate(event.channel, event.ts, claimants, work)
+        except ClaimError as err:
+            log.error("claim of %s/%s failed: %s", event.channel, event.ts, err)
+            if rank(event.ts, claimants)[:1] == [self.name]:
+                where = "this channel"
+                await self._answer(event, outcomes.ClaimFailed(err.code, where))
+            self.journal.finish(event.channel, event.ts, "failed", str(err))
+            return None
+        if result.outcome is Outcome.EXPIRED:
+            self.coordinator.schedule_release(event.channel, event.ts)
+            if list(claimants) == [self.name]:
+                await self._answer(event, outcomes.Expired())
+                await self.coordinator.lock.mark_done(event.channel, event.ts)
+            self.journal.finish(event.channel, event.ts, "skipped", "claim came back too late")
         return result
 
     def _claimants(self, candidates: Sequence[str], channel: str) -> Sequence[str]:
@@ -515,24 +632,53 @@ class Bot:
         assert self.coordinator is not None
         lock = self.coordinator.lock
         if await lock.is_done(event.channel, event.ts):
-            self.journal.finish(event.channel, event.ts, "skipped", "stale, done before")
             return
         if rank(event.ts, self._claimants(self.roster, event.channel))[0] != self.name:
-            self.journal.finish(event.channel, event.ts, "skipped", "stale")
             return
         if await lock.claim(event.channel, event.ts):
-            age = time.time() - float(event.ts)
-            await self.reply(event, STALE.format(age=age, limit=self.settings.stale_s))
+            age = self.clock.now() - float(event.ts)
+            await self._answer(event, outcomes.Stale(age, self.settings.stale_s))
             await lock.mark_done(event.channel, event.ts)
             self.coordinator.schedule_release(event.channel, event.ts)
-        self.journal.finish(event.channel, event.ts, "skipped", "stale")
+
+    # access ---------------------------------------------------------------------------
+
+    def _gatekeep(self, event: Event) -> str | None:
+        """Why this message may not be a command at all, or None."""
+        if _is_direct(event.channel) and not self.access.may_message_directly(event.user):
+            return "I only take direct messages from the people the federation file lists"
+        if not self.access.may_command(event.user):
+            return "you are not on the list of people who may command the house"
+        return None
+
+    def _subjects(self, command: Command) -> set[str]:
+        """What a device command touches, as access rules name things."""
+        subjects = set(command.devices)
+        subjects |= {self.devices[d].area for d in command.devices if self.devices[d].area}
+        if command.scene:
+            subjects |= {command.scene, *self.scenes.get(command.scene, {})}
+        return {s for s in subjects if s}
+
+    async def _allowed(self, event: Event, what: set[str], relayed: str | None) -> bool:
+        """Apply the access rules; a refusal is answered once (by one bot) and logged."""
+        where = {event.channel, *self.channel_refs.get(event.channel, ())}
+        decision = self.access.decide(event.user, where, what)
+        if decision.allowed:
+            return True
+        if not relayed:
+            await self._refuse(event, decision.reason, ", ".join(sorted(what)))
+        return False
+
+    async def _refuse(self, event: Event, reason: str, what: str) -> None:
+        log.warning("refused %s in %s: %r (%s)", event.user, event.channel, what, reason)
+        self.journal.finish(event.channel, event.ts, "skipped", f"refused: {reason}")
+        await self._once(event, outcomes.Refused(reason))
 
     # plugin commands -------------------------------------------------------------------
 
     async def _run_plugin(
         self,
         event: Event,
-        ack: Ack,
         spec: CommandSpec,
         match: re.Match[str],
         *,
@@ -542,11 +688,7 @@ class Bot:
             return
         if spec.admin and not self.access.is_admin(event.user):
             log.warning("refused %s to %s: admins only", spec.name, event.user)
-
-            async def refuse(_takeover: bool) -> None:
-                await self.reply(event, f"Sorry, `{spec.name}` is for admins only.")
-
-            await self._once(event, ack, refuse)
+            await self._once(event, outcomes.Refused(f"`{spec.name}` is for admins only"))
             return
 
         async def run(_takeover: bool) -> None:
@@ -558,14 +700,13 @@ class Bot:
                 await call_slackbot_plugin(self, spec, event, match)
 
         if spec.each:
-            await ack()
             if relayed is None:
                 await self._relay_to(list(self.roster), event, "each")
             with holding(event.channel, event.ts):
                 await run(False)
             return
         with holding(event.channel, event.ts):
-            await self._once(event, ack, run)
+            await self._claimed(event, self.roster, run)
 
     # device commands ---------------------------------------------------------------------
 
@@ -587,34 +728,52 @@ class Bot:
                 args[key] = value
         return [Action(d, op, tuple(sorted(args.items()))) for d in command.devices]
 
-    async def _run_devices(
-        self, event: Event, ack: Ack, command: Command, *, relayed: str | None = None
-    ) -> None:
+    async def _run_devices(self, event: Event, command: Command, *, relayed: str | None) -> None:
         actions = self.actions_for(command)
+        key = (event.channel, event.ts)
+        self._touches[key] = tuple(a.device for a in actions if a.op != "query")
         for action in actions:
             if action.op != "query":
                 self._cancel_timer(action.device)
         p: Plan = plan(self.name, actions, self.routes)
-        lines: list[str] = []
         if relayed is None:
             await self._relay_to(list(p.others), event, "owned")
+        lines: list[str] = []
         if p.mine:
             lines += await self._act(event, p.mine, takeover=False)
         if p.shared and relayed is None:
-            assert self.coordinator is not None
 
             async def work(takeover: bool) -> list[str]:
                 return await self._act(event, p.shared, takeover=takeover)
 
-            candidates = self._claimants(p.candidates, event.channel)
-            result = await self.coordinator.coordinate(event.channel, event.ts, candidates, work)
-            if result.outcome in (Outcome.ACTED, Outcome.TOOK_OVER) and result.value:
+            result = await self._claimed(event, p.candidates, work)
+            if result is not None and result.value:
                 if result.outcome is Outcome.TOOK_OVER:
                     lines.insert(0, "The bot that claimed this went silent, so I took over:")
                 lines += result.value
-        await ack()
         if lines:
             await self.reply(event, "\n".join(lines))
+            if not p.shared and self.coordinator is not None:
+                await self.coordinator.lock.mark_done(event.channel, event.ts)
+        elif p.others and not p.shared and not p.mine and relayed is None:
+            await self._await_owners(event, p)
+
+    async def _await_owners(self, event: Event, p: Plan) -> None:
+        """Devices only their owners drive: each owner answers and marks ✅. If none does
+        within the lease (its Pi is down), one live bot says so: silence is a bug."""
+        assert self.coordinator is not None
+        watch = self.coordinator.watch(event.channel, event.ts)
+        if await _wait(watch.done, self.settings.lease_s):
+            return
+        if self.info.mode == "shared-app" and await self.coordinator.lock.is_done(
+            event.channel, event.ts
+        ):
+            return
+        owners = sorted(p.others)
+        devices = [a.device for owner in owners for a in p.others[owner]]
+        outcome = outcomes.OwnerOffline(tuple(devices), tuple(owners))
+        others = [b for b in self.roster if b not in p.others]
+        await self._claimed(event, others or self.roster, lambda _t: self._answer(event, outcome))
 
     async def _relay_to(self, bots: Sequence[str], event: Event, kind: str) -> None:
         """shared-app mode: pass the event to other bots over the bus (no-op otherwise)."""
@@ -631,10 +790,12 @@ class Bot:
         if kind not in ("owned", "each") or event is None:
             log.warning("bus: ignoring a relay this bot cannot read")
             return
-        await self._handle(event, _no_ack, relayed=kind)
+        await self._handle(event, relayed=kind)
 
     async def _act(self, event: Event, actions: Sequence[Action], *, takeover: bool) -> list[str]:
-        """Carry out actions on this bot's drivers, each recorded in the journal first."""
+        """Carry out actions on this bot's drivers, each recorded in the journal first;
+        one line each: what was done, or why not."""
+        assert self.coordinator is not None
         lines = []
         for action in actions:
             device = self.devices[action.device]
@@ -648,12 +809,22 @@ class Bot:
                 state = await self.device_state(device.name)
                 lines.append(f"The {device.name} is {state.describe()}.")
                 continue
+            newer = self._superseded(device.name, event.ts) if self._late(event, takeover) else None
+            if newer is not None:
+                at = self._local_time(newer)
+                lines.append(outcomes.render(outcomes.Superseded(device.name, at)))
+                continue
+            if not self.coordinator.lease_alive(event.channel, event.ts):
+                lines.append(outcomes.render(outcomes.LeaseLost(device.name)))
+                continue
             kwargs = action.kwargs
             duration = kwargs.pop("duration_s", None)
             plain = Action(device.name, action.op, tuple(sorted(kwargs.items())))
             done = await self._drive(event.channel, event.ts, plain, event.user)
             if done is None:
                 continue
+            if done.ok:
+                self._acted(device.name, event.ts)
             if done.ok and duration and action.op != "toggle":
                 self._start_timer(event, plain, float(duration))
                 done.text += f" for {_span(float(duration))}"
@@ -707,12 +878,13 @@ class Bot:
 
     def _start_timer(self, event: Event, action: Action, duration_s: float) -> None:
         undo = "on" if action.op == "off" else "off"
-        timer = Timer(action.device, undo, {}, time.time() + duration_s, event.channel, event.ts)
+        due = self.clock.now() + duration_s
+        timer = Timer(action.device, undo, {}, due, event.channel, event.ts)
         self.journal.set_timer(timer)
         self._schedule(timer)
 
     def _schedule(self, timer: Timer) -> None:
-        delay = max(0.0, timer.due - time.time()) / faults.timer_scale()
+        delay = max(0.0, timer.due - self.clock.now()) / faults.timer_scale()
         handle = asyncio.get_running_loop().call_later(
             delay, lambda: self._spawn(self._fire(timer))
         )
@@ -817,16 +989,17 @@ async def _no_ack() -> None:
     return None
 
 
+async def _wait(event: asyncio.Event, timeout: float) -> bool:
+    """Whether the event was set within the timeout."""
+    try:
+        await asyncio.wait_for(event.wait(), timeout)
+    except TimeoutError:
+        return False
+    return True
+
+
 def _strip_mention(text: str, user_id: str) -> str:
     return re.sub(rf"^\s*<@{re.escape(user_id)}>:?\s*", "", text) if user_id else text
-
-
-def _explain(command: Command | None) -> str:
-    if command is None:
-        return UNKNOWN
-    if command.problem:
-        return f"I can't do that: {command.problem}."
-    return f"I don't know a device or area called “{command.unknown}” — try `devices`."
 
 
 def _scene_action(device: str, want: Any) -> Action:

@@ -181,6 +181,10 @@ class Coordinator:
 
     # what the bot has seen ------------------------------------------------------
 
+    def watch(self, channel: str, ts: str) -> _Watch:
+        """What this bot has seen of one message (its done mark, for a bot that waits)."""
+        return self._watch(channel, ts)
+
     def _watch(self, channel: str, ts: str) -> _Watch:
         key = (channel, ts)
         if key not in self._watches:

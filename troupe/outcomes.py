@@ -1,0 +1,147 @@
+"""How a command ended, as plain values, and the one place each becomes words in its thread.
+
+Every command a person sends ends in exactly one of these (or in a device answer, which
+the drivers word): the pipeline decides the value, `render` says it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from troupe.intents import Command
+
+UNKNOWN = "I don't know that — try `help`."
+
+
+@dataclass(frozen=True)
+class NotUnderstood:
+    """Text addressed to a bot (mention, direct message) that is no command."""
+
+
+@dataclass(frozen=True)
+class NearMiss:
+    """The shape of a command, naming no known device, area or scene (or a bad value)."""
+
+    command: Command
+
+
+@dataclass(frozen=True)
+class Refused:
+    """Not allowed for this person, here, or at this size."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class Stale:
+    """Older than the stale limit on Slack's clock: never run."""
+
+    age_s: float
+    limit_s: float
+
+
+@dataclass(frozen=True)
+class OwnerOffline:
+    """Devices only their owners drive, and no owner answered."""
+
+    devices: tuple[str, ...]
+    owners: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Expired:
+    """The claim's answer came back too late to act safely, and no peer could take over."""
+
+
+@dataclass(frozen=True)
+class ClaimFailed:
+    """Slack refused the claim with an error (not a peer's pin)."""
+
+    code: str
+    where: str
+
+
+@dataclass(frozen=True)
+class Superseded:
+    """A newer command on the same device had already acted: this late one does not."""
+
+    device: str
+    newer_at: str
+
+
+@dataclass(frozen=True)
+class LeaseLost:
+    """The holder's lease ran out before this device's turn: a taker may be acting."""
+
+    device: str
+
+
+Outcome = (
+    NotUnderstood
+    | NearMiss
+    | Refused
+    | Stale
+    | OwnerOffline
+    | Expired
+    | ClaimFailed
+    | Superseded
+    | LeaseLost
+)
+
+
+def _near_miss(command: Command) -> str:
+    if command.problem:
+        return f"I can't do that: {command.problem}."
+    text = f"I don't know a device or area called “{command.unknown}”"
+    suggestion = getattr(command, "suggestion", None)
+    if suggestion:
+        return f"{text} — did you mean the {suggestion}?"
+    return f"{text} — try `devices`."
+
+
+def _and(names: tuple[str, ...]) -> str:
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def render(outcome: Outcome, clock_text: Callable[[str], str] | None = None) -> str:
+    """One clear sentence for how a command ended."""
+    match outcome:
+        case NotUnderstood():
+            return UNKNOWN
+        case NearMiss(command):
+            return _near_miss(command)
+        case Refused(reason):
+            return f"Sorry, {reason}."
+        case Stale(age, limit):
+            return (
+                f"That command is {age:.0f} s old, past the {limit:.0f} s limit, so I did"
+                " not run it."
+            )
+        case OwnerOffline(devices, owners):
+            which = "belongs" if len(devices) == 1 else "belong"
+            verb = "has" if len(owners) == 1 else "have"
+            return (
+                f"The {_and(devices)} {which} to {_and(owners)}, which {verb} not answered;"
+                " nothing was done: check that Pi and ask again."
+            )
+        case Expired():
+            return (
+                "Slack answered my claim on this command too late to act on it safely, so I"
+                " did nothing: ask again."
+            )
+        case ClaimFailed("too_many_pins", where):
+            return (
+                f"I could not take this command: {where} has 100 pinned messages, Slack's"
+                " limit. Unpin a few and ask again."
+            )
+        case ClaimFailed(code, _):
+            return f"I could not take this command: Slack said `{code}`. Ask again in a moment."
+        case Superseded(device, at):
+            return f"I did not change the {device}: the newer command at {at} already did."
+        case LeaseLost(device):
+            return (
+                f"I did not get to the {device}: my hold on this command ran out while I"
+                " waited for Slack, so another bot finishes it."
+            )
+    raise TypeError(f"no words for {outcome!r}")
