@@ -53,7 +53,7 @@ async def roll_call(ctx) -> None:
     owned = ", ".join(mine) if mine else "no devices of its own"
     await ctx.say(
         f"{info.name} on {info.host}: troupe {info.version}, {info.mode}, "
-        f"up {_ago(info.uptime_s)}, {owned}"
+        f"up {_ago(info.uptime_s)}, {owned}; {bot.clock.describe()}"
     )
 
 

@@ -49,6 +49,7 @@ def write_federation(
     mqtt: str = "",
     plugins: str = "[]",
     access: str = '{admins: [U0ALICE], users: ["*"]}',
+    devices: str = DEVICES,
 ) -> Path:
     """A federation file for the three test bots in one delivery mode."""
     apps = {a.name: a for a in demo_config().apps}
@@ -85,7 +86,7 @@ def write_federation(
         f"plugins: {plugins}\n"
         f"access: {access}\n"
         f"{mqtt}"
-        f"{DEVICES}{extra}"
+        f"{devices}{extra}"
     )
     path = tmp / "federation.yaml"
     path.write_text(text)

@@ -40,6 +40,7 @@ from troupe.plugin import (
     PluginSet,
     command_origin,
 )
+from troupe.slackapi import ClockedWebClient, lock_client
 from troupe.slackclock import ClockUnknown, SlackClock
 from troupe.slackmq import DONE, TAKEOVER, WORKING, SlackMQ, holding
 from troupe.transports.base import Ack, Event, Transport
@@ -191,7 +192,12 @@ class Bot:
         await self._resolve_fleet()
         await self._start_drivers()
         shared_user = self.info.mode != "app-per-bot"
-        mq = SlackMQ(self.web, self.user_id, trusted=self.is_fleet_user, shared_user=shared_user)
+        client = (
+            lock_client(self.web, self.settings.lease_s)
+            if isinstance(self.web, ClockedWebClient)
+            else self.web
+        )
+        mq = SlackMQ(client, self.user_id, trusted=self.is_fleet_user, shared_user=shared_user)
         self.coordinator = Coordinator(
             self.name, faults.wrap(mq), self.settings, clock=self.clock.now
         )
@@ -209,6 +215,7 @@ class Bot:
         await warm
         self.transport.on_reconnect = self._catch_up
         await self.transport.start(self.handle)
+        await self._sweep_pins()
         self._sweeper = asyncio.ensure_future(self._sweep_forever())
         for command in interrupted:
             self._spawn(self._resume(*command))
@@ -297,14 +304,14 @@ class Bot:
         }
 
     async def _sweep_forever(self) -> None:
-        """Release the fleet's own pins left behind, at start and every linger_s after, so
-        leaked pins never fill the channel's 100 (Slack's limit)."""
+        """After the sweep at start, release the fleet's own leftover pins every linger_s,
+        so leaked pins never fill the channel's 100 (Slack's limit)."""
         while True:
+            await asyncio.sleep(self.settings.linger_s)
             try:
                 await self._sweep_pins()
             except Exception:  # a sweep is retried next round; never fatal
                 log.exception("pin sweep failed")
-            await asyncio.sleep(self.settings.linger_s)
 
     async def _sweep_pins(self) -> None:
         """Release pins troupe left behind: a bot that stopped before its pins' linger
@@ -551,7 +558,8 @@ class Bot:
     async def _observe_mark(self, event: Event) -> None:
         """Pins and reactions feed the claim protocol, but only the fleet's own."""
         assert self.coordinator is not None
-        if not await self._recheck(event.user):
+        mark = event.kind == "pin_added" or event.reaction in (DONE, TAKEOVER, WORKING)
+        if not mark or not await self._recheck(event.user):
             return
         coordinator = self.coordinator
         if event.kind == "pin_added":
@@ -569,6 +577,21 @@ class Bot:
         """A command stamped `ts` has acted on `device` (the newest such wins the device)."""
         if float(ts) > float(self._newest.get(device, "0")):
             self._newest[device] = ts
+
+    async def _in_turn(self, event: Event, device: str) -> None:
+        """Per-device order across the fleet: before acting, wait (a lease at most) for the
+        older commands on the same device that this bot has seen to be marked done, so a
+        command whose claim answer came back slowly still acts before the next one."""
+        assert self.coordinator is not None
+        deadline = time.monotonic() + self.settings.lease_s
+        for (channel, ts), devices in sorted(self._touches.items(), key=lambda kv: kv[0][1]):
+            if float(ts) >= float(event.ts) or device not in devices:
+                continue
+            watch = self.coordinator.watch(channel, ts)
+            if watch.done.is_set() or self.coordinator.is_stale(ts):
+                continue
+            if not await _wait(watch.done, deadline - time.monotonic()):
+                return
 
     def _late(self, event: Event, takeover: bool) -> bool:
         """Whether an action is carried out late (a takeover, a resume after a restart, a
@@ -731,6 +754,9 @@ class Bot:
     async def _run_devices(self, event: Event, command: Command, *, relayed: str | None) -> None:
         actions = self.actions_for(command)
         key = (event.channel, event.ts)
+        horizon = self.clock.now() - 2 * self.settings.linger_s
+        for old in [k for k in self._touches if float(k[1]) < horizon]:
+            del self._touches[old]
         self._touches[key] = tuple(a.device for a in actions if a.op != "query")
         for action in actions:
             if action.op != "query":
@@ -814,6 +840,7 @@ class Bot:
                 at = self._local_time(newer)
                 lines.append(outcomes.render(outcomes.Superseded(device.name, at)))
                 continue
+            await self._in_turn(event, device.name)
             if not self.coordinator.lease_alive(event.channel, event.ts):
                 lines.append(outcomes.render(outcomes.LeaseLost(device.name)))
                 continue

@@ -1,0 +1,201 @@
+"""Exactly once in a real home: wrong Pi clocks, lost answers, people's marks, chatter, a
+dead owner, a full pin list and slow devices, through the real pipeline (bots in this
+loop, a real workspace, real slack_sdk)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+
+import pytest
+from fleetkit import DEVICES
+from pipekit import USER_OF, fleet
+
+from troupe.bot import Bot
+from troupe.federation import rank
+from troupe.slackmq import DONE, TAKEOVER
+
+FAST = "{stale_s: 30, lease_s: 3, stagger_s: 0.3, linger_s: 45}"
+
+
+def skew(bot_name: str, seconds: float):
+    """Set one bot's Pi clock `seconds` off (Slack's clock stays right)."""
+
+    def prepare(bot: Bot) -> None:
+        if bot.name == bot_name:
+            bot.clock.local = lambda: time.time() + seconds
+
+    return prepare
+
+
+@pytest.mark.parametrize("offset", [-600.0, 45.0, 600.0])
+async def test_a_pi_clock_off_by_minutes_changes_nothing(tmp_path, offset):
+    async with fleet(tmp_path, prepare=skew("hall-pi", offset)) as f:
+        hall = f.bots["hall-pi"]
+        assert hall.clock.offset == pytest.approx(-offset, abs=1.5)
+        sent = []
+        for i in range(8):
+            device = ("hall light", "porch switch")[i % 2]
+            sent.append(await f.say(f"turn {'on' if i % 4 < 2 else 'off'} the {device}"))
+        await f.until(lambda: len(f.actions()) >= 8, 30, "8 actions")
+        for ts in sent:
+            texts = await f.answered(ts)
+            assert not any("old" in t for t in texts), texts
+        await asyncio.sleep(1.0)
+        assert Counter(a["ts"] for a in f.actions()) == dict.fromkeys(sent, 1)
+
+
+async def test_roll_call_shows_each_bots_clock(tmp_path):
+    async with fleet(tmp_path, prepare=skew("garage-pi", -120.0)) as f:
+        ts = await f.say("roll call")
+        texts = await f.answered(ts, 3)
+        garage = next(t for t in texts if t.startswith("garage-pi"))
+        assert "clock 120" in garage and "behind Slack's" in garage
+
+
+async def test_lost_claim_answers_still_act_once_in_order_without_a_takeover(tmp_path):
+    async with fleet(tmp_path, slackmq=FAST) as f:
+        f.ws.control("fail", method="pins.add", status=503, count=100, after=True, app="A0HALL")
+        sent = []
+        for i in range(6):
+            sent.append(await f.say(f"turn {'on' if i % 2 == 0 else 'off'} the porch switch"))
+            await asyncio.sleep(0.3)
+        await f.until(lambda: len(f.actions()) >= 6, 20, "6 actions")
+        await asyncio.sleep(1.0)
+        acted = [a["ts"] for a in f.actions()]
+        assert acted == sent  # once each, in the order sent
+        assert [a["op"] for a in f.actions()] == ["on", "off"] * 3
+        for ts in sent:
+            assert TAKEOVER not in await f.reactions(ts)  # nobody waited out a lease
+            assert DONE in await f.reactions(ts)
+
+
+class _Frozen:
+    """A lock that wins its claim and then never comes back: a holder that hung."""
+
+    def __init__(self, lock) -> None:
+        self._lock = lock
+        self._thaw = asyncio.Event()
+
+    def __getattr__(self, name):
+        return getattr(self._lock, name)
+
+    async def claim(self, channel: str, ts: str) -> bool:
+        won = await self._lock.claim(channel, ts)
+        if won:
+            await self._thaw.wait()
+            raise RuntimeError("this holder hung and is now gone")
+        return won
+
+    def thaw(self) -> None:
+        """End the hang (the holder dies without acting), so the fleet can stop."""
+        self._thaw.set()
+
+
+async def test_a_persons_done_mark_and_ballot_do_not_stop_a_takeover(tmp_path):
+    async with fleet(tmp_path, slackmq=FAST) as f:
+        frozen = "kitchen-pi"
+        lock = f.bots[frozen].coordinator.lock = _Frozen(f.bots[frozen].coordinator.lock)
+        while True:  # a message whose first-ranked bot is the frozen one
+            ts = await f.say("turn on the hall light")
+            if rank(ts, list(USER_OF))[0] == frozen:
+                break
+            await f.until(lambda ts=ts: any(a["ts"] == ts for a in f.actions()), 10, "act")
+        await f.alice.reactions_add(channel=f.home, timestamp=ts, name=TAKEOVER)
+        await f.alice.reactions_add(channel=f.home, timestamp=ts, name=DONE)
+        await f.until(lambda: any(a["ts"] == ts for a in f.actions()), 20, "the takeover")
+        await asyncio.sleep(1.0)
+        assert [a["bot"] for a in f.actions() if a["ts"] == ts] != [frozen]
+        assert len([a for a in f.actions() if a["ts"] == ts]) == 1
+        texts = await f.answered(ts)
+        assert "took over" in texts[0]
+        lock.thaw()
+
+
+async def test_chatter_costs_no_call_and_gets_no_answer(tmp_path):
+    lines = [
+        "hi mom, dinner at 7",
+        "thanks!",
+        "ok",
+        "lol",
+        ":+1:",
+        "can someone pick up milk on the way home?",
+        "I'll be home at 7",
+        "good night everyone",
+    ]
+    async with fleet(tmp_path) as f:
+        f.ws.control("counters/reset")
+        sent = [await f.say(line) for line in lines]
+        marker = await f.say("<@U0HALL> hello there")  # unknown text to a bot: its answer
+        await f.answered(marker)
+        await asyncio.sleep(0.5)
+        for ts in sent:
+            assert await f.replies(ts) == []
+        bots = {"A0KITCHEN", "A0HALL", "A0GARAGE"}
+        calls = {key: dict(methods) for key, methods in f.calls().items() if key in bots}
+        assert calls == {"A0HALL": {"chat.postMessage": 1}}
+
+
+async def test_a_near_miss_gets_one_helpful_answer(tmp_path):
+    async with fleet(tmp_path) as f:
+        ts = await f.say("turn on the gazebo lights")
+        texts = await f.answered(ts)
+        await asyncio.sleep(1.0)
+        texts = [m["text"] for m in await f.replies(ts)]
+        assert len(texts) == 1 and "gazebo" in texts[0]
+
+
+async def test_a_device_whose_owner_is_down_is_answered_by_a_live_bot(tmp_path):
+    async with fleet(tmp_path, start=("kitchen-pi", "hall-pi"), slackmq=FAST) as f:
+        ts = await f.say("turn on the garage light")
+        texts = await f.answered(ts, timeout=20)
+        await asyncio.sleep(1.0)
+        texts = [m["text"] for m in await f.replies(ts)]
+        assert texts == [
+            "The garage light belongs to garage-pi, which has not answered; nothing was done:"
+            " check that Pi and ask again."
+        ]
+        assert f.actions() == []
+
+
+async def test_an_owned_device_command_gets_its_done_mark(tmp_path):
+    async with fleet(tmp_path) as f:
+        ts = await f.say("turn on the kitchen lamp")
+        await f.answered(ts)
+        await f.until(lambda: f.reactions(ts), 10, "a reaction")
+        assert (await f.reactions(ts)).get(DONE) == ["U0KITCHEN"]
+
+
+async def test_a_full_pin_list_is_answered_with_what_to_do(tmp_path):
+    async with fleet(tmp_path) as f:
+        for i in range(100):
+            note = await f.alice.chat_postMessage(channel=f.home, text=f"note {i}")
+            await f.alice.pins_add(channel=f.home, timestamp=note["ts"])
+        ts = await f.say("turn on the hall light")
+        texts = await f.answered(ts)
+        await asyncio.sleep(1.0)
+        texts = [m["text"] for m in await f.replies(ts)]
+        assert len(texts) == 1 and "100 pinned messages" in texts[0]
+        assert f.actions() == []
+
+
+async def test_slow_devices_keep_the_lease_and_nobody_takes_over(tmp_path):
+    slow = (
+        "  slow one: {kind: switch, driver: counter, delay_s: 1.5}\n"
+        "  slow two: {kind: switch, driver: counter, delay_s: 1.5}\n"
+        "  slow three: {kind: switch, driver: counter, delay_s: 1.5}\n"
+    )
+    scene = "scenes:\n  slow start: {slow one: on, slow two: on, slow three: on}\n"
+    async with fleet(
+        tmp_path, slackmq=FAST, devices=DEVICES.replace("areas:", slow + "areas:"), extra=scene
+    ) as f:
+        ts = await f.say("slow start")
+        await f.until(lambda: len(f.actions()) >= 3, 20, "3 slow actions")
+        await asyncio.sleep(2.0)
+        assert Counter(a["device"] for a in f.actions()) == {
+            "slow one": 1,
+            "slow two": 1,
+            "slow three": 1,
+        }
+        assert TAKEOVER not in await f.reactions(ts)
