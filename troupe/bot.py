@@ -27,6 +27,7 @@ from troupe.federation import (
     Result,
     Route,
     Settings,
+    first_set,
     plan,
     rank,
 )
@@ -166,6 +167,8 @@ class Bot:
         """The devices each recent command acts on (to learn per-device order from ✅)."""
         self._newest: dict[str, str] = {}
         """Per device, the Slack ts of the newest command known to have acted on it."""
+        self._finished: dict[tuple[str, str], asyncio.Event] = {}
+        """Set when this bot is through with a command (its ✅ may reach another bot)."""
         self._sweeper: asyncio.Task[Any] | None = None
         self._resumed: set[tuple[str, str]] = set()
         self.user_id = ""
@@ -587,10 +590,13 @@ class Bot:
         for (channel, ts), devices in sorted(self._touches.items(), key=lambda kv: kv[0][1]):
             if float(ts) >= float(event.ts) or device not in devices:
                 continue
-            watch = self.coordinator.watch(channel, ts)
-            if watch.done.is_set() or self.coordinator.is_stale(ts):
+            done = self.coordinator.watch(channel, ts).done
+            finished = self._finished.get((channel, ts))
+            if done.is_set() or finished is None or finished.is_set():
                 continue
-            if not await _wait(watch.done, deadline - time.monotonic()):
+            if self.coordinator.is_stale(ts):
+                continue
+            if not await first_set((done, finished), deadline - time.monotonic()):
                 return
 
     def _late(self, event: Event, takeover: bool) -> bool:
@@ -757,7 +763,15 @@ class Bot:
         horizon = self.clock.now() - 2 * self.settings.linger_s
         for old in [k for k in self._touches if float(k[1]) < horizon]:
             del self._touches[old]
+            self._finished.pop(old, None)
         self._touches[key] = tuple(a.device for a in actions if a.op != "query")
+        self._finished[key] = finished = asyncio.Event()
+        try:
+            await self._devices(event, actions, relayed)
+        finally:
+            finished.set()
+
+    async def _devices(self, event: Event, actions: list[Action], relayed: str | None) -> None:
         for action in actions:
             if action.op != "query":
                 self._cancel_timer(action.device)
@@ -789,7 +803,7 @@ class Bot:
         within the lease (its Pi is down), one live bot says so: silence is a bug."""
         assert self.coordinator is not None
         watch = self.coordinator.watch(event.channel, event.ts)
-        if await _wait(watch.done, self.settings.lease_s):
+        if await first_set((watch.done,), self.settings.lease_s):
             return
         if self.info.mode == "shared-app" and await self.coordinator.lock.is_done(
             event.channel, event.ts
@@ -1014,15 +1028,6 @@ def _is_direct(channel: str | None) -> bool:
 
 async def _no_ack() -> None:
     return None
-
-
-async def _wait(event: asyncio.Event, timeout: float) -> bool:
-    """Whether the event was set within the timeout."""
-    try:
-        await asyncio.wait_for(event.wait(), timeout)
-    except TimeoutError:
-        return False
-    return True
 
 
 def _strip_mention(text: str, user_id: str) -> str:

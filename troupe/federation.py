@@ -141,7 +141,7 @@ class _Watch:
     """While this bot holds the message: when its lease ends (monotonic)."""
 
 
-async def _first(events: Sequence[asyncio.Event], timeout: float) -> bool:
+async def first_set(events: Sequence[asyncio.Event], timeout: float) -> bool:
     """Wait until any event is set or the timeout passes; True if one was set."""
     if any(e.is_set() for e in events):
         return True
@@ -246,7 +246,7 @@ class Coordinator:
         watch = self._watch(channel, ts)
         s = self.settings
 
-        await _first([watch.pinned, watch.done], position * s.stagger_s)
+        await first_set([watch.pinned, watch.done], position * s.stagger_s)
         if not (watch.pinned.is_set() or watch.done.is_set()):
             if self.is_stale(ts):
                 return Result(Outcome.STALE)
@@ -265,11 +265,11 @@ class Coordinator:
         while True:
             watch.renewed.clear()
             remaining = (watch.pinned_at or time.monotonic()) + s.lease_s - time.monotonic()
-            if not await _first([watch.done, watch.renewed], remaining):
+            if not await first_set([watch.done, watch.renewed], remaining):
                 break
             if watch.done.is_set():
                 return Result(Outcome.PEER)
-        await _first([watch.done, watch.ballot], position * s.stagger_s)
+        await first_set([watch.done, watch.ballot], position * s.stagger_s)
         if watch.done.is_set():
             return Result(Outcome.PEER)
         voted_at = time.monotonic()
