@@ -49,7 +49,7 @@ def write_federation(
     mqtt: str = "",
     plugins: str = "[]",
     access: str = '{admins: [U0ALICE], users: ["*"]}',
-    devices: str = DEVICES,
+    devices: str | None = None,
 ) -> Path:
     """A federation file for the three test bots in one delivery mode."""
     apps = {a.name: a for a in demo_config().apps}
@@ -86,7 +86,7 @@ def write_federation(
         f"plugins: {plugins}\n"
         f"access: {access}\n"
         f"{mqtt}"
-        f"{devices}{extra}"
+        f"{devices or DEVICES}{extra}"
     )
     path = tmp / "federation.yaml"
     path.write_text(text)

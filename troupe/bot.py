@@ -664,7 +664,9 @@ class Bot:
             return
         if rank(event.ts, self._claimants(self.roster, event.channel))[0] != self.name:
             return
-        if await lock.claim(event.channel, event.ts):
+        # A pin left by a holder that died (shared-app: the receiver that never acked) is
+        # no reason for silence: the fleet's first ballot then says it.
+        if await lock.claim(event.channel, event.ts) or await lock.elect(event.channel, event.ts):
             age = self.clock.now() - float(event.ts)
             await self._answer(event, outcomes.Stale(age, self.settings.stale_s))
             await lock.mark_done(event.channel, event.ts)
