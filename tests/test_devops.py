@@ -83,8 +83,6 @@ def test_sources_become_pip_requirements_and_versions_are_checked():
         ["--index-url", "https://pypi.example/simple"],
         "troupe==0.2.0",
     )
-    git = UpdateSource(kind="git", value="https://git.example/troupe.git")
-    assert pip_requirement(git, "v0.2.0")[1] == "git+https://git.example/troupe.git@v0.2.0"
     wheel = UpdateSource(kind="wheel", value="https://x.example/troupe-{version}-py3-none-any.whl")
     assert pip_requirement(wheel, "0.2.0")[1].endswith("troupe-0.2.0-py3-none-any.whl")
     assert wheel_version(wheel) is None

@@ -17,7 +17,7 @@ from fleetkit import BOTS, write_federation
 from slack_sdk import WebClient
 
 from troupe.supervisor import Supervisor, venv_installer
-from troupe.update import UpdateSource
+from troupe.update import UpdateSource, write_lock
 from troupe.workspace.config import demo_config
 from troupe.workspace.testing import running_workspace
 
@@ -58,6 +58,8 @@ def wheels(tmp_path_factory) -> Path:
     with ThreadPoolExecutor(3) as pool:
         built = list(pool.map(lambda v: _build(v, dist, work, broken=v == BROKEN), (A, B, BROKEN)))
     assert all(w.exists() for w in built), built
+    for wheel in built:  # each release carries its hashes (the dependencies are installed)
+        write_lock(wheel)
     return dist
 
 
