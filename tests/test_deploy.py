@@ -118,8 +118,16 @@ def install_args(root: Path, wheel: Path) -> list[str]:
     ]
 
 
-def tokens_env() -> dict[str, str]:
-    return {"TROUPE_BOT_TOKEN": BOT_TOKEN, "TROUPE_APP_TOKEN": APP_TOKEN}
+def token_files(where: Path, bot: str = BOT_TOKEN, app: str = APP_TOKEN) -> list[str]:
+    """install.sh's options that hand over the tokens in files (mode 0600), as a user does."""
+    where.mkdir(parents=True, exist_ok=True)
+    args = []
+    for kind, value in (("bot", bot), ("app", app)):
+        path = where / f"{kind}.token"
+        path.write_text(value + "\n")
+        path.chmod(0o600)
+        args += [f"--{kind}-token-file", str(path)]
+    return args
 
 
 def mode(path: Path) -> int:
@@ -147,7 +155,8 @@ def installed(
 ) -> Iterator[tuple[Path, subprocess.CompletedProcess]]:
     """One install into a throwaway root, shared by the tests that only look at it."""
     root = tmp_path_factory.mktemp("root")
-    result = run_install(*install_args(root, wheels["0.1.0"]), env=tokens_env())
+    tokens = token_files(tmp_path_factory.mktemp("tokens"))
+    result = run_install(*install_args(root, wheels["0.1.0"]), *tokens)
     assert result.returncode == 0, result.stdout + result.stderr
     yield root, result
 
@@ -181,11 +190,23 @@ def test_unknown_option_and_lone_purge_are_refused() -> None:
     assert "--purge goes with --uninstall" in purge.stderr
 
 
+def test_a_token_in_the_environment_is_refused_and_never_echoed() -> None:
+    """Tokens come from a file or the prompt: a command line and an environment end up in
+    shell history and in ps."""
+    for name, value in (("TROUPE_BOT_TOKEN", BOT_TOKEN), ("TROUPE_APP_TOKEN", APP_TOKEN)):
+        refused = run_install("--dry-run", env={name: value})
+        assert refused.returncode == 1
+        assert refused.stderr.count("\n") == 1
+        assert "--bot-token-file F, --app-token-file F or the prompt" in refused.stderr
+        assert value not in refused.stdout + refused.stderr
+
+
 def test_dry_run_prints_each_step_and_changes_nothing(
     tmp_path: Path, wheels: dict[str, Path]
 ) -> None:
     root = tmp_path / "root"
-    result = run_install("--dry-run", *install_args(root, wheels["0.1.0"]), env=tokens_env())
+    tokens = token_files(tmp_path / "tokens")
+    result = run_install("--dry-run", *install_args(root, wheels["0.1.0"]), *tokens)
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert f"would run: install -d -m 0750 {root}/etc/troupe" in out
@@ -515,7 +536,7 @@ def test_install_migrates_is_idempotent_repairs_upgrades_switches_back_and_unins
     wrapper = root / "usr/local/bin/troupe"
     old_layout(root)
     args = install_args(root, wheels["0.1.0"])
-    first = run_install(*args, env=tokens_env())
+    first = run_install(*args, *token_files(tmp_path / "tokens"))
     assert first.returncode == 0, first.stderr
     assert "migrating: /opt/troupe/venv is a venv directory" in first.stdout
     assert os.readlink(opt / "venv") == "releases/0.1.0"
@@ -524,7 +545,7 @@ def test_install_migrates_is_idempotent_repairs_upgrades_switches_back_and_unins
     assert not wrapper.is_symlink() and "-m troupe" in wrapper.read_text()
 
     before = snapshot(root)
-    again = run_install(*args, env=tokens_env())
+    again = run_install(*args, *token_files(tmp_path / "tokens"))
     assert again.returncode == 0, again.stderr
     assert "installed already" in again.stdout
     assert " -m pip " not in again.stdout  # the pinned wheel's release is found, not rebuilt
@@ -532,6 +553,7 @@ def test_install_migrates_is_idempotent_repairs_upgrades_switches_back_and_unins
     assert snapshot(root) == before
 
     token = root / f"etc/troupe/{BOT}.bot.token"
+    (tmp_path / "rotated").write_text("xoxb-9999-rotated\n")
     token.chmod(0o644)
     repaired = run_install(*args)
     assert f"+ chmod 0600 {token}" in repaired.stdout
@@ -539,13 +561,14 @@ def test_install_migrates_is_idempotent_repairs_upgrades_switches_back_and_unins
     assert mode(token) == 0o600
     assert token.read_text() == BOT_TOKEN + "\n"
 
-    rotated = run_install(*args, env={"TROUPE_BOT_TOKEN": "xoxb-9999-rotated"})
+    rotated = run_install(*args, "--bot-token-file", str(tmp_path / "rotated"))
     assert rotated.returncode == 0, rotated.stderr
     assert token.read_text() == "xoxb-9999-rotated\n"
     assert mode(token) == 0o600
     assert "xoxb-9999-rotated" not in rotated.stdout + rotated.stderr
 
-    wrong = run_install(*args, env={"TROUPE_APP_TOKEN": "xoxb-not-an-app-token"})
+    (tmp_path / "wrong").write_text("xoxb-not-an-app-token\n")
+    wrong = run_install(*args, "--app-token-file", str(tmp_path / "wrong"))
     assert wrong.returncode == 1
     assert "the app token must start with xapp-" in wrong.stderr
     assert "xoxb-not-an-app-token" not in wrong.stdout + wrong.stderr
@@ -847,7 +870,10 @@ def test_ansible_playbook_installs_one_pi_at_a_time() -> None:
     assert "The bot stayed up without restarting" in names
     run = next(task for task in tasks if task["name"] == "Run install.sh")
     assert run["no_log"] is True
-    assert "TROUPE_BOT_TOKEN" in run["environment"]
+    assert "environment" not in run and "--bot-token-file" in run["ansible.builtin.command"]["argv"]
+    staged = next(task for task in tasks if task["name"] == "Stage the tokens")
+    assert staged["no_log"] is True and staged["ansible.builtin.copy"]["mode"] == "0600"
+    assert names.index("Remove the staged tokens") > names.index("Run install.sh")
     copied = next(task for task in tasks if task["name"] == "Copy install.sh and the systemd unit")
     for item in copied["loop"]:
         assert (DEPLOY / item["name"]).is_file()
