@@ -23,6 +23,7 @@ import yaml
 from troupe import manifest as manifest_module
 from troupe.config import check
 from troupe.manifest import BOT_EVENTS, BOT_SCOPES, ManifestError, manifest, manifest_data
+from troupe.release import write_lock
 from troupe.update import (
     Layout,
     Machine,
@@ -31,7 +32,6 @@ from troupe.update import (
     install,
     switch,
     write_health,
-    write_lock,
 )
 from troupe.workspace.config import demo_config
 

@@ -16,8 +16,9 @@ import pytest
 from fleetkit import BOTS, write_federation
 from slack_sdk import WebClient
 
+from troupe.release import write_lock
 from troupe.supervisor import Supervisor, venv_installer
-from troupe.update import UpdateSource, write_lock
+from troupe.update import UpdateSource
 from troupe.workspace.config import demo_config
 from troupe.workspace.testing import running_workspace
 

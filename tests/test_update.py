@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from test_deploy import fake_wheel
 
+from troupe.release import LockError, check_version, is_older, write_lock
 from troupe.update import (
     RESULT_FILE,
     Layout,
@@ -21,9 +22,7 @@ from troupe.update import (
     UpdateSource,
     _write_result,
     apply_update,
-    check_version,
     install,
-    is_older,
     main,
     one_at_a_time,
     parse_target,
@@ -32,7 +31,6 @@ from troupe.update import (
     request,
     switch,
     write_health,
-    write_lock,
 )
 
 MOVING = ("main", "HEAD", "master", "feature/x", "a1b2c3d", "0123456789abcdef" * 2 + "01234567")
@@ -116,10 +114,10 @@ def test_a_lock_with_an_unhashed_line_or_another_version_is_refused(
     lock = write_lock(wheels / "troupe-0.2.0-py3-none-any.whl")
     hashed = lock.read_text()
     lock.write_text(hashed + "requests==2.32.0\n")
-    with pytest.raises(UpdateError, match=r"without a pinned version and hash \(requests\)"):
+    with pytest.raises(LockError, match=r"without a pinned version and hash \(requests\)"):
         _install(tmp_path, source, "0.2.0")
     lock.write_text(hashed.replace("troupe==0.2.0", "troupe==0.1.0"))
-    with pytest.raises(UpdateError, match=r"does not pin troupe==0\.2\.0"):
+    with pytest.raises(LockError, match=r"does not pin troupe==0\.2\.0"):
         _install(tmp_path, source, "0.2.0")
 
 

@@ -153,13 +153,13 @@ def _bus(fed: Federation, name: str) -> Bus | None:
     return Bus(fed.federation, name, dict(fed.mqtt))
 
 
-async def run_bot(bot: Bot, stop: asyncio.Event | None = None) -> None:
-    """Start the bot and run until SIGTERM or SIGINT (or `stop`), then stop it cleanly.
+async def run_bot(bot: Bot) -> None:
+    """Start the bot and run until SIGTERM or SIGINT, then stop it cleanly.
 
     Under systemd (Type=notify) it says READY=1 once the bot printed its ready line and
     pings the watchdog from this event loop; StartError says why a start cannot work.
     """
-    stop = stop or asyncio.Event()
+    stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
