@@ -399,12 +399,13 @@ class FleetService:
             return False  # the updater has not finished with this bot yet
         if float(result.get("at", 0)) < float(rollout.updating[self.bot.name]):
             return False
-        back = result.get("rolled_back_to") or __version__
+        back = result.get("rolled_back_to")
+        where = f"rolled back to troupe {back}" if back else f"still on troupe {__version__}"
         await self._post(
             rollout.channel,
             rollout.root,
             f"{self.bot.name} could not update to troupe {version}: {result.get('reason')}; "
-            f"rolled back to troupe {back}. Rollout stopped.",
+            f"{where}. Rollout stopped.",
         )
         return True
 

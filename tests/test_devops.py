@@ -78,7 +78,7 @@ def test_read_thread_follows_batons_reports_and_approval():
 
 
 def test_sources_become_pip_requirements_and_versions_are_checked():
-    index = UpdateSource(kind="index", value="https://pypi.example/simple")
+    index = UpdateSource(kind="index", value="https://pypi.example/simple", lock="/l/{version}")
     assert pip_requirement(index, "0.2.0") == (
         ["--index-url", "https://pypi.example/simple"],
         "troupe==0.2.0",

@@ -268,6 +268,30 @@ def test_rolling_update_canary_approval_and_rollback(tmp_path, wheels):
             assert len(answers) == 3
             assert all(f"troupe {B}," in a for a in answers), answers
 
+            # an older version: refused unless the admin says `downgrade`
+            root3 = alice.chat_postMessage(channel="#home", text=f"update {A}")["ts"]
+            _wait(
+                lambda: any("Rollout stopped" in t for t in _thread(alice, home, root3)),
+                60,
+                "the older version to be refused",
+                sup,
+            )
+            refused = next(t for t in _thread(alice, home, root3) if "Rollout stopped" in t)
+            assert f"troupe {A} is older than the running {B}" in refused, refused
+            assert f"`downgrade to {A}`; still on troupe {B}." in refused, refused
+            root4 = alice.chat_postMessage(channel="#home", text=f"downgrade to {A}")["ts"]
+            _wait(
+                lambda: any(
+                    f"kitchen-pi is on troupe {A} and healthy" in t
+                    for t in _thread(alice, home, root4)
+                ),
+                90,
+                "the canary's downgrade",
+                sup,
+            )
+            layout = sup.machines["kitchen-pi"].layout
+            assert layout.version_of(layout.current) == A
+
 
 @pytest.mark.timeout(240)
 def test_soak_time_releases_the_rest_and_an_offline_bot_catches_up(tmp_path, wheels):

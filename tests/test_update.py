@@ -102,9 +102,8 @@ def test_a_release_without_a_lock_is_refused(tmp_path: Path, wheels: Path) -> No
     with pytest.raises(UpdateError, match=r"has no lock file at .*troupe-0\.2\.0\.lock"):
         _install(tmp_path, source, "0.2.0")
     assert not (tmp_path / "opt/releases/0.2.0").exists()
-    index = UpdateSource(kind="index", value="https://pypi.example/simple")
-    with pytest.raises(UpdateError, match="names no lock file"):
-        _install(tmp_path, index, "0.2.0")
+    with pytest.raises(ValueError, match="an index source needs `lock:`"):
+        UpdateSource(kind="index", value="https://pypi.example/simple")
 
 
 def test_a_lock_with_an_unhashed_line_or_another_version_is_refused(

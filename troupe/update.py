@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from troupe.release import WHEEL_NAME, check_lock, check_version, is_older, write_lock
 
@@ -71,6 +71,15 @@ class UpdateSource(BaseModel):
         if not value.strip() or any(c.isspace() for c in value.strip()):
             raise ValueError("must be one URL or path, without spaces")
         return value.strip()
+
+    @model_validator(mode="after")
+    def _index_names_its_lock(self) -> UpdateSource:
+        if self.kind == "index" and not self.lock:
+            raise ValueError(
+                "an index source needs `lock:`, the path or https URL of each release's lock "
+                "file with {version}, because releases install only with pinned hashes"
+            )
+        return self
 
     @field_validator("kind")
     @classmethod
