@@ -23,8 +23,10 @@ from chat, the root unit troupe-update@.service with the polkit rule 50-troupe.r
   --bot NAME           this bot's name in the federation (default: the short host name)
   --federation FILE    copy FILE to /etc/troupe/federation.yaml (else a starter file is
                        written when there is none)
-  --bot-token-file F   copy this bot's xoxb- token from F (or set TROUPE_BOT_TOKEN)
-  --app-token-file F   copy this bot's xapp- token from F (or set TROUPE_APP_TOKEN)
+  --bot-token-file F   copy this bot's xoxb- token from the file F
+  --app-token-file F   copy this bot's xapp- token from the file F
+                       (without them, install.sh asks on the terminal for a missing
+                       token; a token is never taken from the command line)
   --python PATH        the Python 3.11+ to build the venv with (default: /usr/bin/python3)
   --system-site-packages
                        let the venv see the system's Python packages (the default on a
@@ -158,6 +160,9 @@ parse_args() {
 	done
 	if ((PURGE && !UNINSTALL)); then
 		die "--purge goes with --uninstall"
+	fi
+	if [[ -n ${TROUPE_BOT_TOKEN:-}${TROUPE_APP_TOKEN:-} ]]; then
+		die "install.sh no longer reads tokens from TROUPE_BOT_TOKEN/TROUPE_APP_TOKEN (they end up in shell history); use --bot-token-file F, --app-token-file F or the prompt"
 	fi
 	if [[ -n $R ]]; then
 		[[ $R == /* ]] || R=$PWD/$R
@@ -552,14 +557,14 @@ ensure_federation() {
 	put_text "$ETC/troupe.env" 0644 root:root < <(printf 'TROUPE_BOT=%s\n' "$BOT")
 }
 
-# This bot's token of KIND (bot or app) into /etc/troupe/BOT.KIND.token, mode 0600.
+# This bot's token of KIND (bot or app) into /etc/troupe/BOT.KIND.token, mode 0600: from
+# a file or the terminal, never from the command line or the environment (both end up in
+# shell history and in `ps`).
 ensure_token() {
-	local kind=$1 file=$2 value=$3 prefix=$4 dest=$ETC/$BOT.$1.token token=""
+	local kind=$1 file=$2 prefix=$3 dest=$ETC/$BOT.$1.token token=""
 	if [[ -n $file ]]; then
 		[[ -r $file ]] || die "cannot read the $kind token file $file"
 		token=$(tr -d '[:space:]' <"$file")
-	elif [[ -n $value ]]; then
-		token=$(printf '%s' "$value" | tr -d '[:space:]')
 	elif [[ ! -f $R$dest && -t 0 ]] && ((!DRY_RUN)); then
 		read -r -s -p "$BOT's $kind token ($prefix...; Enter to skip): " token
 		printf '\n'
@@ -606,8 +611,8 @@ ensure_service() {
 	fi
 	if ((${#MISSING[@]})); then
 		say "NOT STARTED: no token yet in ${MISSING[*]}"
-		say "  put each token there (install.sh --bot-token-file/--app-token-file, or"
-		say "  TROUPE_BOT_TOKEN/TROUPE_APP_TOKEN), then run install.sh again"
+		say "  run install.sh again on a terminal (it asks for each token), or hand each"
+		say "  over in a file with --bot-token-file F / --app-token-file F"
 		return 0
 	fi
 	if ((!DRY_RUN)); then
@@ -662,8 +667,8 @@ install_bot() {
 	ensure_dir "$STATE" 0750 "$USER_NAME:$USER_NAME"
 	# The federation file and the tokens first: a wrong token stops before pip's long work.
 	ensure_federation
-	ensure_token bot "$BOT_TOKEN_FILE" "${TROUPE_BOT_TOKEN:-}" xoxb-
-	ensure_token app "$APP_TOKEN_FILE" "${TROUPE_APP_TOKEN:-}" xapp-
+	ensure_token bot "$BOT_TOKEN_FILE" xoxb-
+	ensure_token app "$APP_TOKEN_FILE" xapp-
 	ensure_release
 	ensure_current
 	ensure_wrapper

@@ -52,7 +52,9 @@ REPORT = re.compile(rf"(?P<bot>[a-z0-9-]+) is on troupe (?P<v>{V}) and healthy")
 UPDATING = re.compile(rf"(?P<bot>[a-z0-9-]+) is updating from troupe \S+ to (?P<v>{V})")
 STOPPED = re.compile(r"Rollout stopped")
 DONE = re.compile(rf"Rolling update to troupe (?P<v>{V}) done")
-UPDATE_COMMAND = re.compile(rf"update(?: (?:to )?(?P<version>{V}))?", re.IGNORECASE)
+UPDATE_COMMAND = re.compile(
+    rf"(?P<verb>update|downgrade)(?: (?:to )?(?P<version>{V}))?", re.IGNORECASE
+)
 RESUME_WINDOW_S = 24 * 3600
 
 
@@ -119,6 +121,8 @@ class Rollout:
     """Bot -> ts of its 'is updating' message."""
     stopped: bool = False
     done: bool = False
+    downgrade: bool = False
+    """The admin's root message said `downgrade`: the updater may install an older version."""
 
     @property
     def latest(self) -> Baton | None:
@@ -293,7 +297,11 @@ class FleetService:
             cursor = (resp.get("response_metadata") or {}).get("next_cursor")
             if not cursor:
                 break
-        return read_thread(channel, root, messages, self.settings.approval)
+        rollout = read_thread(channel, root, messages, self.settings.approval)
+        said = next((m.get("text") or "" for m in messages if m.get("ts") == root), "")
+        command = UPDATE_COMMAND.search(said)
+        rollout.downgrade = bool(command and command["verb"].lower() == "downgrade")
+        return rollout
 
     def follow(self, channel: str, root: str) -> None:
         if (channel, root) not in self.following:
@@ -358,7 +366,9 @@ class FleetService:
         )
         await self._post(rollout.channel, rollout.root, said)
         try:
-            await request(self.settings, self.bot.name, "update", version)
+            await request(
+                self.settings, self.bot.name, "update", version, downgrade=rollout.downgrade
+            )
         except (UpdateError, ValueError, OSError, TimeoutError) as err:
             await self._post(
                 rollout.channel,
@@ -389,12 +399,13 @@ class FleetService:
             return False  # the updater has not finished with this bot yet
         if float(result.get("at", 0)) < float(rollout.updating[self.bot.name]):
             return False
-        back = result.get("rolled_back_to") or __version__
+        back = result.get("rolled_back_to")
+        where = f"rolled back to troupe {back}" if back else f"still on troupe {__version__}"
         await self._post(
             rollout.channel,
             rollout.root,
             f"{self.bot.name} could not update to troupe {version}: {result.get('reason')}; "
-            f"rolled back to troupe {back}. Rollout stopped.",
+            f"{where}. Rollout stopped.",
         )
         return True
 
@@ -522,9 +533,10 @@ async def canary(ctx: Any) -> None:
         await ctx.say(f"{wanted} is the canary of the next update.")
 
 
-@command(rf"update(?: (?:to )?(?P<version>{V}))?", each=True, admin=True)
+@command(rf"(?:update|downgrade)(?: (?:to )?(?P<version>{V}))?", each=True, admin=True)
 async def update(ctx: Any) -> None:
-    """Rolling update, one bot at a time, canary first: `update 0.2.0`."""
+    """Rolling update, one bot at a time, canary first: `update 0.2.0`; an older
+    version only by name: `downgrade to 0.1.0`."""
     service = service_of(ctx.bot)
     settings = service.settings
     wanted = ctx.match.group("version") or wheel_version(settings.source)
@@ -535,7 +547,11 @@ async def update(ctx: Any) -> None:
     if wanted is None:
         await _one_answer(ctx, "Which version? Say `update 0.2.0`.")
         return
-    check_version(wanted)
+    try:
+        check_version(wanted)
+    except ValueError as err:
+        await _one_answer(ctx, f"{str(err)[0].upper()}{str(err)[1:]}.")
+        return
     first = service.canary()
 
     async def start(_takeover: bool) -> None:

@@ -23,6 +23,7 @@ import yaml
 from troupe import manifest as manifest_module
 from troupe.config import check
 from troupe.manifest import BOT_EVENTS, BOT_SCOPES, ManifestError, manifest, manifest_data
+from troupe.release import write_lock
 from troupe.update import (
     Layout,
     Machine,
@@ -117,8 +118,16 @@ def install_args(root: Path, wheel: Path) -> list[str]:
     ]
 
 
-def tokens_env() -> dict[str, str]:
-    return {"TROUPE_BOT_TOKEN": BOT_TOKEN, "TROUPE_APP_TOKEN": APP_TOKEN}
+def token_files(where: Path, bot: str = BOT_TOKEN, app: str = APP_TOKEN) -> list[str]:
+    """install.sh's options that hand over the tokens in files (mode 0600), as a user does."""
+    where.mkdir(parents=True, exist_ok=True)
+    args = []
+    for kind, value in (("bot", bot), ("app", app)):
+        path = where / f"{kind}.token"
+        path.write_text(value + "\n")
+        path.chmod(0o600)
+        args += [f"--{kind}-token-file", str(path)]
+    return args
 
 
 def mode(path: Path) -> int:
@@ -146,7 +155,8 @@ def installed(
 ) -> Iterator[tuple[Path, subprocess.CompletedProcess]]:
     """One install into a throwaway root, shared by the tests that only look at it."""
     root = tmp_path_factory.mktemp("root")
-    result = run_install(*install_args(root, wheels["0.1.0"]), env=tokens_env())
+    tokens = token_files(tmp_path_factory.mktemp("tokens"))
+    result = run_install(*install_args(root, wheels["0.1.0"]), *tokens)
     assert result.returncode == 0, result.stdout + result.stderr
     yield root, result
 
@@ -180,11 +190,23 @@ def test_unknown_option_and_lone_purge_are_refused() -> None:
     assert "--purge goes with --uninstall" in purge.stderr
 
 
+def test_a_token_in_the_environment_is_refused_and_never_echoed() -> None:
+    """Tokens come from a file or the prompt: a command line and an environment end up in
+    shell history and in ps."""
+    for name, value in (("TROUPE_BOT_TOKEN", BOT_TOKEN), ("TROUPE_APP_TOKEN", APP_TOKEN)):
+        refused = run_install("--dry-run", env={name: value})
+        assert refused.returncode == 1
+        assert refused.stderr.count("\n") == 1
+        assert "--bot-token-file F, --app-token-file F or the prompt" in refused.stderr
+        assert value not in refused.stdout + refused.stderr
+
+
 def test_dry_run_prints_each_step_and_changes_nothing(
     tmp_path: Path, wheels: dict[str, Path]
 ) -> None:
     root = tmp_path / "root"
-    result = run_install("--dry-run", *install_args(root, wheels["0.1.0"]), env=tokens_env())
+    tokens = token_files(tmp_path / "tokens")
+    result = run_install("--dry-run", *install_args(root, wheels["0.1.0"]), *tokens)
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert f"would run: install -d -m 0750 {root}/etc/troupe" in out
@@ -340,12 +362,18 @@ def test_the_update_unit_and_polkit_rule_are_what_docs_fleet_md_shows() -> None:
     # The rule's unit pattern lets through exactly the instances troupe.update starts.
     [js] = re.findall(r"/(\^troupe-update@.*?\$)/\.test\(unit\)", text)
     pattern = re.compile(js)
-    for unit_name in ("troupe-update@0.2.0.service", "troupe-update@v1.2.3-rc1+b.service"):
+    for unit_name in (
+        "troupe-update@0.2.0.service",
+        "troupe-update@v1.2.3-rc1+b.service",
+        "troupe-update@downgrade-0.1.0.service",
+    ):
         assert pattern.search(unit_name), unit_name
     for unit_name in (
         "troupe.service",
         "troupe-update@.service",
         "troupe-update@-x.service",
+        "troupe-update@main.service",
+        "troupe-update@downgrade-main.service",
         "troupe-update@0.2.0.service.d",
         "sshd.service",
         "troupe-update@0.2.0/../x.service",
@@ -377,6 +405,8 @@ def test_the_polkit_rule_allows_the_updater_and_the_restart_and_nothing_else() -
     cases = {
         (manage, "troupe", "troupe-update@0.2.0.service", "start"): "yes",
         (manage, "troupe", "troupe-update@v0.3.0-rc1.service", "start"): "yes",
+        (manage, "troupe", "troupe-update@downgrade-0.1.0.service", "start"): "yes",
+        (manage, "troupe", "troupe-update@main.service", "start"): "not_handled",
         (manage, "troupe", "troupe.service", "restart"): "yes",
         (manage, "troupe", "troupe.service", "stop"): "not_handled",
         (manage, "troupe", "troupe.service", "start"): "not_handled",
@@ -457,6 +487,34 @@ def test_the_installed_units_pass_systemd_analyze(
     assert "ignoring" not in result.stderr, result.stderr
 
 
+SECURITY_GOALS = {UNIT: 2.5, UPDATE_UNIT: 5.0}
+"""The exposure each unit may have at most (issue 12); docs/security.md has the scores."""
+
+
+def exposure(unit: Path) -> float:
+    """systemd-analyze's overall exposure of a unit file, read offline as shipped."""
+    analyze = require_tool("systemd-analyze")
+    result = subprocess.run(
+        [analyze, "security", "--offline=true", "--no-pager", str(unit)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    found = re.search(r"Overall exposure level for \S+: (\d+\.\d)", result.stdout)
+    assert found, result.stdout[-500:] + result.stderr
+    return float(found.group(1))
+
+
+@pytest.mark.parametrize("unit", list(SECURITY_GOALS), ids=lambda unit: unit.name)
+def test_units_meet_their_systemd_analyze_security_goal(unit: Path) -> None:
+    score = exposure(unit)
+    assert score <= SECURITY_GOALS[unit], f"{unit.name} scores {score}"
+    command = f"systemd-analyze security --offline=true deploy/{unit.name}"
+    doc = (REPO / "docs/security.md").read_text()
+    assert f"| `{command}` | {score:.1f} |" in doc, "docs/security.md shows another score"
+
+
 def old_layout(root: Path) -> None:
     """What install.sh made before releases: /opt/troupe/venv a plain venv directory, and
     /usr/local/bin/troupe a link to its console script."""
@@ -478,7 +536,7 @@ def test_install_migrates_is_idempotent_repairs_upgrades_switches_back_and_unins
     wrapper = root / "usr/local/bin/troupe"
     old_layout(root)
     args = install_args(root, wheels["0.1.0"])
-    first = run_install(*args, env=tokens_env())
+    first = run_install(*args, *token_files(tmp_path / "tokens"))
     assert first.returncode == 0, first.stderr
     assert "migrating: /opt/troupe/venv is a venv directory" in first.stdout
     assert os.readlink(opt / "venv") == "releases/0.1.0"
@@ -487,7 +545,7 @@ def test_install_migrates_is_idempotent_repairs_upgrades_switches_back_and_unins
     assert not wrapper.is_symlink() and "-m troupe" in wrapper.read_text()
 
     before = snapshot(root)
-    again = run_install(*args, env=tokens_env())
+    again = run_install(*args, *token_files(tmp_path / "tokens"))
     assert again.returncode == 0, again.stderr
     assert "installed already" in again.stdout
     assert " -m pip " not in again.stdout  # the pinned wheel's release is found, not rebuilt
@@ -495,6 +553,7 @@ def test_install_migrates_is_idempotent_repairs_upgrades_switches_back_and_unins
     assert snapshot(root) == before
 
     token = root / f"etc/troupe/{BOT}.bot.token"
+    (tmp_path / "rotated").write_text("xoxb-9999-rotated\n")
     token.chmod(0o644)
     repaired = run_install(*args)
     assert f"+ chmod 0600 {token}" in repaired.stdout
@@ -502,13 +561,14 @@ def test_install_migrates_is_idempotent_repairs_upgrades_switches_back_and_unins
     assert mode(token) == 0o600
     assert token.read_text() == BOT_TOKEN + "\n"
 
-    rotated = run_install(*args, env={"TROUPE_BOT_TOKEN": "xoxb-9999-rotated"})
+    rotated = run_install(*args, "--bot-token-file", str(tmp_path / "rotated"))
     assert rotated.returncode == 0, rotated.stderr
     assert token.read_text() == "xoxb-9999-rotated\n"
     assert mode(token) == 0o600
     assert "xoxb-9999-rotated" not in rotated.stdout + rotated.stderr
 
-    wrong = run_install(*args, env={"TROUPE_APP_TOKEN": "xoxb-not-an-app-token"})
+    (tmp_path / "wrong").write_text("xoxb-not-an-app-token\n")
+    wrong = run_install(*args, "--app-token-file", str(tmp_path / "wrong"))
     assert wrong.returncode == 1
     assert "the app token must start with xapp-" in wrong.stderr
     assert "xoxb-not-an-app-token" not in wrong.stdout + wrong.stderr
@@ -600,6 +660,8 @@ def test_the_updater_switches_an_installed_machine_to_a_new_release_and_back(
         )
 
     source = UpdateSource(kind="wheel", value=str(wheels["0.2.0"]))
+    write_lock(wheels["0.2.0"], out=tmp_path / "troupe-0.2.0.lock")
+    source = source.model_copy(update={"lock": str(tmp_path / "troupe-{version}.lock")})
     result = apply_update(
         Machine(layout, state, restart, lambda: 4242),
         "0.2.0",
@@ -676,6 +738,8 @@ def test_unit_runs_the_bot_hardened_and_restarts_on_failure() -> None:
     assert unit["WorkingDirectory"] == ["/var/lib/troupe"]
     assert unit["Restart"] == ["on-failure"]
     assert unit["RestartPreventExitStatus"] == ["2"]
+    assert unit["Type"] == ["notify"] and unit["WatchdogSec"] == ["30"]
+    assert unit["DeviceAllow"] == ["char-gpiochip rw"] and unit["DevicePolicy"] == ["closed"]
     assert unit["NoNewPrivileges"] == ["yes"]
     assert unit["ProtectSystem"] == ["strict"]
     assert unit["ReadWritePaths"] == ["/var/lib/troupe"]
@@ -806,7 +870,10 @@ def test_ansible_playbook_installs_one_pi_at_a_time() -> None:
     assert "The bot stayed up without restarting" in names
     run = next(task for task in tasks if task["name"] == "Run install.sh")
     assert run["no_log"] is True
-    assert "TROUPE_BOT_TOKEN" in run["environment"]
+    assert "environment" not in run and "--bot-token-file" in run["ansible.builtin.command"]["argv"]
+    staged = next(task for task in tasks if task["name"] == "Stage the tokens")
+    assert staged["no_log"] is True and staged["ansible.builtin.copy"]["mode"] == "0600"
+    assert names.index("Remove the staged tokens") > names.index("Run install.sh")
     copied = next(task for task in tasks if task["name"] == "Copy install.sh and the systemd unit")
     for item in copied["loop"]:
         assert (DEPLOY / item["name"]).is_file()

@@ -78,13 +78,11 @@ def test_read_thread_follows_batons_reports_and_approval():
 
 
 def test_sources_become_pip_requirements_and_versions_are_checked():
-    index = UpdateSource(kind="index", value="https://pypi.example/simple")
+    index = UpdateSource(kind="index", value="https://pypi.example/simple", lock="/l/{version}")
     assert pip_requirement(index, "0.2.0") == (
         ["--index-url", "https://pypi.example/simple"],
         "troupe==0.2.0",
     )
-    git = UpdateSource(kind="git", value="https://git.example/troupe.git")
-    assert pip_requirement(git, "v0.2.0")[1] == "git+https://git.example/troupe.git@v0.2.0"
     wheel = UpdateSource(kind="wheel", value="https://x.example/troupe-{version}-py3-none-any.whl")
     assert pip_requirement(wheel, "0.2.0")[1].endswith("troupe-0.2.0-py3-none-any.whl")
     assert wheel_version(wheel) is None

@@ -16,6 +16,7 @@ import pytest
 from fleetkit import BOTS, write_federation
 from slack_sdk import WebClient
 
+from troupe.release import write_lock
 from troupe.supervisor import Supervisor, venv_installer
 from troupe.update import UpdateSource
 from troupe.workspace.config import demo_config
@@ -58,6 +59,8 @@ def wheels(tmp_path_factory) -> Path:
     with ThreadPoolExecutor(3) as pool:
         built = list(pool.map(lambda v: _build(v, dist, work, broken=v == BROKEN), (A, B, BROKEN)))
     assert all(w.exists() for w in built), built
+    for wheel in built:  # each release carries its hashes (the dependencies are installed)
+        write_lock(wheel)
     return dist
 
 
@@ -264,6 +267,30 @@ def test_rolling_update_canary_approval_and_rollback(tmp_path, wheels):
             answers = _thread(alice, home, rc)
             assert len(answers) == 3
             assert all(f"troupe {B}," in a for a in answers), answers
+
+            # an older version: refused unless the admin says `downgrade`
+            root3 = alice.chat_postMessage(channel="#home", text=f"update {A}")["ts"]
+            _wait(
+                lambda: any("Rollout stopped" in t for t in _thread(alice, home, root3)),
+                60,
+                "the older version to be refused",
+                sup,
+            )
+            refused = next(t for t in _thread(alice, home, root3) if "Rollout stopped" in t)
+            assert f"troupe {A} is older than the running {B}" in refused, refused
+            assert f"`downgrade to {A}`; still on troupe {B}." in refused, refused
+            root4 = alice.chat_postMessage(channel="#home", text=f"downgrade to {A}")["ts"]
+            _wait(
+                lambda: any(
+                    f"kitchen-pi is on troupe {A} and healthy" in t
+                    for t in _thread(alice, home, root4)
+                ),
+                90,
+                "the canary's downgrade",
+                sup,
+            )
+            layout = sup.machines["kitchen-pi"].layout
+            assert layout.version_of(layout.current) == A
 
 
 @pytest.mark.timeout(240)

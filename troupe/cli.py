@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import signal
 import sys
 from collections.abc import Sequence
@@ -74,18 +73,19 @@ def _hue(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    """Exit status 2 (which the unit does not restart on) when the start cannot work."""
     from troupe.config import ConfigError, load
-    from troupe.errors import TroupeError
-    from troupe.runner import build_bot, run_bot
+    from troupe.runner import StartError, build_bot, run_bot
+    from troupe.systemd import error_line
 
     try:
         fed = load(args.config)
         name = fed.resolve_bot_name(args.bot)
         bot = build_bot(fed, name, journal_path=args.journal)
-    except (ConfigError, TroupeError, ValueError) as err:
-        print(f"troupe run: {err}", file=sys.stderr)
+        asyncio.run(run_bot(bot))
+    except (ConfigError, StartError) as err:
+        print(error_line(f"troupe run: {err}"), file=sys.stderr)
         return 2
-    asyncio.run(run_bot(bot))
     return 0
 
 
@@ -157,10 +157,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    from troupe.systemd import configure_logging
+
+    try:
+        configure_logging(args.verbose)  # journald's prefixes under systemd; TROUPE_LOG_LEVEL
+    except ValueError as err:
+        print(f"troupe: {err}", file=sys.stderr)
+        return 2
     return int(args.func(args) or 0)
 
 

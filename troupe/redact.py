@@ -87,7 +87,7 @@ def install(secrets: Iterable[str | None] = (), logger: logging.Logger | None = 
     )
     if redactor is None:
         redactor = Redactor()
-    redactor.add(*secrets)
+    redactor.add(*_revealed, *secrets)
     for handler in logger.handlers:
         if redactor not in handler.filters:
             handler.addFilter(redactor)
@@ -114,6 +114,19 @@ def _redacting(factory: Callable[..., logging.LogRecord]) -> Callable[..., loggi
 
 _hooked: Redactor | None = None
 """The redactor uncaught exceptions go through, once install() has run."""
+
+_revealed: set[str] = set()
+"""Every secret value read so far, for a redactor installed later."""
+
+
+def remember(*secrets: str | None) -> None:
+    """Register secret values as they are read (troupe.secrets calls this on every
+    reveal), so a token or password rotated in its file or variable while the bot runs
+    is blanked as surely as the one read at start."""
+    values = [secret for secret in secrets if secret]
+    _revealed.update(values)
+    if _hooked is not None:
+        _hooked.add(*values)
 
 
 def _excepthook(kind: type[BaseException], value: BaseException, tb: TracebackType | None) -> None:

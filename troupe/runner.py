@@ -8,11 +8,15 @@ import signal
 from pathlib import Path
 from typing import Any
 
+from slack_sdk.errors import SlackApiError
+
+from troupe import systemd
 from troupe.access import Access
 from troupe.bot import Bot, DeviceSpec, device_infos
 from troupe.bus import Bus
 from troupe.config import Federation
 from troupe.discovery import attach as attach_discovery
+from troupe.errors import TroupeError
 from troupe.federation import Settings
 from troupe.intents import Recognizer
 from troupe.journal import Journal
@@ -23,6 +27,14 @@ from troupe.slackapi import async_client
 from troupe.transports.base import Transport
 
 log = logging.getLogger(__name__)
+
+AUTH_ERRORS = {"invalid_auth", "not_authed", "account_inactive", "token_revoked"}
+AUTH_ERRORS |= {"token_expired", "not_allowed_token_type"}
+
+
+class StartError(TroupeError, ValueError):
+    """The bot cannot start and restarting will not help (exit status 2): a token Slack
+    refuses, a channel or user that does not exist, a driver no plugin provides."""
 
 
 def _reveal(secret: Any) -> str | None:
@@ -43,12 +55,27 @@ def _transport(fed: Federation, name: str, bot_token: str, web: Any) -> Transpor
 
 
 def build_bot(fed: Federation, name: str, *, journal_path: str | Path | None = None) -> Bot:
-    """Everything one bot needs, from the federation file and its own name."""
+    """Everything one bot needs, from the federation file and its own name; StartError
+    when a secret, a plugin or a setting cannot work."""
+    try:
+        return _build_bot(fed, name, journal_path)
+    except (TroupeError, ValueError) as err:  # a secret, a plugin import, a setting
+        raise StartError(str(err)) from err
+
+
+def _build_bot(fed: Federation, name: str, journal_path: str | Path | None) -> Bot:
+    # Installed first: each secret registers itself with it whenever it is read, at start
+    # and after a rotation (troupe.secrets), so no value read later reaches a log line.
+    redact_secrets()
     bot_token = _reveal(fed.bot(name).bot_token)
     if not bot_token:
         raise ValueError(f"{name} has no bot token; set bot_token in the federation file")
-    others = (fed.bot(name).app_token, fed.hue and fed.hue.username, fed.mqtt and fed.mqtt.password)
-    redact_secrets([bot_token, *(_reveal(s) for s in others)])
+    for secret in (
+        fed.bot(name).app_token,
+        fed.hue and fed.hue.username,
+        fed.mqtt and fed.mqtt.password,
+    ):
+        _reveal(secret)  # read now: a missing secret stops the start, not a later reconnect
     web = async_client(bot_token, fed.slack.base_url)
     devices = [
         DeviceSpec(
@@ -127,12 +154,40 @@ def _bus(fed: Federation, name: str) -> Bus | None:
 
 
 async def run_bot(bot: Bot) -> None:
-    """Start the bot and run until SIGTERM or SIGINT, then stop it cleanly."""
+    """Start the bot and run until SIGTERM or SIGINT, then stop it cleanly.
+
+    Under systemd (Type=notify) it says READY=1 once the bot printed its ready line and
+    pings the watchdog from this event loop; StartError says why a start cannot work.
+    """
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await bot.start()
-    await stop.wait()
-    log.info("%s stopping", bot.name)
-    await bot.stop()
+    interval = systemd.watchdog_interval()
+    pinging = asyncio.ensure_future(systemd.watchdog(interval)) if interval else None
+    try:
+        try:
+            await bot.start()
+        except SlackApiError as err:
+            raise StartError(_slack_refused(bot.name, err)) from err
+        except ValueError as err:  # a channel, user or driver the federation file names
+            raise StartError(str(err)) from err
+        systemd.notify("READY=1")
+        await stop.wait()
+        systemd.notify("STOPPING=1")
+        log.info("%s stopping", bot.name)
+        await bot.stop()
+    finally:
+        if pinging is not None:
+            pinging.cancel()
+
+
+def _slack_refused(name: str, err: SlackApiError) -> str:
+    code = str(err.response.get("error") or "an error")
+    if code in AUTH_ERRORS:
+        return (
+            f"Slack refused {name}'s token ({code}); put the bot's current xoxb- token "
+            "(and its xapp- token for Socket Mode) where the federation file's bot_token "
+            "and app_token point"
+        )
+    return f"Slack refused to start {name} ({code}); fix the app's setup or the federation file"

@@ -13,6 +13,7 @@ from pydantic import GetCoreSchemaHandler
 from pydantic_core import core_schema
 
 from troupe.errors import TroupeError
+from troupe.redact import remember
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _SLACK_TOKEN = re.compile(r"^x(ox[a-z]|app)-[0-9A-Za-z-]{6,}$")
@@ -72,7 +73,13 @@ class Secret:
         return Path(self.where.strip()).expanduser() if self.kind == "file" else None
 
     def reveal(self) -> str:
-        """Read the secret now; SecretError names the variable or file if it cannot be read."""
+        """Read the secret now and register it with the log redactor (a rotated value is
+        new to it); SecretError names the variable or file if it cannot be read."""
+        value = self._read()
+        remember(value)
+        return value
+
+    def _read(self) -> str:
         if self.kind == "env":
             value = os.environ.get(self.where)
             if value is None:

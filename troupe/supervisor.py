@@ -2,8 +2,9 @@
 restarts it on request and runs the updater (troupe.update.apply_update) when a bot asks.
 
 Bots ask over a Unix socket ($TROUPE_SUPERVISOR), one JSON line each:
-{"bot": NAME, "action": "update"|"restart", "version": V}, as a Pi's bot starts
-troupe-update@V.service or restarts troupe.service. Everything it does is in `events`.
+{"bot": NAME, "action": "update"|"restart", "version": V, "downgrade": BOOL}, as a Pi's
+bot starts troupe-update@V.service (troupe-update@downgrade-V.service) or restarts
+troupe.service. Everything it does is in `events`.
 """
 
 from __future__ import annotations
@@ -158,7 +159,7 @@ class Supervisor:
 
     # the updater -------------------------------------------------------------------------
 
-    def update(self, name: str, version: str) -> dict[str, Any]:
+    def update(self, name: str, version: str, downgrade: bool = False) -> dict[str, Any]:
         """What troupe-update@VERSION.service does on a Pi."""
         machine = self.machines[name]
         self.note(name, "update", version)
@@ -173,6 +174,7 @@ class Supervisor:
             lambda v: self._install(machine.layout, v),
             timeout_s=self.health_timeout_s,
             poll_s=0.1,
+            downgrade=downgrade,
         )
         self.note(name, "updated" if result["ok"] else "rolled back", result)
         return result
@@ -186,7 +188,8 @@ class Supervisor:
                 version = check_version(str(message.get("version") or ""))
             except ValueError as err:
                 return {"ok": False, "error": str(err)}
-            self._background(lambda: self.update(str(name), version))
+            downgrade = message.get("downgrade") is True
+            self._background(lambda: self.update(str(name), version, downgrade))
             return {"ok": True, "said": f"updating {name} to {version}"}
         if action == "restart":
             self.note(str(name), "restart requested")
