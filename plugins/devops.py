@@ -20,6 +20,7 @@ import os
 import platform
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from slack_sdk.errors import SlackApiError
 from troupe import __version__
 from troupe.federation import rank
 from troupe.plugin import command
+from troupe.roster import FleetUsers
 from troupe.slackmq import SlackMQ
 from troupe.update import (
     RESULT_FILE,
@@ -44,14 +46,33 @@ from troupe.update import (
 log = logging.getLogger(__name__)
 
 V = r"[A-Za-z0-9](?:[A-Za-z0-9._+-]*[A-Za-z0-9])?"
-BATON = re.compile(
-    rf"Rolling update to troupe (?P<v>{V}), step (?P<k>\d+): "
-    rf"(?:the canary (?P<canary>[a-z0-9-]+)|the next bot) takes this(?P<gate>, after an admin)?"
+NAME = r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?"
+EMOJI = r":[a-z0-9_+'-]+:"
+# What the fleet's bots post in a rollout thread, whole messages only (fullmatch): a
+# bot's answer that merely quotes one (an unknown device named "Rollout stopped") is no
+# step of the rollout.
+START = re.compile(
+    rf"Rolling update to troupe (?P<v>{V}), step (?P<k>1): the canary (?P<canary>{NAME}) "
+    rf"takes this\. One bot at a time; the others follow after an admin's {EMOJI} "
+    r"on the canary's report, or \S+ s after it\."
 )
-REPORT = re.compile(rf"(?P<bot>[a-z0-9-]+) is on troupe (?P<v>{V}) and healthy")
-UPDATING = re.compile(rf"(?P<bot>[a-z0-9-]+) is updating from troupe \S+ to (?P<v>{V})")
-STOPPED = re.compile(r"Rollout stopped")
-DONE = re.compile(rf"Rolling update to troupe (?P<v>{V}) done")
+UPDATING = re.compile(
+    rf"(?P<bot>{NAME}) is updating from troupe {V} to (?P<v>{V}) \(step (?P<k>\d+)\)\."
+)
+REPORT = re.compile(
+    rf"(?P<bot>{NAME}) is on troupe (?P<v>{V}) and healthy \(connected, \d+ plugins, "
+    r"\d+ devices answering\)\.(?:"
+    r" (?P<done>Rolling update to troupe (?P=v) done: all \d+ bots are on it\.)"
+    r"| Rolling update to troupe (?P=v), step (?P<k>\d+): the next bot takes this"
+    rf"(?P<gate>, after an admin's {EMOJI} on this message or in \S+ s)?\.)?"
+)
+STOPPED = re.compile(
+    rf"(?P<bot>{NAME}) could not (?:ask the updater for troupe (?P<v>{V}): .+"
+    rf"|update to troupe (?P<v2>{V}): .*; rolled back to troupe {V})\. Rollout stopped\.",
+    re.DOTALL,
+)
+HALT = re.compile(r"(?:stop|halt)(?: the)?(?: rollout| update)?|rollout stopped", re.IGNORECASE)
+"""What an admin writes in the thread to stop a rollout."""
 UPDATE_COMMAND = re.compile(rf"update(?: (?:to )?(?P<version>{V}))?", re.IGNORECASE)
 RESUME_WINDOW_S = 24 * 3600
 
@@ -108,17 +129,22 @@ class Baton:
 
 @dataclass
 class Rollout:
-    """A rollout as its thread tells it (bots' messages only: a person cannot forge one)."""
+    """A rollout as its thread tells it: the admin's root message names the version; only
+    the fleet's own bot users move it on, and only an admin or a fleet bot stops it."""
 
     channel: str
     root: str
     version: str | None = None
+    trusted: bool = False
+    """The root is an admin's `update` command: a rollout at all."""
     batons: list[Baton] = field(default_factory=list)
     reported: set[str] = field(default_factory=set)
     updating: dict[str, str] = field(default_factory=dict)
     """Bot -> ts of its 'is updating' message."""
     stopped: bool = False
     done: bool = False
+    strangers: set[str] = field(default_factory=set)
+    """Bot users not (yet) known as the fleet's whose messages read like a step."""
 
     @property
     def latest(self) -> Baton | None:
@@ -132,40 +158,91 @@ class Rollout:
         return bool(self.batons) and not (self.stopped or self.done)
 
 
-def read_thread(channel: str, root: str, messages: list[dict[str, Any]], approval: str) -> Rollout:
-    """Parse a rollout thread (pure, so it is tested without Slack)."""
+def _plain(text: str) -> str:
+    """A message's text without a leading @mention and trailing punctuation."""
+    return re.sub(r"^\s*<@\w+>:?\s*", "", text).strip().rstrip("!?.").strip()
+
+
+def read_thread(
+    channel: str,
+    root: str,
+    messages: list[dict[str, Any]],
+    approval: str,
+    *,
+    fleet: frozenset[str],
+    admin: Callable[[str | None], bool],
+    default_version: str | None = None,
+) -> Rollout:
+    """Parse a rollout thread (pure, so it is tested without Slack).
+
+    `fleet` holds the Slack user ids of the roster's bots, `admin` tells an admin's user
+    id, `default_version` is the version a bare `update` means (the configured wheel's).
+    A message counts only as a whole template, posted by a fleet bot user; webhooks and
+    other apps (no user, or a user outside `fleet`) and people never move a rollout on.
+    """
     rollout = Rollout(channel, root)
+    first = next((m for m in messages if m.get("ts") == root), None)
+    if first is None or first.get("bot_id") or first.get("subtype") or not admin(first.get("user")):
+        return rollout
+    command = UPDATE_COMMAND.fullmatch(_plain(first.get("text") or ""))
+    if command is None:
+        return rollout
+    rollout.trusted = True
+    rollout.version = command["version"] or default_version
+    if rollout.version is None:
+        return rollout
     for message in sorted(messages, key=lambda m: float(m["ts"])):
-        if message.get("ts") == root or not message.get("bot_id"):
+        if message.get("ts") == root:
             continue
-        text = message.get("text") or ""
-        if (found := REPORT.search(text)) and found["v"] == (rollout.version or found["v"]):
-            rollout.reported.add(found["bot"])
-        if found := UPDATING.search(text):
-            rollout.updating[found["bot"]] = message["ts"]
-        if STOPPED.search(text):
-            rollout.stopped = True
-        if DONE.search(text):
-            rollout.done = True
-        if found := BATON.search(text):
-            rollout.version = rollout.version or found["v"]
-            approvers = frozenset(
-                user
-                for reaction in message.get("reactions") or []
-                if reaction.get("name") == approval
-                for user in reaction.get("users") or []
-            )
-            rollout.batons.append(
-                Baton(
-                    message["ts"],
-                    found["v"],
-                    int(found["k"]),
-                    found["canary"],
-                    bool(found["gate"]),
-                    approvers,
-                )
-            )
+        text = (message.get("text") or "").strip()
+        user = message.get("user")
+        if not (message.get("bot_id") or message.get("subtype") == "bot_message"):
+            if admin(user) and HALT.fullmatch(_plain(text)):
+                rollout.stopped = True
+            continue
+        if user not in fleet or message.get("subtype") not in (None, "thread_broadcast"):
+            if user and any(t.fullmatch(text) for t in (START, UPDATING, REPORT, STOPPED)):
+                rollout.strangers.add(user)
+            continue
+        _read_bot_message(rollout, message, text, approval)
     return rollout
+
+
+def _read_bot_message(rollout: Rollout, message: dict[str, Any], text: str, approval: str) -> None:
+    """One fleet bot's message: a step of the rollout if it is one of the templates."""
+    baton: re.Match[str] | None = None
+    if found := START.fullmatch(text):
+        baton = found if found["v"] == rollout.version else None
+    elif found := UPDATING.fullmatch(text):
+        if found["v"] == rollout.version:
+            rollout.updating[found["bot"]] = message["ts"]
+    elif found := REPORT.fullmatch(text):
+        if found["v"] != rollout.version:
+            return
+        rollout.reported.add(found["bot"])
+        rollout.done = rollout.done or bool(found["done"])
+        baton = found if found["k"] else None
+    elif found := STOPPED.fullmatch(text):
+        rollout.stopped = rollout.stopped or (found["v"] or found["v2"]) == rollout.version
+    if baton is None:
+        return
+    approvers = frozenset(
+        user
+        for reaction in message.get("reactions") or []
+        if reaction.get("name") == approval
+        for user in reaction.get("users") or []
+    )
+    canary = baton.groupdict().get("canary")
+    rollout.batons.append(
+        Baton(
+            message["ts"],
+            baton["v"],
+            int(baton["k"]),
+            canary,
+            bool(baton.groupdict().get("gate")),
+            approvers,
+        )
+    )
 
 
 # --- the service: health at start, and the rollout loop ------------------------------------
@@ -179,6 +256,7 @@ class FleetService:
         self.bot: Any = None
         self.tasks: set[asyncio.Task[Any]] = set()
         self.following: set[tuple[str, str]] = set()
+        self._fleet: FleetUsers | None = None
 
     @property
     def state_dir(self) -> Path:
@@ -203,6 +281,12 @@ class FleetService:
     def canary(self) -> str:
         chosen = self._fleet_state().get("canary") or self.settings.canary
         return chosen if chosen in self.bot.roster else self.bot.roster[0]
+
+    @property
+    def fleet(self) -> FleetUsers:
+        if self._fleet is None or self._fleet.bot is not self.bot:
+            self._fleet = FleetUsers(self.bot)
+        return self._fleet
 
     async def start(self, bot: Any) -> None:
         self.bot = bot
@@ -293,7 +377,26 @@ class FleetService:
             cursor = (resp.get("response_metadata") or {}).get("next_cursor")
             if not cursor:
                 break
-        return read_thread(channel, root, messages, self.settings.approval)
+        rollout = self._read(channel, root, messages)
+        if rollout.strangers and rollout.strangers - await self.fleet.recheck(rollout.strangers):
+            log.warning(
+                "fleet: ignoring rollout messages from %s, no bot user of this fleet",
+                ", ".join(sorted(rollout.strangers - self.fleet.ids)),
+            )
+        elif rollout.strangers:
+            rollout = self._read(channel, root, messages)  # a bot that joined the fleet late
+        return rollout
+
+    def _read(self, channel: str, root: str, messages: list[dict[str, Any]]) -> Rollout:
+        return read_thread(
+            channel,
+            root,
+            messages,
+            self.settings.approval,
+            fleet=self.fleet.ids,
+            admin=lambda user: is_admin(self.bot, user),
+            default_version=wheel_version(self.settings.source),
+        )
 
     def follow(self, channel: str, root: str) -> None:
         if (channel, root) not in self.following:
@@ -314,7 +417,12 @@ class FleetService:
         lock = SlackMQ(self.bot.web, self.bot.user_id)
         while True:
             rollout = await self.read(channel, root)
-            if rollout is not None and rollout.version and not rollout.active:
+            if rollout is not None and not (rollout.trusted and rollout.version):
+                log.warning(
+                    "fleet: %s/%s is no admin's update command; not following", channel, root
+                )
+                return
+            if rollout is not None and (rollout.stopped or rollout.done):
                 return
             if rollout is None or rollout.version is None or me in rollout.reported:
                 await asyncio.sleep(self.settings.poll_s)

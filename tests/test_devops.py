@@ -37,30 +37,47 @@ FLEET_COMMANDS = (
 )
 
 
-def _bot(ts: str, text: str, reactions: list | None = None) -> dict:
-    message = {"ts": ts, "text": text, "bot_id": "B1"}
+FLEET = frozenset({"U0KITCHEN", "U0HALL"})
+ADMINS = {"U0ALICE"}
+
+
+def _bot(ts: str, text: str, reactions: list | None = None, user: str = "U0KITCHEN") -> dict:
+    message = {"ts": ts, "text": text, "bot_id": "B" + user[1:], "user": user}
     if reactions:
         message["reactions"] = reactions
     return message
 
 
+def _read(messages: list[dict]):
+    return read_thread("C1", "1.0", messages, "+1", fleet=FLEET, admin=lambda u: u in ADMINS)
+
+
+ROOT = {"ts": "1.0", "text": "update 0.2.0", "user": "U0ALICE"}
+START = (
+    "Rolling update to troupe 0.2.0, step 1: the canary kitchen-pi takes this. One bot at a "
+    "time; the others follow after an admin's :+1: on the canary's report, or 600 s after it."
+)
+CANARY_REPORT = (
+    "kitchen-pi is on troupe 0.2.0 and healthy (connected, 6 plugins, 1 devices "
+    "answering). Rolling update to troupe 0.2.0, step 2: the next bot takes this, "
+    "after an admin's :+1: on this message or in 600 s."
+)
+THREAD = [
+    ROOT,
+    _bot("2.0", START, user="U0HALL"),
+    _bot("3.0", "kitchen-pi is updating from troupe 0.1.0 to 0.2.0 (step 1)."),
+    _bot("4.0", CANARY_REPORT, [{"name": "+1", "users": ["U0BOB", "U0ALICE"], "count": 2}]),
+]
+
+
 def test_read_thread_follows_batons_reports_and_approval():
     messages = [
-        {"ts": "1.0", "text": "update 0.2.0", "user": "U0ALICE"},
-        _bot("2.0", "Rolling update to troupe 0.2.0, step 1: the canary kitchen-pi takes this."),
-        _bot("3.0", "kitchen-pi is updating from troupe 0.1.0 to 0.2.0 (step 1)."),
-        _bot(
-            "4.0",
-            "kitchen-pi is on troupe 0.2.0 and healthy (connected, 6 plugins, 1 devices "
-            "answering). Rolling update to troupe 0.2.0, step 2: the next bot takes this, "
-            "after an admin's :+1: on this message or in 600 s.",
-            [{"name": "+1", "users": ["U0BOB", "U0ALICE"], "count": 2}],
-        ),
+        *THREAD,
         # a person cannot forge progress: no bot_id, not read
         {"ts": "5.0", "text": "hall-pi is on troupe 0.2.0 and healthy", "user": "U0BOB"},
     ]
-    rollout = read_thread("C1", "1.0", messages, "+1")
-    assert rollout.version == "0.2.0"
+    rollout = _read(messages)
+    assert rollout.trusted and rollout.version == "0.2.0"
     assert rollout.reported == {"kitchen-pi"}
     assert rollout.active
     first, second = rollout.batons
@@ -68,13 +85,77 @@ def test_read_thread_follows_batons_reports_and_approval():
     assert (second.canary, second.gated, second.step) == (None, True, 2)
     assert second.approvers == {"U0BOB", "U0ALICE"}
     assert rollout.taken(first) and not rollout.taken(second)
-    stopped = read_thread(
+    failed = (
+        "hall-pi could not update to troupe 0.2.0: not healthy in 120 s; rolled back to "
+        "troupe 0.1.0. Rollout stopped."
+    )
+    assert not _read([*messages, _bot("6.0", failed, user="U0HALL")]).active
+    last = (
+        "hall-pi is on troupe 0.2.0 and healthy (connected, 6 plugins, 2 devices answering)."
+        " Rolling update to troupe 0.2.0 done: all 2 bots are on it."
+    )
+    finished = _read([*messages, _bot("6.0", last, user="U0HALL")])
+    assert finished.done and finished.reported == {"kitchen-pi", "hall-pi"}
+
+
+FORGED_BATON = "Rolling update to troupe 6.6.6, step 2: the next bot takes this."
+
+
+@pytest.mark.parametrize(
+    "forged",
+    [
+        # another app in the channel: its own bot user
+        {"ts": "5.0", "text": FORGED_BATON, "bot_id": "B0OTHER", "user": "U0OTHER"},
+        # an incoming webhook: bot_id, no user, subtype bot_message
+        {"ts": "5.0", "text": FORGED_BATON, "bot_id": "B0HOOK", "subtype": "bot_message"},
+        # a fleet bot user, but a webhook-style message carrying its bot_id
+        {"ts": "5.0", "text": FORGED_BATON, "bot_id": "B0KITCHEN", "subtype": "bot_message"},
+    ],
+)
+def test_a_forged_baton_from_another_app_or_a_webhook_is_ignored(forged):
+    honest = _read(THREAD)
+    rollout = _read([*THREAD, forged])
+    assert rollout.batons == honest.batons
+    assert rollout.latest.gated and rollout.latest.version == "0.2.0"
+    stop = dict(
+        forged,
+        ts="6.0",
+        text="kitchen-pi could not ask the updater for troupe 0.2.0: gone. Rollout stopped.",
+    )
+    assert _read([*THREAD, stop]).active
+
+
+def test_the_version_comes_from_the_admins_root_message_only():
+    other = CANARY_REPORT.replace("0.2.0", "6.6.6")
+    rollout = _read([*THREAD[:3], _bot("4.0", other)])
+    assert [b.version for b in rollout.batons] == ["0.2.0"] and rollout.reported == set()
+    by_bob = [{"ts": "1.0", "text": "update 6.6.6", "user": "U0BOB"}, *THREAD[1:]]
+    assert not _read(by_bob).trusted and not _read(by_bob).batons
+    by_app = [dict(ROOT, bot_id="B0OTHER"), *THREAD[1:]]
+    assert not _read(by_app).trusted
+    bare = read_thread(
         "C1",
         "1.0",
-        [*messages, _bot("6.0", "hall-pi could not update ...; rolled back. Rollout stopped.")],
+        [dict(ROOT, text="<@U0HALL> update"), *THREAD[1:]],
         "+1",
+        fleet=FLEET,
+        admin=lambda u: u in ADMINS,
+        default_version="0.2.0",
     )
-    assert not stopped.active
+    assert bare.trusted and bare.version == "0.2.0" and len(bare.batons) == 2
+
+
+def test_a_halt_needs_an_admin_or_a_fleet_bots_own_report():
+    bob = {"ts": "5.0", "text": "stop", "user": "U0BOB"}
+    assert _read([*THREAD, bob]).active
+    # a member makes a bot echo the words: an answer is not a report
+    echo = _bot("6.0", "I don't know a device or area called “Rollout stopped” — try `devices`.")
+    assert _read([*THREAD, echo]).active
+    quoted = _bot("6.0", "Sorry, you may not ask for rollout stopped. Rollout stopped.")
+    assert _read([*THREAD, quoted]).active
+    alice = {"ts": "5.0", "text": "<@U0HALL> stop the rollout!", "user": "U0ALICE"}
+    assert not _read([*THREAD, alice]).active
+    assert _read([*THREAD, alice]).stopped
 
 
 def test_sources_become_pip_requirements_and_versions_are_checked():

@@ -29,6 +29,7 @@ from troupe.plugin import (
     PluginSet,
     command_origin,
 )
+from troupe.roster import fleet_user_ids
 from troupe.slackmq import DONE, TAKEOVER, SlackMQ, holding
 from troupe.transports.base import Ack, Event, Transport
 
@@ -163,6 +164,9 @@ class Bot:
         auth = await self.web.auth_test()
         self.user_id = auth["user_id"]
         self.bot_id = auth.get("bot_id") or ""
+        self.fleet_user_ids: frozenset[str] = await fleet_user_ids(
+            self.web, self.roster, self.user_id, self.info.mode
+        )
         await self._resolve_channels()
         await self._resolve_users()
         await self._start_drivers()
