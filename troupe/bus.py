@@ -16,6 +16,7 @@ so is every unsealed one, logged once per sender. The topic names the sender too
 from __future__ import annotations
 
 import asyncio
+import collections
 import hashlib
 import hmac
 import json
@@ -85,8 +86,8 @@ class Bus:
         self._key = b""
         self._seen: dict[str, float] = {}
         """MACs of the relays taken in the last window (a replay is refused)."""
-        self._refused: set[str] = set()
-        """Senders whose refused relays were logged already (once per sender)."""
+        self.refused: collections.Counter[str] = collections.Counter()
+        """Refused relays per sender (each sender is logged once, on its first)."""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._deliver: Deliver | None = None
         self._confirm: Confirm | None = None
@@ -205,8 +206,8 @@ class Bus:
         return body, ""
 
     def _refuse(self, sender: str, why: str) -> None:
-        if sender not in self._refused:
-            self._refused.add(sender)
+        self.refused[sender] += 1
+        if self.refused[sender] == 1:
             log.warning(
                 "bus: refused a relay from %r: %s (further refusals of this sender are not logged)",
                 sender,
