@@ -16,11 +16,12 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from troupe import __version__, faults
-from troupe.access import Access
+from troupe.access import Access, Person
 from troupe.bus import Bus
 from troupe.federation import Action, Coordinator, Outcome, Plan, Route, Settings, plan, rank
 from troupe.intents import Command, DeviceInfo, Recognizer
 from troupe.journal import Journal, Timer
+from troupe.people import People
 from troupe.plugin import (
     CommandSpec,
     DeviceState,
@@ -135,6 +136,7 @@ class Bot:
         self.channel_names = dict(channels)
         self.channel_areas: dict[str, str | None] = {}
         self.access = access or Access.build(admins=(), users=("*",))
+        self.people = People(web)
         self.allowed_bots = set(allowed_bots)
         self.max_text = max_text
         self.max_duration_s = max_duration_s
@@ -164,6 +166,7 @@ class Bot:
         auth = await self.web.auth_test()
         self.user_id = auth["user_id"]
         self.bot_id = auth.get("bot_id") or ""
+        self.access = self.access.for_team(auth.get("team_id"))
         self.fleet_user_ids: frozenset[str] = await fleet_user_ids(
             self.web, self.roster, self.user_id, self.info.mode
         )
@@ -315,6 +318,8 @@ class Bot:
 
     async def _resolve_users(self) -> None:
         """Turn the '@name's of the access section (and of allowed bots) into user ids."""
+        for warning in self.access.warnings():
+            log.warning("%s", warning)
         wanted = self.access.names() | {b for b in self.allowed_bots if b.startswith("@")}
         if not wanted:
             return
@@ -428,7 +433,8 @@ class Bot:
             else:
                 await self._answer_stale(event)
             return
-        refusal = self._gatekeep(event)
+        person = await self.people.person(event)
+        refusal = self._gatekeep(event, person)
         if refusal:
             if not relayed:
                 await self._refuse(event, ack, refusal, event.text[:60])
@@ -464,12 +470,12 @@ class Bot:
 
     # access ---------------------------------------------------------------------------
 
-    def _gatekeep(self, event: Event) -> str | None:
+    def _gatekeep(self, event: Event, person: Person | None) -> str | None:
         """Why this message may not be a command at all, or None."""
-        if _is_direct(event.channel) and not self.access.may_message_directly(event.user):
+        if _is_direct(event.channel) and not self.access.may_message_directly(person):
             return "I only take direct messages from the people the federation file lists"
-        if not self.access.may_command(event.user):
-            return "you are not on the list of people who may command the house"
+        if not self.access.may_command(person):
+            return self.access.refusal(person)
         if len(event.text) > self.max_text:
             return f"a command may be {self.max_text:,} characters at most"
         return None
