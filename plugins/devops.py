@@ -687,4 +687,17 @@ async def logs(ctx: Any) -> None:
     body = "\n".join(lines) if lines else "(nothing logged yet)"
     if RING.redactor is not None:
         body = RING.redactor.redact(body)
-    await ctx.say(f"{wanted}, last {len(lines)} log lines:\n```\n{body[-3500:]}\n```")
+    text = f"{wanted}, last {len(lines)} log lines:\n```\n{body[-3500:]}\n```"
+    # Logs name people, devices and times: only the admin who asked reads them, never
+    # everyone in the channel.
+    try:
+        opened = await ctx.bot.web.conversations_open(users=ctx.event.user)
+        await ctx.bot.web.chat_postMessage(channel=opened["channel"]["id"], text=text)
+    except SlackApiError as err:
+        log.error("fleet: could not send logs by direct message: %s", err.response.get("error"))
+        await ctx.say(
+            f"{wanted} could not send you its logs by direct message "
+            f"({err.response.get('error')}); check that the app has the im:write scope."
+        )
+        return
+    await ctx.say(f"{wanted} sent you its last {len(lines)} log lines by direct message.")

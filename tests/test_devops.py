@@ -290,9 +290,14 @@ def test_targeting_and_logs_for_admins(tmp_path):
         h.wait_for(lambda: len(h.replies(ts)) >= 1, 30, "logs")
         time.sleep(1.0)
         replies = h.replies(ts)
-        assert len(replies) == 1 and replies[0]["text"].startswith("garage-pi, last ")
-        assert "refused version to U0BOB" in replies[0]["text"]
-        assert "xox" not in replies[0]["text"] and "xapp-" not in replies[0]["text"]
+        assert len(replies) == 1, replies
+        assert replies[0]["text"].startswith("garage-pi sent you its last ")
+        assert replies[0]["text"].endswith(" log lines by direct message.")
+        dm = h.alice.conversations_open(users="U0GARAGE")["channel"]["id"]
+        [logs] = h.alice.conversations_history(channel=dm)["messages"]
+        assert logs["text"].startswith("garage-pi, last ") and logs["user"] == "U0GARAGE"
+        assert "refused version to U0BOB" in logs["text"]
+        assert "xox" not in logs["text"] and "xapp-" not in logs["text"]
         ts = h.say("restart nobody-pi")
         h.wait_for(lambda: len(h.replies(ts)) >= 1, 30, "an unknown bot")
         time.sleep(1.0)
