@@ -6,12 +6,15 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
+from mqttkit import mosquitto_broker
 from paho.mqtt.enums import CallbackAPIVersion
 
 from troupe.bus import Bus, BusError, seal
@@ -130,3 +133,58 @@ async def test_a_bus_without_a_key_does_not_start(broker):
     bus = _bus(broker, "kitchen-pi", key=None)
     with pytest.raises(BusError, match=r"set mqtt\.bus_key to env:NAME or file:PATH"):
         await _started(bus, [])
+
+
+ACL = Path(__file__).resolve().parent.parent / "deploy" / "mosquitto.acl"
+PASSWORDS = {"kitchen-pi": "k-pass", "hall-pi": "h-pass"}
+
+
+def _client(broker, user: str | None, got: list | None = None) -> mqtt.Client:
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"raw-{user}")
+    if user is not None:
+        client.username_pw_set(user, PASSWORDS[user])
+    connected = threading.Event()
+    client.on_connect = lambda *_a: connected.set()
+    if got is not None:
+        client.on_message = lambda _c, _u, msg: got.append(msg.topic)
+    client.connect("127.0.0.1", broker.port)
+    client.loop_start()
+    assert connected.wait(5)
+    return client
+
+
+async def test_the_shipped_broker_acl_lets_a_bot_write_the_bus_only_as_itself():
+    broker = mosquitto_broker(users=PASSWORDS, acl=ACL)
+    settings = {"host": "127.0.0.1", "port": broker.port, "bus_key": KEY, "username": "{bot}"}
+    kitchen = Bus("test", "kitchen-pi", {**settings, "password": PASSWORDS["kitchen-pi"]})
+    got: list[dict[str, Any]] = []
+    spied: list[str] = []
+    hall = spy = None
+    try:
+        with pytest.raises(BusError):  # no password, no bus
+            await Bus("test", "hall-pi", settings, connect_timeout=1).start(_no_deliver)
+        await _started(kitchen, got)
+        # hall-pi, with the bus key (say it leaked), tries to speak as garage-pi and to
+        # read kitchen-pi's inbox: the broker drops both.
+        hall = _client(broker, "hall-pi")
+        spy = _client(broker, "hall-pi", spied)
+        spy.subscribe(kitchen.inbox("kitchen-pi"), qos=1)
+        body = {"kind": "owned", "event": _event()}
+        as_garage = seal(KEY.encode(), "garage-pi", "kitchen-pi", body, time.time())
+        hall.publish(kitchen.inbox("kitchen-pi", "garage-pi"), json.dumps(as_garage), qos=1)
+        as_hall = seal(KEY.encode(), "hall-pi", "kitchen-pi", body, time.time())
+        hall.publish(kitchen.inbox("kitchen-pi", "hall-pi"), json.dumps(as_hall), qos=1)
+        await _until(lambda: len(got) == 1, "hall-pi's relay under its own name")
+        await asyncio.sleep(0.3)
+        assert got == [body] and kitchen.refused == {} and spied == []
+    finally:
+        for client in (hall, spy):
+            if client is not None:
+                client.loop_stop()
+                client.disconnect()
+        await kitchen.stop()
+        broker.stop()
+
+
+async def _no_deliver(_message: dict[str, Any]) -> None:
+    raise AssertionError("nothing may be delivered")
