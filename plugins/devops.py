@@ -71,7 +71,8 @@ STOPPED = re.compile(
     rf"|update to troupe (?P<v2>{V}): .*; rolled back to troupe {V})\. Rollout stopped\.",
     re.DOTALL,
 )
-HALT = re.compile(r"(?:stop|halt)(?: the)?(?: rollout| update)?|rollout stopped", re.IGNORECASE)
+HALTS = r"(?:stop|halt)(?: the)?(?: rollout| update)?|rollout stopped"
+HALT = re.compile(HALTS, re.IGNORECASE)
 """What an admin writes in the thread to stop a rollout."""
 UPDATE_COMMAND = re.compile(rf"update(?: (?:to )?(?P<version>{V}))?", re.IGNORECASE)
 RESUME_WINDOW_S = 24 * 3600
@@ -657,6 +658,16 @@ async def update(ctx: Any) -> None:
 
     await ctx.bot.coordinator.coordinate(event.channel, event.ts, ctx.bot.roster, start)
     service.follow(event.channel, event.ts)
+
+
+@command(HALTS, admin=True)
+async def halt(ctx: Any) -> None:
+    """Stop a rolling update: `stop` in its thread (the bots read it there)."""
+    event = ctx.event
+    if not event.thread_ts or event.thread_ts == event.ts:
+        await ctx.say("Say `stop` in the rolling update's thread to stop it.")
+        return
+    await ctx.say("Stopping here: no bot takes a further step of this rolling update.")
 
 
 @command(r"restart (?P<bot>[a-z0-9-]+)", each=True, admin=True)

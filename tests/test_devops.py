@@ -34,6 +34,7 @@ FLEET_COMMANDS = (
     "update 9.9.9",
     "restart hall-pi",
     "logs hall-pi 5",
+    "stop",
 )
 
 
