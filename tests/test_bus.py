@@ -86,6 +86,7 @@ async def test_a_sealed_relay_passes_and_forged_stale_or_replayed_ones_are_refus
             ),  # about an old message
             seal(KEY.encode(), "hall-pi", "kitchen-pi", body, now),  # not who the topic says
             seal(KEY.encode(), "mallory", "garage-pi", body, now),  # for another bot
+            {**good, "mac": "é" * 64},  # not even hex
             good,
             good,  # a replay
         ]
@@ -93,7 +94,7 @@ async def test_a_sealed_relay_passes_and_forged_stale_or_replayed_ones_are_refus
             for envelope in forged:
                 intruder.publish(inbox, json.dumps(envelope), qos=1).wait_for_publish(5)
             intruder.publish(inbox, b"not json", qos=1).wait_for_publish(5)
-            await _until(lambda: kitchen.refused["mallory"] == 8, "eight refusals")
+            await _until(lambda: kitchen.refused["mallory"] == 9, "nine refusals")
         assert len(got) == 2 and got[1] == body  # the one good relay, once
         logged = [r.getMessage() for r in caplog.records if "refused a relay" in r.getMessage()]
         assert len(logged) == 1 and "'mallory'" in logged[0]

@@ -169,7 +169,7 @@ class Bus:
     def _take(self, topic: str, payload: bytes) -> None:
         """In the loop: open the envelope; deliver its body if it is sealed and fresh."""
         sender = topic.rsplit("/", 1)[-1]
-        body, problem = self.open(topic, payload)
+        body, problem = self.unseal(topic, payload)
         if body is None:
             self._refuse(sender, problem)
             return
@@ -179,7 +179,7 @@ class Bus:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def open(self, topic: str, payload: bytes, now: float | None = None) -> tuple[Any, str]:
+    def unseal(self, topic: str, payload: bytes, now: float | None = None) -> tuple[Any, str]:
         """The body of a sealed, fresh, first-seen relay on `topic`, or (None, why not)."""
         now = time.time() if now is None else now
         sender = topic.rsplit("/", 1)[-1]
@@ -189,7 +189,7 @@ class Bus:
             return None, "not JSON"
         if not isinstance(envelope, dict) or not isinstance(envelope.get("mac"), str):
             return None, "not sealed with the bus key"
-        if not hmac.compare_digest(envelope["mac"], _mac(self._key, envelope)):
+        if not hmac.compare_digest(envelope["mac"].encode(), _mac(self._key, envelope).encode()):
             return None, "its seal does not match the bus key"
         body, sent = envelope.get("body"), envelope.get("sent")
         if envelope.get("from") != sender or envelope.get("to") != self.bot:
