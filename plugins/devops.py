@@ -258,6 +258,8 @@ class FleetService:
         self.tasks: set[asyncio.Task[Any]] = set()
         self.following: set[tuple[str, str]] = set()
         self._fleet: FleetUsers | None = None
+        self._ignored: set[str] = set()
+        """Bot users outside the fleet whose rollout-like messages were logged once."""
 
     @property
     def state_dir(self) -> Path:
@@ -379,12 +381,16 @@ class FleetService:
             if not cursor:
                 break
         rollout = self._read(channel, root, messages)
-        if rollout.strangers and rollout.strangers - await self.fleet.recheck(rollout.strangers):
+        if not rollout.strangers:
+            return rollout
+        unknown = rollout.strangers - await self.fleet.recheck(rollout.strangers)
+        if unknown - self._ignored:
             log.warning(
                 "fleet: ignoring rollout messages from %s, no bot user of this fleet",
-                ", ".join(sorted(rollout.strangers - self.fleet.ids)),
+                ", ".join(sorted(unknown - self._ignored)),
             )
-        elif rollout.strangers:
+            self._ignored |= unknown
+        if unknown != rollout.strangers:
             rollout = self._read(channel, root, messages)  # a bot that joined the fleet late
         return rollout
 

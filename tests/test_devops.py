@@ -99,7 +99,11 @@ def test_read_thread_follows_batons_reports_and_approval():
     assert finished.done and finished.reported == {"kitchen-pi", "hall-pi"}
 
 
-FORGED_BATON = "Rolling update to troupe 6.6.6, step 2: the next bot takes this."
+# The whole report a bot posts, but with the admin gate left out: the next bot would go.
+FORGED_BATON = (
+    "kitchen-pi is on troupe 0.2.0 and healthy (connected, 6 plugins, 1 devices answering)."
+    " Rolling update to troupe 0.2.0, step 2: the next bot takes this."
+)
 
 
 @pytest.mark.parametrize(
@@ -310,3 +314,50 @@ def test_targeting_and_logs_for_admins(tmp_path):
 async def test_a_version_systemd_cannot_name_is_refused_before_anything_starts() -> None:
     with pytest.raises(UpdateError, match="'\\+' is not allowed"):
         await request(UpdateSettings(updater="systemd"), "kitchen-pi", "update", "0.2.0+pi")
+
+
+class _FakeSlack:
+    """conversations.replies and users.list, as far as FleetService.read uses them."""
+
+    def __init__(self, messages: list[dict]) -> None:
+        self.messages = messages
+        self.user_lists = 0
+
+    async def conversations_replies(self, **_kw) -> dict:
+        return {"messages": self.messages}
+
+    async def users_list(self, **_kw) -> dict:
+        self.user_lists += 1
+        members = [
+            {"id": "U0KITCHEN", "name": "kitchen-pi", "is_bot": True},
+            {"id": "U0HALL", "name": "hall-pi", "is_bot": True},
+            {"id": "U0OTHER", "name": "some-app", "is_bot": True},
+        ]
+        return {"members": members}
+
+
+async def test_a_bot_that_joined_late_counts_and_a_stranger_is_logged_once(caplog):
+    from types import SimpleNamespace
+
+    from troupe.access import Access
+    from troupe.plugins.devops import FleetService
+
+    report = CANARY_REPORT.replace("kitchen-pi", "hall-pi")
+    forged = {"ts": "5.0", "text": report, "bot_id": "B0OTHER", "user": "U0OTHER"}
+    web = _FakeSlack([*THREAD, forged])
+    service = FleetService(UpdateSettings())
+    service.bot = SimpleNamespace(
+        web=web,
+        roster=("kitchen-pi", "hall-pi"),
+        user_id="U0KITCHEN",
+        info=SimpleNamespace(mode="app-per-bot"),
+        fleet_user_ids=frozenset({"U0KITCHEN"}),  # hall-pi's app was installed later
+        access=Access.build(admins=["U0ALICE"]),
+    )
+    with caplog.at_level("WARNING"):
+        first = await service.read("C1", "1.0")
+        again = await service.read("C1", "1.0")
+    assert [b.ts for b in first.batons] == ["2.0", "4.0"] == [b.ts for b in again.batons]
+    assert service.bot.fleet_user_ids == {"U0KITCHEN", "U0HALL"}
+    assert web.user_lists == 1  # looked up again once, not at every read
+    assert caplog.text.count("ignoring rollout messages from U0OTHER") == 1
