@@ -91,11 +91,14 @@ class Broker:
         tls: TlsFiles | None = None,
         mosquitto: str | None = None,
         timeout: float = 10.0,
+        acl: Path | None = None,
     ) -> None:
         self.kind: Kind = kind
         self.host = HOST
         self.port = port
         self.users = dict(users or {})
+        self.acl = acl
+        """A mosquitto acl_file (deploy/mosquitto.acl), used with `users`."""
         self.tls = tls
         self.timeout = timeout
         self._mosquitto = mosquitto
@@ -250,6 +253,8 @@ class Broker:
             )
             passwords.chmod(0o600)
             lines += ["allow_anonymous false", f"password_file {passwords}"]
+            if self.acl is not None:
+                lines.append(f"acl_file {self.acl}")
         else:
             lines.append("allow_anonymous true")
         return "\n".join(lines) + "\n"
@@ -287,6 +292,7 @@ def start_broker(
     tls: TlsFiles | None = None,
     embedded: bool | None = None,
     timeout: float = 10.0,
+    acl: Path | None = None,
 ) -> Broker:
     """Start a broker on 127.0.0.1 and `port` (0: a free one) and wait until it listens.
 
@@ -304,7 +310,13 @@ def start_broker(
     attempts = 1 if port else 3
     for attempt in range(attempts):
         broker = Broker(
-            kind, port or free_port(), users=users, tls=tls, mosquitto=mosquitto, timeout=timeout
+            kind,
+            port or free_port(),
+            users=users,
+            tls=tls,
+            mosquitto=mosquitto,
+            timeout=timeout,
+            acl=acl,
         )
         try:
             broker.start()

@@ -20,6 +20,7 @@ import os
 import platform
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from slack_sdk.errors import SlackApiError
 from troupe import __version__
 from troupe.federation import rank
 from troupe.plugin import command
+from troupe.roster import FleetUsers
 from troupe.slackmq import SlackMQ
 from troupe.update import (
     RESULT_FILE,
@@ -44,14 +46,34 @@ from troupe.update import (
 log = logging.getLogger(__name__)
 
 V = r"[A-Za-z0-9](?:[A-Za-z0-9._+-]*[A-Za-z0-9])?"
-BATON = re.compile(
-    rf"Rolling update to troupe (?P<v>{V}), step (?P<k>\d+): "
-    rf"(?:the canary (?P<canary>[a-z0-9-]+)|the next bot) takes this(?P<gate>, after an admin)?"
+NAME = r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?"
+EMOJI = r":[a-z0-9_+'-]+:"
+# What the fleet's bots post in a rollout thread, whole messages only (fullmatch): a
+# bot's answer that merely quotes one (an unknown device named "Rollout stopped") is no
+# step of the rollout.
+START = re.compile(
+    rf"Rolling update to troupe (?P<v>{V}), step (?P<k>1): the canary (?P<canary>{NAME}) "
+    rf"takes this\. One bot at a time; the others follow after an admin's {EMOJI} "
+    r"on the canary's report, or \S+ s after it\."
 )
-REPORT = re.compile(rf"(?P<bot>[a-z0-9-]+) is on troupe (?P<v>{V}) and healthy")
-UPDATING = re.compile(rf"(?P<bot>[a-z0-9-]+) is updating from troupe \S+ to (?P<v>{V})")
-STOPPED = re.compile(r"Rollout stopped")
-DONE = re.compile(rf"Rolling update to troupe (?P<v>{V}) done")
+UPDATING = re.compile(
+    rf"(?P<bot>{NAME}) is updating from troupe {V} to (?P<v>{V}) \(step (?P<k>\d+)\)\."
+)
+REPORT = re.compile(
+    rf"(?P<bot>{NAME}) is on troupe (?P<v>{V}) and healthy \(connected, \d+ plugins, "
+    r"\d+ devices answering\)\.(?:"
+    r" (?P<done>Rolling update to troupe (?P=v) done: all \d+ bots are on it\.)"
+    r"| Rolling update to troupe (?P=v), step (?P<k>\d+): the next bot takes this"
+    rf"(?P<gate>, after an admin's {EMOJI} on this message or in \S+ s)?\.)?"
+)
+STOPPED = re.compile(
+    rf"(?P<bot>{NAME}) could not (?:ask the updater for troupe (?P<v>{V}): .+"
+    rf"|update to troupe (?P<v2>{V}): .*; rolled back to troupe {V})\. Rollout stopped\.",
+    re.DOTALL,
+)
+HALTS = r"(?:stop|halt)(?: the)?(?: rollout| update)?|rollout stopped"
+HALT = re.compile(HALTS, re.IGNORECASE)
+"""What an admin writes in the thread to stop a rollout."""
 UPDATE_COMMAND = re.compile(
     rf"(?P<verb>update|downgrade)(?: (?:to )?(?P<version>{V}))?", re.IGNORECASE
 )
@@ -110,11 +132,14 @@ class Baton:
 
 @dataclass
 class Rollout:
-    """A rollout as its thread tells it (bots' messages only: a person cannot forge one)."""
+    """A rollout as its thread tells it: the admin's root message names the version; only
+    the fleet's own bot users move it on, and only an admin or a fleet bot stops it."""
 
     channel: str
     root: str
     version: str | None = None
+    trusted: bool = False
+    """The root is an admin's `update` command: a rollout at all."""
     batons: list[Baton] = field(default_factory=list)
     reported: set[str] = field(default_factory=set)
     updating: dict[str, str] = field(default_factory=dict)
@@ -123,6 +148,8 @@ class Rollout:
     done: bool = False
     downgrade: bool = False
     """The admin's root message said `downgrade`: the updater may install an older version."""
+    strangers: set[str] = field(default_factory=set)
+    """Bot users not (yet) known as the fleet's whose messages read like a step."""
 
     @property
     def latest(self) -> Baton | None:
@@ -136,40 +163,92 @@ class Rollout:
         return bool(self.batons) and not (self.stopped or self.done)
 
 
-def read_thread(channel: str, root: str, messages: list[dict[str, Any]], approval: str) -> Rollout:
-    """Parse a rollout thread (pure, so it is tested without Slack)."""
+def _plain(text: str) -> str:
+    """A message's text without a leading @mention and trailing punctuation."""
+    return re.sub(r"^\s*<@\w+>:?\s*", "", text).strip().rstrip("!?.").strip()
+
+
+def read_thread(
+    channel: str,
+    root: str,
+    messages: list[dict[str, Any]],
+    approval: str,
+    *,
+    fleet: frozenset[str],
+    admin: Callable[[str | None], bool],
+    default_version: str | None = None,
+) -> Rollout:
+    """Parse a rollout thread (pure, so it is tested without Slack).
+
+    `fleet` holds the Slack user ids of the roster's bots, `admin` tells an admin's user
+    id, `default_version` is the version a bare `update` means (the configured wheel's).
+    A message counts only as a whole template, posted by a fleet bot user; webhooks and
+    other apps (no user, or a user outside `fleet`) and people never move a rollout on.
+    """
     rollout = Rollout(channel, root)
+    first = next((m for m in messages if m.get("ts") == root), None)
+    if first is None or first.get("bot_id") or first.get("subtype") or not admin(first.get("user")):
+        return rollout
+    command = UPDATE_COMMAND.fullmatch(_plain(first.get("text") or ""))
+    if command is None:
+        return rollout
+    rollout.trusted = True
+    rollout.version = command["version"] or default_version
+    rollout.downgrade = command["verb"].lower() == "downgrade"
+    if rollout.version is None:
+        return rollout
     for message in sorted(messages, key=lambda m: float(m["ts"])):
-        if message.get("ts") == root or not message.get("bot_id"):
+        if message.get("ts") == root:
             continue
-        text = message.get("text") or ""
-        if (found := REPORT.search(text)) and found["v"] == (rollout.version or found["v"]):
-            rollout.reported.add(found["bot"])
-        if found := UPDATING.search(text):
-            rollout.updating[found["bot"]] = message["ts"]
-        if STOPPED.search(text):
-            rollout.stopped = True
-        if DONE.search(text):
-            rollout.done = True
-        if found := BATON.search(text):
-            rollout.version = rollout.version or found["v"]
-            approvers = frozenset(
-                user
-                for reaction in message.get("reactions") or []
-                if reaction.get("name") == approval
-                for user in reaction.get("users") or []
-            )
-            rollout.batons.append(
-                Baton(
-                    message["ts"],
-                    found["v"],
-                    int(found["k"]),
-                    found["canary"],
-                    bool(found["gate"]),
-                    approvers,
-                )
-            )
+        text = (message.get("text") or "").strip()
+        user = message.get("user")
+        if not (message.get("bot_id") or message.get("subtype") == "bot_message"):
+            if admin(user) and HALT.fullmatch(_plain(text)):
+                rollout.stopped = True
+            continue
+        if user not in fleet or message.get("subtype") not in (None, "thread_broadcast"):
+            if user and any(t.fullmatch(text) for t in (START, UPDATING, REPORT, STOPPED)):
+                rollout.strangers.add(user)
+            continue
+        _read_bot_message(rollout, message, text, approval)
     return rollout
+
+
+def _read_bot_message(rollout: Rollout, message: dict[str, Any], text: str, approval: str) -> None:
+    """One fleet bot's message: a step of the rollout if it is one of the templates."""
+    baton: re.Match[str] | None = None
+    if found := START.fullmatch(text):
+        baton = found if found["v"] == rollout.version else None
+    elif found := UPDATING.fullmatch(text):
+        if found["v"] == rollout.version:
+            rollout.updating[found["bot"]] = message["ts"]
+    elif found := REPORT.fullmatch(text):
+        if found["v"] != rollout.version:
+            return
+        rollout.reported.add(found["bot"])
+        rollout.done = rollout.done or bool(found["done"])
+        baton = found if found["k"] else None
+    elif found := STOPPED.fullmatch(text):
+        rollout.stopped = rollout.stopped or (found["v"] or found["v2"]) == rollout.version
+    if baton is None:
+        return
+    approvers = frozenset(
+        user
+        for reaction in message.get("reactions") or []
+        if reaction.get("name") == approval
+        for user in reaction.get("users") or []
+    )
+    canary = baton.groupdict().get("canary")
+    rollout.batons.append(
+        Baton(
+            message["ts"],
+            baton["v"],
+            int(baton["k"]),
+            canary,
+            bool(baton.groupdict().get("gate")),
+            approvers,
+        )
+    )
 
 
 # --- the service: health at start, and the rollout loop ------------------------------------
@@ -183,6 +262,9 @@ class FleetService:
         self.bot: Any = None
         self.tasks: set[asyncio.Task[Any]] = set()
         self.following: set[tuple[str, str]] = set()
+        self._fleet: FleetUsers | None = None
+        self._ignored: set[str] = set()
+        """Bot users outside the fleet whose rollout-like messages were logged once."""
 
     @property
     def state_dir(self) -> Path:
@@ -207,6 +289,12 @@ class FleetService:
     def canary(self) -> str:
         chosen = self._fleet_state().get("canary") or self.settings.canary
         return chosen if chosen in self.bot.roster else self.bot.roster[0]
+
+    @property
+    def fleet(self) -> FleetUsers:
+        if self._fleet is None or self._fleet.bot is not self.bot:
+            self._fleet = FleetUsers(self.bot)
+        return self._fleet
 
     async def start(self, bot: Any) -> None:
         self.bot = bot
@@ -297,11 +385,30 @@ class FleetService:
             cursor = (resp.get("response_metadata") or {}).get("next_cursor")
             if not cursor:
                 break
-        rollout = read_thread(channel, root, messages, self.settings.approval)
-        said = next((m.get("text") or "" for m in messages if m.get("ts") == root), "")
-        command = UPDATE_COMMAND.search(said)
-        rollout.downgrade = bool(command and command["verb"].lower() == "downgrade")
+        rollout = self._read(channel, root, messages)
+        if not rollout.strangers:
+            return rollout
+        unknown = rollout.strangers - await self.fleet.recheck(rollout.strangers)
+        if unknown - self._ignored:
+            log.warning(
+                "fleet: ignoring rollout messages from %s, no bot user of this fleet",
+                ", ".join(sorted(unknown - self._ignored)),
+            )
+            self._ignored |= unknown
+        if unknown != rollout.strangers:
+            rollout = self._read(channel, root, messages)  # a bot that joined the fleet late
         return rollout
+
+    def _read(self, channel: str, root: str, messages: list[dict[str, Any]]) -> Rollout:
+        return read_thread(
+            channel,
+            root,
+            messages,
+            self.settings.approval,
+            fleet=self.fleet.ids,
+            admin=lambda user: is_admin(self.bot, user),
+            default_version=wheel_version(self.settings.source),
+        )
 
     def follow(self, channel: str, root: str) -> None:
         if (channel, root) not in self.following:
@@ -322,7 +429,12 @@ class FleetService:
         lock = SlackMQ(self.bot.web, self.bot.user_id)
         while True:
             rollout = await self.read(channel, root)
-            if rollout is not None and rollout.version and not rollout.active:
+            if rollout is not None and not (rollout.trusted and rollout.version):
+                log.warning(
+                    "fleet: %s/%s is no admin's update command; not following", channel, root
+                )
+                return
+            if rollout is not None and (rollout.stopped or rollout.done):
                 return
             if rollout is None or rollout.version is None or me in rollout.reported:
                 await asyncio.sleep(self.settings.poll_s)
@@ -567,6 +679,16 @@ async def update(ctx: Any) -> None:
     service.follow(event.channel, event.ts)
 
 
+@command(HALTS, admin=True)
+async def halt(ctx: Any) -> None:
+    """Stop a rolling update: `stop` in its thread (the bots read it there)."""
+    event = ctx.event
+    if not event.thread_ts or event.thread_ts == event.ts:
+        await ctx.say("Say `stop` in the rolling update's thread to stop it.")
+        return
+    await ctx.say("Stopping here: no bot takes a further step of this rolling update.")
+
+
 @command(r"restart (?P<bot>[a-z0-9-]+)", each=True, admin=True)
 async def restart(ctx: Any) -> None:
     """Restart one bot through systemd (or the test supervisor)."""
@@ -595,4 +717,17 @@ async def logs(ctx: Any) -> None:
     body = "\n".join(lines) if lines else "(nothing logged yet)"
     if RING.redactor is not None:
         body = RING.redactor.redact(body)
-    await ctx.say(f"{wanted}, last {len(lines)} log lines:\n```\n{body[-3500:]}\n```")
+    text = f"{wanted}, last {len(lines)} log lines:\n```\n{body[-3500:]}\n```"
+    # Logs name people, devices and times: only the admin who asked reads them, never
+    # everyone in the channel.
+    try:
+        opened = await ctx.bot.web.conversations_open(users=ctx.event.user)
+        await ctx.bot.web.chat_postMessage(channel=opened["channel"]["id"], text=text)
+    except SlackApiError as err:
+        log.error("fleet: could not send logs by direct message: %s", err.response.get("error"))
+        await ctx.say(
+            f"{wanted} could not send you its logs by direct message "
+            f"({err.response.get('error')}); check that the app has the im:write scope."
+        )
+        return
+    await ctx.say(f"{wanted} sent you its last {len(lines)} log lines by direct message.")

@@ -917,7 +917,9 @@ class MqttDriver(Driver):
         if not s.username:
             return
         try:
-            client.username_pw_set(s.username, s.password.reveal() if s.password else None)
+            # "{bot}": each bot logs in as itself (one broker user per bot, for the ACL)
+            user = s.username.replace("{bot}", self.bot)
+            client.username_pw_set(user, s.password.reveal() if s.password else None)
         except SecretError as err:
             log.error("cannot read the MQTT password: %s", err)
 

@@ -15,7 +15,7 @@ from typing import Any
 from slack_sdk import WebClient
 
 from troupe.fleet import Fleet
-from troupe.workspace.config import demo_config
+from troupe.workspace.config import Human, demo_config
 from troupe.workspace.testing import RunningWorkspace, running_workspace
 
 BOTS = ("kitchen-pi", "hall-pi", "garage-pi")
@@ -148,10 +148,13 @@ def house(
     *,
     start: tuple[str, ...] = BOTS,
     bot_env: dict[str, dict[str, str]] | None = None,
+    humans: tuple[Human, ...] = (),
     **federation: Any,
 ) -> Iterator[House]:
-    """Serve a workspace (Slack's limits x10 so the tests stay quick) and start the bots."""
-    config = demo_config().model_copy(update={"rate_limits": 10.0})
+    """Serve a workspace (Slack's limits x10 so the tests stay quick) and start the bots;
+    `humans` join the demo's people (guests, people of other teams)."""
+    config = demo_config()
+    config = config.model_copy(update={"rate_limits": 10.0, "humans": [*config.humans, *humans]})
     with running_workspace(config) as ws:
         fed = write_federation(tmp, ws.api_url, mode, **federation)
         counter = tmp / "actions.jsonl"

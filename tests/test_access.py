@@ -9,7 +9,8 @@ import pytest
 from fleetkit import house
 from slack_sdk import WebClient
 
-from troupe.access import Access
+from troupe.access import OUTSIDER, Access, Person
+from troupe.workspace.config import Human
 
 RULES = [
     SimpleNamespace(users=("U0BOB",), channels=("*",), what=("garage",), allow=False),
@@ -40,6 +41,63 @@ def test_names_become_ids_before_anything_is_decided():
     assert access.is_admin("U0ALICE") and access.may_message_directly("U0ALICE")
     assert access.decide("U0BOB", {"#home"}, {"garage"}).allowed is False
     assert access.decide("U0BOB", {"#home"}, {"hall light"}).allowed is True
+
+
+def test_guests_and_other_teams_need_to_be_listed_by_id_even_with_a_star():
+    access = Access.build(admins=["U0ALICE"], users=["*", "U0LENA"]).for_team("T0HOME")
+    home = {"C0HOME", "#home"}
+    gwen = Person("U0GWEN", guest=True, team="T0HOME")
+    olaf = Person("U0OLAF", team="T0OTHER")
+    lena = Person("U0LENA", guest=True, team="T0HOME")
+    bob = Person("U0BOB", team="T0HOME")
+    for outsider in (gwen, olaf):
+        assert not access.may_command(outsider)
+        assert access.decide(outsider, home, {"hall light"}) == access.decide(
+            outsider, home, {"help"}
+        )
+        assert access.decide(outsider, home, {"hall light"}).reason == OUTSIDER
+        assert access.refusal(outsider) == OUTSIDER
+    assert access.may_command(lena) and access.decide(lena, home, {"hall light"}).allowed
+    assert access.may_command(bob) and access.decide(bob, home, {"hall light"}).allowed
+    assert access.is_admin(Person("U0ALICE", guest=True))  # an admin is listed by id
+    # direct messages: '*' lets in members only, too
+    direct = Access.build(admins=[], direct=["*", "U0LENA"]).for_team("T0HOME")
+    assert direct.may_message_directly(bob) and direct.may_message_directly(lena)
+    assert not direct.may_message_directly(gwen) and not direct.may_message_directly(olaf)
+    # before the team is known, only guests stand out
+    assert Access.build(admins=[]).may_command(olaf)
+    assert not Access.build(admins=[]).may_command(gwen)
+
+
+def test_admins_named_by_handle_are_warned_about():
+    named = Access.build(admins=["@alice", "U0ROOT"])
+    [warning] = named.warnings()
+    assert "@alice" in warning and "U0ROOT" not in warning and "user ids" in warning
+    assert Access.build(admins=["U0ALICE"]).warnings() == []
+    assert named.with_ids({"@alice": "U0ALICE"}).warnings() == []
+
+
+GUESTS = (
+    Human(id="U0GWEN", name="gwen", token="xoxp-gwen", guest="multi"),
+    Human(id="U0OLAF", name="olaf", token="xoxp-olaf", team_id="T0OTHER"),
+    Human(id="U0LENA", name="lena", token="xoxp-lena", guest="single"),
+)
+
+
+@pytest.mark.timeout(240)
+def test_guests_and_other_teams_are_refused_unless_listed_by_id(tmp_path):
+    access = "{admins: ['@alice'], users: ['*', U0LENA]}"
+    with house(tmp_path, access=access, humans=GUESTS) as h:
+        for token in ("xoxp-gwen", "xoxp-olaf"):
+            ts = h.say("turn on the hall light", token=token)
+            assert _one_answer(h, ts) == f"Sorry, {OUTSIDER}."
+        ts = h.say("turn on the hall light", token="xoxp-lena")
+        h.wait_for(lambda: len(h.actions()) >= 1, 30, "lena's hall light")
+        assert _one_answer(h, ts) == "Turned on the hall light."
+        assert [a["device"] for a in h.actions()] == ["hall light"]
+        logs = "\n".join(b.output() for b in h.fleet.bots.values())
+        assert "refused U0GWEN" in logs and "refused U0OLAF" in logs
+        assert logs.count("names @alice by handle") == 3  # once per bot, at start
 
 
 # Names and ids mixed, as people write them: the bots look the names up at start.

@@ -33,7 +33,7 @@ bots:                        # the roster; a bot knows itself by --bot, $TROUPE_
   garage-pi:  {}
 areas: {kitchen: [cuisine], hall: [hallway], garage: [], porch: []}   # area -> aliases
 channels: {"#kitchen": kitchen}          # extra channels, each with its default area
-mqtt: {host: 127.0.0.1, port: 1883, username: null, password: null, tls: false, bus: true}
+mqtt: {host: 127.0.0.1, port: 1883, username: null, password: null, tls: false, bus: true, bus_key: env:TROUPE_BUS_KEY}
 hue:  {bridge: 127.0.0.1:8000, username: env:HUE_USER}
 slackmq: {stale_s: 30, lease_s: 15, stagger_s: 0.4, linger_s: 45}
 journal: ~/.local/state/troupe/{bot}.sqlite3
@@ -435,7 +435,7 @@ def test_shared_app_refuses_owned_devices_without_the_bus(tmp_path: Path) -> Non
 
 def test_shared_app_without_mqtt_at_all_refuses_owned_devices(tmp_path: Path) -> None:
     text = edit(SHARED, "mqtt: {host: 127.0.0.1, port: 1883, username: null, password: null, "
-                "tls: false, bus: true}\n", "")  # fmt: skip
+                "tls: false, bus: true, bus_key: env:TROUPE_BUS_KEY}\n", "")  # fmt: skip
 
     keys = [p.key for p in check(write(tmp_path, text))]
 
@@ -627,6 +627,7 @@ def test_check_for_a_bot_resolves_its_secrets(
     hall_app.chmod(0o640)
     text = EXAMPLE.replace("/etc/troupe", str(tmp_path))
     monkeypatch.setenv("HUE_USER", "hue-user")
+    monkeypatch.setenv("TROUPE_BUS_KEY", "bus-key")
     path = write(tmp_path, text)
 
     problems = check(path, bot="hall-pi")
@@ -647,6 +648,7 @@ def test_check_for_a_bot_names_missing_variables(
     for name in ("GARAGE_PI_BOT_TOKEN", "GARAGE_PI_APP_TOKEN"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HUE_USER", "hue-user")
+    monkeypatch.setenv("TROUPE_BUS_KEY", "bus-key")
 
     problems = check(write(tmp_path, EXAMPLE), bot="garage-pi")
 

@@ -1086,7 +1086,10 @@ def test_manifest_refuses_rtm_and_names_the_shared_app(tmp_path: Path) -> None:
         base.replace(
             "mode: app-per-bot",
             "mode: shared-app\n  bot_token: env:SHARED_BOT\n  app_token: env:SHARED_APP",
-        ).replace("mqtt: {host: mosquitto, port: 1883}", "mqtt: {host: mosquitto, bus: true}")
+        ).replace(
+            "mqtt: {host: mosquitto, port: 1883}",
+            "mqtt: {host: mosquitto, bus: true, bus_key: env:BUS_KEY}",
+        )
     )
     data = manifest_data("home", load(shared))
     assert data["display_information"]["name"] == "home"

@@ -3,7 +3,31 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+
+OUTSIDER = (
+    "guests and people of other Slack workspaces may command the house only when the "
+    "federation file lists them by user id"
+)
+
+
+@dataclass(frozen=True)
+class Person:
+    """A Slack user as access decisions need them (troupe.people finds these facts)."""
+
+    id: str
+    guest: bool = False
+    """A multi- or single-channel guest (Slack's is_restricted / is_ultra_restricted)."""
+    team: str | None = None
+    """The user's own team (workspace); another than the bots' means Slack Connect."""
+
+
+Who = Person | str | None
+"""A Person, or a bare user id for a member of the bots' own team who is no guest."""
+
+
+def _person(who: Who) -> Person | None:
+    return Person(who) if isinstance(who, str) else who
 
 
 @dataclass(frozen=True)
@@ -35,6 +59,8 @@ class Access:
     users: frozenset[str]
     direct: frozenset[str]
     rules: tuple[Rule, ...] = ()
+    team: str | None = field(default=None)
+    """The bots' own team id (auth.test's team_id); None until known."""
 
     @classmethod
     def build(
@@ -66,35 +92,78 @@ class Access:
         refs = refs.union(*(rule.users for rule in self.rules))
         return {ref for ref in refs if ref.startswith("@")}
 
+    def warnings(self) -> list[str]:
+        """What to warn about at start: admins named by handle (before `with_ids`)."""
+        handles = sorted(ref for ref in self.admins if ref.startswith("@"))
+        if not handles:
+            return []
+        return [
+            f"access.admins names {', '.join(handles)} by handle: whoever takes that handle "
+            "later becomes an admin; write their user ids (U012ABC) instead"
+        ]
+
     def with_ids(self, ids: Mapping[str, str]) -> Access:
         """The same rules with each '@name' replaced by its user id from `ids`."""
 
         def swap(refs: frozenset[str]) -> frozenset[str]:
             return frozenset(ids.get(ref, ref) for ref in refs)
 
-        return Access(
+        return replace(
+            self,
             admins=swap(self.admins),
             users=swap(self.users),
             direct=swap(self.direct),
             rules=tuple(replace(rule, users=swap(rule.users)) for rule in self.rules),
         )
 
-    def is_admin(self, user: str | None) -> bool:
-        return user is not None and user in self.admins
+    def for_team(self, team: str | None) -> Access:
+        """The same rules, knowing the bots' own team (people of others are outsiders)."""
+        return replace(self, team=team or None)
 
-    def may_command(self, user: str | None) -> bool:
-        return user is not None and ("*" in self.users or user in self.users or self.is_admin(user))
+    def outsider(self, who: Who) -> bool:
+        """A guest, or someone of another team: let in only where listed by id."""
+        person = _person(who)
+        if person is None:
+            return True
+        other_team = bool(self.team and person.team and person.team != self.team)
+        return person.guest or other_team
 
-    def may_message_directly(self, user: str | None) -> bool:
-        return user is not None and ("*" in self.direct or user in self.direct)
+    def is_admin(self, who: Who) -> bool:
+        person = _person(who)
+        return person is not None and person.id in self.admins
 
-    def decide(self, user: str | None, channels: Iterable[str], what: Iterable[str]) -> Decision:
-        """Whether `user` may ask for `what` (devices, areas, scenes, a command name) in
-        a channel known by `channels` (its id and #name). Admins may do anything."""
-        if user is None or not self.may_command(user):
-            return Decision(False, "you are not on the list of people who may command the house")
-        if self.is_admin(user):
+    def may_command(self, who: Who) -> bool:
+        person = _person(who)
+        if person is None:
+            return False
+        if person.id in self.users or self.is_admin(person):
+            return True
+        return "*" in self.users and not self.outsider(person)
+
+    def may_message_directly(self, who: Who) -> bool:
+        person = _person(who)
+        if person is None:
+            return False
+        return person.id in self.direct or ("*" in self.direct and not self.outsider(person))
+
+    def refusal(self, who: Who) -> str:
+        """Why `who` may not command at all (for the answer in Slack)."""
+        if self.outsider(who) and "*" in self.users and _person(who) is not None:
+            return OUTSIDER
+        return "you are not on the list of people who may command the house"
+
+    def decide(self, who: Who, channels: Iterable[str], what: Iterable[str]) -> Decision:
+        """Whether `who` may ask for `what` (devices, areas, scenes, a command name) in
+        a channel known by `channels` (its id and #name). Admins may do anything.
+
+        A guest or someone of another team passes a `users: ["*"]` only if listed by id;
+        a rule naming everyone ('*') applies to them as to anyone."""
+        person = _person(who)
+        if person is None or not self.may_command(person):
+            return Decision(False, self.refusal(person))
+        if self.is_admin(person):
             return Decision(True)
+        user = person.id
         asked = {w.lower() for w in what}
         where = {c.lower() for c in channels}
         for rule in self.rules:

@@ -16,7 +16,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from troupe import __version__, faults, outcomes
-from troupe.access import Access
+from troupe.access import Access, Person
 from troupe.bus import Bus
 from troupe.errors import ClaimError
 from troupe.federation import (
@@ -33,6 +33,7 @@ from troupe.federation import (
 )
 from troupe.intents import Command, DeviceInfo, Recognizer
 from troupe.journal import Journal, Timer
+from troupe.people import People
 from troupe.plugin import (
     CommandSpec,
     DeviceState,
@@ -41,6 +42,8 @@ from troupe.plugin import (
     PluginSet,
     command_origin,
 )
+from troupe.relaycheck import in_slack
+from troupe.roster import FleetUsers, fleet_user_ids
 from troupe.slackapi import ClockedWebClient, lock_client
 from troupe.slackclock import ClockUnknown, SlackClock
 from troupe.slackmq import DONE, TAKEOVER, WORKING, SlackMQ, holding
@@ -148,6 +151,7 @@ class Bot:
         self.channel_names = dict(channels)
         self.channel_areas: dict[str, str | None] = {}
         self.access = access or Access.build(admins=(), users=("*",))
+        self.people = People(web)
         self.allowed_bots = set(allowed_bots)
         self.max_text = max_text
         self.max_duration_s = max_duration_s
@@ -162,7 +166,7 @@ class Bot:
         """Slack's time: the web client teaches it from every answer."""
         self.fleet_user_ids: frozenset[str] = frozenset()
         """The roster's bot users: only their pins and reactions count."""
-        self._strangers: set[str] = set()
+        self.fleet = FleetUsers(self)
         self._touches: dict[tuple[str, str], tuple[str, ...]] = {}
         """The devices each recent command acts on (to learn per-device order from ✅)."""
         self._newest: dict[str, str] = {}
@@ -190,9 +194,12 @@ class Bot:
         auth = await self.web.auth_test()
         self.user_id = auth["user_id"]
         self.bot_id = auth.get("bot_id") or ""
+        self.access = self.access.for_team(auth.get("team_id"))
+        self.fleet_user_ids = await fleet_user_ids(
+            self.web, self.roster, self.user_id, self.info.mode
+        )
         await self._resolve_channels()
         await self._resolve_users()
-        await self._resolve_fleet()
         await self._start_drivers()
         shared_user = self.info.mode != "app-per-bot"
         client = (
@@ -214,7 +221,8 @@ class Bot:
         for service in self.services:
             await service.start(self)
         if self.bus is not None:
-            await self.bus.start(self._on_relay)
+            self.bus.clock = self.clock.now
+            await self.bus.start(self._on_relay, in_slack(self.web))
         await warm
         self.transport.on_reconnect = self._catch_up
         await self.transport.start(self.handle)
@@ -363,6 +371,8 @@ class Bot:
 
     async def _resolve_users(self) -> None:
         """Turn the '@name's of the access section (and of allowed bots) into user ids."""
+        for warning in self.access.warnings():
+            log.warning("%s", warning)
         wanted = self.access.names() | {b for b in self.allowed_bots if b.startswith("@")}
         if not wanted:
             return
@@ -476,7 +486,7 @@ class Bot:
                 return "skipped", "relay arrived stale"
             await self._answer_stale(event)
             return "skipped", "stale"
-        refusal = self._gatekeep(event)
+        refusal = self._gatekeep(event, await self.people.person(event))
         if refusal:
             if not relayed:
                 await self._refuse(event, refusal, event.text[:60])
@@ -529,34 +539,13 @@ class Bot:
         """Whether a Slack user is one of the roster's own bot users."""
         return bool(user) and user in self.fleet_user_ids
 
-    async def _resolve_fleet(self) -> None:
-        """Find the roster's bot users: only their pins and reactions count as marks."""
-        ids = {self.user_id}
-        if self.info.mode == "app-per-bot":
-            roster = set(self.roster)
-            async for member in _paged(self.web.users_list, "members"):
-                bot = member.get("is_bot") and not member.get("deleted")
-                if bot and member.get("name") in roster:
-                    ids.add(member["id"])
-        self.fleet_user_ids = frozenset(ids)
-
     async def _recheck(self, user: str | None) -> bool:
-        """A mark by a user not known as the fleet's: ask Slack once who it is (a bot added
-        to the roster after this one started)."""
-        if not user or user in self.fleet_user_ids or user in self._strangers:
+        """Whether a mark's maker is one of the fleet's bot users; an unknown one makes the
+        fleet be looked up again (rarely): a bot whose app was installed after this one."""
+        if not user or self.is_fleet_user(user):
             return self.is_fleet_user(user)
-        self._strangers.add(user)
-        if self.info.mode != "app-per-bot":
-            return False
-        try:
-            info = (await self.web.users_info(user=user)).get("user") or {}
-        except SlackApiError:
-            return False
-        if info.get("is_bot") and info.get("name") in self.roster:
-            self.fleet_user_ids = self.fleet_user_ids | {user}
-            self._strangers.discard(user)
-            return True
-        return False
+        await self.fleet.recheck({user})
+        return self.is_fleet_user(user)
 
     async def _observe_mark(self, event: Event) -> None:
         """Pins and reactions feed the claim protocol, but only the fleet's own."""
@@ -674,12 +663,12 @@ class Bot:
 
     # access ---------------------------------------------------------------------------
 
-    def _gatekeep(self, event: Event) -> str | None:
+    def _gatekeep(self, event: Event, person: Person | None) -> str | None:
         """Why this message may not be a command at all, or None."""
-        if _is_direct(event.channel) and not self.access.may_message_directly(event.user):
+        if _is_direct(event.channel) and not self.access.may_message_directly(person):
             return "I only take direct messages from the people the federation file lists"
-        if not self.access.may_command(event.user):
-            return "you are not on the list of people who may command the house"
+        if not self.access.may_command(person):
+            return self.access.refusal(person)
         return None
 
     def _subjects(self, command: Command) -> set[str]:

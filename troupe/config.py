@@ -249,9 +249,20 @@ class MqttSettings(_Frozen):
     protocol: Annotated[Literal["5", "3.1.1"], BeforeValidator(str)] = "5"
     """MQTT protocol version: 5, or 3.1.1 for older brokers."""
     bus: bool = False
+    bus_key: Secret | None = None
+    """The federation's secret that seals bus relays (env:/file:, the same on every bot)."""
     discovery: bool = False
     """Publish each bot's GPIO relays to Home Assistant (MQTT discovery)."""
     discovery_prefix: str = "homeassistant"
+
+    @model_validator(mode="after")
+    def _bus_needs_a_key(self) -> MqttSettings:
+        if self.bus and self.bus_key is None:
+            raise ValueError(
+                "bus: true needs bus_key, the secret that seals relays between the bots; "
+                "add bus_key: env:TROUPE_BUS_KEY (or file:PATH), the same on every bot"
+            )
+        return self
 
 
 class HueSettings(_Frozen):
@@ -1008,6 +1019,7 @@ def check(path: str | Path, bot: str | None = None) -> list[Problem]:
         secrets += [(("slack", "app_token"), federation.slack.app_token)]
     if federation.mqtt:
         secrets.append((("mqtt", "password"), federation.mqtt.password))
+        secrets.append((("mqtt", "bus_key"), federation.mqtt.bus_key))
     if federation.hue:
         secrets.append((("hue", "username"), federation.hue.username))
     for loc, secret in secrets:

@@ -41,6 +41,10 @@ class Human(_Strict):
     token: str
     real_name: str = ""
     is_admin: bool = False
+    guest: Literal["multi", "single"] | None = None
+    """A multi-channel (is_restricted) or single-channel (is_ultra_restricted) guest."""
+    team_id: str | None = None
+    """Another team's id: a Slack Connect user in a shared channel (None: this team)."""
 
 
 class App(_Strict):

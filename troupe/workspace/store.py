@@ -362,7 +362,14 @@ class Store:
         for human in self.config.humans:
             if human.id == user_id:
                 real = human.real_name or human.name
-                return self._user_obj(human.id, human.name, real, team, is_admin=human.is_admin)
+                user = self._user_obj(
+                    human.id, human.name, real, human.team_id or team, is_admin=human.is_admin
+                )
+                user.update(
+                    is_restricted=human.guest is not None,
+                    is_ultra_restricted=human.guest == "single",
+                )
+                return user
         app = self._apps_by_user.get(user_id)
         if app is None:
             raise SlackError("user_not_found")
@@ -692,6 +699,9 @@ class Store:
         if app is not None:
             message.update(bot_id=app.bot_id, app_id=app.id)
         message.update(text=text, team=self.config.team.id)
+        outside = next((h.team_id for h in self.config.humans if h.id == user and h.team_id), None)
+        if outside:  # Slack Connect: the author's own team, as Slack tells it
+            message.update(team=outside, user_team=outside, source_team=outside)
         if app is not None:
             message["bot_profile"] = self.bot_profile(app)
         if blocks:

@@ -1,0 +1,191 @@
+"""The MQTT bus between bots: only sealed, fresh, first-seen relays reach a bot, against a
+real mosquitto; refusals are logged once per sender; the bot's confirm has the last word."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+from mqttkit import mosquitto_broker
+from paho.mqtt.enums import CallbackAPIVersion
+
+from troupe.bus import Bus, BusError, seal
+
+pytest_plugins = ("mqttkit",)
+
+KEY = "the-federation-bus-key"
+
+
+def _event(text: str = "turn on the garage light", age_s: float = 0.0) -> dict[str, Any]:
+    ts = f"{time.time() - age_s:.6f}"
+    return {"type": "message", "channel": "C0HOME", "ts": ts, "user": "U0ALICE", "text": text}
+
+
+def _bus(broker, name: str, key: str | None = KEY) -> Bus:
+    settings: dict[str, Any] = {"host": "127.0.0.1", "port": broker.port}
+    if key is not None:
+        settings["bus_key"] = key
+    return Bus("test", name, settings, connect_timeout=5)
+
+
+def _intruder(broker) -> mqtt.Client:
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="intruder")
+    client.connect("127.0.0.1", broker.port)
+    client.loop_start()
+    return client
+
+
+async def _until(predicate: Callable[[], bool], what: str, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+async def _started(bus: Bus, got: list, confirm: Callable[..., Awaitable[bool]] | None = None):
+    async def deliver(message: dict[str, Any]) -> None:
+        got.append(message)
+
+    await bus.start(deliver, confirm)
+
+
+async def test_a_sealed_relay_passes_and_forged_stale_or_replayed_ones_are_refused(broker, caplog):
+    kitchen, hall = _bus(broker, "kitchen-pi"), _bus(broker, "hall-pi")
+    got: list[dict[str, Any]] = []
+    await _started(kitchen, got)
+    await _started(hall, [])
+    intruder = _intruder(broker)
+    try:
+        await hall.relay("kitchen-pi", {"kind": "owned", "event": _event()})
+        await _until(lambda: len(got) == 1, "the sealed relay")
+        assert got[0]["kind"] == "owned" and got[0]["event"]["user"] == "U0ALICE"
+
+        inbox = kitchen.inbox("kitchen-pi", "mallory")
+        now = time.time()
+        body = {"kind": "owned", "event": _event()}
+        good = seal(KEY.encode(), "mallory", "kitchen-pi", body, now)
+        forged = [
+            {"kind": "owned", "event": _event()},  # the old, unsealed format
+            seal(b"a guessed key", "mallory", "kitchen-pi", body, now),
+            seal(KEY.encode(), "mallory", "kitchen-pi", body, now - 120),  # sent long ago
+            seal(
+                KEY.encode(),
+                "mallory",
+                "kitchen-pi",
+                {"kind": "owned", "event": _event(age_s=120)},
+                now,
+            ),  # about an old message
+            seal(KEY.encode(), "hall-pi", "kitchen-pi", body, now),  # not who the topic says
+            seal(KEY.encode(), "mallory", "garage-pi", body, now),  # for another bot
+            {**good, "mac": "é" * 64},  # not even hex
+            good,
+            good,  # a replay
+        ]
+        with caplog.at_level(logging.WARNING, logger="troupe.bus"):
+            for envelope in forged:
+                intruder.publish(inbox, json.dumps(envelope), qos=1).wait_for_publish(5)
+            intruder.publish(inbox, b"not json", qos=1).wait_for_publish(5)
+            await _until(lambda: kitchen.refused["mallory"] == 9, "nine refusals")
+        assert len(got) == 2 and got[1] == body  # the one good relay, once
+        logged = [r.getMessage() for r in caplog.records if "refused a relay" in r.getMessage()]
+        assert len(logged) == 1 and "'mallory'" in logged[0]
+        assert "not sealed with the bus key" in logged[0]
+        assert KEY not in caplog.text
+    finally:
+        intruder.loop_stop()
+        intruder.disconnect()
+        await kitchen.stop()
+        await hall.stop()
+
+
+async def test_a_relay_slack_does_not_confirm_is_not_acted_on(broker):
+    asked: list[dict[str, Any]] = []
+
+    async def confirm(body: dict[str, Any]) -> bool:
+        asked.append(body)
+        return body["event"]["text"] == "real"
+
+    kitchen, hall = _bus(broker, "kitchen-pi"), _bus(broker, "hall-pi")
+    got: list[dict[str, Any]] = []
+    await _started(kitchen, got, confirm)
+    await _started(hall, [])
+    try:
+        await hall.relay("kitchen-pi", {"kind": "owned", "event": _event("made up")})
+        await hall.relay("kitchen-pi", {"kind": "owned", "event": _event("real")})
+        await _until(lambda: len(asked) == 2, "two confirmations")
+        await _until(lambda: len(got) == 1, "the confirmed relay")
+        assert got[0]["event"]["text"] == "real"
+        assert hall.refused == {} and kitchen.refused == {"hall-pi": 1}
+    finally:
+        await kitchen.stop()
+        await hall.stop()
+
+
+async def test_a_bus_without_a_key_does_not_start(broker):
+    bus = _bus(broker, "kitchen-pi", key=None)
+    with pytest.raises(BusError, match=r"set mqtt\.bus_key to env:NAME or file:PATH"):
+        await _started(bus, [])
+
+
+ACL = Path(__file__).resolve().parent.parent / "deploy" / "mosquitto.acl"
+PASSWORDS = {"kitchen-pi": "k-pass", "hall-pi": "h-pass"}
+
+
+def _client(broker, user: str | None, got: list | None = None) -> mqtt.Client:
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"raw-{user}")
+    if user is not None:
+        client.username_pw_set(user, PASSWORDS[user])
+    connected = threading.Event()
+    client.on_connect = lambda *_a: connected.set()
+    if got is not None:
+        client.on_message = lambda _c, _u, msg: got.append(msg.topic)
+    client.connect("127.0.0.1", broker.port)
+    client.loop_start()
+    assert connected.wait(5)
+    return client
+
+
+async def test_the_shipped_broker_acl_lets_a_bot_write_the_bus_only_as_itself():
+    broker = mosquitto_broker(users=PASSWORDS, acl=ACL)
+    settings = {"host": "127.0.0.1", "port": broker.port, "bus_key": KEY, "username": "{bot}"}
+    kitchen = Bus("test", "kitchen-pi", {**settings, "password": PASSWORDS["kitchen-pi"]})
+    got: list[dict[str, Any]] = []
+    spied: list[str] = []
+    hall = spy = None
+    try:
+        with pytest.raises(BusError):  # no password, no bus
+            await Bus("test", "hall-pi", settings, connect_timeout=1).start(_no_deliver)
+        await _started(kitchen, got)
+        # hall-pi, with the bus key (say it leaked), tries to speak as garage-pi and to
+        # read kitchen-pi's inbox: the broker drops both.
+        hall = _client(broker, "hall-pi")
+        spy = _client(broker, "hall-pi", spied)
+        spy.subscribe(kitchen.inbox("kitchen-pi"), qos=1)
+        body = {"kind": "owned", "event": _event()}
+        as_garage = seal(KEY.encode(), "garage-pi", "kitchen-pi", body, time.time())
+        hall.publish(kitchen.inbox("kitchen-pi", "garage-pi"), json.dumps(as_garage), qos=1)
+        as_hall = seal(KEY.encode(), "hall-pi", "kitchen-pi", body, time.time())
+        hall.publish(kitchen.inbox("kitchen-pi", "hall-pi"), json.dumps(as_hall), qos=1)
+        await _until(lambda: len(got) == 1, "hall-pi's relay under its own name")
+        await asyncio.sleep(0.3)
+        assert got == [body] and kitchen.refused == {} and spied == []
+    finally:
+        for client in (hall, spy):
+            if client is not None:
+                client.loop_stop()
+                client.disconnect()
+        await kitchen.stop()
+        broker.stop()
+
+
+async def _no_deliver(_message: dict[str, Any]) -> None:
+    raise AssertionError("nothing may be delivered")
