@@ -308,21 +308,17 @@ def test_a_downgrade_is_asked_for_by_its_own_unit_instance(
 
 
 def test_the_rollout_reads_downgrade_from_the_admins_root_message() -> None:
-    from troupe.plugins.devops import FleetService
+    from troupe.plugins.devops import read_thread
 
-    class Web:
-        def __init__(self, root_text: str) -> None:
-            self.root_text = root_text
-
-        async def conversations_replies(self, **_: object) -> dict:
-            return {"messages": [{"ts": "1.0", "user": "U0ALICE", "text": self.root_text}]}
-
-    class Bot:
-        web: Web
-
-    service = FleetService()
     for text, downgrade in (("<@U0BOT> downgrade to 0.1.0", True), ("update 0.1.0", False)):
-        service.bot = Bot()
-        service.bot.web = Web(text)
-        rollout = asyncio.run(service.read("C1", "1.0"))
-        assert rollout is not None and rollout.downgrade is downgrade, text
+        messages = [{"ts": "1.0", "user": "U0ALICE", "text": text}]
+        rollout = read_thread(
+            "C1",
+            "1.0",
+            messages,
+            "+1",
+            fleet=frozenset({"U0BOT"}),
+            admin=lambda user: user == "U0ALICE",
+            default_version=None,
+        )
+        assert rollout.version == "0.1.0" and rollout.downgrade is downgrade, text
