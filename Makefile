@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint format bench bench-full clean
+.PHONY: demo test test-compat lint format lock bench bench-full clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,25 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -q
+
+# The compatibility suite (pytest -m compat: the three modes, the seed plugin, each driver,
+# `troupe check`) in its own venv, .venv-X.Y, under another Python: Python 3.13 found on PATH
+# or in pyenv by default, or the one given as `make test-compat PYTHON=python3.12`.
+ifeq ($(origin PYTHON),command line)
+COMPAT_PYTHON ?= $(PYTHON)
+else
+COMPAT_PYTHON ?= $(shell .ci/find-python 3.13)
+endif
+
+test-compat:
+	@py='$(COMPAT_PYTHON)'; [ -n "$$py" ] || exit 1; \
+	venv=.venv-$$("$$py" -c 'import sys; print("%d.%d" % sys.version_info[:2])') || exit 1; \
+	if [ ! -f "$$venv/.installed" ] || [ pyproject.toml -nt "$$venv/.installed" ]; then \
+		echo "building $$venv with $$py"; \
+		"$$py" -m venv "$$venv" && "$$venv/bin/pip" install --quiet --upgrade pip && \
+		"$$venv/bin/pip" install --quiet -e '.[test,demo]' && touch "$$venv/.installed" || exit 1; \
+	fi; \
+	"$$venv/bin/python" -m pytest -q -m compat
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

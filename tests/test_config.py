@@ -84,6 +84,7 @@ def only_problem(path: Path) -> Problem:
 # --- the example ------------------------------------------------------------------------
 
 
+@pytest.mark.compat
 def test_the_example_loads(tmp_path: Path) -> None:
     fed = load(write(tmp_path, EXAMPLE))
 
@@ -397,6 +398,7 @@ CASES = [
 ]
 
 
+@pytest.mark.compat
 @pytest.mark.parametrize(("old", "new", "key", "line_at", "message"), CASES)
 def test_each_mistake_is_reported_with_its_line_and_key(
     tmp_path: Path, old: str, new: str, key: str, line_at: str, message: str
@@ -617,6 +619,7 @@ def test_repr_and_str_never_show_the_value(monkeypatch: pytest.MonkeyPatch, tmp_
     assert fed.bot("kitchen-pi").bot_token.reveal() == "xoxb-very-secret-value"
 
 
+@pytest.mark.compat
 def test_check_for_a_bot_resolves_its_secrets(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

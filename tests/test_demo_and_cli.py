@@ -14,6 +14,7 @@ from slack_sdk import WebClient
 from troupe.workspace.config import demo_config
 
 
+@pytest.mark.compat
 @pytest.mark.timeout(180)
 def test_demo_starts_three_bots_and_lights_on_acts_once(tmp_path):
     proc = subprocess.Popen(
@@ -57,6 +58,7 @@ def test_demo_starts_three_bots_and_lights_on_acts_once(tmp_path):
     assert proc.returncode == 0
 
 
+@pytest.mark.compat
 def test_check_refuses_a_malformed_federation_file_with_file_line_and_key(tmp_path):
     bad = tmp_path / "federation.yaml"
     bad.write_text(

@@ -987,13 +987,20 @@ def load(path: str | Path) -> Federation:
 def check(path: str | Path, bot: str | None = None) -> list[Problem]:
     """Every problem in the federation file; with `bot`, also that its secrets resolve here.
 
-    The file alone cannot tell whether a Pi has its tokens, so `troupe check --bot NAME`
-    on the Pi reads each secret that bot will use (without showing it).
+    Like a bot, it imports the plugins and checks each device against its driver's options
+    and section. The file alone cannot tell whether a Pi has its tokens, so
+    `troupe check --bot NAME` on the Pi reads each secret that bot will use (without showing it).
     """
     federation, problems, where = _analyse(path)
-    if federation is None or bot is None:
+    if federation is None:
         return problems
     file = str(path)
+    from troupe.plugincheck import plugin_problems  # imports the plugins, as the Pi will
+
+    for loc, message in plugin_problems(federation):
+        problems.append(Problem(file, where.find(loc), _key(loc), _sentence(message)))
+    if bot is None:
+        return problems
     try:
         name = federation.resolve_bot_name(bot)
     except ConfigError as err:
