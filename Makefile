@@ -6,13 +6,23 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test test-compat lint format lock bench bench-full clean
 
-$(STAMP): pyproject.toml
+DEMO_STAMP := $(VENV)/.demo
+
+$(BIN)/pip:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
-	touch $(STAMP)
 
-demo: $(STAMP)
+# The tests use the demo's embedded broker too, so they install both extras.
+$(STAMP): pyproject.toml $(BIN)/pip
+	$(BIN)/pip install --quiet -e '.[test,demo]'
+	touch $(STAMP) $(DEMO_STAMP)
+
+# `make demo` installs only what the demo needs: troupe and the demo extra (amqtt).
+$(DEMO_STAMP): pyproject.toml $(BIN)/pip
+	$(BIN)/pip install --quiet -e '.[demo]'
+	touch $(DEMO_STAMP)
+
+demo: $(DEMO_STAMP)
 	$(BIN)/troupe demo
 
 test: $(STAMP)
@@ -39,6 +49,18 @@ test-compat:
 	fi; \
 	"$$venv/bin/python" -m pytest -q -m compat
 
+# requirements.lock: the runtime dependencies, pinned with hashes, that deploy/install.sh and
+# deploy/Dockerfile install. Resolved on the oldest supported Python (3.11); see docs/install.md.
+LOCK_PYTHON ?= $(shell .ci/find-python 3.11)
+
+lock:
+	@py='$(LOCK_PYTHON)'; [ -n "$$py" ] || exit 1; \
+	[ -x .venv-lock/bin/pip-compile ] || { "$$py" -m venv .venv-lock && \
+		.venv-lock/bin/pip install --quiet 'pip-tools>=7.4,<8'; } || exit 1; \
+	.venv-lock/bin/pip-compile --quiet --generate-hashes --strip-extras --allow-unsafe \
+		--no-emit-index-url --no-emit-find-links \
+		--output-file requirements.lock pyproject.toml
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -61,4 +83,4 @@ bench-full: $(BENCH_STAMP)
 	$(BIN)/python -m bench --full
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) .venv-* build *.egg-info
