@@ -103,7 +103,10 @@ def test_a_misspelt_driver_is_one_line_with_a_suggestion(tmp_path: Path) -> None
         line_of(text, "kitchen fan:"),
         "devices.kitchen fan.driver",
     )
-    assert "'gpio_rely' is not a driver; did you mean 'gpio_relay'?" in problem.message
+    assert problem.message == (
+        "'gpio_rely' is not a driver of the plugins loaded (counter, gpio_relay, hue, mqtt); "
+        "did you mean 'gpio_relay'?"
+    )
 
 
 @pytest.mark.parametrize(

@@ -298,8 +298,38 @@ def _nonempty(value: str, what: str) -> str:
     return value.strip()
 
 
+_HOME_ASSISTANT_KEYS = {
+    "state": "on",
+    "brightness_pct": "brightness",
+    "color_temp_kelvin": "temperature",
+    "color_name": "color",
+}
+"""Home Assistant's spellings of a scene's keys -> troupe's own, normalised at load."""
+
+
+def _home_assistant_keys(data: dict[str, Any]) -> dict[str, Any]:
+    data = dict(data)
+    for theirs, ours in _HOME_ASSISTANT_KEYS.items():
+        if theirs not in data:
+            continue
+        if ours in data:
+            raise ValueError(f"{theirs} and {ours} say the same thing; keep one")
+        value = data.pop(theirs)
+        if theirs == "state":
+            if isinstance(value, str) and value.strip().lower() in ("on", "off"):
+                value = value.strip().lower() == "on"
+            elif not isinstance(value, bool):
+                raise ValueError(f"state must be on or off (got {value!r})")
+        data[ours] = value
+    return data
+
+
 class SceneState(_Frozen):
-    """What a scene does to one device; `on`/`off`/true/false are shorthands for `on`."""
+    """What a scene does to one device; `on`/`off`/true/false are shorthands for `on`.
+
+    Home Assistant's spellings work too (`state: on`, `brightness_pct`, `color_temp_kelvin`,
+    `color_name`) and become troupe's keys at load, so the bot sees one vocabulary.
+    """
 
     on: bool | None = None
     brightness: Annotated[int | None, AfterValidator(_brightness)] = None
@@ -320,7 +350,7 @@ class SceneState(_Frozen):
             )
         if not data:
             raise ValueError("says nothing to do; use on, off, or a mapping with on, brightness")
-        return data
+        return _home_assistant_keys(data)
 
 
 def _any_channel(value: object) -> object:

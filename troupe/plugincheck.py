@@ -76,8 +76,8 @@ def _device_problems(
             known = sorted(drivers)
             yield (
                 ("devices", name, "driver"),
-                f"{device.driver!r} is not a driver{_hint(device.driver, known)}; "
-                f"the plugins loaded offer {', '.join(known)}",
+                f"{device.driver!r} is not a driver of the plugins loaded "
+                f"({', '.join(known)}){_hint(device.driver, known)}",
             )
             continue
         if driver.options_model is not None:
