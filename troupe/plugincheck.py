@@ -51,14 +51,15 @@ def plugin_problems(fed: Federation) -> Iterator[tuple[Loc, str]]:
 
 def _import_failure(what: str, module: str, err: BaseException) -> str:
     """One sentence: why `what` cannot be imported, and what to do about it."""
-    if isinstance(err, ModuleNotFoundError) and err.name and module.startswith(err.name):
+    missing = err.name if isinstance(err, ModuleNotFoundError) else None
+    if missing and (module == missing or module.startswith(missing + ".")):
         return (
-            f"cannot import {what}: no module {err.name!r} here; install it in troupe's "
+            f"cannot import {what}: no module {missing!r} here; install it in troupe's "
             "environment (or set PYTHONPATH) or fix the name"
         )
-    if isinstance(err, ModuleNotFoundError) and err.name:
+    if missing:
         return (
-            f"cannot import {what}: it needs the module {err.name!r}, which is not installed; "
+            f"cannot import {what}: it needs the module {missing!r}, which is not installed; "
             f"pip install it in troupe's environment or remove the plugin"
         )
     if isinstance(err, SyntaxError):
