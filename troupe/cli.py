@@ -124,6 +124,18 @@ def _check(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
+def _doctor(args: argparse.Namespace) -> int:
+    from troupe.doctor import diagnose
+
+    config = _federation_file(args)
+    if config is None:
+        return 2
+    findings = asyncio.run(diagnose(config, args.bot))
+    for finding in findings:
+        print(finding, flush=True)
+    return 1 if any(f.level == "fail" for f in findings) else 0
+
+
 def _manifest(args: argparse.Namespace) -> int:
     from troupe.manifest import main as manifest_main
 
@@ -174,6 +186,15 @@ def build_parser() -> argparse.ArgumentParser:
     chk.add_argument("--config", help=FEDERATION_HELP)
     chk.add_argument("--bot", help="also read this bot's secrets, as it will on its Pi")
     chk.set_defaults(func=_check)
+
+    doc = sub.add_parser(
+        "doctor",
+        parents=[verbose],
+        help="check this bot's setup live: Slack, the MQTT broker, the Hue bridge, the GPIO",
+    )
+    doc.add_argument("--config", help=FEDERATION_HELP)
+    doc.add_argument("--bot", help="this bot's name (default: $TROUPE_BOT, then the hostname)")
+    doc.set_defaults(func=_doctor)
 
     demo = sub.add_parser(
         "demo", parents=[verbose], help="the local workspace, three bots and simulated devices"
