@@ -246,6 +246,7 @@ async def test_tasmota_plug_on_off_toggle(broker: Broker) -> None:
     with powered(tasmota(broker)) as plug:
         async with mqtt_driver(broker, {"porch switch": PLUG}) as driver:
             assert await driver.state("porch switch") == DeviceState(on=False)
+            assert plug.wait_for_count(1)  # the state query at connect may still be on its way
             assert [c.text for c in plug.commands] == [""]  # the state query at connect
             assert await driver.act("porch switch", do("porch switch", "on")) == (
                 "turned on the porch switch"
