@@ -421,6 +421,14 @@ build_release() {
 		quiet_act rm -rf "$stage" # left by a run that stopped half-way
 	fi
 	quiet_act "$PYTHON" -m venv "${venv_args[@]}" "$stage"
+	# A source directory with a requirements.lock (make lock) gets its dependencies exactly
+	# as locked, each file checked against its hash; troupe itself then goes in alone.
+	if [[ -d $SOURCE && -f $SOURCE/requirements.lock && " $PIP_ARGS " != *" --no-deps "* ]]; then
+		quiet_act "$py" -m pip install --no-input --disable-pip-version-check --require-hashes \
+			"${pip_args[@]}" -r "$SOURCE/requirements.lock" ||
+			die "pip could not install the locked dependencies in $SOURCE/requirements.lock (its message is above); fix the index or the network and run install.sh again"
+		pip_args+=(--no-deps)
+	fi
 	quiet_act "$py" -m pip install --upgrade --no-input --disable-pip-version-check \
 		"${pip_args[@]}" "$SOURCE" ||
 		die "pip could not install $SOURCE (its message is above); fix the source, the index or the network and run install.sh again"

@@ -334,7 +334,7 @@ def _require_amqtt() -> None:
     except ImportError:
         raise BrokerError(
             "neither mosquitto nor amqtt is installed: apt-get install mosquitto, "
-            "or pip install amqtt"
+            "or install troupe's demo extra (pip install 'troupe[demo]')"
         ) from None
 
 
@@ -345,6 +345,7 @@ def _serve_embedded(config_path: str) -> int:
     """Run amqtt with the given JSON config until SIGTERM or SIGINT."""
     import asyncio
 
+    _require_amqtt()
     from amqtt.broker import Broker as AmqttBroker
 
     config = json.loads(Path(config_path).read_text())

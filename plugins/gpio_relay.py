@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 from gpiozero import Button, Device, MotionSensor, OutputDevice
 from gpiozero.exc import BadPinFactory, GPIOPinInUse, GPIOZeroError, PinInvalidPin
 from gpiozero.pins import Factory
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError
 
 from troupe.federation import Action
 from troupe.hardware.gpio import GpioBoard, Wire, board_for
@@ -62,6 +62,13 @@ class MotionOptions(BaseModel):
     motion: BcmPin
     interval_s: float = Field(default=60.0, gt=0)
     message: str | None = Field(default=None, min_length=1)
+
+
+DeviceOptions = Annotated[
+    Annotated[RelayOptions, Tag("pin")] | Annotated[MotionOptions, Tag("motion")],
+    Discriminator(lambda keys: "motion" if isinstance(keys, dict) and "motion" in keys else "pin"),
+]
+"""A device's keys: a motion sensor when it names `motion`, else a relay."""
 
 
 _HINTS = {
@@ -111,6 +118,7 @@ class GpioRelayDriver(Driver):
     """Relays, wall switches and motion sensors on this Pi's GPIO header."""
 
     name = "gpio_relay"
+    options_model = DeviceOptions
 
     def __init__(
         self,

@@ -277,6 +277,8 @@ class HueDriver(Driver):
     """Hue lights and groups on one bridge; every call bounded by `timeout_s`."""
 
     name = "hue"
+    options_model = HueDevice
+    section_model = HueSection
     timeout_s: float = BRIDGE_TIMEOUT_S
 
     async def start(self, devices: Mapping[str, Mapping[str, Any]]) -> None:

@@ -798,6 +798,8 @@ class MqttDriver(Driver):
     """Devices reached through the federation's MQTT broker (the `mqtt:` section)."""
 
     name = "mqtt"
+    options_model = DeviceOptions
+    section_model = Settings
 
     async def start(self, devices: Mapping[str, Mapping[str, Any]]) -> None:
         self._loop = asyncio.get_running_loop()

@@ -43,9 +43,9 @@ def require_amqtt() -> None:
     try:
         import amqtt  # noqa: F401
     except ImportError:
-        message = "amqtt is not installed (pip install amqtt)"
+        message = "amqtt is not installed (pip install -e '.[demo]')"
         if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"{message}; it is a dependency of troupe", pytrace=False)
+            pytest.fail(f"{message}; make test installs the demo extra", pytrace=False)
         pytest.skip(message)
 
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from contextlib import ExitStack
 
 import pytest
 from fleetkit import USER_OF, house
+from mqttkit import mosquitto_broker
 
 WORKLOAD = {
     "turn on the hall light": {"hall light"},
@@ -108,11 +110,19 @@ def helloworld(message):
 """
 
 
+@pytest.mark.compat
 @pytest.mark.timeout(180)
-def test_seed_plugin_says_hello_once_per_hello(tmp_path, monkeypatch):
+@pytest.mark.parametrize("mode", ["app-per-bot", "shared-app", "rtm"])
+def test_seed_plugin_says_hello_once_per_hello(tmp_path, monkeypatch, mode):
     (tmp_path / "seedhello.py").write_text(SEED_PLUGIN)
     monkeypatch.setenv("PYTHONPATH", str(tmp_path))
-    with house(tmp_path, plugins="[seedhello]") as h:
+    with ExitStack() as stack:
+        mqtt = ""
+        if mode == "shared-app":  # the owned devices of the test house need the bus
+            broker = mosquitto_broker()
+            stack.callback(broker.stop)
+            mqtt = f"mqtt: {{host: 127.0.0.1, port: {broker.port}, bus: true}}\n"
+        h = stack.enter_context(house(tmp_path, mode, plugins="[seedhello]", mqtt=mqtt))
         sent = [h.say("hello") for _ in range(5)]
         channel = h.channel_id()
 

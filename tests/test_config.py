@@ -84,6 +84,7 @@ def only_problem(path: Path) -> Problem:
 # --- the example ------------------------------------------------------------------------
 
 
+@pytest.mark.compat
 def test_the_example_loads(tmp_path: Path) -> None:
     fed = load(write(tmp_path, EXAMPLE))
 
@@ -137,6 +138,41 @@ def test_scene_on_and_off_are_words_not_yaml_booleans(tmp_path: Path) -> None:
     scene = fed.scenes["movie mode"]
     assert scene["hall light"] == SceneState(on=True, brightness=20)
     assert scene["kitchen lamp"] == SceneState(on=False)
+
+
+def test_scenes_take_home_assistants_spellings(tmp_path: Path) -> None:
+    text = edit(
+        EXAMPLE,
+        "movie mode: {hall light: {on: true, brightness: 20}, kitchen lamp: off}",
+        "movie mode: {hall light: {state: on, brightness_pct: 20, color_temp_kelvin: 2700}, "
+        "kitchen lamp: {state: 'off'}}",
+    )
+    scene = load(write(tmp_path, text)).scenes["movie mode"]
+    assert scene["hall light"] == SceneState(on=True, brightness=20, temperature=2700)
+    assert scene["kitchen lamp"] == SceneState(on=False)
+    assert scene["hall light"].model_dump(exclude_none=True) == {
+        "on": True,
+        "brightness": 20,
+        "temperature": 2700,
+    }
+
+
+@pytest.mark.parametrize(
+    ("state", "words"),
+    [
+        ("{brightness: 20, brightness_pct: 30}", "brightness_pct and brightness say the same"),
+        ("{state: dim}", "state must be on or off (got 'dim')"),
+        ("{state: on, brightness_pct: 120}", "must be between 0 and 100"),
+    ],
+)
+def test_a_home_assistant_spelling_gone_wrong_is_one_line(
+    tmp_path: Path, state: str, words: str
+) -> None:
+    text = edit(EXAMPLE, "hall light: {on: true, brightness: 20}", f"hall light: {state}")
+    problem = only_problem(write(tmp_path, text))
+    assert problem.line == line_of(text, "movie mode:")
+    assert problem.key.startswith("scenes.movie mode.hall light")
+    assert words in problem.message
 
 
 def test_names_are_canonical(tmp_path: Path) -> None:
@@ -397,6 +433,7 @@ CASES = [
 ]
 
 
+@pytest.mark.compat
 @pytest.mark.parametrize(("old", "new", "key", "line_at", "message"), CASES)
 def test_each_mistake_is_reported_with_its_line_and_key(
     tmp_path: Path, old: str, new: str, key: str, line_at: str, message: str
@@ -617,6 +654,7 @@ def test_repr_and_str_never_show_the_value(monkeypatch: pytest.MonkeyPatch, tmp_
     assert fed.bot("kitchen-pi").bot_token.reveal() == "xoxb-very-secret-value"
 
 
+@pytest.mark.compat
 def test_check_for_a_bot_resolves_its_secrets(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from slack_sdk import WebClient
 from troupe.workspace.config import demo_config
 
 
+@pytest.mark.compat
 @pytest.mark.timeout(180)
 def test_demo_starts_three_bots_and_lights_on_acts_once(tmp_path):
     proc = subprocess.Popen(
@@ -57,6 +59,7 @@ def test_demo_starts_three_bots_and_lights_on_acts_once(tmp_path):
     assert proc.returncode == 0
 
 
+@pytest.mark.compat
 def test_check_refuses_a_malformed_federation_file_with_file_line_and_key(tmp_path):
     bad = tmp_path / "federation.yaml"
     bad.write_text(
@@ -95,3 +98,57 @@ def test_run_with_an_unknown_bot_name_says_which_bots_exist(tmp_path):
     assert result.returncode == 2
     assert "attic-pi" in result.stderr and "kitchen-pi" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def _troupe(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "troupe", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+    )
+
+
+@pytest.mark.compat
+def test_check_reports_a_misspelt_driver_as_one_line(tmp_path):
+    fed = tmp_path / "federation.yaml"
+    fed.write_text(
+        "federation: home\n"
+        "slack: {mode: app-per-bot, channel: '#home'}\n"
+        "bots:\n"
+        "  kitchen-pi: {bot_token: 'env:K_BOT', app_token: 'env:K_APP'}\n"
+        "devices:\n"
+        "  kitchen fan: {kind: fan, driver: countr}\n"
+    )
+    result = _troupe("check", "--config", str(fed))
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"{fed}:6: devices.kitchen fan.driver: 'countr' is not a driver of the plugins loaded "
+        "(counter, gpio_relay, hue, mqtt); did you mean 'counter'?"
+    ]
+
+
+def test_check_reads_troupe_federation_and_takes_v_after_the_subcommand(tmp_path):
+    fed = tmp_path / "federation.yaml"
+    fed.write_text(
+        "federation: home\n"
+        "slack: {mode: app-per-bot, channel: '#home'}\n"
+        "bots:\n"
+        "  kitchen-pi: {bot_token: 'env:K_BOT', app_token: 'env:K_APP'}\n"
+    )
+    result = _troupe("check", "-v", env={"TROUPE_FEDERATION": str(fed)})
+    assert (result.returncode, result.stdout) == (0, f"{fed}: ok\n")
+
+
+@pytest.mark.parametrize("command", ["check", "run"])
+def test_without_any_federation_file_it_says_where_it_looked(monkeypatch, capsys, command):
+    import troupe.cli
+
+    monkeypatch.delenv("TROUPE_FEDERATION", raising=False)
+    monkeypatch.setattr("troupe.config.DEFAULT_PATH", "/nonexistent/troupe/federation.yaml")
+    assert troupe.cli.main([command]) == 2
+    assert capsys.readouterr().err == (
+        f"troupe {command}: no federation file: pass --config FILE, set TROUPE_FEDERATION, "
+        "or create /nonexistent/troupe/federation.yaml\n"
+    )

@@ -75,6 +75,7 @@ def op(device: str, name: str, **args: Any) -> Action:
 # switching ----------------------------------------------------------------------------------
 
 
+@pytest.mark.compat
 async def test_active_high_relay_drives_the_pin_high_when_on(board: GpioBoard) -> None:
     driver = make(board)
     await driver.start({"kitchen fan": {"pin": 27}})
@@ -192,6 +193,7 @@ async def test_restore_on_never_passes_through_off(board: GpioBoard) -> None:
 # the wall switch ------------------------------------------------------------------------------
 
 
+@pytest.mark.compat
 async def test_wall_switch_press_toggles_the_relay_and_says_so(board: GpioBoard) -> None:
     notes = Notes()
     changes: list[str] = []
@@ -329,6 +331,7 @@ async def test_a_motion_sensor_cannot_be_switched(board: GpioBoard) -> None:
 # bad options and bad pins -------------------------------------------------------------------------
 
 
+@pytest.mark.compat
 @pytest.mark.parametrize(
     ("options", "words"),
     [
@@ -565,6 +568,7 @@ areas: {kitchen: [], garage: [], hall: [], porch: []}
 """
 
 
+@pytest.mark.compat
 @pytest.mark.timeout(180)
 def test_a_bot_drives_relays_and_restores_them_after_a_restart(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch

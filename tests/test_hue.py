@@ -269,6 +269,7 @@ def test_simulator_command_line(tmp_path):
 # --- the driver -------------------------------------------------------------------------------
 
 
+@pytest.mark.compat
 async def test_on_off_toggle_a_light(bridge, tmp_path):
     driver = await _driver(bridge.address, tmp_path, {"hall light": {"light": 1}})
     assert await driver.act("hall light", Action("hall light", "on")) == "turned on the hall light"
@@ -305,6 +306,7 @@ async def test_brightness_percent_maps_to_bri_and_zero_is_off(bridge, tmp_path):
     assert bridge.model.counts()["3"] == 4
 
 
+@pytest.mark.compat
 async def test_colour_names_and_temperatures(bridge, tmp_path):
     devices = {"color": {"light": 1}, "ambiance": {"light": 2}}
     driver = await _driver(bridge.address, tmp_path, devices)
@@ -468,6 +470,7 @@ async def test_garbage_in_a_put_answer_is_caught(bridge, tmp_path):
         await driver.act("lamp", Action("lamp", "on"))
 
 
+@pytest.mark.compat
 @pytest.mark.parametrize(
     ("options", "message"),
     [
@@ -484,6 +487,7 @@ async def test_bad_device_options_name_the_device_and_key(tmp_path, options, mes
         await driver.start({"lamp": options})
 
 
+@pytest.mark.compat
 async def test_missing_section_bridge_or_username(tmp_path):
     with pytest.raises(DriverError, match=r"need a hue: section"):
         await HueDriver("hall-pi", {}).start({"lamp": {"light": 1}})
@@ -622,6 +626,7 @@ async def test_pair_hue_chat_command_answers_now_and_when_paired(tmp_path):
 # --- three bot processes, one bridge ------------------------------------------------------------
 
 
+@pytest.mark.compat
 @pytest.mark.timeout(240)
 def test_three_bots_switch_a_hue_light_once_and_pair_from_chat(tmp_path, monkeypatch):
     import fleetkit

@@ -101,6 +101,7 @@ class _StopBot(BaseException):
     """Raised inside slackbot's endless dispatcher loop to end its thread."""
 
 
+@pytest.mark.compat
 def test_slackbot_answers_a_listen_to_plugin(
     workspace: RunningWorkspace, monkeypatch: pytest.MonkeyPatch
 ) -> None:

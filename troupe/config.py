@@ -309,8 +309,38 @@ def _nonempty(value: str, what: str) -> str:
     return value.strip()
 
 
+_HOME_ASSISTANT_KEYS = {
+    "state": "on",
+    "brightness_pct": "brightness",
+    "color_temp_kelvin": "temperature",
+    "color_name": "color",
+}
+"""Home Assistant's spellings of a scene's keys -> troupe's own, normalised at load."""
+
+
+def _home_assistant_keys(data: dict[str, Any]) -> dict[str, Any]:
+    data = dict(data)
+    for theirs, ours in _HOME_ASSISTANT_KEYS.items():
+        if theirs not in data:
+            continue
+        if ours in data:
+            raise ValueError(f"{theirs} and {ours} say the same thing; keep one")
+        value = data.pop(theirs)
+        if theirs == "state":
+            if isinstance(value, str) and value.strip().lower() in ("on", "off"):
+                value = value.strip().lower() == "on"
+            elif not isinstance(value, bool):
+                raise ValueError(f"state must be on or off (got {value!r})")
+        data[ours] = value
+    return data
+
+
 class SceneState(_Frozen):
-    """What a scene does to one device; `on`/`off`/true/false are shorthands for `on`."""
+    """What a scene does to one device; `on`/`off`/true/false are shorthands for `on`.
+
+    Home Assistant's spellings work too (`state: on`, `brightness_pct`, `color_temp_kelvin`,
+    `color_name`) and become troupe's keys at load, so the bot sees one vocabulary.
+    """
 
     on: bool | None = None
     brightness: Annotated[int | None, AfterValidator(_brightness)] = None
@@ -331,7 +361,7 @@ class SceneState(_Frozen):
             )
         if not data:
             raise ValueError("says nothing to do; use on, off, or a mapping with on, brightness")
-        return data
+        return _home_assistant_keys(data)
 
 
 def _any_channel(value: object) -> object:
@@ -998,13 +1028,20 @@ def load(path: str | Path) -> Federation:
 def check(path: str | Path, bot: str | None = None) -> list[Problem]:
     """Every problem in the federation file; with `bot`, also that its secrets resolve here.
 
-    The file alone cannot tell whether a Pi has its tokens, so `troupe check --bot NAME`
-    on the Pi reads each secret that bot will use (without showing it).
+    Like a bot, it imports the plugins and checks each device against its driver's options
+    and section. The file alone cannot tell whether a Pi has its tokens, so
+    `troupe check --bot NAME` on the Pi reads each secret that bot will use (without showing it).
     """
     federation, problems, where = _analyse(path)
-    if federation is None or bot is None:
+    if federation is None:
         return problems
     file = str(path)
+    from troupe.plugincheck import plugin_problems  # imports the plugins, as the Pi will
+
+    for loc, message in plugin_problems(federation):
+        problems.append(Problem(file, where.find(loc), _key(loc), _sentence(message)))
+    if bot is None:
+        return problems
     try:
         name = federation.resolve_bot_name(bot)
     except ConfigError as err:

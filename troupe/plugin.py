@@ -21,6 +21,7 @@ from importlib.metadata import entry_points
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
+from troupe import _imp_shim
 from troupe.errors import TroupeError
 
 if TYPE_CHECKING:
@@ -141,6 +142,10 @@ class Driver(abc.ABC):
     """
 
     name: ClassVar[str]
+    options_model: ClassVar[Any] = None
+    """The pydantic type of one device's options; `troupe check` validates each device."""
+    section_model: ClassVar[Any] = None
+    """The pydantic type of the file's section named like the driver (`hue:`), if it needs one."""
 
     def __init__(
         self,
@@ -262,6 +267,7 @@ def load_plugins(
     names += [m for m in modules if m not in names]
     plugins = PluginSet()
     loaded: list[ModuleType] = []
+    _imp_shim.install()  # slackbot plugins import slackbot.bot, which imports `imp`
     for name in names:
         try:
             loaded.append(importlib.import_module(name))

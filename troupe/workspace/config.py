@@ -61,6 +61,9 @@ class App(_Strict):
     bot_token: str
     app_token: str = ""
     classic: bool = False
+    scopes: tuple[str, ...] | None = None
+    """The bot token's scopes, answered as Slack does in `x-oauth-scopes`; None: all that
+    `troupe manifest` asks for. A test grants fewer to see them reported missing."""
 
     @model_validator(mode="after")
     def _default_bot_id(self) -> App:

@@ -19,6 +19,7 @@ from typing import Any
 from aiohttp import hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from troupe.manifest import BOT_SCOPES
 from troupe.workspace.core import Caller, Workspace
 from troupe.workspace.errors import SlackError
 from troupe.workspace.ratelimit import METHOD_TIERS
@@ -660,7 +661,15 @@ async def _call(ws: Workspace, request: web.Request) -> web.Response:
         if retry_after is not None:
             ws.http_429[key] += 1
             return _error("ratelimited", 429, retry_after=retry_after)
-    return _json(await handler(Call(ws, caller, args, request)))
+    return _json(await handler(Call(ws, caller, args, request)), headers=_scopes(ws, caller))
+
+
+def _scopes(ws: Workspace, caller: Caller | None) -> dict[str, str] | None:
+    """Slack's `x-oauth-scopes` header: the scopes granted to a bot token."""
+    app = ws.store.app_for_user(caller.user_id) if caller and caller.kind == "bot" else None
+    if app is None:
+        return None
+    return {"x-oauth-scopes": ",".join(BOT_SCOPES if app.scopes is None else app.scopes)}
 
 
 def setup(app: web.Application, ws: Workspace) -> None:
