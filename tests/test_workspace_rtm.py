@@ -21,7 +21,7 @@ from slackbot.manager import PluginsManager
 
 from troupe.workspace import events
 from troupe.workspace.config import Channel, WorkspaceConfig, demo_config
-from troupe.workspace.testing import RunningWorkspace, running_workspace
+from troupe.workspace.testing import RunningWorkspace, legacy_apps, running_workspace
 
 CLASSIC = "A0CLASSIC"
 CLASSIC_TOKEN = "xoxb-classic"
@@ -101,9 +101,17 @@ class _StopBot(BaseException):
     """Raised inside slackbot's endless dispatcher loop to end its thread."""
 
 
+@pytest.fixture
+def old_workspace() -> Iterator[RunningWorkspace]:
+    """Apps created in 2020: unmodified slackbot 1.0.5 sends tokens in the query string."""
+    with running_workspace(unlimited(legacy_apps())) as running:
+        yield running
+
+
 def test_slackbot_answers_a_listen_to_plugin(
-    workspace: RunningWorkspace, monkeypatch: pytest.MonkeyPatch
+    old_workspace: RunningWorkspace, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    workspace = old_workspace
     monkeypatch.setattr(slacker, "get_api_url", lambda method: f"{workspace.api_url}{method}")
     monkeypatch.setattr(slackbot_settings, "API_TOKEN", CLASSIC_TOKEN, raising=False)
     monkeypatch.setattr(slackbot_settings, "PLUGINS", [])

@@ -83,10 +83,16 @@ REDELIVERY = {
 """The workspace file's `redelivery:` choices; `fast` retries every 3 s, for tests."""
 
 
+class Handle(Protocol):
+    """A scheduled call that can be called off (asyncio.TimerHandle is one)."""
+
+    def cancel(self) -> None: ...
+
+
 class Timer(Protocol):
     """What the hub needs of a clock: asyncio's loop.call_later, or a test's own clock."""
 
-    def call_later(self, delay: float, callback: Any, *args: Any) -> asyncio.TimerHandle: ...
+    def call_later(self, delay: float, callback: Any, *args: Any) -> Handle: ...
 
 
 @dataclass(frozen=True)
@@ -180,7 +186,7 @@ class _Pending:
     payload: dict[str, Any]
     attempt: int = 0
     envelope_ids: set[str] = field(default_factory=set)
-    timer: asyncio.TimerHandle | None = None
+    timer: Handle | None = None
 
 
 class EventHub:
@@ -418,7 +424,7 @@ class EventHub:
             )
         pending.timer = self._later(self.redelivery.ack_timeout_s, self._expired, pending)
 
-    def _later(self, delay: float, callback: Any, *args: Any) -> asyncio.TimerHandle:
+    def _later(self, delay: float, callback: Any, *args: Any) -> Handle:
         return (self.clock or asyncio.get_running_loop()).call_later(delay, callback, *args)
 
     def _expired(self, pending: _Pending) -> None:
