@@ -13,6 +13,7 @@ import asyncio
 import base64
 import contextlib
 import hashlib
+import hmac
 import itertools
 import json
 import logging
@@ -226,7 +227,9 @@ class EventHub:
 
     def take_ticket(self, ticket: str, kind: Kind) -> Ticket | None:
         """Use up a ticket; None when it is unknown, already used, expired or of the other kind."""
-        found = self._tickets.pop(ticket, None)
+        given = ticket.encode()
+        key = next((k for k in self._tickets if hmac.compare_digest(k.encode(), given)), None)
+        found = self._tickets.pop(key) if key is not None else None
         if found is None or found.kind != kind or found.expires <= time.monotonic():
             return None
         return found

@@ -70,7 +70,8 @@ async def start(ws: Workspace, host: str = "127.0.0.1", port: int = 0) -> tuple[
     if host not in LOOPBACK:
         log.warning(
             "WARNING: the workspace is bound to %s, so anyone who can reach this address and "
-            "knows a token can read and post; bind 127.0.0.1 unless you mean it.",
+            "knows a token can read and post; bind 127.0.0.1 unless you mean it (clients must "
+            "name it in Host: list other names they use in allowed_hosts).",
             host,
         )
     runner = web.AppRunner(
