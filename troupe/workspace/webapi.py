@@ -212,12 +212,18 @@ async def apps_connections_open(call: Call) -> dict[str, Any]:
     return {"ok": True, "url": f"ws://{call.request.host}/link/?ticket={ticket}&app_id={app_id}"}
 
 
-def _rtm_url(call: Call) -> tuple[str, dict[str, Any]]:
+def _rtm_allowed(call: Call) -> None:
+    """RTM is for people and classic apps' bots: Slack refuses it to new apps' tokens."""
     who = call.who
     if who.kind == "bot":
         app = call.ws.store.app_for_user(who.user_id)
         if app is None or not app.classic:
             raise SlackError("not_allowed_token_type")
+
+
+def _rtm_url(call: Call) -> tuple[str, dict[str, Any]]:
+    _rtm_allowed(call)
+    who = call.who
     ticket = _hub_call(call.ws, "new_rtm_ticket", who.user_id, who.app_id)
     user = call.ws.store.user(who.user_id)
     return f"ws://{call.request.host}/websocket/{ticket}", user
@@ -246,7 +252,7 @@ async def rtm_start(call: Call) -> dict[str, Any]:
     a method_deprecated warning (https://api.slack.com/changelog/2021-10-rtm-start-to-stop
     and the errors and warnings listed on the method's reference page)."""
     if call.who.kind == "bot" and not call.who.rtm_start_allowed:
-        _rtm_url(call)  # a new-style app's token is refused first, as by rtm.connect
+        _rtm_allowed(call)  # a new app's token is refused first, as by rtm.connect
         raise SlackError("rtm_connect_required")
     answer = await rtm_connect(call)
     return answer | {
