@@ -327,6 +327,11 @@ async def test_any_other_address_is_warned_about_loudly(tmp_path, caplog, monkey
     with pytest.raises(server.UnsafeBindError, match="demo's published tokens"):
         await server.start(demo, host="192.0.2.10", port=8080)
     assert bound == ["192.0.2.10"], "the demo workspace never reached bind"
+    named = demo_config().model_copy(update={"allowed_hosts": ["workspace"]})
+    private = server.build_workspace(named, tmp_path / "private.sqlite3")
+    runner, _port = await server.start(private, host="0.0.0.0", port=3000)
+    await runner.cleanup()
+    assert bound == ["192.0.2.10", "0.0.0.0"], "a file naming its hosts (compose) may"
 
 
 def own_tokens(config: WorkspaceConfig) -> WorkspaceConfig:

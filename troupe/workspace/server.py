@@ -60,11 +60,13 @@ async def start(ws: Workspace, host: str = "127.0.0.1", port: int = 0) -> tuple[
 
     Raises UnsafeBindError for an address other than loopback while the config uses any
     of the demo's tokens: they are published, so anyone who reached it could act as them.
+    Only a workspace file that names the hosts it serves (`allowed_hosts`, e.g. the
+    compose network's service name) may do so: the built-in demo never can.
     """
-    if host not in LOOPBACK and uses_demo_tokens(ws.config):
+    if host not in LOOPBACK and uses_demo_tokens(ws.config) and not ws.config.allowed_hosts:
         raise UnsafeBindError(
             f"the workspace uses the demo's published tokens, so it serves only 127.0.0.1 "
-            f"and not {host}; bind 127.0.0.1 or give every person and app its own token "
+            f"and not {host}; bind 127.0.0.1, or give every person and app its own token "
             "in a workspace file"
         )
     if host not in LOOPBACK:
