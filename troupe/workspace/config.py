@@ -81,7 +81,7 @@ class App(_Strict):
     legacy_query_tokens: bool | None = None
 
     @model_validator(mode="after")
-    def _default_bot_id(self) -> App:
+    def _bot_id_and_age(self) -> App:
         if not self.bot_id:
             object.__setattr__(self, "bot_id", "B" + self.id.removeprefix("A"))
         if self.classic and self.created is not None and self.created > CLASSIC_APPS_CUTOFF:
