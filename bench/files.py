@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 
 from troupe.workspace.config import App, Channel, Human, WorkspaceConfig
@@ -14,6 +15,12 @@ HUMAN_TOKEN = "xoxp-alice"
 SHARED_APP = "troupe"
 CLASSIC_APP = "troupe-classic"
 CLASSIC_TOKEN = "xoxb-classic"
+LEGACY_APP_ID = "A0LEGACY"
+LEGACY_TOKEN = "xoxb-legacy"
+LEGACY_CREATED = date(2020, 6, 1)
+"""SlackMQ 0.1.2 runs on slacker, which sends its token in the URL query string (and
+slackbot 1.0.5 opens RTM with rtm.start): only a classic app created before 24 February
+2021 may do both, so its bots get an app as old as that."""
 
 DEVICES: dict[str, str] = {
     "hall light": "hall",
@@ -52,7 +59,8 @@ def app_id(bot: str) -> str:
 
 
 def workspace_config(n: int, *, rate_limits: str | float = "slack") -> WorkspaceConfig:
-    """One channel, one human, N apps (bot-1..bot-N), one shared app and one classic app."""
+    """One channel, one human, N apps (bot-1..bot-N), one shared app, one classic app for
+    troupe's rtm mode (held to today's rules) and one classic app from 2020 for SlackMQ 0.1.2."""
     apps = [
         App(
             id=app_id(bot),
@@ -79,6 +87,16 @@ def workspace_config(n: int, *, rate_limits: str | float = "slack") -> Workspace
             bot_user_id="U0CLASSIC",
             bot_token=CLASSIC_TOKEN,
             classic=True,
+        )
+    )
+    apps.append(
+        App(
+            id=LEGACY_APP_ID,
+            name="slackmq-legacy",
+            bot_user_id="U0LEGACY",
+            bot_token=LEGACY_TOKEN,
+            classic=True,
+            created=LEGACY_CREATED,
         )
     )
     return WorkspaceConfig(

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.files import CLASSIC_TOKEN, Timings, app_id, write_federation
+from bench.files import LEGACY_APP_ID, LEGACY_TOKEN, Timings, app_id, write_federation
 from troupe.federation import rank
 from troupe.fleet import Fleet
 
@@ -25,7 +25,9 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 class LegacyFleet(Fleet):
-    """Fleet's process handling for slackbot 1.0.5 bots running the seed's plugin."""
+    """Fleet's process handling for slackbot 1.0.5 bots running the seed's plugin, as the
+    bot of an app created in 2020: SlackMQ 0.1.2 only works with Slack apps created before
+    February 2021 (its slacker sends tokens in the query string)."""
 
     def __init__(self, api_url: str, workdir: str | Path, env: Mapping[str, str]) -> None:
         super().__init__("", workdir, env)
@@ -35,7 +37,7 @@ class LegacyFleet(Fleet):
 
     def command(self, name: str) -> list[str]:
         cmd = [sys.executable, "-m", "bench.legacy.bot", "--name", name]
-        return [*cmd, "--token", CLASSIC_TOKEN, "--api-url", self.api_url]
+        return [*cmd, "--token", LEGACY_TOKEN, "--api-url", self.api_url]
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,8 @@ class System:
 
     def apps(self, bots: Sequence[str]) -> list[str]:
         """The app ids whose connections carry these bots' events."""
+        if self.name == LEGACY:
+            return [LEGACY_APP_ID]
         if self.mode == "app-per-bot":
             return [app_id(b) for b in bots]
         return ["A0TROUPE" if self.mode == "shared-app" else "A0CLASSIC"]

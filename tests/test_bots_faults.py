@@ -126,7 +126,7 @@ def test_power_cut_mid_action_is_finished_while_fresh_and_reported_when_stale(tm
 def test_rtm_catches_up_on_what_was_said_while_every_connection_was_down(tmp_path):
     """RTM replays nothing after a reconnect: the bots read back the channel instead."""
     with house(tmp_path, "rtm") as h:
-        h.ws.control("fail", method="rtm.start", status=503, count=100_000, app="troupe-classic")
+        h.ws.control("fail", method="rtm.connect", status=503, count=100_000, app="troupe-classic")
         assert h.ws.control("drop", app="troupe-classic")["dropped"] == len(BOTS)
         ts = h.say("turn on the hall light")
         missed = h.say("turn off the porch switch")
@@ -135,7 +135,7 @@ def test_rtm_catches_up_on_what_was_said_while_every_connection_was_down(tmp_pat
             return h.ws.control("connections")["apps"]["A0CLASSIC"]["rtm"]
 
         def starts() -> int:
-            return h.ws.control("counters")["calls"]["A0CLASSIC"].get("rtm.start", 0)
+            return h.ws.control("counters")["calls"]["A0CLASSIC"].get("rtm.connect", 0)
 
         before = starts()
         h.wait_for(lambda: starts() > before + 6, 30, "the bots to retry")

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from troupe.workspace import server
-from troupe.workspace.config import demo_config
+from troupe.workspace.config import WorkspaceConfig, demo_config
 from troupe.workspace.testing import RunningWorkspace
 
 BOT = {"Authorization": "Bearer xoxb-kitchen"}
@@ -150,8 +150,8 @@ def test_every_way_of_passing_arguments(workspace: RunningWorkspace) -> None:
     form = b"channel=C0HOME&text=form&token=xoxb-kitchen"
     ctype = {"Content-Type": "application/x-www-form-urlencoded"}
     assert _send(workspace, "api/chat.postMessage", form, ctype)[1]["ok"]
-    query = "api/chat.postMessage?token=xoxb-kitchen&channel=C0HOME&text=query"
-    assert _send(workspace, query, b"")[1]["ok"]
+    query = "api/chat.postMessage?channel=C0HOME&text=query"
+    assert _send(workspace, query, b"", BOT)[1]["ok"]
     as_json = json.dumps({"channel": "C0HOME", "text": "json", "reply_broadcast": False}).encode()
     assert _send(
         workspace, "api/chat.postMessage", as_json, BOT | {"Content-Type": "application/json"}
@@ -317,9 +317,33 @@ async def test_any_other_address_is_warned_about_loudly(tmp_path, caplog, monkey
             return None
 
     monkeypatch.setattr(server.web, "TCPSite", Site)
-    ws = server.build_workspace(demo_config(), tmp_path / "ws.sqlite3")
+    ws = server.build_workspace(own_tokens(demo_config()), tmp_path / "ws.sqlite3")
     runner, _port = await server.start(ws, host="192.0.2.10", port=8080)
     await runner.cleanup()
     assert bound == ["192.0.2.10"]
     assert "the workspace is bound to 192.0.2.10" in caplog.text
     assert "bind 127.0.0.1 unless you mean it" in caplog.text
+    demo = server.build_workspace(demo_config(), tmp_path / "demo.sqlite3")
+    with pytest.raises(server.UnsafeBindError, match="demo's published tokens"):
+        await server.start(demo, host="192.0.2.10", port=8080)
+    assert bound == ["192.0.2.10"], "the demo workspace never reached bind"
+    named = demo_config().model_copy(update={"allowed_hosts": ["workspace"]})
+    private = server.build_workspace(named, tmp_path / "private.sqlite3")
+    runner, _port = await server.start(private, host="0.0.0.0", port=3000)
+    await runner.cleanup()
+    assert bound == ["192.0.2.10", "0.0.0.0"], "a file naming its hosts (compose) may"
+
+
+def own_tokens(config: WorkspaceConfig) -> WorkspaceConfig:
+    """The config with tokens of its own instead of the demo's published ones."""
+    humans = [h.model_copy(update={"token": h.token + "-own"}) for h in config.humans]
+    apps = [
+        a.model_copy(
+            update={
+                "bot_token": a.bot_token + "-own",
+                "app_token": a.app_token and a.app_token + "-own",
+            }
+        )
+        for a in config.apps
+    ]
+    return config.model_copy(update={"humans": humans, "apps": apps})

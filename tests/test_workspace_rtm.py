@@ -21,7 +21,7 @@ from slackbot.manager import PluginsManager
 
 from troupe.workspace import events
 from troupe.workspace.config import Channel, WorkspaceConfig, demo_config
-from troupe.workspace.testing import RunningWorkspace, running_workspace
+from troupe.workspace.testing import RunningWorkspace, legacy_apps, running_workspace
 
 CLASSIC = "A0CLASSIC"
 CLASSIC_TOKEN = "xoxb-classic"
@@ -101,10 +101,18 @@ class _StopBot(BaseException):
     """Raised inside slackbot's endless dispatcher loop to end its thread."""
 
 
+@pytest.fixture
+def old_workspace() -> Iterator[RunningWorkspace]:
+    """Apps created in 2020: unmodified slackbot 1.0.5 sends tokens in the query string."""
+    with running_workspace(unlimited(legacy_apps())) as running:
+        yield running
+
+
 @pytest.mark.compat
 def test_slackbot_answers_a_listen_to_plugin(
-    workspace: RunningWorkspace, monkeypatch: pytest.MonkeyPatch
+    old_workspace: RunningWorkspace, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    workspace = old_workspace
     monkeypatch.setattr(slacker, "get_api_url", lambda method: f"{workspace.api_url}{method}")
     monkeypatch.setattr(slackbot_settings, "API_TOKEN", CLASSIC_TOKEN, raising=False)
     monkeypatch.setattr(slackbot_settings, "PLUGINS", [])
@@ -386,3 +394,36 @@ async def test_drop_and_pause_apply_to_a_bots_rtm(workspace: RunningWorkspace) -
         assert summary(workspace)["humans"]["U0ALICE"]["rtm"] == 1
         assert on_server(workspace, hub.drop("U0ALICE")) == 1
         assert summary(workspace)["humans"]["U0ALICE"]["rtm"] == 0
+
+
+# -- troupe's rtm transport: today's rules -----------------------------------------------
+
+
+async def test_troupes_rtm_transport_works_for_a_classic_app_refused_query_tokens(
+    workspace: RunningWorkspace,
+) -> None:
+    """The demo's classic app may not send query-string tokens nor call rtm.start, as
+    Slack holds every app created since 2021: the transport needs neither."""
+    from troupe.transports.rtm import RtmTransport
+
+    assert not workspace.workspace.config.apps[-1].query_tokens_allowed
+    heard: asyncio.Queue[Any] = asyncio.Queue()
+
+    async def handler(event: Any, ack: Any) -> None:
+        await ack()
+        await heard.put(event)
+
+    transport = RtmTransport(CLASSIC_TOKEN, workspace.api_url)
+    await transport.start(handler)
+    try:
+        assert transport.connected
+        ts = await asyncio.to_thread(post, workspace, "lights on")
+        event = await asyncio.wait_for(heard.get(), WAIT_S)
+        assert (event.ts, event.text) == (ts, "lights on")
+    finally:
+        await transport.stop()
+    counters = workspace.control("counters")
+    assert counters["query_tokens"] == {}
+    calls = counters["calls"]["A0CLASSIC"]
+    assert calls["rtm.connect"] == 1 and "rtm.start" not in calls
+    assert calls["users.list"] >= 1 and calls["conversations.list"] >= 1

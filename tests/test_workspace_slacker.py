@@ -1,7 +1,10 @@
 """slacker 0.14 and the original slackmq 0.1.2 against the workspace, over HTTP.
 
 slacker sends its token as a query parameter and its arguments as form data (Python
-booleans as "True"); slackmq acks a message by pinning it, so a second ack fails.
+booleans as "True"); slackmq acks a message by pinning it, so a second ack fails. Slack
+takes query-string tokens only from apps created before 24 February 2021, so these run
+against a workspace whose apps are that old (legacy_apps); troupe's rtm transport gives
+slacker the token in the Authorization header instead, which works for any app.
 """
 
 from __future__ import annotations
@@ -12,7 +15,15 @@ import pytest
 import slacker
 from slackmq import slackmq
 
-from troupe.workspace.testing import RunningWorkspace
+from troupe.transports.rtm import header_auth_slacker
+from troupe.workspace.testing import RunningWorkspace, legacy_apps, running_workspace
+
+
+@pytest.fixture
+def workspace() -> Iterator[RunningWorkspace]:
+    """The demo workspace with every app created in 2020, when slacker's way still worked."""
+    with running_workspace(legacy_apps()) as running:
+        yield running
 
 
 @pytest.fixture
@@ -61,6 +72,26 @@ def test_slacker_rtm_start_for_a_classic_app(api: str, workspace: RunningWorkspa
     assert body["team"]["domain"] == "home" and body["self"]["name"] == "troupe-classic"
     with pytest.raises(slacker.Error, match="not_allowed_token_type"):
         slacker.Slacker("xoxb-kitchen").rtm.connect()
+
+
+def test_slacker_against_apps_held_to_todays_rules(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The demo's apps are of unknown age, so recent: slacker's own way is refused (and
+    counted), the header-token slacker troupe's rtm transport uses works, rtm.connect too."""
+    with running_workspace() as rw:
+        monkeypatch.setattr(slacker, "get_api_url", lambda method: rw.api_url + method)
+        with pytest.raises(slacker.Error, match="invalid_auth"):
+            slacker.Slacker("xoxb-classic").auth.test()
+        ts = rw.control("post", user="alice", channel="#home", text="lights on")["ts"]
+        assert slackmq("xoxb-kitchen", "C0HOME", ts).ack() is False, "SlackMQ 0.1.2 cannot ack"
+        refused = rw.control("counters")["query_tokens"]
+        assert refused == {"A0CLASSIC": {"auth.test": 1}, "A0KITCHEN": {"pins.add": 1}}
+        client = header_auth_slacker("xoxb-classic")
+        assert client.auth.test().body["user_id"] == "U0CLASSIC"
+        assert client.rtm.connect().body["self"]["name"] == "troupe-classic"
+        with pytest.raises(slacker.Error, match="rtm_connect_required"):
+            client.rtm.start()
+        posted = client.chat.post_message("C0HOME", "via the header", as_user=True).body
+        assert posted["message"]["user"] == "U0CLASSIC"
 
 
 def test_slackmq_ack_is_exclusive(api: str, workspace: RunningWorkspace) -> None:

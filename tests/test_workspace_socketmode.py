@@ -20,6 +20,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from troupe.workspace import events
 from troupe.workspace.config import Channel, WorkspaceConfig, demo_config
+from troupe.workspace.server import build_workspace
 from troupe.workspace.testing import RunningWorkspace, running_workspace
 
 APP = "A0KITCHEN"
@@ -310,23 +311,126 @@ async def test_unacked_envelope_is_retried_on_another_connection(
         frames.stop()
 
 
-async def test_retries_stop_after_three(
-    workspace: RunningWorkspace, monkeypatch: pytest.MonkeyPatch
+async def test_retries_stop_after_three() -> None:
+    """Over real sockets, with the `fast` schedule (every ack timeout) scaled to 0.3 s."""
+    with running_workspace(unlimited().model_copy(update={"redelivery": "fast"})) as workspace:
+        hub = workspace.workspace.hub
+        assert hub.redelivery == events.REDELIVERY["fast"]
+        workspace.call_soon(setattr, hub, "redelivery", events.REDELIVERY["fast"].scaled(0.1))
+        async with aiohttp.ClientSession() as session:
+            frames = Frames([await connect(session, workspace)])
+            await apost(workspace, "never acked")
+            attempts = []
+            for _ in range(4):
+                _, frame = await frames.next()
+                assert frame is not None
+                attempts.append((frame["retry_attempt"], frame["retry_reason"]))
+            assert attempts == [(0, ""), (1, "timeout"), (2, "timeout"), (3, "timeout")]
+            await asyncio.to_thread(
+                wait_until, lambda: summary(workspace)["unacked"] == 0, "the event given up"
+            )
+            frames.stop()
+
+
+class ManualClock:
+    """A clock the test moves by hand: call_later callbacks run when advance() passes them."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self._timers: list[list[Any]] = []
+
+    class _Handle:
+        def __init__(self, entry: list[Any]) -> None:
+            self.entry = entry
+
+        def cancel(self) -> None:
+            self.entry[2] = None
+
+    def call_later(self, delay: float, callback: Any, *args: Any) -> ManualClock._Handle:
+        entry = [self.now + delay, len(self._timers), callback, args]
+        self._timers.append(entry)
+        return self._Handle(entry)
+
+    def advance(self, to: float) -> None:
+        while due := sorted((e for e in self._timers if e[2] and e[0] <= to), key=lambda e: e[:2]):
+            entry = due[0]
+            self._timers.remove(entry)
+            self.now = entry[0]
+            entry[2](*entry[3])
+        self.now = to
+
+
+class Recorder:
+    """A stand-in Socket Mode connection of kitchen-pi that never acks: it notes each frame."""
+
+    id, kind, user_id, app_id = -1, "socket_mode", "U0KITCHEN", APP
+
+    def __init__(self, clock: ManualClock) -> None:
+        self.clock = clock
+        self.frames: list[tuple[float, dict[str, Any]]] = []
+
+    def send(self, frame: dict[str, Any]) -> None:
+        self.frames.append((self.clock.now, frame))
+
+    async def close(self) -> None:
+        return None
+
+
+@pytest.mark.parametrize(
+    ("redelivery", "sent_at"),
+    [
+        ("slack", [0.0, 3.0, 66.0, 369.0]),  # ack timeout, then +1 min, then +5 min
+        ("fast", [0.0, 3.0, 6.0, 9.0]),
+    ],
+)
+async def test_unacked_envelopes_come_back_on_the_configured_schedule(
+    redelivery: str, sent_at: list[float]
 ) -> None:
-    monkeypatch.setattr(events, "ACK_TIMEOUT_S", 0.3)
-    async with aiohttp.ClientSession() as session:
-        frames = Frames([await connect(session, workspace)])
-        await apost(workspace, "never acked")
-        attempts = []
-        for _ in range(4):
-            _, frame = await frames.next()
-            assert frame is not None
-            attempts.append((frame["retry_attempt"], frame["retry_reason"]))
-        assert attempts == [(0, ""), (1, "timeout"), (2, "timeout"), (3, "timeout")]
-        await asyncio.to_thread(
-            wait_until, lambda: summary(workspace)["unacked"] == 0, "the event given up"
-        )
-        frames.stop()
+    """No real waiting: the hub runs on a clock the test advances second by second."""
+    config = unlimited().model_copy(update={"redelivery": redelivery})
+    ws = build_workspace(config)
+    clock = ManualClock()
+    ws.hub.clock = clock
+    conn = Recorder(clock)
+    ws.hub.attach(conn)  # type: ignore[arg-type]
+    try:
+        ws.store.post_message(user="U0ALICE", channel="C0HOME", text="nobody acks this")
+        for second in range(int(sent_at[-1]) + 10):
+            clock.advance(float(second))
+        times = [t for t, _ in conn.frames]
+        frames = [f for _, f in conn.frames]
+        assert times == sent_at
+        assert [(f["retry_attempt"], f["retry_reason"]) for f in frames] == [
+            (0, ""),
+            (1, "timeout"),
+            (2, "timeout"),
+            (3, "timeout"),
+        ]
+        assert len({f["payload"]["event_id"] for f in frames}) == 1
+        assert len({f["envelope_id"] for f in frames}) == 4
+        assert ws.hub.connections_summary()["apps"][APP]["unacked"] == 0, "given up at the end"
+    finally:
+        await ws.hub.close()
+        ws.store.close()
+
+
+async def test_an_ack_during_slacks_one_minute_pause_stops_the_retries() -> None:
+    ws = build_workspace(unlimited())
+    clock = ManualClock()
+    ws.hub.clock = clock
+    conn = Recorder(clock)
+    ws.hub.attach(conn)  # type: ignore[arg-type]
+    try:
+        ws.store.post_message(user="U0ALICE", channel="C0HOME", text="acked late")
+        clock.advance(30.0)
+        assert [f["retry_attempt"] for _, f in conn.frames] == [0, 1]
+        assert ws.hub.ack(conn, conn.frames[0][1]["envelope_id"])  # type: ignore[arg-type]
+        clock.advance(1000.0)
+        assert len(conn.frames) == 2
+        assert ws.hub.connections_summary()["apps"][APP]["unacked"] == 0
+    finally:
+        await ws.hub.close()
+        ws.store.close()
 
 
 async def test_late_ack_of_an_earlier_attempt_settles_the_event(

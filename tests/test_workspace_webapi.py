@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Iterator
+from datetime import date
 from typing import Any
 
 import pytest
@@ -15,7 +16,7 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from troupe.workspace.config import Channel, WorkspaceConfig, demo_config
+from troupe.workspace.config import App, Channel, WorkspaceConfig, demo_config
 from troupe.workspace.testing import RunningWorkspace, running_workspace
 
 KITCHEN, HALL, CLASSIC = "xoxb-kitchen", "xoxb-hall", "xoxb-classic"
@@ -104,14 +105,39 @@ async def test_rtm_for_classic_bots_and_humans_only(
     assert connect["self"] == {"id": "U0CLASSIC", "name": "troupe-classic"}
     assert connect["team"] == {"id": "T0HOME", "name": "Home", "domain": "home"}
     start = await slack("rtm_start", token=ALICE)
-    assert start["self"]["id"] == "U0ALICE" and "prefs" in start["self"]
-    assert {u["id"] for u in start["users"]} >= {"U0ALICE", "U0KITCHEN"}
-    assert "C0HOME" in {c["id"] for c in start["channels"]}
-    assert {g["id"] for g in start["groups"]} == {"C0SAFE"}
-    assert "B0CLASSIC" in {b["id"] for b in start["bots"]}
+    assert start["self"] == {"id": "U0ALICE", "name": "alice"}
+    assert start["warning"] == "method_deprecated"
+    assert "users" not in start and "channels" not in start
     assert connect["url"] != start["url"]
     assert await slack.error("rtm_connect", token=KITCHEN) == "not_allowed_token_type"
+    assert await slack.error("rtm_start", token=KITCHEN) == "not_allowed_token_type"
     assert await slack.error("rtm_start", token="xapp-kitchen") == "not_allowed_token_type"
+
+
+async def test_rtm_start_as_slack_serves_it_since_its_retirement(slack: Slack) -> None:
+    """A classic app made on or after 30 Nov 2021 (or of unknown age) must use rtm.connect;
+    an older one gets rtm.connect's answer, flagged deprecated."""
+    assert await slack.error("rtm_start", token=CLASSIC) == "rtm_connect_required"
+
+
+def test_rtm_start_for_a_classic_app_from_before_november_2021() -> None:
+    apps = [
+        a.model_copy(update={"created": date(2021, 11, 29) if a.classic else None})
+        for a in demo_config().apps
+    ]
+    with running_workspace(demo_config().model_copy(update={"apps": apps})) as rw:
+        client = WebClient(token=CLASSIC, base_url=rw.api_url)
+        start = client.rtm_start().data
+        assert isinstance(start, dict)
+        assert start["self"] == {"id": "U0CLASSIC", "name": "troupe-classic"}
+        assert start["team"]["domain"] == "home" and start["url"].startswith("ws://")
+        assert start["response_metadata"] == {"warnings": ["method_deprecated"]}
+
+
+def test_a_classic_app_cannot_be_younger_than_june_2024() -> None:
+    app = demo_config().apps[-1].model_dump() | {"created": "2024-06-05"}
+    with pytest.raises(ValueError, match="classic"):
+        App.model_validate(app)
 
 
 async def test_post_message_shapes_and_errors(slack: Slack) -> None:

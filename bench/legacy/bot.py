@@ -3,7 +3,9 @@
 The only change to the libraries is the one the issue allows: slacker's get_api_url is
 pointed at the workspace. Everything else (slackbot's RTM loop, its 10 worker threads,
 slackmq's 3 s sleep in unack) is the real code. Prints "<name> ready" once slackbot says
-it is connected, the line troupe's Fleet waits for.
+it is connected, the line troupe's Fleet waits for. The token must be a classic app's
+created before February 2021: slacker sends it in the URL query string, which Slack
+refuses from younger apps.
 
     python -m bench.legacy.bot --name bot-1 --token xoxb-... --api-url http://127.0.0.1:PORT/api/
 """

@@ -1,7 +1,10 @@
 """RTM through slackbot's client (mode rtm): one classic bot token, many connections.
 
 slackbot is synchronous (websocket-client), so its socket is read in a thread and each
-event crosses into the event loop with call_soon_threadsafe.
+event crosses into the event loop with call_soon_threadsafe. slackbot calls the Web API
+through slacker, which would put the token in the URL query string and open RTM with
+rtm.start; Slack refuses both to apps created since 2021, so the client is given a slacker
+that sends the token in the Authorization header and connects with rtm.connect.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import logging
 import threading
 from typing import Any
 
+import requests
 import slacker
 from slackbot.slackclient import SlackClient
 from websocket import WebSocketConnectionClosedException, WebSocketTimeoutException
@@ -28,9 +32,27 @@ def point_slacker_at(base_url: str | None) -> None:
         slacker.get_api_url = lambda method: root + method  # type: ignore[attr-defined]
 
 
+RATE_LIMIT_RETRIES = 30
+"""What slackbot's own SlackClient gives slacker."""
+
+
+def header_auth_slacker(token: str) -> slacker.Slacker:
+    """A slacker client that sends `token` in the Authorization header of every call.
+
+    slacker adds its token to the query string only when it has one; this one has none and
+    its session carries the header instead, as Slack requires of apps created since
+    24 February 2021 (and accepts from every app).
+    """
+    session = requests.Session()
+    session.headers["Authorization"] = f"Bearer {token}"
+    return slacker.Slacker(None, session=session, rate_limit_retries=RATE_LIMIT_RETRIES)
+
+
 def _rtm_connect(client: SlackClient) -> None:
-    """slackbot's rtm_connect without the second it sleeps after rtm.start."""
-    client.parse_slack_login_data(client.webapi.rtm.start(**(client.rtm_start_args or {})).body)
+    """slackbot's rtm_connect with rtm.connect instead of rtm.start (which Slack retired:
+    it answers rtm_connect_required to apps created since 30 November 2021), and without
+    the second slackbot sleeps after it. rtm.connect's answer has all slackbot reads."""
+    client.parse_slack_login_data(client.webapi.rtm.connect().body)
 
 
 async def _noop_ack() -> None:
@@ -65,6 +87,7 @@ class RtmTransport:
 
     def _connect_once(self) -> SlackClient:
         client = SlackClient(self.token, connect=False)
+        client.webapi = header_auth_slacker(self.token)
         client.list_users_and_channels()
         _rtm_connect(client)
         client.websocket.settimeout(0.5)

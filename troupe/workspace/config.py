@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from datetime import date
 from importlib import resources
 from pathlib import Path
 from typing import Literal
@@ -33,8 +34,23 @@ class Channel(_Strict):
     is_private: bool = False
 
 
+QUERY_TOKENS_CUTOFF = date(2021, 2, 24)
+"""Apps created from this day on may not send their token in the URL query string:
+https://api.slack.com/changelog/2020-11-no-more-tokens-in-querystrings-for-newly-created-apps"""
+RTM_START_CUTOFF = date(2021, 11, 30)
+"""Apps created from this day on get rtm_connect_required from rtm.start; older ones have
+been given rtm.connect's answer since 27 September 2022:
+https://api.slack.com/changelog/2021-10-rtm-start-to-stop"""
+CLASSIC_APPS_CUTOFF = date(2024, 6, 4)
+"""No classic app can be created after this day (https://api.slack.com/changelog)."""
+
+
 class Human(_Strict):
-    """A person with a user token (xoxp-) who posts the way the Slack client does."""
+    """A person with a user token (xoxp-) who posts the way the Slack client does.
+
+    `legacy_query_tokens` lets the token be sent in the URL query string, as Slack allows
+    only for tokens of apps created before 24 February 2021.
+    """
 
     id: str
     name: str
@@ -45,6 +61,7 @@ class Human(_Strict):
     """A multi-channel (is_restricted) or single-channel (is_ultra_restricted) guest."""
     team_id: str | None = None
     """Another team's id: a Slack Connect user in a shared channel (None: this team)."""
+    legacy_query_tokens: bool = False
 
 
 class App(_Strict):
@@ -52,6 +69,9 @@ class App(_Strict):
 
     `classic` marks a classic app whose bot token may open RTM connections; Slack refuses
     rtm.connect to the bot tokens of apps made since 2020, and so does this workspace.
+    `created` is the day the app was made (unset: recently, after every cut-off); it decides
+    what Slack lets the app do. `legacy_query_tokens` says outright whether its tokens may
+    travel in the URL query string (unset: only if created before 24 February 2021).
     """
 
     id: str
@@ -64,12 +84,31 @@ class App(_Strict):
     scopes: tuple[str, ...] | None = None
     """The bot token's scopes, answered as Slack does in `x-oauth-scopes`; None: all that
     `troupe manifest` asks for. A test grants fewer to see them reported missing."""
+    created: date | None = None
+    legacy_query_tokens: bool | None = None
 
     @model_validator(mode="after")
-    def _default_bot_id(self) -> App:
+    def _bot_id_and_age(self) -> App:
         if not self.bot_id:
             object.__setattr__(self, "bot_id", "B" + self.id.removeprefix("A"))
+        if self.classic and self.created is not None and self.created > CLASSIC_APPS_CUTOFF:
+            raise ValueError(
+                f"app {self.id} is classic but created {self.created}; Slack has let no one "
+                f"create a classic app since {CLASSIC_APPS_CUTOFF}: give an earlier date"
+            )
         return self
+
+    @property
+    def query_tokens_allowed(self) -> bool:
+        """Whether Slack accepts this app's tokens in the URL query string."""
+        if self.legacy_query_tokens is not None:
+            return self.legacy_query_tokens
+        return self.created is not None and self.created < QUERY_TOKENS_CUTOFF
+
+    @property
+    def rtm_start_allowed(self) -> bool:
+        """Whether Slack answers this app's rtm.start (with rtm.connect's answer) at all."""
+        return self.created is not None and self.created < RTM_START_CUTOFF
 
 
 class WorkspaceConfig(_Strict):
@@ -82,7 +121,13 @@ class WorkspaceConfig(_Strict):
     rate_limits: Literal["slack", "off"] | float = "slack"
     latency_ms: float = 0
     pin_limit: int = Field(default=100, ge=1)
-    control_token: str = Field(default_factory=lambda: "ctl-" + secrets.token_hex(8))
+    control_token: str = Field(default_factory=lambda: "ctl-" + secrets.token_hex(16))
+    """Guards the control API and device publishing; random unless the file sets one."""
+    redelivery: Literal["slack", "fast"] = "slack"
+    """When unacknowledged Socket Mode envelopes come again: on Slack's schedule (after the
+    3 s ack timeout, then about 1 and 5 minutes later) or `fast` (every 3 s), for tests."""
+    allowed_hosts: list[str] = Field(default_factory=list)
+    """Host names besides loopback and the bound address that requests may name in Host."""
 
     @field_validator("rate_limits", mode="before")
     @classmethod

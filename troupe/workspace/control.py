@@ -21,9 +21,10 @@ POST /control/disconnect  {app, reason: "warning"|"refresh_requested"} Send Slac
                           Socket Mode disconnect frame to the app's connections.
 POST /control/delay       {app, seconds} Delay the app's events (0 removes the delay).
 POST /control/pause       {app, paused} Hold the app's events until unpaused.
-GET  /control/counters    (or POST) -> {ok, calls: {key: {method: n}}, http_429: {key: {method: n}}}
-                          key: an app id, or a human's user id.
-POST /control/counters/reset  Zero both counters.
+GET  /control/counters    (or POST) -> {ok, calls: {key: {method: n}}, http_429: {...},
+                          query_tokens: {...}} key: an app id, or a human's user id;
+                          query_tokens counts calls refused for a token in the query string.
+POST /control/counters/reset  Zero the counters.
 GET  /control/connections (or POST) -> the event hub's summary of open connections.
 """
 
@@ -185,12 +186,18 @@ def _nested(counter: Counter[tuple[str, str]]) -> dict[str, dict[str, int]]:
 
 
 async def counters(ws: Workspace, body: Body) -> Body:
-    return {"ok": True, "calls": _nested(ws.calls), "http_429": _nested(ws.http_429)}
+    return {
+        "ok": True,
+        "calls": _nested(ws.calls),
+        "http_429": _nested(ws.http_429),
+        "query_tokens": _nested(ws.query_tokens),
+    }
 
 
 async def counters_reset(ws: Workspace, body: Body) -> Body:
     ws.calls.clear()
     ws.http_429.clear()
+    ws.query_tokens.clear()
     return {"ok": True}
 
 

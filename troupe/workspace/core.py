@@ -6,6 +6,7 @@ this one object; none of them reaches for globals.
 
 from __future__ import annotations
 
+import hmac
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
@@ -26,13 +27,16 @@ class Caller:
 
     kind is "bot" for an app's xoxb token, "user" for a human's xoxp token and "app" for an
     app-level xapp token (which only apps.connections.open accepts). `app_id` is set for
-    bot and app tokens; `user_id` is the bot user or the human.
+    bot and app tokens; `user_id` is the bot user or the human. `query_tokens_allowed` and
+    `rtm_start_allowed` carry what Slack lets the token's app do, by the app's age.
     """
 
     kind: Literal["bot", "user", "app"]
     user_id: str
     app_id: str | None
     token: str
+    query_tokens_allowed: bool = False
+    rtm_start_allowed: bool = True
 
     @property
     def budget_key(self) -> str | None:
@@ -90,18 +94,27 @@ class Workspace:
     """Web API calls by (app id or human id, method)."""
     http_429: Counter[tuple[str, str]] = field(default_factory=Counter)
     """429 answers by (app id or human id, method)."""
+    query_tokens: Counter[tuple[str, str]] = field(default_factory=Counter)
+    """Calls refused because the token came in the query string, by (app or human, method)."""
 
     def caller_for(self, token: str) -> Caller | None:
-        """Resolve a token to its owner, or None when no one has it (invalid_auth)."""
+        """Resolve a token to its owner, or None when no one has it (invalid_auth).
+
+        Every known token is compared in constant time, so the answer's timing tells
+        nothing about how much of a guess was right.
+        """
+        given = token.encode()
+        found: Caller | None = None
         for human in self.config.humans:
-            if human.token == token:
-                return Caller("user", human.id, None, token)
+            if hmac.compare_digest(human.token.encode(), given):
+                found = Caller("user", human.id, None, token, human.legacy_query_tokens)
         for app in self.config.apps:
-            if app.bot_token == token:
-                return Caller("bot", app.bot_user_id, app.id, token)
-            if app.app_token and app.app_token == token:
-                return Caller("app", app.bot_user_id, app.id, token)
-        return None
+            allowed = app.query_tokens_allowed, app.rtm_start_allowed
+            if hmac.compare_digest(app.bot_token.encode(), given):
+                found = Caller("bot", app.bot_user_id, app.id, token, *allowed)
+            if app.app_token and hmac.compare_digest(app.app_token.encode(), given):
+                found = Caller("app", app.bot_user_id, app.id, token, *allowed)
+        return found
 
 
 WORKSPACE_KEY: web.AppKey[Workspace] = web.AppKey("workspace", Workspace)

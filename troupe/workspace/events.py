@@ -13,6 +13,7 @@ import asyncio
 import base64
 import contextlib
 import hashlib
+import hmac
 import itertools
 import json
 import logging
@@ -23,7 +24,7 @@ import time
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from aiohttp import WSCloseCode, web
 
@@ -37,7 +38,6 @@ log = logging.getLogger(__name__)
 
 ACK_TIMEOUT_S = 3.0
 """Slack redelivers an events_api envelope that is not acked within 3 seconds."""
-MAX_RETRIES = 3
 MAX_SOCKET_CONNECTIONS = 10
 """Slack allows at most 10 simultaneous Socket Mode connections per app."""
 TICKET_TTL_S = 30.0
@@ -54,6 +54,46 @@ MENTIONABLE_SUBTYPES = {None, "bot_message", "thread_broadcast", "file_share", "
 _EVENT_ID_CHARS = string.ascii_uppercase + string.digits
 
 Kind = Literal["socket_mode", "rtm"]
+
+
+@dataclass(frozen=True)
+class Redelivery:
+    """When an envelope that is not acknowledged is sent again, and when it is given up.
+
+    Attempt n+1 goes out `ack_timeout_s + retry_delays_s[n]` after attempt n; after the
+    last retry's ack timeout the event is dropped. Slack retries three times: as soon as
+    the 3 s ack timeout passes, then after about one minute, then after about five (the
+    Events API's documented retry schedule, which Socket Mode envelopes share; summarised
+    with its retry reasons in Classmethod's "Slack Events APIの再送仕様と回避方法まとめ").
+    """
+
+    ack_timeout_s: float
+    retry_delays_s: tuple[float, ...]
+
+    def scaled(self, factor: float) -> Redelivery:
+        """The same schedule, every interval multiplied by `factor` (for tests)."""
+        return Redelivery(
+            self.ack_timeout_s * factor, tuple(d * factor for d in self.retry_delays_s)
+        )
+
+
+REDELIVERY = {
+    "slack": Redelivery(ACK_TIMEOUT_S, (0.0, 60.0, 300.0)),
+    "fast": Redelivery(ACK_TIMEOUT_S, (0.0, 0.0, 0.0)),
+}
+"""The workspace file's `redelivery:` choices; `fast` retries every 3 s, for tests."""
+
+
+class Handle(Protocol):
+    """A scheduled call that can be called off (asyncio.TimerHandle is one)."""
+
+    def cancel(self) -> None: ...
+
+
+class Timer(Protocol):
+    """What the hub needs of a clock: asyncio's loop.call_later, or a test's own clock."""
+
+    def call_later(self, delay: float, callback: Any, *args: Any) -> Handle: ...
 
 
 @dataclass(frozen=True)
@@ -147,14 +187,17 @@ class _Pending:
     payload: dict[str, Any]
     attempt: int = 0
     envelope_ids: set[str] = field(default_factory=set)
-    timer: asyncio.TimerHandle | None = None
+    timer: Handle | None = None
 
 
 class EventHub:
     """Every open Socket Mode and RTM connection, and the delivery of events to them."""
 
-    def __init__(self, ws: Workspace) -> None:
+    def __init__(self, ws: Workspace, clock: Timer | None = None) -> None:
         self.ws = ws
+        self.redelivery = REDELIVERY[ws.config.redelivery]
+        self.clock = clock
+        """Schedules ack timeouts and retries; None means the running event loop."""
         self._tickets: dict[str, Ticket] = {}
         self._connections: dict[int, Connection] = {}
         self._round_robin: dict[str, int] = {}
@@ -184,7 +227,9 @@ class EventHub:
 
     def take_ticket(self, ticket: str, kind: Kind) -> Ticket | None:
         """Use up a ticket; None when it is unknown, already used, expired or of the other kind."""
-        found = self._tickets.pop(ticket, None)
+        given = ticket.encode()
+        key = next((k for k in self._tickets if hmac.compare_digest(k.encode(), given)), None)
+        found = self._tickets.pop(key) if key is not None else None
         if found is None or found.kind != kind or found.expires <= time.monotonic():
             return None
         return found
@@ -380,19 +425,33 @@ class EventHub:
                     "retry_reason": "timeout" if pending.attempt else "",
                 }
             )
-        pending.timer = asyncio.get_running_loop().call_later(ACK_TIMEOUT_S, self._expired, pending)
+        pending.timer = self._later(self.redelivery.ack_timeout_s, self._expired, pending)
+
+    def _later(self, delay: float, callback: Any, *args: Any) -> Handle:
+        return (self.clock or asyncio.get_running_loop()).call_later(delay, callback, *args)
 
     def _expired(self, pending: _Pending) -> None:
+        """The ack timeout passed: retry now or after the schedule's pause, or give up."""
         if self._closed or pending.timer is None:
             return
-        if pending.attempt >= MAX_RETRIES:
+        delays = self.redelivery.retry_delays_s
+        if pending.attempt >= len(delays):
             self._settle(pending)
             log.info(
                 "event %s to %s given up after %d retries",
                 pending.payload["event_id"],
                 pending.app_id,
-                MAX_RETRIES,
+                len(delays),
             )
+            return
+        pause = delays[pending.attempt]
+        if pause > 0:
+            pending.timer = self._later(pause, self._retry, pending)
+        else:
+            self._retry(pending)
+
+    def _retry(self, pending: _Pending) -> None:
+        if self._closed or pending.timer is None:
             return
         pending.attempt += 1
         self._send_envelope(pending)

@@ -15,6 +15,7 @@ replace them all. The state is shown as given: a string, a boolean (on/off) or a
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -111,7 +112,8 @@ def setup(app: web.Application, ws: Workspace) -> None:
         return web.json_response({"ok": True, "devices": snapshot})
 
     async def publish_devices(request: web.Request) -> web.Response:
-        if request.headers.get("Authorization", "") != f"Bearer {ws.config.control_token}":
+        given = request.headers.get("Authorization", "").encode()
+        if not hmac.compare_digest(given, f"Bearer {ws.config.control_token}".encode()):
             return web.json_response({"ok": False, "error": "invalid_auth"}, status=401)
         try:
             body = await request.json()

@@ -13,6 +13,7 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,20 @@ class RunningWorkspace:
         )
         with urllib.request.urlopen(req, timeout=10) as resp:
             return json.loads(resp.read())
+
+
+SLACKER_ERA = date(2020, 6, 1)
+"""A day when apps could still send tokens in the query string and call rtm.start."""
+
+
+def legacy_apps(config: WorkspaceConfig | None = None) -> WorkspaceConfig:
+    """The config (the demo's by default) with every app created in 2020 and every person's
+    token allowed in the query string: what slacker-era clients (slacker 0.14, slackbot
+    1.0.5, SlackMQ 0.1.2) need, since they send tokens only in the query string."""
+    config = config or demo_config()
+    apps = [a.model_copy(update={"created": SLACKER_ERA}) for a in config.apps]
+    humans = [h.model_copy(update={"legacy_query_tokens": True}) for h in config.humans]
+    return config.model_copy(update={"apps": apps, "humans": humans})
 
 
 @contextmanager

@@ -213,12 +213,18 @@ async def apps_connections_open(call: Call) -> dict[str, Any]:
     return {"ok": True, "url": f"ws://{call.request.host}/link/?ticket={ticket}&app_id={app_id}"}
 
 
-def _rtm_url(call: Call) -> tuple[str, dict[str, Any]]:
+def _rtm_allowed(call: Call) -> None:
+    """RTM is for people and classic apps' bots: Slack refuses it to new apps' tokens."""
     who = call.who
     if who.kind == "bot":
         app = call.ws.store.app_for_user(who.user_id)
         if app is None or not app.classic:
             raise SlackError("not_allowed_token_type")
+
+
+def _rtm_url(call: Call) -> tuple[str, dict[str, Any]]:
+    _rtm_allowed(call)
+    who = call.who
     ticket = _hub_call(call.ws, "new_rtm_ticket", who.user_id, who.app_id)
     user = call.ws.store.user(who.user_id)
     return f"ws://{call.request.host}/websocket/{ticket}", user
@@ -242,39 +248,17 @@ async def rtm_connect(call: Call) -> dict[str, Any]:
 
 @method("rtm.start")
 async def rtm_start(call: Call) -> dict[str, Any]:
-    url, user = _rtm_url(call)
-    store = call.ws.store
-    convs = store.channels(for_user=user["id"])
-    now = store.next_ts()
-    team = _team(call) | {
-        "email_domain": "",
-        "icon": {},
-        "msg_edit_window_mins": -1,
-        "over_storage_limit": False,
-        "prefs": {},
-        "plan": "",
-    }
-    return {
-        "ok": True,
-        "url": url,
-        "self": {
-            "id": user["id"],
-            "name": user["name"],
-            "prefs": {},
-            "created": user["updated"],
-            "manual_presence": "active",
-        },
-        "team": team,
-        "users": store.users(),
-        "channels": [c for c in convs if c.get("is_channel")],
-        "groups": [c for c in convs if c.get("is_group")],
-        "ims": [c for c in convs if c.get("is_im")],
-        "mpims": [],
-        "bots": [store.bot(a.bot_id) for a in call.ws.config.apps],
-        "cache_ts": int(float(now)),
-        "latest_event_ts": now,
-        "cache_version": "v1",
-        "dnd": {"dnd_enabled": False, "next_dnd_start_ts": 1, "next_dnd_end_ts": 1},
+    """rtm.start as Slack serves it since its retirement (27 September 2022): apps created
+    from 30 November 2021 get rtm_connect_required, everyone else rtm.connect's answer with
+    a method_deprecated warning (https://api.slack.com/changelog/2021-10-rtm-start-to-stop
+    and the errors and warnings listed on the method's reference page)."""
+    if call.who.kind == "bot" and not call.who.rtm_start_allowed:
+        _rtm_allowed(call)  # a new app's token is refused first, as by rtm.connect
+        raise SlackError("rtm_connect_required")
+    answer = await rtm_connect(call)
+    return answer | {
+        "warning": "method_deprecated",
+        "response_metadata": {"warnings": ["method_deprecated"]},
     }
 
 
@@ -571,15 +555,16 @@ def _charset(request: web.Request) -> str:
     return "utf-8" if charset.startswith("utf") else "iso-8859-1"
 
 
-async def _body_args(request: web.Request) -> Args:
-    """The arguments in a POST body: urlencoded, multipart or JSON, as Slack reads them."""
+async def _body_args(request: web.Request) -> tuple[Args, str]:
+    """The arguments in a POST body as Slack reads them, and the body's kind: "form"
+    (urlencoded or multipart), "json", "text" (text/plain, read like a form) or ""."""
     if request.method != "POST" or not request.body_exists:
-        return {}
+        return {}, ""
     if hdrs.CONTENT_TYPE not in request.headers:
         data = await request.read()
         if data:
             raise SlackError("missing_post_type")
-        return {}
+        return {}, ""
     ctype = request.content_type
     if ctype == "multipart/form-data":
         try:
@@ -589,7 +574,7 @@ async def _body_args(request: web.Request) -> Args:
         except (ValueError, UnicodeError, LookupError, TypeError, HttpProcessingError) as err:
             log.debug("malformed multipart body: %s", err)
             raise SlackError("invalid_form_data") from err
-        return {k: v for k, v in form.items() if isinstance(v, str)}
+        return {k: v for k, v in form.items() if isinstance(v, str)}, "form"
     charset = _charset(request)
     data = await request.read()
     if ctype == "application/json":
@@ -599,7 +584,7 @@ async def _body_args(request: web.Request) -> Args:
             raise SlackError("invalid_json") from err
         if not isinstance(value, dict):
             raise SlackError("json_not_object")
-        return value
+        return value, "json"
     if ctype in ("application/x-www-form-urlencoded", "text/plain"):
         try:
             text = data.decode(charset)
@@ -608,16 +593,31 @@ async def _body_args(request: web.Request) -> Args:
             )
         except (UnicodeDecodeError, ValueError) as err:
             raise SlackError("invalid_form_data") from err
-        return dict(pairs)
+        return dict(pairs), "form" if ctype != "text/plain" else "text"
     raise SlackError("invalid_post_type")
 
 
-def _token(request: web.Request, args: Args) -> str | None:
+def _token(request: web.Request, query: Args, body: Args, kind: str) -> tuple[str | None, str]:
+    """The request's token and where it came from: "header", "form", "text" or "query".
+
+    A JSON body's token is not read: Slack takes JSON only with the token in the
+    Authorization header (https://api.slack.com/changelog/2017-10-keeping-up-with-the-jsons).
+    """
     auth = request.headers.get(hdrs.AUTHORIZATION, "")
     if auth.lower().startswith("bearer "):
-        return auth[7:].strip() or None
-    token = args.get("token")
-    return token if isinstance(token, str) and token else None
+        return auth[7:].strip() or None, "header"
+    for source, args in ((kind, body if kind != "json" else {}), ("query", query)):
+        token = args.get("token")
+        if isinstance(token, str) and token:
+            return token, source
+    return None, ""
+
+
+QUERY_LIKE = {"query", "text"}
+"""Where a token counts as sent in the URL: Slack accepts tokens of apps created since 24
+February 2021 only in the Authorization header or a URL-encoded POST body
+(https://api.slack.com/changelog/2020-11-no-more-tokens-in-querystrings-for-newly-created-apps);
+a text/plain body is neither, and a web page can send one cross-site without asking."""
 
 
 def _query_args(request: web.Request) -> Args:
@@ -632,13 +632,20 @@ async def _call(ws: Workspace, request: web.Request) -> web.Response:
     handler = METHODS.get(name)
     if handler is None:
         return _error("unknown_method")
-    args = _query_args(request)
-    args.update(await _body_args(request))
-    token = _token(request, args)
+    query = _query_args(request)
+    body, kind = await _body_args(request)
+    args = query | body
+    token, source = _token(request, query, body, kind)
     kinds = TOKEN_KINDS[name]
     caller = ws.caller_for(token) if token else None
     if caller is None and "none" not in kinds:
         raise SlackError("invalid_auth" if token else "not_authed")
+    if caller is not None and source in QUERY_LIKE and not caller.query_tokens_allowed:
+        # Slack's answer to such a token is HTTP 200 {"ok": false, "error": "invalid_auth"}
+        # (its changelog names no code; clients that hit it report invalid_auth:
+        # HubSpot/slack-client#215, palanik/slack-php#9, jamietsao/slack-multi-channel-invite#6).
+        ws.query_tokens[(caller.counter_key, name)] += 1
+        raise SlackError("invalid_auth")
     if caller is not None and caller.kind not in kinds:
         raise SlackError("not_allowed_token_type")
     delay_ms = ws.faults.latency_ms + random.uniform(0, ws.faults.jitter_ms)
