@@ -15,13 +15,16 @@ from troupe import __version__
 
 def _workspace(args: argparse.Namespace) -> int:
     from troupe.workspace.config import WorkspaceConfigError, demo_config, load_config
-    from troupe.workspace.server import build_workspace, start
+    from troupe.workspace.server import UnsafeBindError, build_workspace, start
 
     try:
         config = load_config(args.config) if args.config else demo_config()
     except WorkspaceConfigError as err:
         print(f"troupe workspace: {err}", file=sys.stderr)
         return 2
+    if args.allow_host:
+        hosts = [*config.allowed_hosts, *args.allow_host]
+        config = config.model_copy(update={"allowed_hosts": hosts})
 
     async def _serve() -> None:
         ws = build_workspace(config, args.state)
@@ -42,15 +45,23 @@ def _workspace(args: argparse.Namespace) -> int:
         await stop.wait()
         await runner.cleanup()
 
-    asyncio.run(_serve())
+    try:
+        asyncio.run(_serve())
+    except UnsafeBindError as err:
+        print(f"troupe workspace: {err}", file=sys.stderr)
+        return 2
     return 0
 
 
 def _demo(args: argparse.Namespace) -> int:
     from troupe.demo import run_demo
+    from troupe.workspace.server import UnsafeBindError
 
     try:
         run_demo(args.host, args.port)
+    except UnsafeBindError as err:
+        print(f"troupe demo: {err}", file=sys.stderr)
+        return 2
     except OSError as err:
         print(
             f"troupe demo: cannot serve on {args.host}:{args.port} ({err}); "
@@ -165,6 +176,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ws.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     ws.add_argument("--port", type=int, default=3000, help="port to bind (default 3000)")
+    ws.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="also answer requests that name this host (e.g. a compose service name)",
+    )
     ws.add_argument("--config", help="workspace YAML file (default: the demo workspace)")
     ws.add_argument("--state", help="SQLite file that keeps the workspace across restarts")
     ws.set_defaults(func=_workspace)
