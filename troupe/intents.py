@@ -6,8 +6,10 @@ import copy
 import logging
 import re
 import time
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from difflib import get_close_matches
 from typing import Any
 
 from hassil import Intents, TextSlotList, TextSlotValue, filter_intents, recognize_all
@@ -41,6 +43,9 @@ KIND_DEVICE_CLASSES: Mapping[str, str] = {"outlet": "outlet"}
 MAX_SPOKEN = 300
 """Characters: longer text is not taken for a spoken command. hassil's matching grows with
 the text, and a pasted paragraph could keep a bot busy for seconds."""
+SUGGEST_CUTOFF = 0.8
+"""difflib ratio from which a known name is offered as "did you mean": close enough for
+a typo or two ("kitchn fan", "hal light"), far from a different word ("garage heater")."""
 BRIGHTNESS_RANGE = (0, 100)
 TEMPERATURE_RANGE = (1000, 10000)
 
@@ -52,6 +57,7 @@ _PLACES = ("name", "area")
 _VALUES = ("brightness", "temperature")
 _SCENE_VERBS = re.compile(r"^(?:(?:activate|start|run|enable|turn on)\s+)?(?:the\s+)?(?P<rest>.+)$")
 _SCENE_SUFFIX = re.compile(r"\s+scene$")
+_TIMELIKE = re.compile(r"\d+(?::\d+|am|pm|h|st|nd|rd|th|%)")
 
 # Sentences Home Assistant's English set lacks but a chat home needs: toggling, "all
 # lights on", naming a colour temperature without the word "temperature", asking for
@@ -188,6 +194,13 @@ _SUPPLEMENTS: Mapping[str, dict[str, Any]] = {
             "HassLightSet": {
                 "data": [
                     {
+                        # HA's "{name} {color}" cannot end an unknown name before the
+                        # colour; "<area> lights red" can ("turn the patio lights red").
+                        "sentences": ["<set> [<the>] {area} <light> [to] {color}"],
+                        "slots": {"domain": "light"},
+                        "metadata": {"slot_combination": "area_color"},
+                    },
+                    {
                         "sentences": [
                             "[<set>] [<the>] {name} [color] [to] "
                             "{color_temperature_names:temperature}",
@@ -304,6 +317,87 @@ _ONE_WORDS: Mapping[str, tuple[str, ...]] = {
 
 
 @dataclass(frozen=True)
+class _ChatWords:
+    """Words that tell a command naming an unknown device apart from family chatter.
+
+    `verbs` make an imperative ("turn on the gazebo lights"); `nouns` are things a home
+    automates, so a verbless question or fragment about one ("is the sprinkler on") is
+    still about the house; `chatter` words (pronouns, auxiliaries, prepositions, time
+    words) never occur in a device or area name, so a phrase holding one is a sentence
+    ("turn your phone on", "the porch light was on all night"), not a name.
+    """
+
+    verbs: frozenset[str]
+    nouns: frozenset[str]
+    chatter: frozenset[str]
+    articles: frozenset[str]
+
+
+def _words(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
+_CHAT_WORDS: Mapping[str, _ChatWords] = {
+    "en": _ChatWords(
+        verbs=_words(
+            "turn switch change bring set make increase decrease open raise lift close shut "
+            "lower toggle flip activate start run enable dim brighten"
+        ),
+        nouns=_words(
+            "light lamp bulb fan switch plug outlet socket pump heater heating sprinkler "
+            "door gate blind shade curtain shutter valve fountain tv television radio "
+            "speaker kettle thermostat ac aircon conditioner humidifier dehumidifier "
+            "purifier boiler lantern spotlight floodlight chandelier sconce strip tree"
+        ),
+        chatter=_words(
+            "i i'm im i'll ill i've ive i'd me my mine myself you you're youre you'll your "
+            "yours u ur ya we we're were we'll our ours us he he's him his she she's her "
+            "hers they they're their theirs them it it's its this that that's these those "
+            "there there's here someone somebody anyone anybody everyone everybody nobody "
+            "noone who who's whom whose what what's whats when where where's why how how's "
+            "was is isn't are aren't am be been being will won't would could should can "
+            "can't cant did didn't do does doesn't don't dont have has had not no yes yeah "
+            "at to for from with by about into than then if so but or because just still "
+            "yet again already also too very really even ever never always on off in out "
+            "up now today tonight tomorrow yesterday later soon morning night o'clock pm am "
+            "lol haha thanks thank ok okay please pls let let's lets gonna wanna theres "
+            "thats hes shes whos wheres hows isnt arent wont didnt doesnt youll theyre "
+            "oclock o'clock"
+        ),
+        articles=frozenset({"the", "a", "an", "my", "our"}),
+    ),
+    "de": _ChatWords(
+        verbs=_words(
+            "schalte schalt schaltet schalten mach mache macht machen setze setz setzt "
+            "stelle stell stellt dreh drehe dreht öffne öffnet schließe schließ schließt "
+            "starte start startet stoppe stopp aktiviere aktivier dimme dimm ändere änder "
+            "fahre fahr fahrt"
+        ),
+        nouns=_words(
+            "licht lichter lampe lampen leuchte leuchten birne ventilator lüfter schalter "
+            "steckdose pumpe heizung heizlüfter fernseher tv radio lautsprecher "
+            "wasserkocher sprenger sprinkler tür tor rollladen rolladen rollo jalousie "
+            "vorhang ventil brunnen klimaanlage thermostat boiler strahler"
+        ),
+        chatter=_words(
+            "ich mich mir mein meine meinen meinem meiner du dich dir dein deine deinen "
+            "deinem deiner er ihn ihm sein seine sie ihr ihre ihren ihrem es wir uns unser "
+            "unsere unseren euch euer eure man jemand niemand wer was wann wo warum wieso "
+            "weshalb wie ist sind bin bist war waren wird werden wurde hat haben habe hast "
+            "hatte kann kannst können könnt soll sollte muss musst müssen will willst "
+            "nicht kein keine keinen nein ja doch schon noch mal halt eben heute morgen "
+            "gestern jetzt gleich später bald um mit von bei nach für seit dass weil wenn "
+            "aber denn oder also dann da dort hier auch nur sehr zu zum zur uhr danke "
+            "bitte lol haha ok okay an aus auf ein im in am"
+        ),
+        articles=_words(
+            "der die das dem den des ein eine einen einem mein meine meinen unser unsere unseren"
+        ),
+    ),
+}
+
+
+@dataclass(frozen=True)
 class DeviceInfo:
     """One device of the federation, as the config module describes it."""
 
@@ -318,8 +412,10 @@ class Command:
     """What a chat message asks the home to do, with every device name resolved.
 
     `unknown` names the phrase that matched no device or area, so the bot can say
-    "I don't know a device called X"; `problem` says why a recognised value cannot be
-    applied (e.g. brightness 150) so a validator need not re-parse the text.
+    "I don't know a device called X"; `suggestion` is then the known device or area
+    spelt most like it, if any ("did you mean the kitchen fan?"); `problem` says why a
+    recognised value cannot be applied (e.g. brightness 150) so a validator need not
+    re-parse the text.
     """
 
     intent: str
@@ -332,6 +428,7 @@ class Command:
     scene: str | None = None
     query: str | None = None
     unknown: str | None = None
+    suggestion: str | None = None
     problem: str | None = None
 
 
@@ -389,9 +486,12 @@ class Recognizer:
         for device in self._devices.values():
             if device.area is not None:
                 self._area_phrases.setdefault(_clean(device.area), device.area)
-        self._device_phrases = {
-            _clean(phrase) for d in self._devices.values() for phrase in (d.name, *d.aliases)
+        self._device_names = {
+            _clean(phrase): d.name
+            for d in self._devices.values()
+            for phrase in (d.name, *d.aliases)
         }
+        self._device_phrases = set(self._device_names)
         self._aliases = {_clean(phrase): command for phrase, command in (aliases or {}).items()}
         self._scenes = {_clean(scene): scene for scene in scenes}
         self._full: Intents | None = None
@@ -536,7 +636,7 @@ class Recognizer:
             language=self.language,
             allow_unmatched_entities=True,
         ):
-            if result.unmatched_entities_list and self._acceptable_miss(result):
+            if result.unmatched_entities_list and self._acceptable_miss(result, text):
                 yield result
 
     def _plausible(self, result: RecognizeResult, intents: Intents) -> bool:
@@ -560,8 +660,18 @@ class Recognizer:
         }
         return not spoken <= {"name", "area", "domain"}
 
-    def _acceptable_miss(self, result: RecognizeResult) -> bool:
-        """A miss the bot can explain: an unknown device/area phrase or a value out of range."""
+    def _acceptable_miss(self, result: RecognizeResult, text: str) -> bool:
+        """A miss worth one answer: a home command naming an unknown device/area, or a
+        value out of range.
+
+        hassil's unmatched slots swallow any words, so "hi mom, dinner at 7" fits
+        "{name} at {area}". A family channel is mostly such chatter and must stay
+        silent, so an unknown phrase must read as a name (short, no pronouns, verbs or
+        times) and the sentence as a command: an imperative verb outside the slots
+        ("turn on the gazebo lights"), or, for questions and verbless fragments, a
+        phrase about the house (a device word, a known area, a near spelling of a
+        known name: "is the sprinkler on", "kitchn fan off").
+        """
         assert self._supported is not None
         if not self._plausible(result, self._supported):
             return False
@@ -569,6 +679,7 @@ class Recognizer:
         if named is not None and isinstance(named.value, _Named) and named.value.scene:
             return False
         missed_slots = {m.name for m in result.unmatched_entities_list}
+        phrases: list[str] = []
         for missed in result.unmatched_entities_list:
             if isinstance(missed, UnmatchedRangeEntity):
                 if missed.name not in _VALUES:
@@ -578,19 +689,82 @@ class Recognizer:
                     # An unknown name cannot say which domain it belongs to.
                     if missed.name != "domain" or "name" not in missed_slots:
                         return False
-                elif missed.name not in _PLACES or not self._unknown_phrase(missed.text):
+                elif missed.name in _PLACES:
+                    phrases.append(missed.text)
+                else:
                     return False
             else:
                 return False
+        if not phrases:
+            return True
+        words = _CHAT_WORDS.get(self.language)
+        if words is None:
+            # Without words to tell a name from a sentence, an unknown name stays silent.
+            return False
+        literal = _literal_words(result, text)
+        imperative = result.intent.name != "HassGetState" and bool(literal & words.verbs)
+        for phrase in phrases:
+            name = _name_words(phrase, words)
+            if not self._name_like(name, words):
+                return False
+            if not imperative and not self._about_the_house(name, literal, words):
+                return False
         return True
 
-    def _unknown_phrase(self, text: str) -> bool:
-        """A short phrase that does not merely wrap a known device: "garage heater"."""
-        words = _clean(text).split()
-        if not 0 < len(words) <= 4:
+    def _name_like(self, name: Sequence[str], words: _ChatWords) -> bool:
+        """Could `name` (cleaned words) be a device or area nobody has set up yet?
+
+        Up to four words, none of them a pronoun, auxiliary, preposition or time, and
+        not merely wrapping a known device ("kitchen lamp and the" is a parse of a
+        sentence, not a name).
+        """
+        if not 0 < len(name) <= 4:
             return False
-        padded = f" {' '.join(words)} "
+        if any(word in words.chatter or _TIMELIKE.fullmatch(word) for word in name):
+            return False
+        if name[0].isdigit():
+            return False
+        padded = f" {' '.join(name)} "
         return not any(f" {phrase} " in padded for phrase in self._device_phrases)
+
+    def _about_the_house(self, name: Sequence[str], literal: set[str], words: _ChatWords) -> bool:
+        """Is a verbless sentence about the house: a device word, a known area, or a
+        near spelling of a known device or area?"""
+        if any(_device_noun(word, words) for word in (*name, *literal)):
+            return True
+        padded = f" {' '.join(name)} "
+        if any(f" {phrase} " in padded for phrase in self._area_phrases):
+            return True
+        return self._suggest(" ".join(name)) is not None
+
+    def _suggest(self, phrase: str, domain: str | None = None) -> str | None:
+        """The known device or area spelt most like `phrase` ("kitchn fan" -> "kitchen
+        fan"), for a "did you mean" in the answer.
+
+        For an area with lights or fans asked by kind ("the garag lights"), the area's
+        only such device is named, as the command was about it.
+        """
+        words = _CHAT_WORDS.get(self.language)
+        cleaned = _name_words(phrase, words) if words else _clean(phrase).split()
+        spoken = " ".join(cleaned)
+        if not spoken:
+            return None
+        close = get_close_matches(spoken, self._device_names, n=1, cutoff=SUGGEST_CUTOFF)
+        if close:
+            return self._device_names[close[0]]
+        close = get_close_matches(spoken, self._area_phrases, n=1, cutoff=SUGGEST_CUTOFF)
+        if not close:
+            return None
+        area = self._area_phrases[close[0]]
+        if domain is not None:
+            there = [
+                d.name
+                for d in self._devices.values()
+                if d.area == area and KIND_DOMAINS[d.kind] == domain
+            ]
+            if len(there) == 1:
+                return there[0]
+        return area
 
     @staticmethod
     def _best(results: Iterable[RecognizeResult]) -> RecognizeResult | None:
@@ -648,6 +822,8 @@ class Recognizer:
             spoken += [e.text for e in entities.values() if e.text and e.name in _PLACES]
             spans = [_find(matched, phrase.strip()) for phrase in spoken]
             fields["unknown"] = _phrase(matched, spans) or missed[0].text.strip()
+            domain = entities["domain"].value if "domain" in entities else None
+            fields["suggestion"] = self._suggest(fields["unknown"], str(domain or "") or None)
             return Command(intent=intent, devices=(), text=text, **fields)
 
         named = entities.get("name")
@@ -676,6 +852,7 @@ class Recognizer:
             if not devices:
                 spans = [e.text_span for e in (named, spoken_area) if e is not None]
                 fields["unknown"] = _phrase(matched, spans) or named.text.strip()
+                fields["suggestion"] = self._suggest(fields["unknown"], domain)
             return Command(intent=intent, devices=devices, text=text, **fields)
 
         if "domain" not in entities:
@@ -751,6 +928,31 @@ def _values(result: RecognizeResult) -> dict[str, Any]:
     if problems:
         fields["problem"] = "; ".join(problems)
     return fields
+
+
+def _literal_words(result: RecognizeResult, text: str) -> set[str]:
+    """Words of `text` that the sentence template itself matched, outside every slot."""
+    remaining = Counter(_clean(text).split())
+    for entity in (*result.entities_list, *result.unmatched_entities_list):
+        spoken = getattr(entity, "text", "")
+        if isinstance(spoken, str) and spoken != MISSING_ENTITY:
+            remaining -= Counter(_clean(spoken).split())
+    return set(remaining)
+
+
+def _name_words(phrase: str, words: _ChatWords) -> list[str]:
+    """`phrase` cleaned, without its leading article: "the kitchn fan" -> kitchn, fan."""
+    cleaned = _clean(phrase).split()
+    while cleaned and cleaned[0] in words.articles:
+        cleaned = cleaned[1:]
+    return cleaned
+
+
+def _device_noun(word: str, words: _ChatWords) -> bool:
+    """A thing homes automate, plural or compound too: "lights", "schreibtischlampe"."""
+    if word in words.nouns or word.rstrip("s") in words.nouns or word[:-2] in words.nouns:
+        return True
+    return any(len(noun) >= 4 and word.endswith(noun) for noun in words.nouns)
 
 
 def _find(text: str, phrase: str) -> tuple[int, int] | None:
