@@ -57,6 +57,8 @@ _PLACES = ("name", "area")
 _VALUES = ("brightness", "temperature")
 _SCENE_VERBS = re.compile(r"^(?:(?:activate|start|run|enable|turn on)\s+)?(?:the\s+)?(?P<rest>.+)$")
 _SCENE_SUFFIX = re.compile(r"\s+scene$")
+_ASKS_ABOUT_A_THING = frozenset({"HassGetState", "HassLightSet"})
+_LAST_WORD = re.compile(r"(\w+)\W*$")
 _TIMELIKE = re.compile(r"\d+(?::\d+|am|pm|h|st|nd|rd|th|%)")
 
 # Sentences Home Assistant's English set lacks but a chat home needs: toggling, "all
@@ -260,6 +262,65 @@ _SUPPLEMENTS: Mapping[str, dict[str, Any]] = {
             },
         },
     },
+    # German: asking "ist die Lampe an" of an unknown name, and brightness and colour
+    # with the verb first ("stelle die Stehlampe auf 50%", "mach das Licht im Bad rot"),
+    # which HA's German set only has in other word orders.
+    "de": {
+        "intents": {
+            "HassGetState": {
+                "data": [
+                    {
+                        "sentences": [
+                            "(ist|sind) [<artikel_bestimmt> ]{name} (an|ein|eingeschaltet)"
+                        ],
+                        "slots": {"state": "on"},
+                        "requires_context": {"domain": ["light", "switch", "fan"]},
+                        "metadata": {"slot_combination": "name_state"},
+                    },
+                    {
+                        "sentences": ["(ist|sind) [<artikel_bestimmt> ]{name} (aus|ausgeschaltet)"],
+                        "slots": {"state": "off"},
+                        "requires_context": {"domain": ["light", "switch", "fan"]},
+                        "metadata": {"slot_combination": "name_state"},
+                    },
+                ]
+            },
+            "HassLightSet": {
+                "data": [
+                    {
+                        "sentences": [
+                            "(<setze>|<stelle>|<machen>|dimm[e]) [<artikel_bestimmt> ]{name} "
+                            "auf <brightness>"
+                        ],
+                        "requires_context": {"domain": ["light"]},
+                        "metadata": {"slot_combination": "name_brightness"},
+                    },
+                    {
+                        "sentences": [
+                            "(<setze>|<stelle>|<machen>|dimm[e]) (<licht>|<lichter>) <area> "
+                            "auf <brightness>"
+                        ],
+                        "slots": {"domain": "light"},
+                        "metadata": {"slot_combination": "area_brightness"},
+                    },
+                    {
+                        "sentences": [
+                            "(<setze>|<stelle>|<machen>) [<artikel_bestimmt> ]{name} [auf] {color}"
+                        ],
+                        "requires_context": {"domain": ["light"]},
+                        "metadata": {"slot_combination": "name_color"},
+                    },
+                    {
+                        "sentences": [
+                            "(<setze>|<stelle>|<machen>) (<licht>|<lichter>) <area> [auf] {color}"
+                        ],
+                        "slots": {"domain": "light"},
+                        "metadata": {"slot_combination": "area_color"},
+                    },
+                ]
+            },
+        },
+    },
 }
 
 
@@ -324,13 +385,15 @@ class _ChatWords:
     automates, so a verbless question or fragment about one ("is the sprinkler on") is
     still about the house; `chatter` words (pronouns, auxiliaries, prepositions, time
     words) never occur in a device or area name, so a phrase holding one is a sentence
-    ("turn your phone on", "the porch light was on all night"), not a name.
+    ("turn your phone on", "the porch light was on all night"), not a name; leading
+    `articles` are not part of a name; `to` leads to a value ("to red", "auf rot").
     """
 
     verbs: frozenset[str]
     nouns: frozenset[str]
     chatter: frozenset[str]
     articles: frozenset[str]
+    to: str
 
 
 def _words(text: str) -> frozenset[str]:
@@ -365,6 +428,7 @@ _CHAT_WORDS: Mapping[str, _ChatWords] = {
             "oclock o'clock"
         ),
         articles=frozenset({"the", "a", "an", "my", "our"}),
+        to="to",
     ),
     "de": _ChatWords(
         verbs=_words(
@@ -393,6 +457,7 @@ _CHAT_WORDS: Mapping[str, _ChatWords] = {
         articles=_words(
             "der die das dem den des ein eine einen einem mein meine meinen unser unsere unseren"
         ),
+        to="auf",
     ),
 }
 
@@ -498,6 +563,7 @@ class Recognizer:
         self._supported: Intents | None = None
         self._slot_lists: dict[str, SlotList] = {}
         self._duration: re.Pattern[str] | None = None
+        self._colours: frozenset[str] = frozenset()
         self.warm_seconds: float | None = None
 
     @property
@@ -534,6 +600,13 @@ class Recognizer:
             if isinstance(slot_list, TextSlotList):
                 slot_list.get_candidates("")
         self._duration = _duration_pattern(self.language)
+        colours = full.slot_lists.get("color")
+        if isinstance(colours, TextSlotList):
+            self._colours = frozenset(
+                v.text_in.text.casefold()
+                for v in colours.values
+                if isinstance(v.text_in, TextChunk)
+            )
         self._full, self._supported = full, supported
         # One miss through every pass fills hassil's lazy caches (number words, regexes).
         self._recognize("warm up", None, expand_alias=False)
@@ -584,8 +657,24 @@ class Recognizer:
             return None
         result = self._best(self._unmatched(stripped, context))
         if result is None:
+            stripped = self._before_trailing_colour(stripped)
+            result = self._best(self._unmatched(stripped, context)) if stripped else None
+        if result is None:
             return None
         return self._command(result, stripped, text, channel_area, duration_s)
+
+    def _before_trailing_colour(self, text: str) -> str | None:
+        """`text` with "to" before its closing colour word: "licht im bad rot" -> "... auf rot".
+
+        hassil cannot end an unknown phrase right before a list value (it drops the
+        skipped words), so "mach das Licht im Bad rot" finds no near miss although
+        "mach das Licht im Bad auf rot" does.
+        """
+        words = _CHAT_WORDS.get(self.language)
+        match = _LAST_WORD.search(text)
+        if words is None or match is None or match[1].casefold() not in self._colours:
+            return None
+        return f"{text[: match.start(1)]}{words.to} {text[match.start(1) :]}"
 
     def _scene(self, cleaned: str) -> str | None:
         if cleaned in self._scenes:
@@ -701,8 +790,12 @@ class Recognizer:
         if words is None:
             # Without words to tell a name from a sentence, an unknown name stays silent.
             return False
+        if any(isinstance(m, UnmatchedRangeEntity) for m in result.unmatched_entities_list):
+            # An unknown name and an impossible value: "stell den Wecker auf 6".
+            return False
         literal = _literal_words(result, text)
-        imperative = result.intent.name != "HassGetState" and bool(literal & words.verbs)
+        # Setting a value or asking a state is only about the house when the phrase is.
+        imperative = result.intent.name not in _ASKS_ABOUT_A_THING and bool(literal & words.verbs)
         for phrase in phrases:
             name = _name_words(phrase, words)
             if not self._name_like(name, words):
@@ -728,12 +821,9 @@ class Recognizer:
         return not any(f" {phrase} " in padded for phrase in self._device_phrases)
 
     def _about_the_house(self, name: Sequence[str], literal: set[str], words: _ChatWords) -> bool:
-        """Is a verbless sentence about the house: a device word, a known area, or a
-        near spelling of a known device or area?"""
+        """Is this about the house: a device word, or a near spelling of a known device
+        or area? A known area alone is not enough: "der garten sieht super aus"."""
         if any(_device_noun(word, words) for word in (*name, *literal)):
-            return True
-        padded = f" {' '.join(name)} "
-        if any(f" {phrase} " in padded for phrase in self._area_phrases):
             return True
         return self._suggest(" ".join(name)) is not None
 
