@@ -270,10 +270,47 @@ def test_alias_expands_only_once(en: Recognizer) -> None:
         "kitchen lamp",
         "I left the porch switch alone",
         "lights",
+        "hi mom, dinner at 7",
+        "thanks!",
+        "turn left at the light",
+        "turn your phone on, I've been calling you",
+        "the porch light was on all night",
+        "I'm in the kitchen",
+        "7pm",
+        "game on",
+        "is the game on?",
+        "what's the plan",
+        "what's the status of the project",
+        "set the table to 6",
     ],
 )
 def test_not_a_command(en: Recognizer, text: str) -> None:
     assert en.recognize(text) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "unknown", "suggestion"),
+    [
+        ("switch off the kitchn fan", "kitchn", "kitchen fan"),
+        ("turn off the porch swich", "porch swich", "porch switch"),
+        ("open the garage dor", "garage dor", "garage door"),
+        ("turn on the lights in the bedrom", "bedrom", "bedroom lamp"),
+        ("turn on the desk outlett", "desk outlett", "desk outlet"),
+        ("kitchn fan off", "kitchn", "kitchen fan"),
+        ("turn on the tv", "tv", None),
+        ("turn on the garage heater", "garage heater", None),
+    ],
+)
+def test_a_near_miss_suggests_the_closest_known_name(
+    en: Recognizer, text: str, unknown: str, suggestion: str | None
+) -> None:
+    result = command(en, text)
+    assert (result.devices, result.unknown, result.suggestion) == ((), unknown, suggestion)
+
+
+def test_a_verbless_near_miss_needs_a_known_spelling_or_a_device_word(en: Recognizer) -> None:
+    assert command(en, "is the heater on").unknown == "heater"
+    assert en.recognize("is the party on") is None
 
 
 @pytest.mark.parametrize(
