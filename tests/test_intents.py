@@ -455,3 +455,11 @@ def test_text_longer_than_a_spoken_command_is_not_parsed(
     assert en.recognize(text + " and" * 100) is None
     monkeypatch.setattr(intents, "MAX_SPOKEN", len(text) - 1)
     assert en.recognize(text) is None
+
+
+def test_a_language_without_troupes_words_keeps_unknown_names_silent() -> None:
+    """French has HA's sentences but no intents_data file: commands work, misses stay quiet."""
+    recognizer = Recognizer([DeviceInfo("lampe", "light", "salon")], {"salon": []}, language="fr")
+    assert command(recognizer, "allume la lampe").devices == ("lampe",)
+    assert recognizer.recognize("allume la télé") is None
+    assert recognizer.recognize("salut tout le monde") is None

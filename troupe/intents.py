@@ -10,8 +10,11 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from difflib import get_close_matches
+from functools import cache
+from importlib import resources
 from typing import Any
 
+import yaml
 from hassil import Intents, TextSlotList, TextSlotValue, filter_intents, recognize_all
 from hassil.expression import TextChunk
 from hassil.intents import SlotList
@@ -61,268 +64,6 @@ _ASKS_ABOUT_A_THING = frozenset({"HassGetState", "HassLightSet"})
 _LAST_WORD = re.compile(r"(\w+)\W*$")
 _TIMELIKE = re.compile(r"\d+(?::\d+|am|pm|h|st|nd|rd|th|%)")
 
-# Sentences Home Assistant's English set lacks but a chat home needs: toggling, "all
-# lights on", naming a colour temperature without the word "temperature", asking for
-# a device's "status", and switches/outlets by kind.
-_SUPPLEMENTS: Mapping[str, dict[str, Any]] = {
-    "en": {
-        "lists": {
-            "color_temperature_names": {
-                "values": [
-                    {"in": "candle light", "out": 1900},
-                    {"in": "warm white", "out": 2700},
-                    {"in": "(cold|cool) white", "out": 5000},
-                    {"in": "day[ ]light", "out": 6500},
-                ]
-            },
-        },
-        "expansion_rules": {
-            "toggle": "(toggle|flip)",
-            "switches": "(switch|switches)",
-            "outlets": "(outlet|outlets|plug|plugs|socket|sockets)",
-        },
-        "intents": {
-            "HassToggle": {
-                "data": [
-                    {
-                        "sentences": [
-                            "<toggle> [<the>] {name}",
-                            "<toggle> [<the>] {area} [<the>] {name}",
-                            "<toggle> [<the>] {name} <in> [<the>] {area}",
-                        ],
-                        "requires_context": {"domain": ["light", "switch", "fan"]},
-                        "metadata": {"slot_combination": "name_only"},
-                    },
-                    {
-                        "sentences": [
-                            "<toggle> [<all>] [<the>] {area} <light>",
-                            "<toggle> [(<all>|<the>)] <light> <in> [<the>] {area}",
-                        ],
-                        "slots": {"domain": "light"},
-                        "metadata": {"slot_combination": "area_domain"},
-                    },
-                    {
-                        "sentences": [
-                            "<toggle> [<all>] [<the>] {area} fan[s]",
-                            "<toggle> [(<all>|<the>)] fan[s] <in> [<the>] {area}",
-                        ],
-                        "slots": {"domain": "fan"},
-                        "metadata": {"slot_combination": "area_domain"},
-                    },
-                    {
-                        "sentences": ["<toggle> [(<all>|<the>)] <light> [<here>]"],
-                        "slots": {"domain": "light"},
-                        "requires_context": {"area": {"slot": True}},
-                        "metadata": {"slot_combination": "domain_only"},
-                    },
-                    {
-                        "sentences": ["<toggle> [(<all>|<the>)] fan[s] [<here>]"],
-                        "slots": {"domain": "fan"},
-                        "requires_context": {"area": {"slot": True}},
-                        "metadata": {"slot_combination": "domain_only"},
-                    },
-                ]
-            },
-            "HassTurnOn": {
-                "data": [
-                    {
-                        "sentences": [
-                            "<turn> on <all> <light> [<everywhere>]",
-                            "<turn> <all> <light> on [<everywhere>]",
-                            "<turn> on [<the>] <light> <everywhere>",
-                            "<all> <light> on [<everywhere>]",
-                        ],
-                        "slots": {"domain": "light"},
-                        "metadata": {"slot_combination": "domain_all"},
-                    },
-                    {
-                        "sentences": [
-                            "<turn> on <all> fan[s] [<everywhere>]",
-                            "<turn> <all> fan[s] on [<everywhere>]",
-                        ],
-                        "slots": {"domain": "fan"},
-                        "metadata": {"slot_combination": "domain_all"},
-                    },
-                    {
-                        "sentences": [
-                            "<turn> on [(<all>|<the>)] <switches> [<here>]",
-                            "<turn> [(<all>|<the>)] <switches> on [<here>]",
-                        ],
-                        "slots": {"domain": "switch"},
-                        "requires_context": {"area": {"slot": True}},
-                        "metadata": {"slot_combination": "domain_only"},
-                    },
-                    {
-                        "sentences": [
-                            "<turn> on [(<all>|<the>)] <outlets> [<here>]",
-                            "<turn> [(<all>|<the>)] <outlets> on [<here>]",
-                        ],
-                        "slots": {"domain": "switch", "device_class": "outlet"},
-                        "requires_context": {"area": {"slot": True}},
-                        "metadata": {"slot_combination": "domain_only"},
-                    },
-                ]
-            },
-            "HassTurnOff": {
-                "data": [
-                    {
-                        "sentences": [
-                            "<turn> off <all> fan[s] [<everywhere>]",
-                            "<turn> <all> fan[s] off [<everywhere>]",
-                        ],
-                        "slots": {"domain": "fan"},
-                        "metadata": {"slot_combination": "domain_all"},
-                    },
-                    {
-                        "sentences": [
-                            "<turn> off [(<all>|<the>)] <switches> [<here>]",
-                            "<turn> [(<all>|<the>)] <switches> off [<here>]",
-                        ],
-                        "slots": {"domain": "switch"},
-                        "requires_context": {"area": {"slot": True}},
-                        "metadata": {"slot_combination": "domain_only"},
-                    },
-                    {
-                        "sentences": [
-                            "<turn> off [(<all>|<the>)] <outlets> [<here>]",
-                            "<turn> [(<all>|<the>)] <outlets> off [<here>]",
-                        ],
-                        "slots": {"domain": "switch", "device_class": "outlet"},
-                        "requires_context": {"area": {"slot": True}},
-                        "metadata": {"slot_combination": "domain_only"},
-                    },
-                ]
-            },
-            "HassLightSet": {
-                "data": [
-                    {
-                        # HA's "{name} {color}" cannot end an unknown name before the
-                        # colour; "<area> lights red" can ("turn the patio lights red").
-                        "sentences": ["<set> [<the>] {area} <light> [to] {color}"],
-                        "slots": {"domain": "light"},
-                        "metadata": {"slot_combination": "area_color"},
-                    },
-                    {
-                        "sentences": [
-                            "[<set>] [<the>] {name} [color] [to] "
-                            "{color_temperature_names:temperature}",
-                        ],
-                        "requires_context": {"domain": ["light"]},
-                        "metadata": {"slot_combination": "name_temperature"},
-                    },
-                    {
-                        "sentences": [
-                            "[<set>] [(<all>|<the>)] <light> [<in>] [<the>] {area} [to] "
-                            "{color_temperature_names:temperature}",
-                            "[<set>] [<the>] {area} <light> [to] "
-                            "{color_temperature_names:temperature}",
-                        ],
-                        "slots": {"domain": "light"},
-                        "metadata": {"slot_combination": "area_temperature"},
-                    },
-                    {
-                        "sentences": [
-                            "[<set>] [(<all>|<the>)] <light> [to] "
-                            "{color_temperature_names:temperature}",
-                        ],
-                        "slots": {"domain": "light"},
-                        "requires_context": {"area": {"slot": True}},
-                        "metadata": {"slot_combination": "temperature_only"},
-                    },
-                ]
-            },
-            "HassGetState": {
-                "data": [
-                    {
-                        # HA's "<is> {name} {on_off_states:state}" cannot end an unknown
-                        # name (only literal text can), so "is the sprinkler on" would
-                        # read as "turn on 'is the sprinkler'" without these.
-                        "sentences": ["<is> [<the>] {name} on"],
-                        "slots": {"state": "on"},
-                        "requires_context": {"domain": ["light", "switch", "fan"]},
-                        "metadata": {"slot_combination": "name_state"},
-                    },
-                    {
-                        "sentences": ["<is> [<the>] {name} off"],
-                        "slots": {"state": "off"},
-                        "requires_context": {"domain": ["light", "switch", "fan"]},
-                        "metadata": {"slot_combination": "name_state"},
-                    },
-                    {
-                        "sentences": [
-                            "(<what_is>|tell me) [the] (status|state) of [<the>] {name}",
-                            "[what is] [<the>] {name} status",
-                        ],
-                        "requires_context": {
-                            "domain": ["sensor", "light", "switch", "fan", "cover"]
-                        },
-                        "metadata": {"slot_combination": "name_only"},
-                    },
-                ]
-            },
-        },
-    },
-    # German: asking "ist die Lampe an" of an unknown name, and brightness and colour
-    # with the verb first ("stelle die Stehlampe auf 50%", "mach das Licht im Bad rot"),
-    # which HA's German set only has in other word orders.
-    "de": {
-        "intents": {
-            "HassGetState": {
-                "data": [
-                    {
-                        "sentences": [
-                            "(ist|sind) [<artikel_bestimmt> ]{name} (an|ein|eingeschaltet)"
-                        ],
-                        "slots": {"state": "on"},
-                        "requires_context": {"domain": ["light", "switch", "fan"]},
-                        "metadata": {"slot_combination": "name_state"},
-                    },
-                    {
-                        "sentences": ["(ist|sind) [<artikel_bestimmt> ]{name} (aus|ausgeschaltet)"],
-                        "slots": {"state": "off"},
-                        "requires_context": {"domain": ["light", "switch", "fan"]},
-                        "metadata": {"slot_combination": "name_state"},
-                    },
-                ]
-            },
-            "HassLightSet": {
-                "data": [
-                    {
-                        "sentences": [
-                            "(<setze>|<stelle>|<machen>|dimm[e]) [<artikel_bestimmt> ]{name} "
-                            "auf <brightness>"
-                        ],
-                        "requires_context": {"domain": ["light"]},
-                        "metadata": {"slot_combination": "name_brightness"},
-                    },
-                    {
-                        "sentences": [
-                            "(<setze>|<stelle>|<machen>|dimm[e]) (<licht>|<lichter>) <area> "
-                            "auf <brightness>"
-                        ],
-                        "slots": {"domain": "light"},
-                        "metadata": {"slot_combination": "area_brightness"},
-                    },
-                    {
-                        "sentences": [
-                            "(<setze>|<stelle>|<machen>) [<artikel_bestimmt> ]{name} [auf] {color}"
-                        ],
-                        "requires_context": {"domain": ["light"]},
-                        "metadata": {"slot_combination": "name_color"},
-                    },
-                    {
-                        "sentences": [
-                            "(<setze>|<stelle>|<machen>) (<licht>|<lichter>) <area> [auf] {color}"
-                        ],
-                        "slots": {"domain": "light"},
-                        "metadata": {"slot_combination": "area_color"},
-                    },
-                ]
-            },
-        },
-    },
-}
-
 
 @dataclass(frozen=True)
 class _DurationWords:
@@ -331,50 +72,6 @@ class _DurationWords:
     preposition: str
     units: Mapping[str, float]
     fixed: Mapping[str, float]
-
-
-_DURATIONS: Mapping[str, _DurationWords] = {
-    "en": _DurationWords(
-        preposition="for",
-        units={
-            "seconds": 1,
-            "second": 1,
-            "secs": 1,
-            "sec": 1,
-            "s": 1,
-            "minutes": 60,
-            "minute": 60,
-            "mins": 60,
-            "min": 60,
-            "m": 60,
-            "hours": 3600,
-            "hour": 3600,
-            "hrs": 3600,
-            "hr": 3600,
-            "h": 3600,
-        },
-        fixed={"half an hour": 1800, "half a minute": 30, "an hour and a half": 5400},
-    ),
-    "de": _DurationWords(
-        preposition="für",
-        units={
-            "sekunden": 1,
-            "sekunde": 1,
-            "sek": 1,
-            "minuten": 60,
-            "minute": 60,
-            "min": 60,
-            "stunden": 3600,
-            "stunde": 3600,
-            "std": 3600,
-        },
-        fixed={"eine halbe stunde": 1800, "eine halbe minute": 30},
-    ),
-}
-_ONE_WORDS: Mapping[str, tuple[str, ...]] = {
-    "en": ("a", "an"),
-    "de": ("ein", "eine", "einen"),
-}
 
 
 @dataclass(frozen=True)
@@ -396,70 +93,42 @@ class _ChatWords:
     to: str
 
 
-def _words(text: str) -> frozenset[str]:
-    return frozenset(text.split())
+@dataclass(frozen=True)
+class _LanguageData:
+    """What troupe adds to Home Assistant's intents for one language (intents_data/*.yaml).
+
+    `supplements` are sentences in home-assistant-intents' own format, merged into its
+    data. A language without a file gets HA's sentences alone: no durations, and unknown
+    names stay silent as chatter cannot be told from a command without `chat` words.
+    """
+
+    supplements: Mapping[str, Any]
+    durations: _DurationWords | None
+    one_words: tuple[str, ...]
+    chat: _ChatWords | None
 
 
-_CHAT_WORDS: Mapping[str, _ChatWords] = {
-    "en": _ChatWords(
-        verbs=_words(
-            "turn switch change bring set make increase decrease open raise lift close shut "
-            "lower toggle flip activate start run enable dim brighten"
+_CHAT_WORD_KEYS = ("verbs", "nouns", "chatter", "articles")
+
+
+@cache
+def _language_data(language: str) -> _LanguageData:
+    resource = resources.files("troupe").joinpath("intents_data", f"{language}.yaml")
+    if not resource.is_file():
+        return _LanguageData(supplements={}, durations=None, one_words=(), chat=None)
+    data = yaml.safe_load(resource.read_text(encoding="utf-8"))
+    durations = data.get("durations")
+    chat = data.get("chat")
+    return _LanguageData(
+        supplements=data.get("supplements", {}),
+        durations=None if durations is None else _DurationWords(**durations),
+        one_words=tuple(str(data.get("one_words", "")).split()),
+        chat=None
+        if chat is None
+        else _ChatWords(
+            **{key: frozenset(chat[key].split()) for key in _CHAT_WORD_KEYS}, to=chat["to"]
         ),
-        nouns=_words(
-            "light lamp bulb fan switch plug outlet socket pump heater heating sprinkler "
-            "door gate blind shade curtain shutter valve fountain tv television radio "
-            "speaker kettle thermostat ac aircon conditioner humidifier dehumidifier "
-            "purifier boiler lantern spotlight floodlight chandelier sconce strip tree"
-        ),
-        chatter=_words(
-            "i i'm im i'll ill i've ive i'd me my mine myself you you're youre you'll your "
-            "yours u ur ya we we're were we'll our ours us he he's him his she she's her "
-            "hers they they're their theirs them it it's its this that that's these those "
-            "there there's here someone somebody anyone anybody everyone everybody nobody "
-            "noone who who's whom whose what what's whats when where where's why how how's "
-            "was is isn't are aren't am be been being will won't would could should can "
-            "can't cant did didn't do does doesn't don't dont have has had not no yes yeah "
-            "at to for from with by about into than then if so but or because just still "
-            "yet again already also too very really even ever never always on off in out "
-            "up now today tonight tomorrow yesterday later soon morning night o'clock pm am "
-            "lol haha thanks thank ok okay please pls let let's lets gonna wanna theres "
-            "thats hes shes whos wheres hows isnt arent wont didnt doesnt youll theyre "
-            "oclock o'clock"
-        ),
-        articles=frozenset({"the", "a", "an", "my", "our"}),
-        to="to",
-    ),
-    "de": _ChatWords(
-        verbs=_words(
-            "schalte schalt schaltet schalten mach mache macht machen setze setz setzt "
-            "stelle stell stellt dreh drehe dreht öffne öffnet schließe schließ schließt "
-            "starte start startet stoppe stopp aktiviere aktivier dimme dimm ändere änder "
-            "fahre fahr fahrt"
-        ),
-        nouns=_words(
-            "licht lichter lampe lampen leuchte leuchten birne ventilator lüfter schalter "
-            "steckdose pumpe heizung heizlüfter fernseher tv radio lautsprecher "
-            "wasserkocher sprenger sprinkler tür tor rollladen rolladen rollo jalousie "
-            "vorhang ventil brunnen klimaanlage thermostat boiler strahler"
-        ),
-        chatter=_words(
-            "ich mich mir mein meine meinen meinem meiner du dich dir dein deine deinen "
-            "deinem deiner er ihn ihm sein seine sie ihr ihre ihren ihrem es wir uns unser "
-            "unsere unseren euch euer eure man jemand niemand wer was wann wo warum wieso "
-            "weshalb wie ist sind bin bist war waren wird werden wurde hat haben habe hast "
-            "hatte kann kannst können könnt soll sollte muss musst müssen will willst "
-            "nicht kein keine keinen nein ja doch schon noch mal halt eben heute morgen "
-            "gestern jetzt gleich später bald um mit von bei nach für seit dass weil wenn "
-            "aber denn oder also dann da dort hier auch nur sehr zu zum zur uhr danke "
-            "bitte lol haha ok okay an aus auf ein im in am"
-        ),
-        articles=_words(
-            "der die das dem den des ein eine einen einem mein meine meinen unser unsere unseren"
-        ),
-        to="auf",
-    ),
-}
+    )
 
 
 @dataclass(frozen=True)
@@ -582,7 +251,7 @@ class Recognizer:
         data = get_intents(self.language)
         if data is None:
             raise ValueError(f"no intents shipped for language {self.language!r}")
-        supplement = copy.deepcopy(dict(_SUPPLEMENTS.get(self.language, {})))
+        supplement = copy.deepcopy(dict(_language_data(self.language).supplements))
         data.setdefault("lists", {}).update(supplement.pop("lists", {}))
         merge_dict(data, supplement)
         full = Intents.from_dict(data)
@@ -656,9 +325,9 @@ class Recognizer:
         if next(self._strict(stripped, self._full, context), None) is not None:
             return None
         result = self._best(self._unmatched(stripped, context))
-        if result is None:
-            stripped = self._before_trailing_colour(stripped)
-            result = self._best(self._unmatched(stripped, context)) if stripped else None
+        padded = self._before_trailing_colour(stripped) if result is None else None
+        if padded is not None:
+            stripped, result = padded, self._best(self._unmatched(padded, context))
         if result is None:
             return None
         return self._command(result, stripped, text, channel_area, duration_s)
@@ -670,7 +339,7 @@ class Recognizer:
         skipped words), so "mach das Licht im Bad rot" finds no near miss although
         "mach das Licht im Bad auf rot" does.
         """
-        words = _CHAT_WORDS.get(self.language)
+        words = _language_data(self.language).chat
         match = _LAST_WORD.search(text)
         if words is None or match is None or match[1].casefold() not in self._colours:
             return None
@@ -693,7 +362,9 @@ class Recognizer:
         match = self._duration.search(text)
         if match is None:
             return text, None
-        words = _DURATIONS[self.language]
+        words = _language_data(self.language).durations
+        if words is None:
+            return text, None
         if match["fixed"]:
             seconds = words.fixed[" ".join(match["fixed"].casefold().split())]
         else:
@@ -786,7 +457,7 @@ class Recognizer:
                 return False
         if not phrases:
             return True
-        words = _CHAT_WORDS.get(self.language)
+        words = _language_data(self.language).chat
         if words is None:
             # Without words to tell a name from a sentence, an unknown name stays silent.
             return False
@@ -834,7 +505,7 @@ class Recognizer:
         For an area with lights or fans asked by kind ("the garag lights"), the area's
         only such device is named, as the command was about it.
         """
-        words = _CHAT_WORDS.get(self.language)
+        words = _language_data(self.language).chat
         cleaned = _name_words(phrase, words) if words else _clean(phrase).split()
         spoken = " ".join(cleaned)
         if not spoken:
@@ -1088,7 +759,7 @@ def _number_words(language: str) -> dict[str, int]:
                     spelled = spelled.casefold()
                     words.setdefault(spelled, number)
                     words.setdefault(spelled.replace("-", " "), number)
-        for one in _ONE_WORDS.get(language, ()):
+        for one in _language_data(language).one_words:
             words[one] = 1
         _NUMBER_WORDS[language] = words
     return _NUMBER_WORDS[language]
@@ -1103,7 +774,7 @@ def _amount(spoken: str, language: str) -> float:
 
 def _duration_pattern(language: str) -> re.Pattern[str] | None:
     """Regex for "for N <unit>" in `language`, or None if we have no words for it."""
-    words = _DURATIONS.get(language)
+    words = _language_data(language).durations
     if words is None:
         return None
 
