@@ -60,7 +60,7 @@ _PLACES = ("name", "area")
 _VALUES = ("brightness", "temperature")
 _SCENE_VERBS = re.compile(r"^(?:(?:activate|start|run|enable|turn on)\s+)?(?:the\s+)?(?P<rest>.+)$")
 _SCENE_SUFFIX = re.compile(r"\s+scene$")
-_ASKS_ABOUT_A_THING = frozenset({"HassGetState", "HassLightSet"})
+_POSSESSIVE = re.compile(r"\w(?:'s|s')$")
 _LAST_WORD = re.compile(r"(\w+)\W*$")
 _TIMELIKE = re.compile(r"\d+(?::\d+|am|pm|h|st|nd|rd|th|%)")
 
@@ -78,15 +78,17 @@ class _DurationWords:
 class _ChatWords:
     """Words that tell a command naming an unknown device apart from family chatter.
 
-    `verbs` make an imperative ("turn on the gazebo lights"); `nouns` are things a home
-    automates, so a verbless question or fragment about one ("is the sprinkler on") is
-    still about the house; `chatter` words (pronouns, auxiliaries, prepositions, time
-    words) never occur in a device or area name, so a phrase holding one is a sentence
-    ("turn your phone on", "the porch light was on all night"), not a name; leading
-    `articles` are not part of a name; `to` leads to a value ("to red", "auf rot").
+    A near miss needs one of the `verbs` or `states` among the template's own words
+    ("turn on …", "is … on", "… status") and one of the `nouns` (things a home
+    automates) in its unknown name, unless the name is a typo of a known one; `chatter`
+    words (pronouns, auxiliaries, prepositions, time words) never occur in a device or
+    area name, so a phrase holding one is a sentence ("turn your phone on", "the porch
+    light was on all night"), not a name; leading `articles` are not part of a name;
+    `to` leads to a value ("to red", "auf rot").
     """
 
     verbs: frozenset[str]
+    states: frozenset[str]
     nouns: frozenset[str]
     chatter: frozenset[str]
     articles: frozenset[str]
@@ -108,7 +110,7 @@ class _LanguageData:
     chat: _ChatWords | None
 
 
-_CHAT_WORD_KEYS = ("verbs", "nouns", "chatter", "articles")
+_CHAT_WORD_KEYS = ("verbs", "states", "nouns", "chatter", "articles")
 
 
 @cache
@@ -426,11 +428,11 @@ class Recognizer:
 
         hassil's unmatched slots swallow any words, so "hi mom, dinner at 7" fits
         "{name} at {area}". A family channel is mostly such chatter and must stay
-        silent, so an unknown phrase must read as a name (short, no pronouns, verbs or
-        times) and the sentence as a command: an imperative verb outside the slots
-        ("turn on the gazebo lights"), or, for questions and verbless fragments, a
-        phrase about the house (a device word, a known area, a near spelling of a
-        known name: "is the sprinkler on", "kitchn fan off").
+        silent, so the template's own words must hold a command verb or a state
+        ("turn", "set", "on", "status"), and each unknown phrase must read as the name
+        of a thing in a home: short, no pronouns, auxiliaries or times ("turn your
+        phone on"), and either holding a device word ("gazebo lights", "sprinkler") or
+        spelt like a known name ("kitchn fan"), so "turn on the news" stays chatter.
         """
         assert self._supported is not None
         if not self._plausible(result, self._supported):
@@ -465,13 +467,18 @@ class Recognizer:
             # An unknown name and an impossible value: "stell den Wecker auf 6".
             return False
         literal = _literal_words(result, text)
-        # Setting a value or asking a state is only about the house when the phrase is.
-        imperative = result.intent.name not in _ASKS_ABOUT_A_THING and bool(literal & words.verbs)
+        if not literal & (words.verbs | words.states):
+            # "{name} at {area}" and the like: no word of a command outside the slots.
+            return False
+        question = result.intent.name == "HassGetState"
         for phrase in phrases:
             name = _name_words(phrase, words)
             if not self._name_like(name, words):
                 return False
-            if not imperative and not self._about_the_house(name, literal, words):
+            if not self._about_the_house(name, literal, words, _domains(result)):
+                return False
+            if question and any(_POSSESSIVE.search(word) for word in name):
+                # "is grandma's light on" asks about someone's home, not this one.
                 return False
         return True
 
@@ -491,19 +498,26 @@ class Recognizer:
         padded = f" {' '.join(name)} "
         return not any(f" {phrase} " in padded for phrase in self._device_phrases)
 
-    def _about_the_house(self, name: Sequence[str], literal: set[str], words: _ChatWords) -> bool:
-        """Is this about the house: a device word, or a near spelling of a known device
-        or area? A known area alone is not enough: "der garten sieht super aus"."""
+    def _about_the_house(
+        self,
+        name: Sequence[str],
+        literal: set[str],
+        words: _ChatWords,
+        domains: frozenset[str] | None,
+    ) -> bool:
+        """Is this a thing in the house: a device word, or a near spelling of a known
+        device or area? A known area alone is not: "der garten sieht super aus"."""
         if any(_device_noun(word, words) for word in (*name, *literal)):
             return True
-        return self._suggest(" ".join(name)) is not None
+        return self._suggest(" ".join(name), domains) is not None
 
-    def _suggest(self, phrase: str, domain: str | None = None) -> str | None:
+    def _suggest(self, phrase: str, domains: frozenset[str] | None = None) -> str | None:
         """The known device or area spelt most like `phrase` ("kitchn fan" -> "kitchen
         fan"), for a "did you mean" in the answer.
 
-        For an area with lights or fans asked by kind ("the garag lights"), the area's
-        only such device is named, as the command was about it.
+        An area (spelt right or nearly) that holds one device of the command's kind
+        names that device: "open the garage" -> the garage door, "the bedrom lights" ->
+        the bedroom lamp.
         """
         words = _language_data(self.language).chat
         cleaned = _name_words(phrase, words) if words else _clean(phrase).split()
@@ -517,15 +531,14 @@ class Recognizer:
         if not close:
             return None
         area = self._area_phrases[close[0]]
-        if domain is not None:
-            there = [
-                d.name
-                for d in self._devices.values()
-                if d.area == area and KIND_DOMAINS[d.kind] == domain
-            ]
-            if len(there) == 1:
-                return there[0]
-        return area
+        there = [
+            d.name
+            for d in self._devices.values()
+            if d.area == area and (domains is None or KIND_DOMAINS[d.kind] in domains)
+        ]
+        if len(there) == 1:
+            return there[0]
+        return None if close[0] == spoken else area
 
     @staticmethod
     def _best(results: Iterable[RecognizeResult]) -> RecognizeResult | None:
@@ -583,8 +596,7 @@ class Recognizer:
             spoken += [e.text for e in entities.values() if e.text and e.name in _PLACES]
             spans = [_find(matched, phrase.strip()) for phrase in spoken]
             fields["unknown"] = _phrase(matched, spans) or missed[0].text.strip()
-            domain = entities["domain"].value if "domain" in entities else None
-            fields["suggestion"] = self._suggest(fields["unknown"], str(domain or "") or None)
+            fields["suggestion"] = self._suggest(fields["unknown"], _domains(result))
             return Command(intent=intent, devices=(), text=text, **fields)
 
         named = entities.get("name")
@@ -613,7 +625,7 @@ class Recognizer:
             if not devices:
                 spans = [e.text_span for e in (named, spoken_area) if e is not None]
                 fields["unknown"] = _phrase(matched, spans) or named.text.strip()
-                fields["suggestion"] = self._suggest(fields["unknown"], domain)
+                fields["suggestion"] = self._suggest(fields["unknown"], _domains(result))
             return Command(intent=intent, devices=devices, text=text, **fields)
 
         if "domain" not in entities:
@@ -631,8 +643,17 @@ class Recognizer:
         )
         if not devices:
             place = spoken_area.text.strip() if spoken_area is not None else (area or "")
-            fields["unknown"] = f"{place} {device_class or domain}".strip()
+            fields["unknown"] = f"{place} {self._kind_said(entities) or domain}".strip()
         return Command(intent=intent, devices=devices, text=text, **fields)
+
+    def _kind_said(self, entities: Mapping[str, Any]) -> str | None:
+        """The device class as the user said it ("tür", not "door"), without article."""
+        said = entities.get("device_class")
+        if said is None:
+            return None
+        words = _language_data(self.language).chat
+        spoken = " ".join(_name_words(said.text, words)) if words else said.text.strip()
+        return spoken or str(said.value)
 
     def _build_slot_lists(self, intents: Intents) -> dict[str, SlotList]:
         """{name}, {area} and {floor} from the federation, as HA builds them from its registry."""
@@ -699,6 +720,19 @@ def _literal_words(result: RecognizeResult, text: str) -> set[str]:
         if isinstance(spoken, str) and spoken != MISSING_ENTITY:
             remaining -= Counter(_clean(spoken).split())
     return set(remaining)
+
+
+def _domains(result: RecognizeResult) -> frozenset[str] | None:
+    """The Home Assistant domains a match is about: its {domain}, or those it requires."""
+    domain = result.entities.get("domain")
+    if domain is not None and domain.value:
+        return frozenset({str(domain.value)})
+    required = (result.intent_data.requires_context or {}).get("domain")
+    if isinstance(required, str):
+        return frozenset({required})
+    if isinstance(required, list):
+        return frozenset(str(d) for d in required)
+    return None
 
 
 def _name_words(phrase: str, words: _ChatWords) -> list[str]:
