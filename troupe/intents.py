@@ -115,6 +115,7 @@ _CHAT_WORD_KEYS = ("verbs", "states", "nouns", "chatter", "articles")
 
 @cache
 def _language_data(language: str) -> _LanguageData:
+    """troupe's additions for `language`, read once from the package's intents_data/."""
     resource = resources.files("troupe").joinpath("intents_data", f"{language}.yaml")
     if not resource.is_file():
         return _LanguageData(supplements={}, durations=None, one_words=(), chat=None)
@@ -227,7 +228,6 @@ class Recognizer:
             for d in self._devices.values()
             for phrase in (d.name, *d.aliases)
         }
-        self._device_phrases = set(self._device_names)
         self._aliases = {_clean(phrase): command for phrase, command in (aliases or {}).items()}
         self._scenes = {_clean(scene): scene for scene in scenes}
         self._full: Intents | None = None
@@ -496,7 +496,7 @@ class Recognizer:
         if name[0].isdigit():
             return False
         padded = f" {' '.join(name)} "
-        return not any(f" {phrase} " in padded for phrase in self._device_phrases)
+        return not any(f" {phrase} " in padded for phrase in self._device_names)
 
     def _about_the_house(
         self,
