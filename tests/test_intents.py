@@ -212,6 +212,26 @@ def test_duration_is_stripped_and_kept(en: Recognizer, text: str, seconds: float
     assert result.text == text
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "turn on the kitchen lamp :bulb:",
+        "turn on the kitchen lamp 💡",
+        ":bulb: turn on the kitchen lamp",
+        "turn on the kitchen lamp, thanks!",
+        "turn on the kitchen lamp pls :pray:",
+    ],
+)
+def test_emoji_and_courtesy_around_a_command_are_not_part_of_it(en: Recognizer, text: str) -> None:
+    result = command(en, text)
+    assert (result.intent, result.devices, result.text) == ("HassTurnOn", ("kitchen lamp",), text)
+
+
+def test_emoji_is_not_part_of_an_unknown_name(en: Recognizer) -> None:
+    assert command(en, "turn on the tv 📺").unknown == "tv"
+    assert en.recognize("thanks :pray:") is None
+
+
 def test_no_duration_is_none(en: Recognizer) -> None:
     assert command(en, "turn on the kitchen fan").duration_s is None
 

@@ -61,6 +61,8 @@ _VALUES = ("brightness", "temperature")
 _SCENE_VERBS = re.compile(r"^(?:(?:activate|start|run|enable|turn on)\s+)?(?:the\s+)?(?P<rest>.+)$")
 _SCENE_SUFFIX = re.compile(r"\s+scene$")
 _POSSESSIVE = re.compile(r"\w(?:'s|s')$")
+_EMOJI = re.compile(r":[a-z0-9_+'-]+:|[\U0001F000-\U0001FAFF\u2600-\u27BF\uFE0F\u200D]")
+"""Slack's emoji codes (":bulb:") and emoji characters: decoration, never part of a name."""
 _LAST_WORD = re.compile(r"(\w+)\W*$")
 _TIMELIKE = re.compile(r"\d+(?::\d+|am|pm|h|st|nd|rd|th|%)")
 
@@ -84,7 +86,8 @@ class _ChatWords:
     words (pronouns, auxiliaries, prepositions, time words) never occur in a device or
     area name, so a phrase holding one is a sentence ("turn your phone on", "the porch
     light was on all night"), not a name; leading `articles` are not part of a name;
-    `to` leads to a value ("to red", "auf rot").
+    `to` leads to a value ("to red", "auf rot"); `courtesy` phrases around a command
+    ("please", "thanks") are not part of it.
     """
 
     verbs: frozenset[str]
@@ -93,6 +96,7 @@ class _ChatWords:
     chatter: frozenset[str]
     articles: frozenset[str]
     to: str
+    courtesy: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -129,7 +133,9 @@ def _language_data(language: str) -> _LanguageData:
         chat=None
         if chat is None
         else _ChatWords(
-            **{key: frozenset(chat[key].split()) for key in _CHAT_WORD_KEYS}, to=chat["to"]
+            **{key: frozenset(chat[key].split()) for key in _CHAT_WORD_KEYS},
+            to=chat["to"],
+            courtesy=tuple(chat.get("courtesy", ())),
         ),
     )
 
@@ -311,13 +317,17 @@ class Recognizer:
         cleaned = _clean(text)
         if not cleaned or len(cleaned) > MAX_SPOKEN:
             return None
+        said = self._polish(text)
+        cleaned = _clean(said)
+        if not cleaned:
+            return None
         if expand_alias and cleaned in self._aliases:
             command = self._recognize(self._aliases[cleaned], area, expand_alias=False)
             return None if command is None else replace(command, text=text)
         scene = self._scene(cleaned)
         if scene is not None:
             return Command(intent=SCENE_INTENT, devices=(), text=text, scene=scene)
-        stripped, duration_s = self._strip_duration(text)
+        stripped, duration_s = self._strip_duration(said)
         channel_area = self._area_phrases.get(_clean(area), area) if area else None
         context = {"area": channel_area or _EVERYWHERE}
         assert self._supported is not None and self._full is not None
@@ -333,6 +343,15 @@ class Recognizer:
         if result is None:
             return None
         return self._command(result, stripped, text, channel_area, duration_s)
+
+    def _polish(self, text: str) -> str:
+        """`text` without emoji and the courtesy around a command: "💡 lamp on, thanks!"
+        reads as "lamp on", and a lone "thanks!" as nothing."""
+        text = _EMOJI.sub(" ", text)
+        words = _language_data(self.language).chat
+        if words is None or not words.courtesy:
+            return text
+        return _courtesy_pattern(self.language).sub(" ", text).strip()
 
     def _before_trailing_colour(self, text: str) -> str | None:
         """`text` with "to" before its closing colour word: "licht im bad rot" -> "... auf rot".
@@ -710,6 +729,18 @@ def _values(result: RecognizeResult) -> dict[str, Any]:
     if problems:
         fields["problem"] = "; ".join(problems)
     return fields
+
+
+@cache
+def _courtesy_pattern(language: str) -> re.Pattern[str]:
+    """Courtesy phrases at either end of a message, with the punctuation around them."""
+    words = _language_data(language).chat
+    phrases = sorted(words.courtesy if words else (), key=len, reverse=True)
+    either = "|".join(r"\s+".join(map(re.escape, phrase.split())) for phrase in phrases)
+    return re.compile(
+        rf"^[\s,.!]*(?:{either})(?!\w)[\s,.!]*|[\s,.!]*(?<!\w)(?:{either})[\s,.!?]*$",
+        re.IGNORECASE,
+    )
 
 
 def _literal_words(result: RecognizeResult, text: str) -> set[str]:
