@@ -212,6 +212,26 @@ def test_duration_is_stripped_and_kept(en: Recognizer, text: str, seconds: float
     assert result.text == text
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "turn on the kitchen lamp :bulb:",
+        "turn on the kitchen lamp 💡",
+        ":bulb: turn on the kitchen lamp",
+        "turn on the kitchen lamp, thanks!",
+        "turn on the kitchen lamp pls :pray:",
+    ],
+)
+def test_emoji_and_courtesy_around_a_command_are_not_part_of_it(en: Recognizer, text: str) -> None:
+    result = command(en, text)
+    assert (result.intent, result.devices, result.text) == ("HassTurnOn", ("kitchen lamp",), text)
+
+
+def test_emoji_is_not_part_of_an_unknown_name(en: Recognizer) -> None:
+    assert command(en, "turn on the tv 📺").unknown == "tv"
+    assert en.recognize("thanks :pray:") is None
+
+
 def test_no_duration_is_none(en: Recognizer) -> None:
     assert command(en, "turn on the kitchen fan").duration_s is None
 
@@ -270,10 +290,53 @@ def test_alias_expands_only_once(en: Recognizer) -> None:
         "kitchen lamp",
         "I left the porch switch alone",
         "lights",
+        "hi mom, dinner at 7",
+        "thanks!",
+        "turn left at the light",
+        "turn your phone on, I've been calling you",
+        "the porch light was on all night",
+        "I'm in the kitchen",
+        "7pm",
+        "game on",
+        "is the game on?",
+        "what's the plan",
+        "what's the status of the project",
+        "set the table to 6",
+        "turn on the news",
+        "start the car",
+        "flip the pancakes",
+        "is grandma's light on",
+        "fan of the new lamp",
     ],
 )
 def test_not_a_command(en: Recognizer, text: str) -> None:
     assert en.recognize(text) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "unknown", "suggestion"),
+    [
+        ("switch off the kitchn fan", "kitchn", "kitchen fan"),
+        ("turn off the porch swich", "porch swich", "porch switch"),
+        ("open the garage dor", "garage dor", "garage door"),
+        ("turn on the lights in the bedrom", "bedrom", "bedroom lamp"),
+        ("turn on the desk outlett", "desk outlett", "desk outlet"),
+        ("kitchn fan off", "kitchn", "kitchen fan"),
+        ("open the garage", "garage", "garage door"),
+        ("turn on the tv", "tv", None),
+        ("turn on the garage heater", "garage heater", None),
+    ],
+)
+def test_a_near_miss_suggests_the_closest_known_name(
+    en: Recognizer, text: str, unknown: str, suggestion: str | None
+) -> None:
+    result = command(en, text)
+    assert (result.devices, result.unknown, result.suggestion) == ((), unknown, suggestion)
+
+
+def test_a_verbless_near_miss_needs_a_known_spelling_or_a_device_word(en: Recognizer) -> None:
+    assert command(en, "is the heater on").unknown == "heater"
+    assert en.recognize("is the party on") is None
 
 
 @pytest.mark.parametrize(
@@ -418,3 +481,11 @@ def test_text_longer_than_a_spoken_command_is_not_parsed(
     assert en.recognize(text + " and" * 100) is None
     monkeypatch.setattr(intents, "MAX_SPOKEN", len(text) - 1)
     assert en.recognize(text) is None
+
+
+def test_a_language_without_troupes_words_keeps_unknown_names_silent() -> None:
+    """French has HA's sentences but no intents_data file: commands work, misses stay quiet."""
+    recognizer = Recognizer([DeviceInfo("lampe", "light", "salon")], {"salon": []}, language="fr")
+    assert command(recognizer, "allume la lampe").devices == ("lampe",)
+    assert recognizer.recognize("allume la télé") is None
+    assert recognizer.recognize("salut tout le monde") is None

@@ -6,10 +6,15 @@ import copy
 import logging
 import re
 import time
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from difflib import get_close_matches
+from functools import cache
+from importlib import resources
 from typing import Any
 
+import yaml
 from hassil import Intents, TextSlotList, TextSlotValue, filter_intents, recognize_all
 from hassil.expression import TextChunk
 from hassil.intents import SlotList
@@ -41,6 +46,9 @@ KIND_DEVICE_CLASSES: Mapping[str, str] = {"outlet": "outlet"}
 MAX_SPOKEN = 300
 """Characters: longer text is not taken for a spoken command. hassil's matching grows with
 the text, and a pasted paragraph could keep a bot busy for seconds."""
+SUGGEST_CUTOFF = 0.8
+"""difflib ratio from which a known name is offered as "did you mean": close enough for
+a typo or two ("kitchn fan", "hal light"), far from a different word ("garage heater")."""
 BRIGHTNESS_RANGE = (0, 100)
 TEMPERATURE_RANGE = (1000, 10000)
 
@@ -52,202 +60,11 @@ _PLACES = ("name", "area")
 _VALUES = ("brightness", "temperature")
 _SCENE_VERBS = re.compile(r"^(?:(?:activate|start|run|enable|turn on)\s+)?(?:the\s+)?(?P<rest>.+)$")
 _SCENE_SUFFIX = re.compile(r"\s+scene$")
-
-# Sentences Home Assistant's English set lacks but a chat home needs: toggling, "all
-# lights on", naming a colour temperature without the word "temperature", asking for
-# a device's "status", and switches/outlets by kind.
-_SUPPLEMENTS: Mapping[str, dict[str, Any]] = {
-    "en": {
-        "lists": {
-            "color_temperature_names": {
-                "values": [
-                    {"in": "candle light", "out": 1900},
-                    {"in": "warm white", "out": 2700},
-                    {"in": "(cold|cool) white", "out": 5000},
-                    {"in": "day[ ]light", "out": 6500},
-                ]
-            },
-        },
-        "expansion_rules": {
-            "toggle": "(toggle|flip)",
-            "switches": "(switch|switches)",
-            "outlets": "(outlet|outlets|plug|plugs|socket|sockets)",
-        },
-        "intents": {
-            "HassToggle": {
-                "data": [
-                    {
-                        "sentences": [
-                            "<toggle> [<the>] {name}",
-                            "<toggle> [<the>] {area} [<the>] {name}",
-                            "<toggle> [<the>] {name} <in> [<the>] {area}",
-                        ],
-                        "requires_context": {"domain": ["light", "switch", "fan"]},
-                        "metadata": {"slot_combination": "name_only"},
-                    },
-                    {
-                        "sentences": [
-                            "<toggle> [<all>] [<the>] {area} <light>",
-                            "<toggle> [(<all>|<the>)] <light> <in> [<the>] {area}",
-                        ],
-                        "slots": {"domain": "light"},
-                        "metadata": {"slot_combination": "area_domain"},
-                    },
-                    {
-                        "sentences": [
-                            "<toggle> [<all>] [<the>] {area} fan[s]",
-                            "<toggle> [(<all>|<the>)] fan[s] <in> [<the>] {area}",
-                        ],
-                        "slots": {"domain": "fan"},
-                        "metadata": {"slot_combination": "area_domain"},
-                    },
-                    {
-                        "sentences": ["<toggle> [(<all>|<the>)] <light> [<here>]"],
-                        "slots": {"domain": "light"},
-                        "requires_context": {"area": {"slot": True}},
-                        "metadata": {"slot_combination": "domain_only"},
-                    },
-                    {
-                        "sentences": ["<toggle> [(<all>|<the>)] fan[s] [<here>]"],
-                        "slots": {"domain": "fan"},
-                        "requires_context": {"area": {"slot": True}},
-                        "metadata": {"slot_combination": "domain_only"},
-                    },
-                ]
-            },
-            "HassTurnOn": {
-                "data": [
-                    {
-                        "sentences": [
-                            "<turn> on <all> <light> [<everywhere>]",
-                            "<turn> <all> <light> on [<everywhere>]",
-                            "<turn> on [<the>] <light> <everywhere>",
-                            "<all> <light> on [<everywhere>]",
-                        ],
-                        "slots": {"domain": "light"},
-                        "metadata": {"slot_combination": "domain_all"},
-                    },
-                    {
-                        "sentences": [
-                            "<turn> on <all> fan[s] [<everywhere>]",
-                            "<turn> <all> fan[s] on [<everywhere>]",
-                        ],
-                        "slots": {"domain": "fan"},
-                        "metadata": {"slot_combination": "domain_all"},
-                    },
-                    {
-                        "sentences": [
-                            "<turn> on [(<all>|<the>)] <switches> [<here>]",
-                            "<turn> [(<all>|<the>)] <switches> on [<here>]",
-                        ],
-                        "slots": {"domain": "switch"},
-                        "requires_context": {"area": {"slot": True}},
-                        "metadata": {"slot_combination": "domain_only"},
-                    },
-                    {
-                        "sentences": [
-                            "<turn> on [(<all>|<the>)] <outlets> [<here>]",
-                            "<turn> [(<all>|<the>)] <outlets> on [<here>]",
-                        ],
-                        "slots": {"domain": "switch", "device_class": "outlet"},
-                        "requires_context": {"area": {"slot": True}},
-                        "metadata": {"slot_combination": "domain_only"},
-                    },
-                ]
-            },
-            "HassTurnOff": {
-                "data": [
-                    {
-                        "sentences": [
-                            "<turn> off <all> fan[s] [<everywhere>]",
-                            "<turn> <all> fan[s] off [<everywhere>]",
-                        ],
-                        "slots": {"domain": "fan"},
-                        "metadata": {"slot_combination": "domain_all"},
-                    },
-                    {
-                        "sentences": [
-                            "<turn> off [(<all>|<the>)] <switches> [<here>]",
-                            "<turn> [(<all>|<the>)] <switches> off [<here>]",
-                        ],
-                        "slots": {"domain": "switch"},
-                        "requires_context": {"area": {"slot": True}},
-                        "metadata": {"slot_combination": "domain_only"},
-                    },
-                    {
-                        "sentences": [
-                            "<turn> off [(<all>|<the>)] <outlets> [<here>]",
-                            "<turn> [(<all>|<the>)] <outlets> off [<here>]",
-                        ],
-                        "slots": {"domain": "switch", "device_class": "outlet"},
-                        "requires_context": {"area": {"slot": True}},
-                        "metadata": {"slot_combination": "domain_only"},
-                    },
-                ]
-            },
-            "HassLightSet": {
-                "data": [
-                    {
-                        "sentences": [
-                            "[<set>] [<the>] {name} [color] [to] "
-                            "{color_temperature_names:temperature}",
-                        ],
-                        "requires_context": {"domain": ["light"]},
-                        "metadata": {"slot_combination": "name_temperature"},
-                    },
-                    {
-                        "sentences": [
-                            "[<set>] [(<all>|<the>)] <light> [<in>] [<the>] {area} [to] "
-                            "{color_temperature_names:temperature}",
-                            "[<set>] [<the>] {area} <light> [to] "
-                            "{color_temperature_names:temperature}",
-                        ],
-                        "slots": {"domain": "light"},
-                        "metadata": {"slot_combination": "area_temperature"},
-                    },
-                    {
-                        "sentences": [
-                            "[<set>] [(<all>|<the>)] <light> [to] "
-                            "{color_temperature_names:temperature}",
-                        ],
-                        "slots": {"domain": "light"},
-                        "requires_context": {"area": {"slot": True}},
-                        "metadata": {"slot_combination": "temperature_only"},
-                    },
-                ]
-            },
-            "HassGetState": {
-                "data": [
-                    {
-                        # HA's "<is> {name} {on_off_states:state}" cannot end an unknown
-                        # name (only literal text can), so "is the sprinkler on" would
-                        # read as "turn on 'is the sprinkler'" without these.
-                        "sentences": ["<is> [<the>] {name} on"],
-                        "slots": {"state": "on"},
-                        "requires_context": {"domain": ["light", "switch", "fan"]},
-                        "metadata": {"slot_combination": "name_state"},
-                    },
-                    {
-                        "sentences": ["<is> [<the>] {name} off"],
-                        "slots": {"state": "off"},
-                        "requires_context": {"domain": ["light", "switch", "fan"]},
-                        "metadata": {"slot_combination": "name_state"},
-                    },
-                    {
-                        "sentences": [
-                            "(<what_is>|tell me) [the] (status|state) of [<the>] {name}",
-                            "[what is] [<the>] {name} status",
-                        ],
-                        "requires_context": {
-                            "domain": ["sensor", "light", "switch", "fan", "cover"]
-                        },
-                        "metadata": {"slot_combination": "name_only"},
-                    },
-                ]
-            },
-        },
-    },
-}
+_POSSESSIVE = re.compile(r"\w(?:'s|s')$")
+_EMOJI = re.compile(r":[a-z0-9_+'-]+:|[\U0001F000-\U0001FAFF\u2600-\u27BF\uFE0F\u200D]")
+"""Slack's emoji codes (":bulb:") and emoji characters: decoration, never part of a name."""
+_LAST_WORD = re.compile(r"(\w+)\W*$")
+_TIMELIKE = re.compile(r"\d+(?::\d+|am|pm|h|st|nd|rd|th|%)")
 
 
 @dataclass(frozen=True)
@@ -259,48 +76,68 @@ class _DurationWords:
     fixed: Mapping[str, float]
 
 
-_DURATIONS: Mapping[str, _DurationWords] = {
-    "en": _DurationWords(
-        preposition="for",
-        units={
-            "seconds": 1,
-            "second": 1,
-            "secs": 1,
-            "sec": 1,
-            "s": 1,
-            "minutes": 60,
-            "minute": 60,
-            "mins": 60,
-            "min": 60,
-            "m": 60,
-            "hours": 3600,
-            "hour": 3600,
-            "hrs": 3600,
-            "hr": 3600,
-            "h": 3600,
-        },
-        fixed={"half an hour": 1800, "half a minute": 30, "an hour and a half": 5400},
-    ),
-    "de": _DurationWords(
-        preposition="für",
-        units={
-            "sekunden": 1,
-            "sekunde": 1,
-            "sek": 1,
-            "minuten": 60,
-            "minute": 60,
-            "min": 60,
-            "stunden": 3600,
-            "stunde": 3600,
-            "std": 3600,
-        },
-        fixed={"eine halbe stunde": 1800, "eine halbe minute": 30},
-    ),
-}
-_ONE_WORDS: Mapping[str, tuple[str, ...]] = {
-    "en": ("a", "an"),
-    "de": ("ein", "eine", "einen"),
-}
+@dataclass(frozen=True)
+class _ChatWords:
+    """Words that tell a command naming an unknown device apart from family chatter.
+
+    A near miss needs one of the `verbs` or `states` among the template's own words
+    ("turn on …", "is … on", "… status") and one of the `nouns` (things a home
+    automates) in its unknown name, unless the name is a typo of a known one; `chatter`
+    words (pronouns, auxiliaries, prepositions, time words) never occur in a device or
+    area name, so a phrase holding one is a sentence ("turn your phone on", "the porch
+    light was on all night"), not a name; leading `articles` are not part of a name;
+    `to` leads to a value ("to red", "auf rot"); `courtesy` phrases around a command
+    ("please", "thanks") are not part of it.
+    """
+
+    verbs: frozenset[str]
+    states: frozenset[str]
+    nouns: frozenset[str]
+    chatter: frozenset[str]
+    articles: frozenset[str]
+    to: str
+    courtesy: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class _LanguageData:
+    """What troupe adds to Home Assistant's intents for one language (intents_data/*.yaml).
+
+    `supplements` are sentences in home-assistant-intents' own format, merged into its
+    data. A language without a file gets HA's sentences alone: no durations, and unknown
+    names stay silent as chatter cannot be told from a command without `chat` words.
+    """
+
+    supplements: Mapping[str, Any]
+    durations: _DurationWords | None
+    one_words: tuple[str, ...]
+    chat: _ChatWords | None
+
+
+_CHAT_WORD_KEYS = ("verbs", "states", "nouns", "chatter", "articles")
+
+
+@cache
+def _language_data(language: str) -> _LanguageData:
+    """troupe's additions for `language`, read once from the package's intents_data/."""
+    resource = resources.files("troupe").joinpath("intents_data", f"{language}.yaml")
+    if not resource.is_file():
+        return _LanguageData(supplements={}, durations=None, one_words=(), chat=None)
+    data = yaml.safe_load(resource.read_text(encoding="utf-8"))
+    durations = data.get("durations")
+    chat = data.get("chat")
+    return _LanguageData(
+        supplements=data.get("supplements", {}),
+        durations=None if durations is None else _DurationWords(**durations),
+        one_words=tuple(str(data.get("one_words", "")).split()),
+        chat=None
+        if chat is None
+        else _ChatWords(
+            **{key: frozenset(chat[key].split()) for key in _CHAT_WORD_KEYS},
+            to=chat["to"],
+            courtesy=tuple(chat.get("courtesy", ())),
+        ),
+    )
 
 
 @dataclass(frozen=True)
@@ -318,8 +155,10 @@ class Command:
     """What a chat message asks the home to do, with every device name resolved.
 
     `unknown` names the phrase that matched no device or area, so the bot can say
-    "I don't know a device called X"; `problem` says why a recognised value cannot be
-    applied (e.g. brightness 150) so a validator need not re-parse the text.
+    "I don't know a device called X"; `suggestion` is then the known device or area
+    spelt most like it, if any ("did you mean the kitchen fan?"); `problem` says why a
+    recognised value cannot be applied (e.g. brightness 150) so a validator need not
+    re-parse the text.
     """
 
     intent: str
@@ -332,6 +171,7 @@ class Command:
     scene: str | None = None
     query: str | None = None
     unknown: str | None = None
+    suggestion: str | None = None
     problem: str | None = None
 
 
@@ -389,8 +229,10 @@ class Recognizer:
         for device in self._devices.values():
             if device.area is not None:
                 self._area_phrases.setdefault(_clean(device.area), device.area)
-        self._device_phrases = {
-            _clean(phrase) for d in self._devices.values() for phrase in (d.name, *d.aliases)
+        self._device_names = {
+            _clean(phrase): d.name
+            for d in self._devices.values()
+            for phrase in (d.name, *d.aliases)
         }
         self._aliases = {_clean(phrase): command for phrase, command in (aliases or {}).items()}
         self._scenes = {_clean(scene): scene for scene in scenes}
@@ -398,6 +240,7 @@ class Recognizer:
         self._supported: Intents | None = None
         self._slot_lists: dict[str, SlotList] = {}
         self._duration: re.Pattern[str] | None = None
+        self._colours: frozenset[str] = frozenset()
         self.warm_seconds: float | None = None
 
     @property
@@ -416,7 +259,7 @@ class Recognizer:
         data = get_intents(self.language)
         if data is None:
             raise ValueError(f"no intents shipped for language {self.language!r}")
-        supplement = copy.deepcopy(dict(_SUPPLEMENTS.get(self.language, {})))
+        supplement = copy.deepcopy(dict(_language_data(self.language).supplements))
         data.setdefault("lists", {}).update(supplement.pop("lists", {}))
         merge_dict(data, supplement)
         full = Intents.from_dict(data)
@@ -434,6 +277,13 @@ class Recognizer:
             if isinstance(slot_list, TextSlotList):
                 slot_list.get_candidates("")
         self._duration = _duration_pattern(self.language)
+        colours = full.slot_lists.get("color")
+        if isinstance(colours, TextSlotList):
+            self._colours = frozenset(
+                v.text_in.text.casefold()
+                for v in colours.values
+                if isinstance(v.text_in, TextChunk)
+            )
         self._full, self._supported = full, supported
         # One miss through every pass fills hassil's lazy caches (number words, regexes).
         self._recognize("warm up", None, expand_alias=False)
@@ -467,13 +317,17 @@ class Recognizer:
         cleaned = _clean(text)
         if not cleaned or len(cleaned) > MAX_SPOKEN:
             return None
+        said = self._polish(text)
+        cleaned = _clean(said)
+        if not cleaned:
+            return None
         if expand_alias and cleaned in self._aliases:
             command = self._recognize(self._aliases[cleaned], area, expand_alias=False)
             return None if command is None else replace(command, text=text)
         scene = self._scene(cleaned)
         if scene is not None:
             return Command(intent=SCENE_INTENT, devices=(), text=text, scene=scene)
-        stripped, duration_s = self._strip_duration(text)
+        stripped, duration_s = self._strip_duration(said)
         channel_area = self._area_phrases.get(_clean(area), area) if area else None
         context = {"area": channel_area or _EVERYWHERE}
         assert self._supported is not None and self._full is not None
@@ -483,9 +337,34 @@ class Recognizer:
         if next(self._strict(stripped, self._full, context), None) is not None:
             return None
         result = self._best(self._unmatched(stripped, context))
+        padded = self._before_trailing_colour(stripped) if result is None else None
+        if padded is not None:
+            stripped, result = padded, self._best(self._unmatched(padded, context))
         if result is None:
             return None
         return self._command(result, stripped, text, channel_area, duration_s)
+
+    def _polish(self, text: str) -> str:
+        """`text` without emoji and the courtesy around a command: "💡 lamp on, thanks!"
+        reads as "lamp on", and a lone "thanks!" as nothing."""
+        text = _EMOJI.sub(" ", text)
+        words = _language_data(self.language).chat
+        if words is None or not words.courtesy:
+            return text
+        return _courtesy_pattern(self.language).sub(" ", text).strip()
+
+    def _before_trailing_colour(self, text: str) -> str | None:
+        """`text` with "to" before its closing colour word: "licht im bad rot" -> "... auf rot".
+
+        hassil cannot end an unknown phrase right before a list value (it drops the
+        skipped words), so "mach das Licht im Bad rot" finds no near miss although
+        "mach das Licht im Bad auf rot" does.
+        """
+        words = _language_data(self.language).chat
+        match = _LAST_WORD.search(text)
+        if words is None or match is None or match[1].casefold() not in self._colours:
+            return None
+        return f"{text[: match.start(1)]}{words.to} {text[match.start(1) :]}"
 
     def _scene(self, cleaned: str) -> str | None:
         if cleaned in self._scenes:
@@ -504,7 +383,9 @@ class Recognizer:
         match = self._duration.search(text)
         if match is None:
             return text, None
-        words = _DURATIONS[self.language]
+        words = _language_data(self.language).durations
+        if words is None:
+            return text, None
         if match["fixed"]:
             seconds = words.fixed[" ".join(match["fixed"].casefold().split())]
         else:
@@ -536,7 +417,7 @@ class Recognizer:
             language=self.language,
             allow_unmatched_entities=True,
         ):
-            if result.unmatched_entities_list and self._acceptable_miss(result):
+            if result.unmatched_entities_list and self._acceptable_miss(result, text):
                 yield result
 
     def _plausible(self, result: RecognizeResult, intents: Intents) -> bool:
@@ -560,8 +441,18 @@ class Recognizer:
         }
         return not spoken <= {"name", "area", "domain"}
 
-    def _acceptable_miss(self, result: RecognizeResult) -> bool:
-        """A miss the bot can explain: an unknown device/area phrase or a value out of range."""
+    def _acceptable_miss(self, result: RecognizeResult, text: str) -> bool:
+        """A miss worth one answer: a home command naming an unknown device/area, or a
+        value out of range.
+
+        hassil's unmatched slots swallow any words, so "hi mom, dinner at 7" fits
+        "{name} at {area}". A family channel is mostly such chatter and must stay
+        silent, so the template's own words must hold a command verb or a state
+        ("turn", "set", "on", "status"), and each unknown phrase must read as the name
+        of a thing in a home: short, no pronouns, auxiliaries or times ("turn your
+        phone on"), and either holding a device word ("gazebo lights", "sprinkler") or
+        spelt like a known name ("kitchn fan"), so "turn on the news" stays chatter.
+        """
         assert self._supported is not None
         if not self._plausible(result, self._supported):
             return False
@@ -569,6 +460,7 @@ class Recognizer:
         if named is not None and isinstance(named.value, _Named) and named.value.scene:
             return False
         missed_slots = {m.name for m in result.unmatched_entities_list}
+        phrases: list[str] = []
         for missed in result.unmatched_entities_list:
             if isinstance(missed, UnmatchedRangeEntity):
                 if missed.name not in _VALUES:
@@ -578,19 +470,94 @@ class Recognizer:
                     # An unknown name cannot say which domain it belongs to.
                     if missed.name != "domain" or "name" not in missed_slots:
                         return False
-                elif missed.name not in _PLACES or not self._unknown_phrase(missed.text):
+                elif missed.name in _PLACES:
+                    phrases.append(missed.text)
+                else:
                     return False
             else:
                 return False
+        if not phrases:
+            return True
+        words = _language_data(self.language).chat
+        if words is None:
+            # Without words to tell a name from a sentence, an unknown name stays silent.
+            return False
+        if any(isinstance(m, UnmatchedRangeEntity) for m in result.unmatched_entities_list):
+            # An unknown name and an impossible value: "stell den Wecker auf 6".
+            return False
+        literal = _literal_words(result, text)
+        if not literal & (words.verbs | words.states):
+            # "{name} at {area}" and the like: no word of a command outside the slots.
+            return False
+        question = result.intent.name == "HassGetState"
+        for phrase in phrases:
+            name = _name_words(phrase, words)
+            if not self._name_like(name, words):
+                return False
+            if not self._about_the_house(name, literal, words, _domains(result)):
+                return False
+            if question and any(_POSSESSIVE.search(word) for word in name):
+                # "is grandma's light on" asks about someone's home, not this one.
+                return False
         return True
 
-    def _unknown_phrase(self, text: str) -> bool:
-        """A short phrase that does not merely wrap a known device: "garage heater"."""
-        words = _clean(text).split()
-        if not 0 < len(words) <= 4:
+    def _name_like(self, name: Sequence[str], words: _ChatWords) -> bool:
+        """Could `name` (cleaned words) be a device or area nobody has set up yet?
+
+        Up to four words, none of them a pronoun, auxiliary, preposition or time, and
+        not merely wrapping a known device ("kitchen lamp and the" is a parse of a
+        sentence, not a name).
+        """
+        if not 0 < len(name) <= 4:
             return False
-        padded = f" {' '.join(words)} "
-        return not any(f" {phrase} " in padded for phrase in self._device_phrases)
+        if any(word in words.chatter or _TIMELIKE.fullmatch(word) for word in name):
+            return False
+        if name[0].isdigit():
+            return False
+        padded = f" {' '.join(name)} "
+        return not any(f" {phrase} " in padded for phrase in self._device_names)
+
+    def _about_the_house(
+        self,
+        name: Sequence[str],
+        literal: set[str],
+        words: _ChatWords,
+        domains: frozenset[str] | None,
+    ) -> bool:
+        """Is this a thing in the house: a device word, or a near spelling of a known
+        device or area? A known area alone is not: "der garten sieht super aus"."""
+        if any(_device_noun(word, words) for word in (*name, *literal)):
+            return True
+        return self._suggest(" ".join(name), domains) is not None
+
+    def _suggest(self, phrase: str, domains: frozenset[str] | None = None) -> str | None:
+        """The known device or area spelt most like `phrase` ("kitchn fan" -> "kitchen
+        fan"), for a "did you mean" in the answer.
+
+        An area (spelt right or nearly) that holds one device of the command's kind
+        names that device: "open the garage" -> the garage door, "the bedrom lights" ->
+        the bedroom lamp.
+        """
+        words = _language_data(self.language).chat
+        cleaned = _name_words(phrase, words) if words else _clean(phrase).split()
+        spoken = " ".join(cleaned)
+        if not spoken:
+            return None
+        close = get_close_matches(spoken, self._device_names, n=1, cutoff=SUGGEST_CUTOFF)
+        if close:
+            return self._device_names[close[0]]
+        close = get_close_matches(spoken, self._area_phrases, n=1, cutoff=SUGGEST_CUTOFF)
+        if not close:
+            return None
+        area = self._area_phrases[close[0]]
+        there = [
+            d.name
+            for d in self._devices.values()
+            if d.area == area and (domains is None or KIND_DOMAINS[d.kind] in domains)
+        ]
+        if len(there) == 1:
+            return there[0]
+        return None if close[0] == spoken else area
 
     @staticmethod
     def _best(results: Iterable[RecognizeResult]) -> RecognizeResult | None:
@@ -648,6 +615,7 @@ class Recognizer:
             spoken += [e.text for e in entities.values() if e.text and e.name in _PLACES]
             spans = [_find(matched, phrase.strip()) for phrase in spoken]
             fields["unknown"] = _phrase(matched, spans) or missed[0].text.strip()
+            fields["suggestion"] = self._suggest(fields["unknown"], _domains(result))
             return Command(intent=intent, devices=(), text=text, **fields)
 
         named = entities.get("name")
@@ -676,6 +644,7 @@ class Recognizer:
             if not devices:
                 spans = [e.text_span for e in (named, spoken_area) if e is not None]
                 fields["unknown"] = _phrase(matched, spans) or named.text.strip()
+                fields["suggestion"] = self._suggest(fields["unknown"], _domains(result))
             return Command(intent=intent, devices=devices, text=text, **fields)
 
         if "domain" not in entities:
@@ -693,8 +662,17 @@ class Recognizer:
         )
         if not devices:
             place = spoken_area.text.strip() if spoken_area is not None else (area or "")
-            fields["unknown"] = f"{place} {device_class or domain}".strip()
+            fields["unknown"] = f"{place} {self._kind_said(entities) or domain}".strip()
         return Command(intent=intent, devices=devices, text=text, **fields)
+
+    def _kind_said(self, entities: Mapping[str, Any]) -> str | None:
+        """The device class as the user said it ("tür", not "door"), without article."""
+        said = entities.get("device_class")
+        if said is None:
+            return None
+        words = _language_data(self.language).chat
+        spoken = " ".join(_name_words(said.text, words)) if words else said.text.strip()
+        return spoken or str(said.value)
 
     def _build_slot_lists(self, intents: Intents) -> dict[str, SlotList]:
         """{name}, {area} and {floor} from the federation, as HA builds them from its registry."""
@@ -753,6 +731,56 @@ def _values(result: RecognizeResult) -> dict[str, Any]:
     return fields
 
 
+@cache
+def _courtesy_pattern(language: str) -> re.Pattern[str]:
+    """Courtesy phrases at either end of a message, with the punctuation around them."""
+    words = _language_data(language).chat
+    phrases = sorted(words.courtesy if words else (), key=len, reverse=True)
+    either = "|".join(r"\s+".join(map(re.escape, phrase.split())) for phrase in phrases)
+    return re.compile(
+        rf"^[\s,.!]*(?:{either})(?!\w)[\s,.!]*|[\s,.!]*(?<!\w)(?:{either})[\s,.!?]*$",
+        re.IGNORECASE,
+    )
+
+
+def _literal_words(result: RecognizeResult, text: str) -> set[str]:
+    """Words of `text` that the sentence template itself matched, outside every slot."""
+    remaining = Counter(_clean(text).split())
+    for entity in (*result.entities_list, *result.unmatched_entities_list):
+        spoken = getattr(entity, "text", "")
+        if isinstance(spoken, str) and spoken != MISSING_ENTITY:
+            remaining -= Counter(_clean(spoken).split())
+    return set(remaining)
+
+
+def _domains(result: RecognizeResult) -> frozenset[str] | None:
+    """The Home Assistant domains a match is about: its {domain}, or those it requires."""
+    domain = result.entities.get("domain")
+    if domain is not None and domain.value:
+        return frozenset({str(domain.value)})
+    required = (result.intent_data.requires_context or {}).get("domain")
+    if isinstance(required, str):
+        return frozenset({required})
+    if isinstance(required, list):
+        return frozenset(str(d) for d in required)
+    return None
+
+
+def _name_words(phrase: str, words: _ChatWords) -> list[str]:
+    """`phrase` cleaned, without its leading article: "the kitchn fan" -> kitchn, fan."""
+    cleaned = _clean(phrase).split()
+    while cleaned and cleaned[0] in words.articles:
+        cleaned = cleaned[1:]
+    return cleaned
+
+
+def _device_noun(word: str, words: _ChatWords) -> bool:
+    """A thing homes automate, plural or compound too: "lights", "schreibtischlampe"."""
+    if word in words.nouns or word.rstrip("s") in words.nouns or word[:-2] in words.nouns:
+        return True
+    return any(len(noun) >= 4 and word.endswith(noun) for noun in words.nouns)
+
+
 def _find(text: str, phrase: str) -> tuple[int, int] | None:
     start = text.casefold().find(phrase.casefold())
     return None if start < 0 or not phrase else (start, start + len(phrase))
@@ -796,7 +824,7 @@ def _number_words(language: str) -> dict[str, int]:
                     spelled = spelled.casefold()
                     words.setdefault(spelled, number)
                     words.setdefault(spelled.replace("-", " "), number)
-        for one in _ONE_WORDS.get(language, ()):
+        for one in _language_data(language).one_words:
             words[one] = 1
         _NUMBER_WORDS[language] = words
     return _NUMBER_WORDS[language]
@@ -811,7 +839,7 @@ def _amount(spoken: str, language: str) -> float:
 
 def _duration_pattern(language: str) -> re.Pattern[str] | None:
     """Regex for "for N <unit>" in `language`, or None if we have no words for it."""
-    words = _DURATIONS.get(language)
+    words = _language_data(language).durations
     if words is None:
         return None
 
