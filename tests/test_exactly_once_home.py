@@ -11,6 +11,7 @@ from collections import Counter
 import pytest
 from fleetkit import DEVICES
 from pipekit import USER_OF, fleet
+from test_chatter import DE_AREAS, DE_DEVICES, EN_AREAS, EN_DEVICES, corpus
 
 from troupe.bot import Bot
 from troupe.federation import rank
@@ -113,37 +114,56 @@ async def test_a_persons_done_mark_and_ballot_do_not_stop_a_takeover(tmp_path):
         lock.thaw()
 
 
-async def test_chatter_costs_no_call_and_gets_no_answer(tmp_path):
-    lines = [
-        "hi mom, dinner at 7",
-        "thanks!",
-        "ok",
-        "lol",
-        ":+1:",
-        "can someone pick up milk on the way home?",
-        "I'll be home at 7",
-        "good night everyone",
-    ]
-    async with fleet(tmp_path) as f:
+HOUSES = {"en": (EN_DEVICES, EN_AREAS), "de": (DE_DEVICES, DE_AREAS)}
+
+
+def house_of(language: str) -> str:
+    """The corpora's test house (tests/test_chatter.py) as the federation file's devices."""
+    devices, areas = HOUSES[language]
+    lines = ["devices:"]
+    for d in devices:
+        aliases = f", aliases: [{', '.join(d.aliases)}]" if d.aliases else ""
+        lines.append(f"  {d.name}: {{kind: {d.kind}, area: {d.area}, driver: counter{aliases}}}")
+    lines.append("areas:")
+    lines += [f"  {area}: [{', '.join(names)}]" for area, names in areas.items()]
+    if "kitchen" not in areas:
+        lines.append("  kitchen: []")  # fleetkit's #kitchen channel names it
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("language", ["en", "de"])
+async def test_chatter_costs_no_call_and_gets_no_answer(tmp_path, language):
+    lines = corpus(f"chatter_{language}.txt")
+    assert len(lines) >= 150
+    house = house_of(language)
+    async with fleet(tmp_path, devices=house, extra=f"language: {language}\n") as f:
         f.ws.control("counters/reset")
         sent = [await f.say(line) for line in lines]
         marker = await f.say("<@U0HALL> hello there")  # unknown text to a bot: its answer
         await f.answered(marker)
-        await asyncio.sleep(0.5)
-        for ts in sent:
-            assert await f.replies(ts) == []
+        await asyncio.sleep(1.0)
+        for bot in f.bots.values():  # every line was read (journaled) and let be
+            statuses = {lines[i]: bot.journal.status(f.home, ts) for i, ts in enumerate(sent)}
+            assert {line: st for line, st in statuses.items() if st != "skipped"} == {}
         bots = {"A0KITCHEN", "A0HALL", "A0GARAGE"}
         calls = {key: dict(methods) for key, methods in f.calls().items() if key in bots}
         assert calls == {"A0HALL": {"chat.postMessage": 1}}
+        answered = [ts for ts in sent if await f.replies(ts)]
+        assert answered == []
 
 
-async def test_a_near_miss_gets_one_helpful_answer(tmp_path):
-    async with fleet(tmp_path) as f:
-        ts = await f.say("turn on the gazebo lights")
-        texts = await f.answered(ts)
+async def test_each_near_miss_gets_one_helpful_answer(tmp_path):
+    lines = corpus("nearmiss_en.txt")[::6]  # a sample: tests/test_chatter.py reads them all
+    async with fleet(tmp_path, devices=house_of("en")) as f:
+        sent = {await f.say(line): line for line in lines}
+        for ts in sent:
+            await f.answered(ts)
         await asyncio.sleep(1.0)
-        texts = [m["text"] for m in await f.replies(ts)]
-        assert len(texts) == 1 and "gazebo" in texts[0]
+        for ts, line in sent.items():
+            texts = [m["text"] for m in await f.replies(ts)]
+            assert len(texts) == 1, (line, texts)
+            assert texts[0].startswith(("I don't know a device or area", "I can't do that")), line
+        assert f.actions() == []
 
 
 async def test_a_device_whose_owner_is_down_is_answered_by_a_live_bot(tmp_path):

@@ -94,9 +94,8 @@ def _near_miss(command: Command) -> str:
     if command.problem:
         return f"I can't do that: {command.problem}."
     text = f"I don't know a device or area called “{command.unknown}”"
-    suggestion = getattr(command, "suggestion", None)
-    if suggestion:
-        return f"{text} — did you mean the {suggestion}?"
+    if command.suggestion:
+        return f"{text} — did you mean the {command.suggestion}?"
     return f"{text} — try `devices`."
 
 
