@@ -14,8 +14,9 @@ from pipekit import USER_OF, fleet
 from test_chatter import DE_AREAS, DE_DEVICES, EN_AREAS, EN_DEVICES, corpus
 
 from troupe.bot import Bot
-from troupe.federation import rank
+from troupe.federation import Action, rank
 from troupe.slackmq import DONE, TAKEOVER
+from troupe.transports.base import Event
 
 FAST = "{stale_s: 30, lease_s: 3, stagger_s: 0.3, linger_s: 45}"
 
@@ -219,3 +220,23 @@ async def test_slow_devices_keep_the_lease_and_nobody_takes_over(tmp_path):
             "slow three": 1,
         }
         assert TAKEOVER not in await f.reactions(ts)
+
+
+async def test_a_late_action_never_overrides_a_newer_command_on_the_same_device(tmp_path):
+    async with fleet(tmp_path, slackmq=FAST) as f:
+        older = await f.say("good morning")  # its ts stands for a command held up (a takeover)
+        newer = await f.say("turn off the porch switch")
+        await f.answered(newer)
+        await f.until(lambda: f.reactions(newer), 10, "the newer command's done mark")
+        bot = f.bots["garage-pi"]
+        bot._newest.clear()  # as if it had been down while the newer command acted
+        held = Event("message", f.home, older, user="U0ALICE", text="turn on the porch switch")
+        lines = await bot._act(held, [Action("porch switch", "on")], takeover=True)
+        at = bot._local_time(newer)
+        assert lines == [
+            f"I did not change the porch switch: the newer command at {at} already did."
+        ]
+        assert [a["op"] for a in f.actions() if a["device"] == "porch switch"] == ["off"]
+        # A device no newer command touched is still acted on, late or not.
+        lines = await bot._act(held, [Action("hall light", "on")], takeover=True)
+        assert lines == ["Turned on the hall light."]

@@ -175,6 +175,8 @@ class Bot:
         """Set when this bot is through with a command (its ✅ may reach another bot)."""
         self._sweeper: asyncio.Task[Any] | None = None
         self._resumed: set[tuple[str, str]] = set()
+        self._learned: set[tuple[str, str]] = set()
+        """Late commands for which the channel's newer commands were read already."""
         self.user_id = ""
         self.bot_id = ""
         self.coordinator: Coordinator | None = None
@@ -595,6 +597,34 @@ class Bot:
             return True
         return self.clock.now() - float(event.ts) > self.settings.lease_s / 3
 
+    async def _learn_newer(self, event: Event) -> None:
+        """Before a late action: read what the channel did after this command (one call),
+        so a newer command this bot never saw act (it was down, or in shared-app mode
+        another bot received it) still wins its devices."""
+        key = (event.channel, event.ts)
+        if key in self._learned:
+            return
+        self._learned.add(key)
+        try:
+            resp = await self.web.conversations_history(
+                channel=event.channel, oldest=event.ts, limit=100
+            )
+        except SlackApiError as err:
+            log.warning("cannot read %s after %s: %s", event.channel, event.ts, err)
+            return
+        for message in resp.get("messages", []):
+            later = Event.from_slack({**message, "type": "message", "channel": event.channel})
+            if later is None or float(later.ts) <= float(event.ts):
+                continue
+            if DONE not in self._fleet_marks(message):
+                continue
+            command = await self._understand(later, _strip_mention(later.text, self.user_id))
+            if command is None or command.unknown or command.problem:
+                continue
+            for action in self.actions_for(command):
+                if action.op != "query":
+                    self._acted(action.device, later.ts)
+
     def _superseded(self, device: str, ts: str) -> str | None:
         """The ts of a newer command that already acted on the device, if any."""
         newest = self._newest.get(device)
@@ -755,6 +785,7 @@ class Bot:
         for old in [k for k in self._touches if float(k[1]) < horizon]:
             del self._touches[old]
             self._finished.pop(old, None)
+            self._learned.discard(old)
         self._touches[key] = tuple(a.device for a in actions if a.op != "query")
         self._finished[key] = finished = asyncio.Event()
         try:
@@ -840,12 +871,14 @@ class Bot:
                 state = await self.device_state(device.name)
                 lines.append(f"The {device.name} is {state.describe()}.")
                 continue
-            newer = self._superseded(device.name, event.ts) if self._late(event, takeover) else None
-            if newer is not None:
-                at = self._local_time(newer)
-                lines.append(outcomes.render(outcomes.Superseded(device.name, at)))
-                continue
             await self._in_turn(event, device.name)
+            if self._late(event, takeover):
+                await self._learn_newer(event)
+                newer = self._superseded(device.name, event.ts)
+                if newer is not None:
+                    at = self._local_time(newer)
+                    lines.append(outcomes.render(outcomes.Superseded(device.name, at)))
+                    continue
             if not self.coordinator.lease_alive(event.channel, event.ts):
                 lines.append(outcomes.render(outcomes.LeaseLost(device.name)))
                 continue
