@@ -39,6 +39,12 @@ def _secret(tmp: Path, name: str, value: str) -> str:
     return f"file:{path}"
 
 
+def bus_section(tmp: Path, port: int) -> str:
+    """The federation file's mqtt section for a shared-app bus on a local broker."""
+    key = _secret(tmp, "bus", "a-bus-key")
+    return f"mqtt: {{host: 127.0.0.1, port: {port}, bus: true, bus_key: '{key}'}}\n"
+
+
 def write_federation(
     tmp: Path,
     api_url: str,

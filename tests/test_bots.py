@@ -7,7 +7,7 @@ from collections import Counter
 from contextlib import ExitStack
 
 import pytest
-from fleetkit import USER_OF, house
+from fleetkit import USER_OF, bus_section, house
 from mqttkit import mosquitto_broker
 
 WORKLOAD = {
@@ -121,7 +121,7 @@ def test_seed_plugin_says_hello_once_per_hello(tmp_path, monkeypatch, mode):
         if mode == "shared-app":  # the owned devices of the test house need the bus
             broker = mosquitto_broker()
             stack.callback(broker.stop)
-            mqtt = f"mqtt: {{host: 127.0.0.1, port: {broker.port}, bus: true}}\n"
+            mqtt = bus_section(tmp_path, broker.port)
         h = stack.enter_context(house(tmp_path, mode, plugins="[seedhello]", mqtt=mqtt))
         sent = [h.say("hello") for _ in range(5)]
         channel = h.channel_id()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from fleetkit import _secret, house
+from fleetkit import bus_section, house
 from mqttkit import mosquitto_broker
 from test_bots import _assert_exactly_once, _run_workload
 
@@ -14,8 +14,7 @@ from test_bots import _assert_exactly_once, _run_workload
 def test_shared_app_with_a_real_mosquitto_bus_acts_once_per_device(tmp_path):
     broker = mosquitto_broker()
     try:
-        key = _secret(tmp_path, "bus", "a-bus-key")
-        mqtt = f"mqtt: {{host: 127.0.0.1, port: {broker.port}, bus: true, bus_key: '{key}'}}\n"
+        mqtt = bus_section(tmp_path, broker.port)
         with house(tmp_path, "shared-app", mqtt=mqtt) as h:
             sent = _run_workload(h, 50)
             time.sleep(1.5)
@@ -32,8 +31,7 @@ def test_shared_app_with_a_real_mosquitto_bus_acts_once_per_device(tmp_path):
 def test_roll_call_reaches_every_bot_through_the_bus(tmp_path):
     broker = mosquitto_broker()
     try:
-        key = _secret(tmp_path, "bus", "a-bus-key")
-        mqtt = f"mqtt: {{host: 127.0.0.1, port: {broker.port}, bus: true, bus_key: '{key}'}}\n"
+        mqtt = bus_section(tmp_path, broker.port)
         with house(tmp_path, "shared-app", mqtt=mqtt) as h:
             ts = h.say("roll call")
             h.wait_for(lambda: len(h.replies(ts)) >= 3, 30, "three roll-call answers")

@@ -142,7 +142,7 @@ def test_a_bad_device_option_is_one_line(
         ("hue:  {bridge: 127.0.0.1:8000, username: env:HUE_USER}\n", "hall light:", "hue"),
         (
             "mqtt: {host: 127.0.0.1, port: 1883, username: null, password: null, "
-            "tls: false, bus: true}\n",
+            "tls: false, bus: true, bus_key: env:TROUPE_BUS_KEY}\n",
             "porch switch:",
             "mqtt",
         ),
@@ -165,7 +165,7 @@ def test_a_section_the_driver_refuses_is_one_line(tmp_path: Path) -> None:
 
 
 def test_the_wrong_mqtt_protocol_version_is_one_line(tmp_path: Path) -> None:
-    text = edit(EXAMPLE, "tls: false, bus: true}", "tls: false, bus: true, protocol: 3}")
+    text = edit(EXAMPLE, "bus: true,", "bus: true, protocol: 3,")
     problem = only(write(tmp_path, text))
     assert (problem.line, problem.key) == (line_of(text, "mqtt:"), "mqtt.protocol")
     assert "'3' is not allowed; use one of 5, 3.1.1" in problem.message

@@ -689,6 +689,8 @@ class _Sections:
 
     values: dict[str, Any] = field(default_factory=dict)
     raw_keys: dict[str, dict[str, list[object]]] = field(default_factory=dict)
+    failed: set[str] = field(default_factory=set)
+    """Sections present in the file that failed their own checks (already reported)."""
 
     def entries(self, section: str) -> dict[str, Any]:
         value = self.values.get(section)
@@ -740,6 +742,8 @@ def _validate_sections(data: dict[str, Any], report: Callable[[Loc, str], None])
             sections.raw_keys[name] = raw
         else:
             sections.values[name] = _validate(annotation, data[name], (name,), report)
+            if sections.values[name] is None:
+                sections.failed.add(name)
     return sections
 
 
@@ -887,7 +891,8 @@ def _check_devices(s: _Sections) -> Iterator[tuple[Loc, str]]:
     bots, areas = s.entries("bots"), s.entries("areas")
     slack, mqtt = s.values.get("slack"), s.values.get("mqtt")
     shared = isinstance(slack, SlackSettings) and slack.mode == "shared-app"
-    no_bus = not (isinstance(mqtt, MqttSettings) and mqtt.bus)
+    # An mqtt section that failed its own checks was reported already: no second line.
+    no_bus = not (isinstance(mqtt, MqttSettings) and mqtt.bus) and "mqtt" not in s.failed
     for name, device in s.entries("devices").items():
         if device is None:
             continue
