@@ -426,7 +426,7 @@ class FleetService:
     async def _follow(self, channel: str, root: str) -> None:
         """Take part in one rollout until it is done, stopped, or this bot is through."""
         me = self.bot.name
-        lock = SlackMQ(self.bot.web, self.bot.user_id)
+        lock: SlackMQ = self.bot.slackmq  # only the fleet's pins count
         while True:
             rollout = await self.read(channel, root)
             if rollout is not None and not (rollout.trusted and rollout.version):
@@ -504,7 +504,7 @@ class FleetService:
                 rollout.latest,
             )
             assert baton is not None
-            await self._report(rollout, baton)
+            await self._report(rollout, baton, after_update=True)
             return True
         result = read_json(self.state_dir / RESULT_FILE) or {}
         if result.get("version") != version or result.get("ok") is not False:
@@ -521,14 +521,19 @@ class FleetService:
         )
         return True
 
-    async def _report(self, rollout: Rollout, baton: Baton) -> None:
-        """Healthy: say so and hand over. Unhealthy: say nothing (the updater rolls back)."""
+    async def _report(self, rollout: Rollout, baton: Baton, *, after_update: bool = False) -> None:
+        """Healthy: say so and hand over. Unhealthy: say nothing (the updater rolls back).
+        After an update the baton is handed over only once the updater has finished with
+        this bot, so two bots never update at once."""
         record = await self.health()
         if not (record["connected"] and all(record["devices"].values())):
             log.error("fleet: not healthy, so not handing over: %s", record)
             return
         write_health(self.state_dir, record)
         version = baton.version
+        if after_update and not await self._updater_done(version):
+            log.error("fleet: the updater did not finish with troupe %s; not handing over", version)
+            return
         done = rollout.reported | {self.bot.name}
         left = [b for b in self.bot.roster if b not in done]
         text = (
@@ -554,6 +559,18 @@ class FleetService:
         except SlackApiError as err:
             if err.response.get("error") not in ("no_pin", "message_not_found"):
                 log.warning("fleet: could not unpin the baton: %s", err.response.get("error"))
+
+    async def _updater_done(self, version: str) -> bool:
+        """Wait (health_timeout_s at most) for the updater's result for this version,
+        written since this process started (both times from this Pi's own clock)."""
+        path = self.state_dir / RESULT_FILE
+        deadline = time.monotonic() + self.settings.health_timeout_s
+        while time.monotonic() < deadline:
+            result = read_json(path) or {}
+            if result.get("version") == version and path.stat().st_mtime >= self.bot.info.started:
+                return bool(result.get("ok"))
+            await asyncio.sleep(self.settings.poll_s)
+        return False
 
 
 def is_admin(bot: Any, user: str | None) -> bool:

@@ -78,6 +78,8 @@ async def test_lock_claim_done_elect_release(posted):
 
 async def test_any_other_claim_error_is_an_error_not_a_peer(posted):
     ws, _, ts = posted
-    lock = SlackMQ(async_client("xoxb-kitchen", ws.api_url), "U0KITCHEN")
+    lock = SlackMQ(
+        async_client("xoxb-kitchen", ws.api_url), "U0KITCHEN", trusted={"U0KITCHEN"}.__contains__
+    )
     with pytest.raises(ClaimError, match="channel_not_found"):
         await lock.claim("C0NOWHERE", ts)

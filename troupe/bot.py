@@ -209,9 +209,12 @@ class Bot:
             if isinstance(self.web, ClockedWebClient)
             else self.web
         )
-        mq = SlackMQ(client, self.user_id, trusted=self.is_fleet_user, shared_user=shared_user)
+        self.slackmq = SlackMQ(
+            client, self.user_id, trusted=self.is_fleet_user, shared_user=shared_user
+        )
+        """The Slack lock, for plugins that coordinate more than commands (devops)."""
         self.coordinator = Coordinator(
-            self.name, faults.wrap(mq), self.settings, clock=self.clock.now
+            self.name, faults.wrap(self.slackmq), self.settings, clock=self.clock.now
         )
         for timer in self.journal.timers():
             if timer.device in self.devices and self.devices[timer.device].owner in (

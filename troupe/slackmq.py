@@ -91,12 +91,12 @@ class SlackMQ:
         client: AsyncWebClient,
         user_id: str,
         *,
-        trusted: Callable[[str | None], bool] | None = None,
+        trusted: Callable[[str | None], bool],
         shared_user: bool = False,
     ) -> None:
         self.client = client
         self.user_id = user_id
-        self.trusted = trusted or (lambda user: user == user_id)
+        self.trusted = trusted
         self.shared_user = shared_user
         self._not_ours: set[tuple[str, str]] = set()
         """Messages pinned by someone outside the fleet: never unpinned by this bot."""
