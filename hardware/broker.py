@@ -220,6 +220,9 @@ class Broker:
                     ) from None
                 time.sleep(0.05)
                 continue
+            # Something answers on the port: make sure it is this broker, not a process that
+            # took the free port meanwhile while ours is about to fail on its config.
+            time.sleep(0.2)
             if self._process.poll() is None:
                 return
 
