@@ -1,0 +1,219 @@
+"""`python -m bench.footprint`: one bot's memory and start-up CPU, troupe next to SlackMQ 0.1.2.
+
+Three bots, each started alone in its own process, several times (the median is kept):
+
+- troupe's demo kitchen-pi (`troupe demo`'s house: gpio_relay, hue and mqtt devices,
+  simulated hardware) — the bot issue 14 sets the goals for;
+- troupe's benchmark bot (app-per-bot, devices on the counter driver only);
+- a SlackMQ 0.1.2 bot (slackbot 1.0.5 with the seed's plugin, bench/legacy).
+
+For each: CPU seconds from exec to the ready line (utime + stime in /proc/PID/stat, read
+when the line arrives), resident memory (VmRSS in /proc/PID/status) SETTLE_S after the
+ready line, and the peak so far (VmHWM). Writes bench/reports/footprint.json and .md;
+`python -m bench` puts the same table in its report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from bench.procstat import sample
+
+REPORTS = Path(__file__).resolve().parent / "reports"
+SETTLE_S = 2.0
+"""Seconds after the ready line before RSS is read: the start's garbage is collected."""
+RSS_GOAL_MB = 55.0
+CPU_GOAL_S = 0.5
+GOAL_BOT = "troupe demo kitchen-pi"
+"""The row the goals of issue 14 (item 6) apply to."""
+
+
+def measure_process(
+    cmd: Sequence[str], env: Mapping[str, str], cwd: Path, ready: str, timeout: float = 60.0
+) -> dict[str, float]:
+    """Start `cmd`, wait for a line starting with `ready`, measure, then stop it."""
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**env, "PYTHONUNBUFFERED": "1"},
+        cwd=cwd,
+    )
+    started = time.monotonic()
+    output: list[str] = []
+    try:
+        assert proc.stdout is not None
+        at_ready = None
+        for line in proc.stdout:
+            if line.startswith(ready):
+                at_ready = sample(proc.pid)
+                break
+            output.append(line)
+            if time.monotonic() - started > timeout:
+                break
+        if at_ready is None:
+            raise RuntimeError(f"{ready!r} never came:\n{''.join(output[-20:])}")
+        ready_s = time.monotonic() - started
+        time.sleep(SETTLE_S)
+        settled = sample(proc.pid)
+        if settled is None:
+            raise RuntimeError(f"the process exited after its ready line:\n{''.join(output)}")
+        return {
+            "cpu_s": at_ready.cpu_s,
+            "ready_s": ready_s,
+            "rss_mb": settled.rss_mb,
+            "peak_mb": settled.peak_mb,
+        }
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@contextmanager
+def demo_kitchen(folder: Path) -> Iterator[tuple[list[str], dict[str, str], str]]:
+    """The demo house without its bots, and the command line of its kitchen-pi."""
+    from troupe.demo import demo_house
+
+    with demo_house(folder, bots=()) as house:
+        fleet = house.fleet
+        yield fleet.command("kitchen-pi"), fleet.env, "kitchen-pi ready"
+
+
+@contextmanager
+def bench_bot(folder: Path) -> Iterator[tuple[list[str], dict[str, str], str]]:
+    """The benchmark's first troupe bot (counter devices, app-per-bot), alone."""
+    from bench.files import Timings, bot_names, workspace_config
+    from bench.systems import TROUPE, System
+    from troupe.workspace.testing import running_workspace
+
+    bots = bot_names(2)
+    with running_workspace(workspace_config(2)) as ws:
+        fleet = System(TROUPE, "app-per-bot").fleet(
+            ws.api_url, folder, bots, Timings(), folder / "actions.jsonl"
+        )
+        yield fleet.command(bots[0]), fleet.env, f"{bots[0]} ready"
+
+
+@contextmanager
+def legacy_bot(folder: Path) -> Iterator[tuple[list[str], dict[str, str], str]]:
+    """A SlackMQ 0.1.2 bot (slackbot 1.0.5, the seed's plugin), alone."""
+    from bench.files import Timings, bot_names, workspace_config
+    from bench.systems import LEGACY, LEGACY_MODE, System
+    from troupe.workspace.testing import running_workspace
+
+    bots = bot_names(2)
+    with running_workspace(workspace_config(2)) as ws:
+        fleet = System(LEGACY, LEGACY_MODE).fleet(
+            ws.api_url, folder, bots, Timings(), folder / "actions.jsonl"
+        )
+        yield fleet.command(bots[0]), fleet.env, f"{bots[0]} ready"
+
+
+BOTS: dict[str, tuple[str, Any]] = {
+    GOAL_BOT: ("gpio_relay, hue, mqtt: 7 devices", demo_kitchen),
+    "troupe bench bot-1": ("counter: 6 devices", bench_bot),
+    "slackmq-0.1.2 bot-1": ("the seed's plugin", legacy_bot),
+}
+
+
+def measure(runs: int = 3, workdir: Path | None = None) -> list[dict[str, Any]]:
+    """Each bot of BOTS started `runs` times; one row per bot with the medians."""
+    base = workdir or Path(tempfile.mkdtemp(prefix="troupe-footprint-"))
+    rows = []
+    for name, (devices, start) in BOTS.items():
+        folder = base / name.replace(" ", "-")
+        folder.mkdir(parents=True, exist_ok=True)
+        samples = []
+        with start(folder) as (cmd, env, ready):
+            for _ in range(runs):
+                samples.append(measure_process(cmd, env, folder, ready))
+        row: dict[str, Any] = {"bot": name, "devices": devices, "runs": runs}
+        for key in ("cpu_s", "ready_s", "rss_mb", "peak_mb"):
+            row[key] = round(statistics.median(s[key] for s in samples), 2)
+        rows.append(row)
+    return rows
+
+
+def markdown(rows: Sequence[dict[str, Any]] | None) -> list[str]:
+    """The footprint section of a report (empty when nothing was measured)."""
+    if not rows:
+        return []
+    lines = [
+        "## Footprint of one bot (python -m bench.footprint)",
+        "",
+        "| bot | devices | CPU s to ready | ready s | RSS MB | peak RSS MB |",
+        "|---|---|--:|--:|--:|--:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['bot']} | {r['devices']} | {r['cpu_s']:.2f} | {r['ready_s']:.2f} "
+            f"| {r['rss_mb']:.1f} | {r['peak_mb']:.1f} |"
+        )
+    lines += [
+        "",
+        f"Each bot started alone, {rows[0]['runs']} times, medians. CPU: utime + stime from "
+        "exec to the ready line (/proc/PID/stat); RSS: VmRSS "
+        f"{SETTLE_S:g} s after the ready line; peak: VmHWM (/proc/PID/status).",
+    ]
+    goal = next((r for r in rows if r["bot"] == GOAL_BOT), None)
+    if goal is not None:
+        rss_ok = goal["rss_mb"] <= RSS_GOAL_MB
+        cpu_ok = goal["cpu_s"] <= CPU_GOAL_S
+        lines += [
+            "",
+            f"- Per-bot RSS <= {RSS_GOAL_MB:g} MB with the demo's kitchen-pi devices: "
+            f"{goal['rss_mb']:.1f} MB ({'met' if rss_ok else 'NOT met'}).",
+            f"- Start to ready <= {CPU_GOAL_S:g} CPU-seconds: {goal['cpu_s']:.2f} s "
+            f"({'met' if cpu_ok else 'NOT met'}).",
+        ]
+    return lines
+
+
+def write(rows: Sequence[dict[str, Any]], out: Path, command: str) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    json_path = out / "footprint.json"
+    json_path.write_text(json.dumps({"command": command, "rows": list(rows)}, indent=2) + "\n")
+    md_path = out / "footprint.md"
+    machine = f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}"
+    head = [
+        "# Benchmark: one bot's footprint",
+        "",
+        f"Command: `{command}`  ",
+        f"Machine: {machine}",
+    ]
+    md_path.write_text("\n".join([*head, "", *markdown(rows)]) + "\n")
+    return [json_path, md_path]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.footprint", description=__doc__)
+    parser.add_argument("--runs", type=int, default=3, help="starts per bot (the median is kept)")
+    parser.add_argument("--out", type=Path, default=REPORTS, help="report folder")
+    args = parser.parse_args(argv)
+    rows = measure(args.runs)
+    command = "python -m bench.footprint " + " ".join(argv if argv is not None else sys.argv[1:])
+    print("\n".join(markdown(rows)))
+    for path in write(rows, args.out, command.strip()):
+        print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
