@@ -1,0 +1,89 @@
+"""A bot imports only what its devices and language need: drivers, slackbot, intents data."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import troupe.intents as intents
+from tests.fleetkit import write_federation
+from troupe.intents import DeviceInfo, Recognizer
+from troupe.plugin import BUILTIN_DRIVERS, load_plugins
+
+LIBRARIES = ("troupe.plugins.hue", "phue", "troupe.plugins.gpio_relay", "gpiozero")
+LIBRARIES += ("troupe.plugins.mqtt", "slackbot", "requests")
+
+BUILD = """\
+import json, sys
+from troupe.config import load
+from troupe.runner import build_bot
+
+bot = build_bot(load(sys.argv[1]), "kitchen-pi", journal_path=sys.argv[2])
+print(json.dumps({
+    "modules": sorted(m for m in sys.modules if m in sys.argv[3:]),
+    "drivers": sorted(bot.plugins.drivers),
+    "commands": sorted(spec.name for spec in bot.plugins.commands),
+}))
+"""
+
+
+def built(tmp_path: Path, extra: str = "") -> dict[str, list[str]]:
+    """Build kitchen-pi from a federation file in a fresh interpreter: what it imported."""
+    path = write_federation(tmp_path, "http://127.0.0.1:9/api/", extra=extra)
+    journal = tmp_path / "kitchen.sqlite3"
+    cmd = [sys.executable, "-c", BUILD, str(path), str(journal), *LIBRARIES]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_a_bot_whose_devices_use_the_counter_imports_no_other_driver_nor_slackbot(tmp_path):
+    seen = built(tmp_path)
+    assert seen["modules"] == []
+    assert seen["drivers"] == ["counter"]
+    assert {"help_", "roll_call"} <= set(seen["commands"])
+
+
+def test_the_hue_section_brings_pair_hue_before_any_hue_device(tmp_path):
+    (tmp_path / "hue.username").write_text("nobody\n")
+    (tmp_path / "hue.username").chmod(0o600)
+    hue = f'hue: {{bridge: "127.0.0.1:9", username: "file:{tmp_path}/hue.username"}}\n'
+    seen = built(tmp_path, extra=hue)
+    assert seen["modules"] == ["phue", "troupe.plugins.hue"]
+    assert seen["drivers"] == ["counter", "hue"]
+    assert "pair_hue" in seen["commands"]
+
+
+def test_a_driver_no_plugin_provides_loads_every_shipped_one_to_list_them():
+    plugins = load_plugins(drivers={"hues"}, entry_points_too=False)
+    assert set(plugins.drivers) == set(BUILTIN_DRIVERS)
+    assert "hues" not in plugins.drivers
+
+
+@pytest.mark.parametrize("language", ["en", "de"])
+def test_a_recognizer_reads_its_own_language_only(monkeypatch, language):
+    read: list[str] = []
+    original_intents, original_data = intents.get_intents, intents._language_data
+    original_numbers = intents.get_rbnf_engine
+
+    def spy(function):
+        def called(lang, *args, **kwargs):
+            read.append(lang)
+            return function(lang, *args, **kwargs)
+
+        return called
+
+    monkeypatch.setattr(intents, "get_intents", spy(original_intents))
+    monkeypatch.setattr(intents, "_language_data", spy(original_data))
+    monkeypatch.setattr(intents, "get_rbnf_engine", spy(original_numbers))
+    monkeypatch.setattr(intents, "_NUMBER_WORDS", {})
+    recognizer = Recognizer(
+        [DeviceInfo("kitchen lamp", "light", "kitchen")], {"kitchen": []}, language=language
+    )
+    recognizer.warm()
+    recognizer.recognize("kitchen lamp on" if language == "en" else "Küchenlampe an")
+    assert read and set(read) == {language}
