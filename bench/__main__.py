@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     footprints = None
     if not args.no_footprint:
         print("measuring one bot's footprint (python -m bench.footprint)", file=sys.stderr)
-        footprints = footprint.measure(workdir=workdir / "footprint")
+        footprints = footprint.measure(5 if args.full else 3, workdir / "footprint")
     rows = []
     for n in profile.bots:
         for system in chosen:

@@ -128,10 +128,37 @@ def legacy_bot(folder: Path) -> Iterator[tuple[list[str], dict[str, str], str]]:
         yield fleet.command(bots[0]), fleet.env, f"{bots[0]} ready"
 
 
+FLOOR = """\
+import sys, time
+import asyncio, sqlite3, yaml, pydantic, aiohttp
+import slack_sdk.web.async_client, slack_sdk.socket_mode.aiohttp
+import hassil.recognize, home_assistant_intents, paho.mqtt.client, gpiozero, phue
+if sys.argv[1:] == ["en"]:
+    intents = hassil.Intents.from_dict(home_assistant_intents.get_intents("en"))
+    for intent in intents.intents.values():
+        for data in intent.data:
+            data.sentences
+print("floor ready", flush=True)
+time.sleep(60)
+"""
+"""What no troupe code can go below: the libraries kitchen-pi needs, imported and nothing
+else; then also Home Assistant's English sentences parsed, as the recognizer does."""
+
+
+def floor(*args: str) -> Any:
+    @contextmanager
+    def start(_folder: Path) -> Iterator[tuple[list[str], dict[str, str], str]]:
+        yield [sys.executable, "-c", FLOOR, *args], dict(os.environ), "floor ready"
+
+    return start
+
+
 BOTS: dict[str, tuple[str, Any]] = {
     GOAL_BOT: ("gpio_relay, hue, mqtt: 7 devices", demo_kitchen),
     "troupe bench bot-1": ("counter: 6 devices", bench_bot),
     "slackmq-0.1.2 bot-1": ("the seed's plugin", legacy_bot),
+    "floor: the libraries alone": ("no troupe code: kitchen-pi's imports only", floor()),
+    "floor: + HA's English sentences": ("and every sentence parsed", floor("en")),
 }
 
 
