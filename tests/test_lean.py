@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,8 @@ from pathlib import Path
 import pytest
 
 import troupe.intents as intents
+from bench import footprint
+from bench.procstat import sample
 from tests.fleetkit import write_federation
 from troupe.intents import DeviceInfo, Recognizer
 from troupe.plugin import BUILTIN_DRIVERS, load_plugins
@@ -87,3 +90,27 @@ def test_a_recognizer_reads_its_own_language_only(monkeypatch, language):
     recognizer.warm()
     recognizer.recognize("kitchen lamp on" if language == "en" else "Küchenlampe an")
     assert read and set(read) == {language}
+
+
+def _row(bot: str, rss_mb: float, cpu_s: float) -> dict[str, object]:
+    row = {"bot": bot, "devices": "-", "runs": 1, "cpu_s": cpu_s, "ready_s": 1.0}
+    return {**row, "rss_mb": rss_mb, "peak_mb": rss_mb}
+
+
+def test_the_footprint_section_holds_kitchen_pi_to_the_goals_and_shows_troupes_share():
+    over = "\n".join(
+        footprint.markdown(
+            [_row(footprint.GOAL_BOT, 66.3, 0.61), _row(footprint.FLOOR_BOT, 54.9, 0.47)]
+        )
+    )
+    assert "55 MB with the demo's kitchen-pi devices: 66.3 MB (NOT met)" in over
+    assert "0.5 CPU-seconds: 0.61 s (NOT met)" in over
+    assert "11.4 MB, 0.14 CPU-seconds" in over
+    under = "\n".join(footprint.markdown([_row(footprint.GOAL_BOT, 54.0, 0.45)]))
+    assert under.count("(met)") == 2 and "NOT met" not in under
+    assert footprint.markdown(None) == []
+
+
+def test_a_process_sample_has_its_peak_memory():
+    now = sample(os.getpid())
+    assert now is not None and 0 < now.rss_mb <= now.peak_mb
