@@ -1,12 +1,14 @@
 """`python -m bench.footprint`: one bot's memory and start-up CPU, troupe next to SlackMQ 0.1.2.
 
-Three bots, each started alone in its own process, five times (the medians are kept), with
+Each bot below is started alone in its own process, five times (the medians are kept), with
 their modules byte-compiled first as an installed package has them:
 
 - troupe's demo kitchen-pi (`troupe demo`'s house: gpio_relay, hue and mqtt devices,
   simulated hardware) — the bot issue 14 sets the goals for;
 - troupe's benchmark bot (app-per-bot, devices on the counter driver only);
-- a SlackMQ 0.1.2 bot (slackbot 1.0.5 with the seed's plugin, bench/legacy).
+- a SlackMQ 0.1.2 bot (slackbot 1.0.5 with the seed's plugin, bench/legacy);
+- two floors that run no troupe code (FLOOR): the libraries kitchen-pi needs, imported,
+  then also Home Assistant's English sentences parsed.
 
 For each: CPU seconds from exec to the ready line (utime + stime in /proc/PID/stat, read
 when the line arrives), resident memory (VmRSS in /proc/PID/status) SETTLE_S after the
