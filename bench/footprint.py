@@ -22,14 +22,16 @@ import argparse
 import compileall
 import json
 import os
+import queue
 import signal
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +39,7 @@ from bench.procstat import sample
 
 REPORTS = Path(__file__).resolve().parent / "reports"
 SETTLE_S = 2.0
-"""Seconds after the ready line before RSS is read: the start's garbage is collected."""
+"""Seconds after the ready line before RSS is read: what the start set going settles."""
 RSS_GOAL_MB = 55.0
 CPU_GOAL_S = 0.5
 GOAL_BOT = "troupe demo kitchen-pi"
@@ -57,24 +59,26 @@ def measure_process(
         env={**env, "PYTHONUNBUFFERED": "1"},
         cwd=cwd,
     )
+    lines: queue.Queue[str | None] = queue.Queue()
+    threading.Thread(target=_pump, args=(proc, lines), daemon=True).start()
     started = time.monotonic()
     output: list[str] = []
     try:
-        assert proc.stdout is not None
-        at_ready = None
-        for line in proc.stdout:
+        while True:
+            try:
+                line = lines.get(timeout=max(0.0, started + timeout - time.monotonic()))
+            except queue.Empty:
+                line = None
+            if line is None:
+                raise RuntimeError(f"{ready!r} never came:\n{''.join(output[-20:])}")
             if line.startswith(ready):
                 at_ready = sample(proc.pid)
                 break
             output.append(line)
-            if time.monotonic() - started > timeout:
-                break
-        if at_ready is None:
-            raise RuntimeError(f"{ready!r} never came:\n{''.join(output[-20:])}")
         ready_s = time.monotonic() - started
         time.sleep(SETTLE_S)
         settled = sample(proc.pid)
-        if settled is None:
+        if at_ready is None or settled is None:
             raise RuntimeError(f"the process exited after its ready line:\n{''.join(output)}")
         return {
             "cpu_s": at_ready.cpu_s,
@@ -91,8 +95,22 @@ def measure_process(
             proc.wait()
 
 
+def _pump(proc: subprocess.Popen[str], into: queue.Queue[str | None]) -> None:
+    """Each line the process prints, then None when it closes its output."""
+    if proc.stdout is not None:
+        for line in proc.stdout:
+            into.put(line)
+    into.put(None)
+
+
+Started = tuple[list[str], dict[str, str], str]
+"""A bot's command line, its environment and the start of its ready line."""
+Starter = Callable[[Path], AbstractContextManager[Started]]
+"""Sets up what the bot needs (a workspace, the demo's hardware) in a folder."""
+
+
 @contextmanager
-def demo_kitchen(folder: Path) -> Iterator[tuple[list[str], dict[str, str], str]]:
+def demo_kitchen(folder: Path) -> Iterator[Started]:
     """The demo house without its bots, and the command line of its kitchen-pi."""
     from troupe.demo import demo_house
 
@@ -102,7 +120,7 @@ def demo_kitchen(folder: Path) -> Iterator[tuple[list[str], dict[str, str], str]
 
 
 @contextmanager
-def bench_bot(folder: Path) -> Iterator[tuple[list[str], dict[str, str], str]]:
+def bench_bot(folder: Path) -> Iterator[Started]:
     """The benchmark's first troupe bot (counter devices, app-per-bot), alone."""
     from bench.files import Timings, bot_names, workspace_config
     from bench.systems import TROUPE, System
@@ -117,7 +135,7 @@ def bench_bot(folder: Path) -> Iterator[tuple[list[str], dict[str, str], str]]:
 
 
 @contextmanager
-def legacy_bot(folder: Path) -> Iterator[tuple[list[str], dict[str, str], str]]:
+def legacy_bot(folder: Path) -> Iterator[Started]:
     """A SlackMQ 0.1.2 bot (slackbot 1.0.5, the seed's plugin), alone."""
     from bench.files import Timings, bot_names, workspace_config
     from bench.systems import LEGACY, LEGACY_MODE, System
@@ -148,15 +166,17 @@ time.sleep(60)
 else; then also Home Assistant's English sentences parsed, as the recognizer does."""
 
 
-def floor(*args: str) -> Any:
+def floor(*args: str) -> Starter:
+    """A floor row: the FLOOR script, with `en` to parse the sentences too."""
+
     @contextmanager
-    def start(_folder: Path) -> Iterator[tuple[list[str], dict[str, str], str]]:
+    def start(_folder: Path) -> Iterator[Started]:
         yield [sys.executable, "-c", FLOOR, *args], dict(os.environ), "floor ready"
 
     return start
 
 
-BOTS: dict[str, tuple[str, Any]] = {
+BOTS: dict[str, tuple[str, Starter]] = {
     GOAL_BOT: ("gpio_relay, hue, mqtt: 7 devices", demo_kitchen),
     "troupe bench bot-1": ("counter: 6 devices", bench_bot),
     "slackmq-0.1.2 bot-1": ("the seed's plugin", legacy_bot),

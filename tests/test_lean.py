@@ -114,3 +114,20 @@ def test_the_footprint_section_holds_kitchen_pi_to_the_goals_and_shows_troupes_s
 def test_a_process_sample_has_its_peak_memory():
     now = sample(os.getpid())
     assert now is not None and 0 < now.rss_mb <= now.peak_mb
+
+
+def test_measuring_a_process_reads_it_at_its_ready_line_and_stops_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(footprint, "SETTLE_S", 0.0)
+    script = "import time; print('warming'); print('x ready (1 device)'); time.sleep(60)"
+    got = footprint.measure_process([sys.executable, "-c", script], os.environ, tmp_path, "x ready")
+    assert got["cpu_s"] > 0 and 0 < got["rss_mb"] <= got["peak_mb"]
+
+
+@pytest.mark.parametrize(
+    ("script", "timeout"),
+    [("print('starting'); raise SystemExit(2)", 30.0), ("import time; time.sleep(60)", 0.3)],
+)
+def test_a_process_that_never_says_ready_is_an_error_with_its_output(tmp_path, script, timeout):
+    cmd = [sys.executable, "-c", script]
+    with pytest.raises(RuntimeError, match="'x ready' never came"):
+        footprint.measure_process(cmd, os.environ, tmp_path, "x ready", timeout=timeout)
