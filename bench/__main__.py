@@ -16,7 +16,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import report
+from bench import footprint, report
 from bench.harness import FULL, QUICK, Profile, run_trial
 from bench.systems import LEGACY, MODES, TROUPE, available_modes, systems
 
@@ -76,6 +76,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-steps", action="store_true", help="skip the rate steps")
     parser.add_argument("--step-s", type=float, help="seconds of commands per rate step")
     parser.add_argument("--no-failover", action="store_true", help="skip the failover trial")
+    parser.add_argument(
+        "--no-footprint", action="store_true", help="skip one bot's RSS and start-up CPU"
+    )
     parser.add_argument("--tag", help="report name (default: the profile's)")
     parser.add_argument("--out", type=Path, default=REPORTS, help="report folder")
     parser.add_argument("--workdir", type=Path, help="keep trial files here (default: temp)")
@@ -129,6 +132,10 @@ def main(argv: list[str] | None = None) -> int:
     bar = Bar(len(profile.bots) * len(chosen) * profile.phases())
     print(f"trial files in {workdir}", file=sys.stderr)
     started = time.monotonic()
+    footprints = None
+    if not args.no_footprint:
+        print("measuring one bot's footprint (python -m bench.footprint)", file=sys.stderr)
+        footprints = footprint.measure(5 if args.full else 3, workdir / "footprint")
     rows = []
     for n in profile.bots:
         for system in chosen:
@@ -172,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
             f"stale_s {t.stale_s:g}, lease_s {t.lease_s:g}, stagger_s {t.stagger_s:g}, "
             f"linger_s {t.linger_s:g}"
         ),
+        "footprint": footprints,
         "notes": [f"{mode}: {note}" for mode, note in skipped.items()]
         + ([] if not args.no_legacy else [f"{LEGACY} left out (--no-legacy)"]),
     }

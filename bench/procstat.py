@@ -17,6 +17,8 @@ class Sample:
     rss_mb: float
     cpu_s: float
     at: float
+    peak_mb: float = 0.0
+    """The most resident memory the process has had so far (VmHWM)."""
 
 
 def sample(pid: int) -> Sample | None:
@@ -30,10 +32,12 @@ def sample(pid: int) -> Sample | None:
         return None
     fields = stat.rsplit(")", 1)[1].split()
     cpu_s = (int(fields[11]) + int(fields[12])) / _TICKS
-    rss_kb = next(
-        (int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")), 0
-    )
-    return Sample(rss_kb / 1024, cpu_s, time.monotonic())
+    kb = {
+        key: int(rest.split()[0])
+        for key, _, rest in (line.partition(":") for line in status.splitlines())
+        if key in ("VmRSS", "VmHWM")
+    }
+    return Sample(kb.get("VmRSS", 0) / 1024, cpu_s, time.monotonic(), kb.get("VmHWM", 0) / 1024)
 
 
 def snapshot(pids: Mapping[str, int]) -> dict[str, Sample]:

@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from bench import footprint
+
 FIELDS = (
     "system",
     "mode",
@@ -234,6 +236,8 @@ def markdown(
         lines += ["", f"![chart]({chart})"]
     elif chart_note:
         lines += ["", f"No chart: {chart_note}"]
+    if context.get("footprint"):
+        lines += ["", *footprint.markdown(context["footprint"])]
     notes = list(context.get("notes", []))
     for r in rows:
         notes += [f"{r['system']} {r['mode']}, {r['bots']} bots: {n}" for n in r.get("notes", [])]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import signal
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,8 +121,10 @@ def demo_house(
     host: str = "127.0.0.1",
     echo: bool = False,
     bot_env: dict[str, str] | None = None,
+    bots: Sequence[str] = tuple(BOTS),
 ) -> Iterator[DemoHouse]:
-    """Start the simulated hardware, the workspace and the three bots; stop all after."""
+    """Start the simulated hardware, the workspace and the bots (all three unless `bots`
+    names fewer: the footprint benchmark starts its one bot itself); stop all after."""
     from troupe.hardware.broker import start_broker
     from troupe.hardware.hue import running_bridge
     from troupe.hardware.mqtt import ShellyPlus1, TasmotaPlug, Zigbee2Mqtt
@@ -154,7 +156,7 @@ def demo_house(
         }
         fleet = Fleet(fed, workdir, env, echo=echo)
         stack.callback(fleet.stop_all)
-        fleet.start_all(list(BOTS))
+        fleet.start_all(list(bots))
         yield DemoHouse(workspace, fleet, bridge, broker, *devices, workdir)
 
 

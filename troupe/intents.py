@@ -115,6 +115,8 @@ class _LanguageData:
 
 
 _CHAT_WORD_KEYS = ("verbs", "states", "nouns", "chatter", "articles")
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+"""libyaml's loader when PyYAML has it: it reads a language's file ten times faster."""
 
 
 @cache
@@ -123,7 +125,7 @@ def _language_data(language: str) -> _LanguageData:
     resource = resources.files("troupe").joinpath("intents_data", f"{language}.yaml")
     if not resource.is_file():
         return _LanguageData(supplements={}, durations=None, one_words=(), chat=None)
-    data = yaml.safe_load(resource.read_text(encoding="utf-8"))
+    data = yaml.load(resource.read_text(encoding="utf-8"), Loader=_YAML_LOADER)
     durations = data.get("durations")
     chat = data.get("chat")
     return _LanguageData(

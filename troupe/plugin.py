@@ -14,7 +14,8 @@ import importlib
 import inspect
 import logging
 import re
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+import sys
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
@@ -31,13 +32,16 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "troupe.plugins"
-BUILTIN_PLUGINS = (
-    "troupe.plugins.system",
-    "troupe.plugins.counter",
-    "troupe.plugins.gpio_relay",
-    "troupe.plugins.hue",
-    "troupe.plugins.mqtt",
-)
+BUILTIN_PLUGINS = ("troupe.plugins.system",)
+"""The shipped plugins every bot loads: commands only."""
+BUILTIN_DRIVERS: Mapping[str, str] = {
+    "counter": "troupe.plugins.counter",
+    "gpio_relay": "troupe.plugins.gpio_relay",
+    "hue": "troupe.plugins.hue",
+    "mqtt": "troupe.plugins.mqtt",
+}
+"""The shipped drivers and their plugins. Each brings its library (gpiozero, phue, paho),
+so a bot imports one only when asked to (load_plugins' `drivers`): a Pi Zero's memory."""
 
 
 class PluginError(TroupeError, ImportError):
@@ -215,13 +219,14 @@ class PluginSet:
 
 def _slackbot_commands(module: ModuleType) -> list[CommandSpec]:
     """Commands this module registered through slackbot's own decorators."""
-    try:
-        from slackbot.manager import PluginsManager
-    except ImportError:  # slackbot is a dependency, but a plugin set need not use it
+    # Not imported here: slackbot brings requests and its kin (5 MB). A plugin using its
+    # decorators has imported slackbot.bot, hence slackbot.manager, already.
+    manager = sys.modules.get("slackbot.manager")
+    if manager is None:
         return []
     found = []
     for category, addressed in (("listen_to", False), ("respond_to", True)):
-        for pattern, func in PluginsManager.commands.get(category, {}).items():
+        for pattern, func in manager.PluginsManager.commands.get(category, {}).items():
             if getattr(func, "__module__", None) != module.__name__:
                 continue
             found.append(
@@ -260,22 +265,25 @@ def _collect(module: ModuleType, into: PluginSet) -> None:
 
 
 def load_plugins(
-    modules: Sequence[str] = (), *, builtins: bool = True, entry_points_too: bool = True
+    modules: Sequence[str] = (),
+    *,
+    builtins: bool = True,
+    entry_points_too: bool = True,
+    drivers: Collection[str] | None = None,
 ) -> PluginSet:
-    """Import the built-in plugins, the configured modules and installed entry points."""
+    """Import the built-in plugins, the configured modules and installed entry points.
+
+    `drivers` names the drivers a bot needs: of the built-in driver plugins only theirs
+    are imported (None: all, as `troupe check` wants). Should one of them come from no
+    plugin, all are imported after all, so the bot's error lists every known driver.
+    """
     names: list[str] = list(BUILTIN_PLUGINS) if builtins else []
+    if builtins:
+        names += [m for d, m in BUILTIN_DRIVERS.items() if drivers is None or d in drivers]
     names += [m for m in modules if m not in names]
     plugins = PluginSet()
-    loaded: list[ModuleType] = []
     _imp_shim.install()  # slackbot plugins import slackbot.bot, which imports `imp`
-    for name in names:
-        try:
-            loaded.append(importlib.import_module(name))
-        except ImportError as err:
-            raise PluginError(
-                f"cannot import the plugin {name!r} ({err}); check the plugins list "
-                "in the federation file and that the module is installed"
-            ) from err
+    loaded = [_import(name) for name in names]
     if entry_points_too:
         for ep in entry_points(group=ENTRY_POINT_GROUP):
             try:
@@ -287,8 +295,24 @@ def load_plugins(
                 names.append(module.__name__)
     for module in loaded:
         _collect(module, plugins)
+    missing = set(drivers or ()) - plugins.drivers.keys()
+    rest = [m for m in BUILTIN_DRIVERS.values() if m not in names] if builtins else []
+    if missing and rest:
+        for name in rest:
+            _collect(_import(name), plugins)
+        names += rest
     plugins.modules = names
     return plugins
+
+
+def _import(name: str) -> ModuleType:
+    try:
+        return importlib.import_module(name)
+    except ImportError as err:
+        raise PluginError(
+            f"cannot import the plugin {name!r} ({err}); check the plugins list "
+            "in the federation file and that the module is installed"
+        ) from err
 
 
 def describe(commands: Iterable[CommandSpec]) -> list[str]:

@@ -6,16 +6,14 @@ import asyncio
 import logging
 import signal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from slack_sdk.errors import SlackApiError
 
 from troupe import systemd
 from troupe.access import Access
 from troupe.bot import Bot, DeviceSpec, device_infos
-from troupe.bus import Bus
 from troupe.config import Federation
-from troupe.discovery import attach as attach_discovery
 from troupe.errors import TroupeError
 from troupe.federation import Settings
 from troupe.intents import Recognizer
@@ -25,6 +23,9 @@ from troupe.plugin import load_plugins
 from troupe.redact import install as redact_secrets
 from troupe.slackapi import async_client
 from troupe.transports.base import Transport
+
+if TYPE_CHECKING:
+    from troupe.bus import Bus
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +97,14 @@ def _build_bot(fed: Federation, name: str, journal_path: str | Path | None) -> B
         aliases=dict(fed.aliases),
         scenes=list(fed.scenes),
     )
+    driver_options = {
+        section: dict(getattr(fed, section))
+        for section in ("hue", "mqtt")
+        if getattr(fed, section, None) is not None
+    }
+    # The drivers this bot's devices use, and those whose section the file has (`pair hue`
+    # works before any hue device exists): only their plugins and libraries are imported.
+    drivers = {d.driver for d in devices if d.owner in (None, name)} | driver_options.keys()
     path = journal_path or fed.journal_path(name)
     channels: dict[str, str | None] = {fed.slack.channel: None}
     channels.update(fed.channels)
@@ -103,7 +112,7 @@ def _build_bot(fed: Federation, name: str, journal_path: str | Path | None) -> B
         name=name,
         roster=list(fed.bots),
         devices=devices,
-        plugins=load_plugins(fed.plugins),
+        plugins=load_plugins(fed.plugins, drivers=drivers),
         web=web,
         transport=_transport(fed, name, bot_token, web),
         journal=Journal(path, name),
@@ -129,13 +138,12 @@ def _build_bot(fed: Federation, name: str, journal_path: str | Path | None) -> B
         },
         mode=fed.slack.mode,
         bus=_bus(fed, name),
-        driver_options={
-            section: dict(getattr(fed, section))
-            for section in ("hue", "mqtt")
-            if getattr(fed, section, None) is not None
-        },
+        driver_options=driver_options,
     )
-    attach_discovery(bot, fed)  # Home Assistant MQTT discovery when mqtt.discovery is true
+    if fed.mqtt is not None and fed.mqtt.discovery:  # Home Assistant's MQTT discovery
+        from troupe.discovery import attach as attach_discovery
+
+        attach_discovery(bot, fed)
     page = PageStates.from_env()
     if page is not None:
         bot.services.append(page)
@@ -150,6 +158,8 @@ def _bus(fed: Federation, name: str) -> Bus | None:
     """shared-app mode relays over the MQTT bus; the other modes need none."""
     if fed.slack.mode != "shared-app" or fed.mqtt is None or not fed.mqtt.bus:
         return None
+    from troupe.bus import Bus
+
     return Bus(fed.federation, name, dict(fed.mqtt))
 
 

@@ -1,0 +1,133 @@
+"""A bot imports only what its devices and language need: drivers, slackbot, intents data."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import troupe.intents as intents
+from bench import footprint
+from bench.procstat import sample
+from tests.fleetkit import write_federation
+from troupe.intents import DeviceInfo, Recognizer
+from troupe.plugin import BUILTIN_DRIVERS, load_plugins
+
+LIBRARIES = ("troupe.plugins.hue", "phue", "troupe.plugins.gpio_relay", "gpiozero")
+LIBRARIES += ("troupe.plugins.mqtt", "slackbot", "requests")
+
+BUILD = """\
+import json, sys
+from troupe.config import load
+from troupe.runner import build_bot
+
+bot = build_bot(load(sys.argv[1]), "kitchen-pi", journal_path=sys.argv[2])
+print(json.dumps({
+    "modules": sorted(m for m in sys.modules if m in sys.argv[3:]),
+    "drivers": sorted(bot.plugins.drivers),
+    "commands": sorted(spec.name for spec in bot.plugins.commands),
+}))
+"""
+
+
+def built(tmp_path: Path, extra: str = "") -> dict[str, list[str]]:
+    """Build kitchen-pi from a federation file in a fresh interpreter: what it imported."""
+    path = write_federation(tmp_path, "http://127.0.0.1:9/api/", extra=extra)
+    journal = tmp_path / "kitchen.sqlite3"
+    cmd = [sys.executable, "-c", BUILD, str(path), str(journal), *LIBRARIES]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_a_bot_whose_devices_use_the_counter_imports_no_other_driver_nor_slackbot(tmp_path):
+    seen = built(tmp_path)
+    assert seen["modules"] == []
+    assert seen["drivers"] == ["counter"]
+    assert {"help_", "roll_call"} <= set(seen["commands"])
+
+
+def test_the_hue_section_brings_pair_hue_before_any_hue_device(tmp_path):
+    (tmp_path / "hue.username").write_text("nobody\n")
+    (tmp_path / "hue.username").chmod(0o600)
+    hue = f'hue: {{bridge: "127.0.0.1:9", username: "file:{tmp_path}/hue.username"}}\n'
+    seen = built(tmp_path, extra=hue)
+    assert seen["modules"] == ["phue", "troupe.plugins.hue"]
+    assert seen["drivers"] == ["counter", "hue"]
+    assert "pair_hue" in seen["commands"]
+
+
+def test_a_driver_no_plugin_provides_loads_every_shipped_one_to_list_them():
+    plugins = load_plugins(drivers={"hues"}, entry_points_too=False)
+    assert set(plugins.drivers) == set(BUILTIN_DRIVERS)
+    assert "hues" not in plugins.drivers
+
+
+@pytest.mark.parametrize("language", ["en", "de"])
+def test_a_recognizer_reads_its_own_language_only(monkeypatch, language):
+    read: list[str] = []
+    original_intents, original_data = intents.get_intents, intents._language_data
+    original_numbers = intents.get_rbnf_engine
+
+    def spy(function):
+        def called(lang, *args, **kwargs):
+            read.append(lang)
+            return function(lang, *args, **kwargs)
+
+        return called
+
+    monkeypatch.setattr(intents, "get_intents", spy(original_intents))
+    monkeypatch.setattr(intents, "_language_data", spy(original_data))
+    monkeypatch.setattr(intents, "get_rbnf_engine", spy(original_numbers))
+    monkeypatch.setattr(intents, "_NUMBER_WORDS", {})
+    recognizer = Recognizer(
+        [DeviceInfo("kitchen lamp", "light", "kitchen")], {"kitchen": []}, language=language
+    )
+    recognizer.warm()
+    recognizer.recognize("kitchen lamp on" if language == "en" else "Küchenlampe an")
+    assert read and set(read) == {language}
+
+
+def _row(bot: str, rss_mb: float, cpu_s: float) -> dict[str, object]:
+    row = {"bot": bot, "devices": "-", "runs": 1, "cpu_s": cpu_s, "ready_s": 1.0}
+    return {**row, "rss_mb": rss_mb, "peak_mb": rss_mb}
+
+
+def test_the_footprint_section_holds_kitchen_pi_to_the_goals_and_shows_troupes_share():
+    over = "\n".join(
+        footprint.markdown(
+            [_row(footprint.GOAL_BOT, 66.3, 0.61), _row(footprint.FLOOR_BOT, 54.9, 0.47)]
+        )
+    )
+    assert "55 MB with the demo's kitchen-pi devices: 66.3 MB (NOT met)" in over
+    assert "0.5 CPU-seconds: 0.61 s (NOT met)" in over
+    assert "11.4 MB, 0.14 CPU-seconds" in over
+    under = "\n".join(footprint.markdown([_row(footprint.GOAL_BOT, 54.0, 0.45)]))
+    assert under.count("(met)") == 2 and "NOT met" not in under
+    assert footprint.markdown(None) == []
+
+
+def test_a_process_sample_has_its_peak_memory():
+    now = sample(os.getpid())
+    assert now is not None and 0 < now.rss_mb <= now.peak_mb
+
+
+def test_measuring_a_process_reads_it_at_its_ready_line_and_stops_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(footprint, "SETTLE_S", 0.0)
+    script = "import time; print('warming'); print('x ready (1 device)'); time.sleep(60)"
+    got = footprint.measure_process([sys.executable, "-c", script], os.environ, tmp_path, "x ready")
+    assert got["cpu_s"] > 0 and 0 < got["rss_mb"] <= got["peak_mb"]
+
+
+@pytest.mark.parametrize(
+    ("script", "timeout"),
+    [("print('starting'); raise SystemExit(2)", 30.0), ("import time; time.sleep(60)", 0.3)],
+)
+def test_a_process_that_never_says_ready_is_an_error_with_its_output(tmp_path, script, timeout):
+    cmd = [sys.executable, "-c", script]
+    with pytest.raises(RuntimeError, match="'x ready' never came"):
+        footprint.measure_process(cmd, os.environ, tmp_path, "x ready", timeout=timeout)
