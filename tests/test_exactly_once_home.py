@@ -48,6 +48,38 @@ async def test_a_pi_clock_off_by_minutes_changes_nothing(tmp_path, offset):
         assert Counter(a["ts"] for a in f.actions()) == dict.fromkeys(sent, 1)
 
 
+class _SkewedTime:
+    """The `time` module as a Pi whose clock is off sees it."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def __getattr__(self, name: str):
+        return getattr(time, name)
+
+    def time(self) -> float:
+        return time.time() + self.seconds
+
+
+async def test_every_pi_clock_ten_minutes_ahead_changes_nothing(tmp_path, monkeypatch):
+    import troupe.bot
+    import troupe.federation
+    import troupe.slackmq
+
+    for module in (troupe.bot, troupe.federation, troupe.slackmq):
+        monkeypatch.setattr(module, "time", _SkewedTime(600.0))
+
+    def prepare(bot: Bot) -> None:
+        bot.clock.local = lambda: time.time() + 600.0
+
+    async with fleet(tmp_path, prepare=prepare, slackmq=FAST) as f:
+        sent = [await f.say(f"turn {op} the hall light") for op in ("on", "off", "on")]
+        await f.until(lambda: len(f.actions()) >= 3, 20, "3 actions")
+        for ts in sent:
+            assert not any("old" in t for t in await f.answered(ts))
+        assert [a["ts"] for a in f.actions()] == sent
+
+
 async def test_roll_call_shows_each_bots_clock(tmp_path):
     async with fleet(tmp_path, prepare=skew("garage-pi", -120.0)) as f:
         ts = await f.say("roll call")

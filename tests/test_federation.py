@@ -44,7 +44,7 @@ def test_plan_splits_owned_shared_and_others():
 def _federation(board: MemoryBoard, settings: Settings = FAST) -> dict[str, Coordinator]:
     bots = {}
     for bot in BOTS:
-        bots[bot] = Coordinator(bot, MemoryLock(board, bot), settings)
+        bots[bot] = Coordinator(bot, MemoryLock(board, bot), settings, clock=time.time)
         board.subscribe(bot, bots[bot])
     return bots
 
@@ -124,7 +124,7 @@ async def test_stale_command_is_never_run():
 
 async def test_not_a_candidate_does_nothing():
     board = MemoryBoard()
-    c = Coordinator("attic-pi", MemoryLock(board, "attic-pi"), FAST)
+    c = Coordinator("attic-pi", MemoryLock(board, "attic-pi"), FAST, clock=time.time)
 
     async def work(takeover: bool) -> None:
         raise AssertionError("must not run")
@@ -136,7 +136,7 @@ async def test_not_a_candidate_does_nothing():
 async def test_release_happens_at_ts_plus_linger():
     board = MemoryBoard()
     settings = Settings(stale_s=0.2, lease_s=0.5, stagger_s=0.01, linger_s=0.3)
-    c = Coordinator("kitchen-pi", MemoryLock(board, "kitchen-pi"), settings)
+    c = Coordinator("kitchen-pi", MemoryLock(board, "kitchen-pi"), settings, clock=time.time)
 
     async def work(takeover: bool) -> str:
         return "ok"

@@ -169,8 +169,9 @@ class Coordinator:
         lock: Lock,
         settings: Settings | None = None,
         *,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float],
     ) -> None:
+        """`clock` reads Slack's time (a SlackClock's `now`), never a Pi's own clock."""
         self.me = me
         self.lock = lock
         self.settings = settings or Settings()
