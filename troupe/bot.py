@@ -9,7 +9,7 @@ import re
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from slack_sdk.errors import SlackApiError
@@ -443,7 +443,7 @@ class Bot:
             if task is not None:
                 self._inflight.discard(task)
 
-    async def _handle(self, event: Event, relayed: str | None = None) -> None:
+    async def _handle(self, event: Event) -> None:
         """receive -> marks -> ignore self and strangers -> journal -> understand ->
         (chatter: nothing) -> stale? -> allowed? -> plan -> claim -> act -> done -> reply."""
         if self.coordinator is None:
@@ -457,7 +457,7 @@ class Bot:
         if not self.journal.begin(event.channel, event.ts, event.text, event.user):
             return  # a redelivery, a replay or a relay of a message this bot has handled
         try:
-            note = await self._command(event, relayed)
+            note = await self._command(event)
         except Exception as err:
             log.exception("command %r failed", event.text)
             self.journal.finish(event.channel, event.ts, "failed", str(err))
@@ -465,56 +465,57 @@ class Bot:
         if self.journal.status(event.channel, event.ts) == "begun":
             self.journal.finish(event.channel, event.ts, *note)
 
-    async def _command(self, event: Event, relayed: str | None) -> tuple[str, str]:
-        """One message, start to end: returns the journal's (status, note)."""
+    async def _command(self, event: Event) -> tuple[str, str]:
+        """One message, start to end: returns the journal's (status, note). A relayed event
+        (shared-app) is the receiver's to answer: this bot only runs its own part."""
         assert self.coordinator is not None
         text = _strip_mention(event.text, self.user_id)
         addressed = _is_direct(event.channel) or text != event.text
         if len(event.text) > self.max_text:
             # Too long to read for a command, and too rare to be everyday chatter: one bot
             # says the limit, so a command that grew too long is not silently dropped.
-            if not relayed:
+            if not event.relay:
                 limit = f"a command may be {self.max_text:,} characters at most"
                 await self._refuse(event, limit, event.text[:60])
             return "skipped", "too long to read"
         found = self.plugins.match(text)
         command = None if found else await self._understand(event, text)
         if found is None and command is None:
-            if addressed and not relayed:
+            if addressed and not event.relay:
                 await self._answer(event, outcomes.NotUnderstood())  # this bot alone
             return "skipped", "chatter"
         if not self.clock.known:
             log.warning("%s: not claiming %r: %s", self.name, event.text[:60], ClockUnknown())
             return "skipped", "Slack's time not known yet"
         if self.coordinator.is_stale(event.ts):
-            if relayed:
+            if event.relay:
                 return "skipped", "relay arrived stale"
             await self._answer_stale(event)
             return "skipped", "stale"
         refusal = self._gatekeep(event, await self.people.person(event))
         if refusal:
-            if not relayed:
+            if not event.relay:
                 await self._refuse(event, refusal, event.text[:60])
             return "skipped", f"refused: {refusal}"
         if found is not None:
-            if await self._allowed(event, {found[0].name}, relayed):
-                await self._run_plugin(event, *found, relayed=relayed)
+            if await self._allowed(event, {found[0].name}):
+                await self._run_plugin(event, *found)
             return "done", ""
         assert command is not None
-        if relayed == "each":
+        if event.relay == "each":
             return "skipped", "not for this bot"
         if command.unknown or command.problem:
-            if not relayed:
+            if not event.relay:
                 await self._once(event, outcomes.NearMiss(command))
             return "skipped", "near miss"
         if command.duration_s and command.duration_s > self.max_duration_s:
-            if not relayed:
+            if not event.relay:
                 limit = _span(self.max_duration_s)
                 await self._refuse(event, f"timed commands may last {limit} at most", text)
             return "skipped", "too long a duration"
-        if not await self._allowed(event, self._subjects(command), relayed):
+        if not await self._allowed(event, self._subjects(command)):
             return "skipped", "refused"
-        await self._run_devices(event, command, relayed=relayed)
+        await self._run_devices(event, command)
         return "done", ""
 
     async def _understand(self, event: Event, text: str) -> Command | None:
@@ -712,13 +713,13 @@ class Bot:
             subjects |= {command.scene, *self.scenes.get(command.scene, {})}
         return {s for s in subjects if s}
 
-    async def _allowed(self, event: Event, what: set[str], relayed: str | None) -> bool:
+    async def _allowed(self, event: Event, what: set[str]) -> bool:
         """Apply the access rules; a refusal is answered once (by one bot) and logged."""
         where = {event.channel, *self.channel_refs.get(event.channel, ())}
         decision = self.access.decide(event.user, where, what)
         if decision.allowed:
             return True
-        if not relayed:
+        if not event.relay:
             await self._refuse(event, decision.reason, ", ".join(sorted(what)))
         return False
 
@@ -734,10 +735,8 @@ class Bot:
         event: Event,
         spec: CommandSpec,
         match: re.Match[str],
-        *,
-        relayed: str | None = None,
     ) -> None:
-        if relayed and not spec.each:
+        if event.relay and not spec.each:
             return
         if spec.admin and not self.access.is_admin(event.user):
             log.warning("refused %s to %s: admins only", spec.name, event.user)
@@ -753,7 +752,7 @@ class Bot:
                 await call_slackbot_plugin(self, spec, event, match)
 
         if spec.each:
-            if relayed is None:
+            if event.relay is None:
                 await self._relay_to(list(self.roster), event, "each")
             with holding(event.channel, event.ts):
                 await run(False)
@@ -781,7 +780,7 @@ class Bot:
                 args[key] = value
         return [Action(d, op, tuple(sorted(args.items()))) for d in command.devices]
 
-    async def _run_devices(self, event: Event, command: Command, *, relayed: str | None) -> None:
+    async def _run_devices(self, event: Event, command: Command) -> None:
         actions = self.actions_for(command)
         key = (event.channel, event.ts)
         horizon = self.clock.now() - 2 * self.settings.linger_s
@@ -792,21 +791,21 @@ class Bot:
         self._touches[key] = tuple(a.device for a in actions if a.op != "query")
         self._finished[key] = finished = asyncio.Event()
         try:
-            await self._devices(event, actions, relayed)
+            await self._devices(event, actions)
         finally:
             finished.set()
 
-    async def _devices(self, event: Event, actions: list[Action], relayed: str | None) -> None:
+    async def _devices(self, event: Event, actions: list[Action]) -> None:
         for action in actions:
             if action.op != "query":
                 self._cancel_timer(action.device)
         p: Plan = plan(self.name, actions, self.routes)
-        if relayed is None:
+        if event.relay is None:
             await self._relay_to(list(p.others), event, "owned")
         lines: list[str] = []
         if p.mine:
             lines += await self._act(event, p.mine, takeover=False)
-        if p.shared and relayed is None:
+        if p.shared and event.relay is None:
 
             async def work(takeover: bool) -> list[str]:
                 return await self._act(event, p.shared, takeover=takeover)
@@ -820,7 +819,7 @@ class Bot:
             await self.reply(event, "\n".join(lines))
             if not p.shared and self.coordinator is not None:
                 await self.coordinator.lock.mark_done(event.channel, event.ts)
-        elif p.others and not p.shared and not p.mine and relayed is None:
+        elif p.others and not p.shared and not p.mine and event.relay is None:
             await self._await_owners(event, p)
 
     async def _await_owners(self, event: Event, p: Plan) -> None:
@@ -855,7 +854,7 @@ class Bot:
         if kind not in ("owned", "each") or event is None:
             log.warning("bus: ignoring a relay this bot cannot read")
             return
-        await self._handle(event, relayed=kind)
+        await self._handle(replace(event, relay=kind))
 
     async def _act(self, event: Event, actions: Sequence[Action], *, takeover: bool) -> list[str]:
         """Carry out actions on this bot's drivers, each recorded in the journal first;

@@ -36,6 +36,9 @@ class Event:
     subtype: str | None = None
     reaction: str | None = None
     retry_attempt: int = 0
+    relay: str | None = None
+    """shared-app mode: how the event reached this bot over the bus ("owned": run only this
+    bot's own devices; "each": a plugin every bot runs); None when it came from Slack."""
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
