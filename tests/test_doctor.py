@@ -3,6 +3,7 @@ everything sound is all `ok`; each thing broken on purpose is one `fail` line sa
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import time
@@ -161,10 +162,12 @@ async def test_a_bad_app_token_fails_socket_mode(setup: Setup) -> None:
     assert "connections:write" in finding.message
 
 
-async def test_a_clock_a_minute_off_fails(setup: Setup) -> None:
-    finding = only_failure(await diagnose(setup.federation(), BOT, clock=lambda: time.time() + 60))
-    assert finding.subject == "clock"
-    assert "ahead of Slack's" in finding.message and "timedatectl" in finding.message
+async def test_a_clock_a_minute_off_is_a_warning(setup: Setup) -> None:
+    findings = await diagnose(setup.federation(), BOT, clock=lambda: time.time() + 60)
+    (finding,) = [f for f in findings if f.subject == "clock"]
+    assert finding.level == "warn"  # commands run on Slack's clock; logs read this one
+    assert re.search(r"\b(59|60|61) s ahead of Slack's", finding.message), finding.message
+    assert "timedatectl" in finding.message
 
 
 async def test_rtm_mode_connects_with_the_classic_app(setup: Setup) -> None:
