@@ -174,7 +174,6 @@ class Bot:
         self._finished: dict[tuple[str, str], asyncio.Event] = {}
         """Set when this bot is through with a command (its ✅ may reach another bot)."""
         self._sweeper: asyncio.Task[Any] | None = None
-        self._resumed: set[tuple[str, str]] = set()
         self.user_id = ""
         self.bot_id = ""
         self.coordinator: Coordinator | None = None
@@ -270,7 +269,6 @@ class Bot:
         assert event is not None and self.coordinator is not None
         if not self.coordinator.is_stale(ts):
             log.warning("resuming %s/%s %r, interrupted by the last stop", channel, ts, text)
-            self._resumed.add((channel, ts))
             await self._handle(event)
             return
         cut = self.journal.interrupted_actions(channel, ts)
@@ -588,13 +586,6 @@ class Bot:
             if not await first_set((done, finished), deadline - time.monotonic()):
                 return
 
-    def _late(self, event: Event, takeover: bool) -> bool:
-        """Whether an action is carried out late (a takeover, a resume after a restart, a
-        claim held up by rate limits): then a newer command that already acted wins."""
-        if takeover or (event.channel, event.ts) in self._resumed:
-            return True
-        return self.clock.now() - float(event.ts) > self.settings.lease_s / 3
-
     def _superseded(self, device: str, ts: str) -> str | None:
         """The ts of a newer command that already acted on the device, if any."""
         newest = self._newest.get(device)
@@ -627,9 +618,11 @@ class Bot:
             result = await self.coordinator.coordinate(event.channel, event.ts, claimants, work)
         except ClaimError as err:
             log.error("claim of %s/%s failed: %s", event.channel, event.ts, err)
-            if rank(event.ts, claimants)[:1] == [self.name]:
-                where = "this channel"
-                await self._answer(event, outcomes.ClaimFailed(err.code, where))
+            # The fleet's first ballot answers (a full pin list leaves reactions free),
+            # whichever bots received the message; its ✅ stops a later claim.
+            if await self.coordinator.lock.elect(event.channel, event.ts):
+                await self._answer(event, outcomes.ClaimFailed(err.code, "this channel"))
+                await self.coordinator.lock.mark_done(event.channel, event.ts)
             self.journal.finish(event.channel, event.ts, "failed", str(err))
             return None
         if result.outcome is Outcome.EXPIRED:
@@ -756,6 +749,9 @@ class Bot:
             del self._touches[old]
             self._finished.pop(old, None)
         self._touches[key] = tuple(a.device for a in actions if a.op != "query")
+        if self.coordinator is not None and self.coordinator.watch(*key).done.is_set():
+            for device in self._touches[key]:  # its ✅ came before this bot read it
+                self._acted(device, event.ts)
         self._finished[key] = finished = asyncio.Event()
         try:
             await self._devices(event, actions, relayed)
@@ -796,10 +792,8 @@ class Bot:
         watch = self.coordinator.watch(event.channel, event.ts)
         if await first_set((watch.done,), self.settings.lease_s):
             return
-        if self.info.mode == "shared-app" and await self.coordinator.lock.is_done(
-            event.channel, event.ts
-        ):
-            return
+        if await self.coordinator.lock.is_done(event.channel, event.ts):
+            return  # the owner's ✅ is there; its event has not reached this bot yet
         owners = sorted(p.others)
         devices = [a.device for owner in owners for a in p.others[owner]]
         outcome = outcomes.OwnerOffline(tuple(devices), tuple(owners))
@@ -840,12 +834,12 @@ class Bot:
                 state = await self.device_state(device.name)
                 lines.append(f"The {device.name} is {state.describe()}.")
                 continue
-            newer = self._superseded(device.name, event.ts) if self._late(event, takeover) else None
+            await self._in_turn(event, device.name)
+            newer = self._superseded(device.name, event.ts)
             if newer is not None:
                 at = self._local_time(newer)
                 lines.append(outcomes.render(outcomes.Superseded(device.name, at)))
                 continue
-            await self._in_turn(event, device.name)
             if not self.coordinator.lease_alive(event.channel, event.ts):
                 lines.append(outcomes.render(outcomes.LeaseLost(device.name)))
                 continue
@@ -853,7 +847,8 @@ class Bot:
             duration = kwargs.pop("duration_s", None)
             plain = Action(device.name, action.op, tuple(sorted(kwargs.items())))
             done = await self._drive(event.channel, event.ts, plain, event.user)
-            if done is None:
+            if done is None:  # its journal has it: done before a restart, now answered
+                lines.append(f"I had already done that to the {device.name} before I restarted.")
                 continue
             if done.ok:
                 self._acted(device.name, event.ts)
