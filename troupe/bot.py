@@ -267,6 +267,9 @@ class Bot:
             {"type": "message", "channel": channel, "ts": ts, "text": text, "user": user}
         )
         assert event is not None and self.coordinator is not None
+        if await self.coordinator.lock.is_done(channel, ts):  # a peer finished it meanwhile
+            self.journal.finish(channel, ts, "skipped", "finished by a peer while stopped")
+            return
         if not self.coordinator.is_stale(ts):
             log.warning("resuming %s/%s %r, interrupted by the last stop", channel, ts, text)
             await self._handle(event)
@@ -276,7 +279,7 @@ class Bot:
         log.warning(
             "%s/%s %r was interrupted by the last stop, too old to finish", channel, ts, text
         )
-        if not cut or await self.coordinator.lock.is_done(channel, ts):
+        if not cut:
             return
         for action in cut:
             self.journal.action_end(channel, ts, action.device, action.action, False, "interrupted")
@@ -625,6 +628,8 @@ class Bot:
                 await self.coordinator.lock.mark_done(event.channel, event.ts)
             self.journal.finish(event.channel, event.ts, "failed", str(err))
             return None
+        if result.outcome is Outcome.STALE:  # it went stale while this bot waited
+            await self._answer_stale(event)
         if result.outcome is Outcome.EXPIRED:
             self.coordinator.schedule_release(event.channel, event.ts)
             if list(claimants) == [self.name]:
@@ -648,7 +653,11 @@ class Bot:
             return
         # A pin left by a holder that died (shared-app: the receiver that never acked) is
         # no reason for silence: the fleet's first ballot then says it.
-        if await lock.claim(event.channel, event.ts) or await lock.elect(event.channel, event.ts):
+        try:
+            ours = await lock.claim(event.channel, event.ts)
+        except ClaimError:  # a full pin list: the fleet's first ballot decides instead
+            ours = False
+        if ours or await lock.elect(event.channel, event.ts):
             age = self.clock.now() - float(event.ts)
             await self._answer(event, outcomes.Stale(age, self.settings.stale_s))
             await lock.mark_done(event.channel, event.ts)
