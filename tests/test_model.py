@@ -384,11 +384,11 @@ class Board:
     # the Web API methods (server side) --------------------------------------------------
 
     def pins_add(self, actor: str, channel: str, timestamp: str) -> _Answer:
+        if (channel, timestamp) in self.pins:  # it takes no new place in the list
+            raise _error("already_pinned")
         full = self.sim.sc.pins_full
         if full is not None and full[0] <= self.sim.loop.time() < full[1]:
             raise _error("too_many_pins")
-        if (channel, timestamp) in self.pins:
-            raise _error("already_pinned")
         self.pins[(channel, timestamp)] = actor
         item = {"type": "message", "channel": channel, "message": {"ts": timestamp}}
         self.emit({"type": "pin_added", "user": actor, "channel_id": channel, "item": item})
@@ -608,6 +608,8 @@ class Sim:
         self.received: dict[int, set[str]] = defaultdict(set)
         self.got: dict[tuple[str, int, int], float] = {}
         """When each life of each bot first received each command."""
+        self.got_fresh: dict[tuple[str, int, int], float] = {}
+        """The same, for receipts well before the stale limit (a stale one is not read)."""
         self.saw_done: dict[tuple[str, int, str], float] = {}
         """When each life of each bot first saw a fleet ✅ event on each message."""
         self.tally: Counter[str] = Counter()
@@ -739,8 +741,11 @@ class Sim:
             return
         self.received[index].add(bot)
         self.got.setdefault((bot, self.life[bot], index), self.loop.time())
-        if self.loop.time() - self.sc.commands[index].posted < SETTINGS.stale_s:
+        age = self.loop.time() - self.sc.commands[index].posted
+        if age < SETTINGS.stale_s:
             self.fresh[index].add(bot)
+        if age < SETTINGS.stale_s - 5:
+            self.got_fresh.setdefault((bot, self.life[bot], index), self.loop.time())
         raw = {
             "type": "message",
             "channel": CHANNEL,
@@ -888,21 +893,23 @@ def _judge_runs(scenario: Scenario, sim: Sim, v: Verdict) -> None:
         if len(runs) == 1:
             continue
         first, second = runs[0], runs[1]
+        if first.takeover and not second.takeover:  # the holder's slow action landed last
+            first, second = second, first
         holder_gone = first.life < sim.life[first.bot] or (
             (first.bot, first.life, index) in sim.failed
         )
         marked = sim.done_at.get((ts, first.bot, first.life), float("inf"))
         unmarked = marked > sim.elected_at.get(ts, float("inf"))
-        if len(runs) == 2 and second.takeover and unmarked and holder_gone:
+        if any(e.life > 0 and e.bot in scenario.lossy and not e.takeover for e in runs):
+            # A restarted bot meets its own old pin with a doubtful answer and takes it
+            # for the claim it just made (SlackMQ.claim): reported, not fixed.
+            v.tally["restarted_lossy_reclaim"] += 1
+        elif len(runs) == 2 and second.takeover and unmarked and holder_gone:
             v.tally["window_repeats"] += 1
         elif len(runs) == 2 and second.takeover and unmarked and _renewals_missed(sim, second):
             v.tally["overrun_renewals_missed"] += 1
         elif len(runs) == 2 and second.takeover and unmarked:
             v.expect(False, "overrun", f"{where}: a live holder was repeated: {runs}")
-        elif any(e.life > 0 and e.bot in scenario.lossy and not e.takeover for e in runs):
-            # A restarted bot's resume meets its own old pin with a doubtful answer and
-            # takes it for the claim it just made (SlackMQ.claim): reported, not fixed.
-            v.tally["restarted_lossy_reclaim"] += 1
         else:
             v.expect(False, "duplicate", f"{where}: ran {len(runs)} times: {runs}")
 
@@ -929,7 +936,7 @@ def _judge_order(sim: Sim, v: Verdict) -> None:
             failed = (newer.bot, newer.life, newer.cmd) in sim.failed  # its bot never knew
             knew = (newer.bot, newer.life) == (e.bot, e.life) and newer.at < e.started
             knew = knew and not failed
-            got = sim.got.get((e.bot, e.life, newer.cmd), float("inf"))
+            got = sim.got_fresh.get((e.bot, e.life, newer.cmd), float("inf"))
             saw = sim.saw_done.get((e.bot, e.life, ts), float("inf"))
             knew = knew or max(got, saw) < e.started
             v.expect(not knew, "order", f"{e} landed after the newer {newer}, known to it")
@@ -977,6 +984,8 @@ def _answered_twice_because(
         a.life < sim.life[a.bot] and (ts, a.bot, a.life) not in sim.done_at for a in answers
     ):
         return "answerer_died_before_done"  # the window: a taker or its resume answers again
+    if any(a.life > 0 and a.bot in scenario.lossy for a in answers):
+        return "restarted_lossy_reclaim"  # as in _judge_runs
     took = [a for a in answers if a.text.startswith("The bot that claimed this went silent")]
     if len(answers) == 2 and took and (sim.shared_app or sim.delays[took[0].bot] > 10.0):
         return "renewals_missed"
@@ -987,7 +996,10 @@ def _answered_twice_because(
         got = min(
             (t for (b, _, i), t in sim.got.items() if b == owner and i == index), default=0.0
         )
-        late = got - scenario.commands[index].posted > SETTINGS.lease_s / 2
+        posted = scenario.commands[index].posted
+        late = got - posted > SETTINGS.lease_s / 2 or any(
+            a.bot == owner and a.at - posted > SETTINGS.lease_s / 2 for a in answers
+        )  # received late, or slow to act: the others waited a lease for its ✅
         if late or (offline and any(a.bot == owner and a.at > offline[0].at for a in answers)):
             return "owner_later_than_a_lease"
     return ""

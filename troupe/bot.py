@@ -267,25 +267,29 @@ class Bot:
             {"type": "message", "channel": channel, "ts": ts, "text": text, "user": user}
         )
         assert event is not None and self.coordinator is not None
-        if await self.coordinator.lock.is_done(channel, ts):  # a peer finished it meanwhile
+        lock = self.coordinator.lock
+        if self.coordinator.is_stale(ts):
+            # Finished in the journal before any await, so a redelivery meanwhile is seen.
+            cut = self.journal.interrupted_actions(channel, ts)
+            self.journal.finish(channel, ts, "failed", "interrupted by a stop; too old to finish")
+            log.warning(
+                "%s/%s %r was interrupted by the last stop, too old to finish", channel, ts, text
+            )
+            if not cut or await lock.is_done(channel, ts):
+                return
+            for action in cut:
+                self.journal.action_end(
+                    channel, ts, action.device, action.action, False, "interrupted"
+                )
+            verbs = {"on": "turn on", "off": "turn off"}
+            what = ", ".join(f"{verbs.get(a.action, a.action)} the {a.device}" for a in cut)
+            await self.reply(event, INTERRUPTED.format(what=what, limit=self.settings.stale_s))
+            return
+        if await lock.is_done(channel, ts):  # a peer finished it while this bot was down
             self.journal.finish(channel, ts, "skipped", "finished by a peer while stopped")
             return
-        if not self.coordinator.is_stale(ts):
-            log.warning("resuming %s/%s %r, interrupted by the last stop", channel, ts, text)
-            await self._handle(event)
-            return
-        cut = self.journal.interrupted_actions(channel, ts)
-        self.journal.finish(channel, ts, "failed", "interrupted by a stop; too old to finish")
-        log.warning(
-            "%s/%s %r was interrupted by the last stop, too old to finish", channel, ts, text
-        )
-        if not cut:
-            return
-        for action in cut:
-            self.journal.action_end(channel, ts, action.device, action.action, False, "interrupted")
-        verbs = {"on": "turn on", "off": "turn off"}
-        what = ", ".join(f"{verbs.get(a.action, a.action)} the {a.device}" for a in cut)
-        await self.reply(event, INTERRUPTED.format(what=what, limit=self.settings.stale_s))
+        log.warning("resuming %s/%s %r, interrupted by the last stop", channel, ts, text)
+        await self._handle(event)
 
     async def _catch_up(self) -> None:
         """After a reconnect that replays nothing (RTM): the channels' messages of the last
@@ -652,11 +656,19 @@ class Bot:
         if rank(event.ts, self._claimants(self.roster, event.channel))[0] != self.name:
             return
         # A pin left by a holder that died (shared-app: the receiver that never acked) is
-        # no reason for silence: the fleet's first ballot then says it.
+        # no reason for silence: the fleet's first ballot then says it. A holder still
+        # at work (its pin or ⏳ seen within the lease) answers for itself.
+        watch = self.coordinator.watch(event.channel, event.ts)
+        if watch.pinned_at is not None and time.monotonic() - watch.pinned_at < self.settings.lease_s:
+            return
         try:
             ours = await lock.claim(event.channel, event.ts)
         except ClaimError:  # a full pin list: the fleet's first ballot decides instead
             ours = False
+        if not ours:  # a peer's pin: a holder still at work renews within the lease
+            watch.renewed.clear()
+            if await first_set((watch.done, watch.renewed), self.settings.lease_s):
+                return
         if ours or await lock.elect(event.channel, event.ts):
             age = self.clock.now() - float(event.ts)
             await self._answer(event, outcomes.Stale(age, self.settings.stale_s))
