@@ -984,6 +984,11 @@ def _answered_twice_because(
         a.life < sim.life[a.bot] and (ts, a.bot, a.life) not in sim.done_at for a in answers
     ):
         return "answerer_died_before_done"  # the window: a taker or its resume answers again
+    if any(
+        e.cmd == index and e.life < sim.life[e.bot] and (ts, e.bot, e.life) not in sim.done_at
+        for e in sim.executions
+    ) or any(a.text.startswith("I was stopped while") for a in answers):
+        return "holder_died_before_done"  # the window: its restart or a taker answers too
     if any(a.life > 0 and a.bot in scenario.lossy for a in answers):
         return "restarted_lossy_reclaim"  # as in _judge_runs
     took = [a for a in answers if a.text.startswith("The bot that claimed this went silent")]

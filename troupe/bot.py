@@ -657,18 +657,21 @@ class Bot:
             return
         # A pin left by a holder that died (shared-app: the receiver that never acked) is
         # no reason for silence: the fleet's first ballot then says it. A holder still
-        # at work (its pin or ⏳ seen within the lease) answers for itself.
+        # at work (its ⏳ renewed within the lease) answers for itself.
         watch = self.coordinator.watch(event.channel, event.ts)
-        if watch.pinned_at is not None and time.monotonic() - watch.pinned_at < self.settings.lease_s:
-            return
         try:
             ours = await lock.claim(event.channel, event.ts)
         except ClaimError:  # a full pin list: the fleet's first ballot decides instead
             ours = False
-        if not ours:  # a peer's pin: a holder still at work renews within the lease
-            watch.renewed.clear()
-            if await first_set((watch.done, watch.renewed), self.settings.lease_s):
-                return
+        if not ours:  # a peer's pin: wait out its holder's lease, as a taker does
+            self.coordinator.seen_pin(event.channel, event.ts)
+            while True:
+                watch.renewed.clear()
+                until = (watch.pinned_at or time.monotonic()) + self.settings.lease_s
+                if not await first_set((watch.done, watch.renewed), until - time.monotonic()):
+                    break
+                if watch.done.is_set():
+                    return
         if ours or await lock.elect(event.channel, event.ts):
             age = self.clock.now() - float(event.ts)
             await self._answer(event, outcomes.Stale(age, self.settings.stale_s))
