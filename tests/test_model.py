@@ -930,9 +930,11 @@ def _judge_runs(scenario: Scenario, sim: Sim, v: Verdict) -> None:
 
 def _renewals_missed(sim: Sim, taker: Execution) -> bool:
     """Whether the taker could not see the holder's ⏳ renewals in time: its events come
-    later than the gap the lease leaves (two thirds of it), or it is a shared-app
-    connection, to which Slack hands only some of the events (docs/protocol.md)."""
-    return sim.shared_app or sim.delays[taker.bot] > SETTINGS.lease_s * 2 / 3
+    later than the gap the lease leaves (two thirds of it, less a call's two legs), or it
+    is a shared-app connection, to which Slack hands only some of the events
+    (docs/protocol.md)."""
+    gap = SETTINGS.lease_s * 2 / 3 - 2 * sim.sc.max_latency
+    return sim.shared_app or sim.delays[taker.bot] > gap
 
 
 def _judge_order(sim: Sim, v: Verdict) -> None:
@@ -1002,7 +1004,8 @@ def _answered_twice_because(scenario: Scenario, sim: Sim, index: int, answers: l
     if any(a.life > 0 and a.bot in scenario.lossy for a in answers):
         return "restarted_lossy_reclaim"  # as in _judge_runs
     took = [a for a in answers if a.text.startswith("The bot that claimed this went silent")]
-    if len(answers) == 2 and took and (sim.shared_app or sim.delays[took[0].bot] > 10.0):
+    gap = SETTINGS.lease_s * 2 / 3 - 2 * scenario.max_latency
+    if len(answers) == 2 and took and (sim.shared_app or sim.delays[took[0].bot] > gap):
         return "renewals_missed"
     offline = [a for a in answers if "which has not answered" in a.text]
     owner = scenario.owner

@@ -295,9 +295,11 @@ class Coordinator:
         watch.lease_until = since + lease
 
         async def keep_alive() -> None:
+            due = since + lease / 3  # counted from the claim: peers count from its pin
             while True:
-                await asyncio.sleep(lease / 3)
+                await asyncio.sleep(max(0.0, due - time.monotonic()))
                 sent = time.monotonic()
+                due = sent + lease / 3
                 try:
                     await self.lock.renew(channel, ts)
                 except Exception as err:  # the lease then runs out: lease_alive() says so
