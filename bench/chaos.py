@@ -226,7 +226,7 @@ class Chaos:
     def _slow_device(self, index: int, fault: Fault) -> tuple[bool, str]:
         if self.system.name == LEGACY:
             return False, "skipped: SlackMQ 0.1.2's bots have no slow device"
-        return True, "the command goes to the cellar fan, which takes 1.5 leases to act"
+        return True, "the command goes to the cellar light, which takes 1.5 leases to act"
 
     def _mqtt_restart(self, index: int, fault: Fault) -> tuple[bool, str]:
         if importlib.util.find_spec("troupe.bus") is None:

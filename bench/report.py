@@ -277,11 +277,19 @@ def targets(rows: Sequence[dict[str, Any]]) -> list[str]:
         f"({per_mode}): {'met' if troupe and bad == 0 else 'NOT met' if troupe else 'not measured'}"
         " in this run. The target itself (10,000 commands, 8 bots, full schedule) was not run."
     )
-    calls = [r["api_calls_per_command"] for r in troupe if r["api_calls_per_command"] is not None]
+    background = ("pins.list", "users.info")
+    calls = [
+        r["api_calls_per_command"]
+        - sum((r.get("calls_by_method") or {}).get(m, 0) for m in background)
+        for r in troupe
+        if r["api_calls_per_command"] is not None
+    ]
     if calls:
         out.append(
             f"- Calls per command <= 4 whatever N: troupe {min(calls):.2f}-{max(calls):.2f} "
-            f"({'met' if max(calls) <= 4 else 'NOT met'})."
+            f"({'met' if max(calls) <= 4 else 'NOT met'}), not counting what each bot spends "
+            "in the background whatever the commands: the pin sweep's pins.list every "
+            "linger_s, one users.info per sender every 10 minutes."
         )
     legacy = [r for r in ok if r["system"] != "troupe" and r["api_calls_per_command"]]
     for r in legacy:
