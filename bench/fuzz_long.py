@@ -88,6 +88,8 @@ def run(examples: int, seed: int, jobs: int, latency: float | None) -> int:
             tally.update(t)
             kinds.update(k)
             shown += ex
+            for case_seed, kind, message in ex:  # as they come: a long run need not end
+                print(f"  seed {case_seed} [{kind}] {message[:300]}", file=sys.stderr)
             rate = cases / max(1e-9, time.monotonic() - started)
             print(
                 f"{cases}/{examples} scenarios, {sum(kinds.values())} broken, {rate:.0f}/s",

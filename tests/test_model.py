@@ -1001,6 +1001,10 @@ def _answered_twice_because(scenario: Scenario, sim: Sim, index: int, answers: l
         for e in sim.executions
     ) or any(a.text.startswith("I was stopped while") for a in answers):
         return "holder_died_before_done"  # the window: its restart or a taker answers too
+    if sim.shared_app and all(STALE_WORDS in a.text for a in answers):
+        # Each receiver answers a stale command for itself (Slack handed it the message
+        # alone); two racing around its pin's release both say so (docs/protocol.md).
+        return "stale_by_two_receivers"
     if any(a.life > 0 and a.bot in scenario.lossy for a in answers):
         return "restarted_lossy_reclaim"  # as in _judge_runs
     took = [a for a in answers if a.text.startswith("The bot that claimed this went silent")]
