@@ -84,7 +84,7 @@ QUICK = Profile(
     name="quick",
     bots=(2,),
     clean_commands=3,
-    chaos_commands=16,
+    chaos_commands=12,
     rate_per_min=48,
     faults="quick",
     timings=Timings(stale_s=6, lease_s=4, stagger_s=0.4, linger_s=7),
