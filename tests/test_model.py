@@ -515,7 +515,8 @@ class ModelWeb:
         ts = kw.get("timestamp") or kw.get("thread_ts") or ""
         if method == "chat_postMessage" and kw.get("thread_ts"):
             sim.board.answers[ts].append(Answer(self.bot, self.life, kw["text"], sim.loop.time()))
-        if method == "reactions_add" and error is None and kw["name"] == DONE:
+        marks = sim.board.reactions[(CHANNEL, ts)][DONE] if method == "reactions_add" else []
+        if kw.get("name") == DONE and self.user in marks:  # applied, even if its answer was lost
             sim.done_at.setdefault((ts, *key), sim.loop.time())
         if method == "reactions_get":
             sim.read_at[(ts, *key)] = sim.loop.time()
@@ -1001,10 +1002,11 @@ def _answered_twice_because(scenario: Scenario, sim: Sim, index: int, answers: l
         for e in sim.executions
     ) or any(a.text.startswith("I was stopped while") for a in answers):
         return "holder_died_before_done"  # the window: its restart or a taker answers too
-    if sim.shared_app and all(STALE_WORDS in a.text for a in answers):
-        # Each receiver answers a stale command for itself (Slack handed it the message
-        # alone); two racing around its pin's release both say so (docs/protocol.md).
-        return "stale_by_two_receivers"
+    if sim.shared_app and any(STALE_WORDS in a.text for a in answers):
+        # Each receiver answers a stale copy for itself: two racing around the release of
+        # a pin both say "too old", and one that misses the holder's ⏳ (Slack hands each
+        # event to one connection) says so while the holder still acts (docs/protocol.md).
+        return "stale_by_second_receiver"
     if any(a.life > 0 and a.bot in scenario.lossy for a in answers):
         return "restarted_lossy_reclaim"  # as in _judge_runs
     took = [a for a in answers if a.text.startswith("The bot that claimed this went silent")]
@@ -1048,6 +1050,11 @@ def _unanswered_because(scenario: Scenario, sim: Sim, index: int) -> str:
         # owner or a lease), and a stale command is answered by rank 0 only, which never
         # had it (docs/protocol.md, step 5).
         return "stale_rank0_absent"
+    if sim.shared_app and any(m.cmd == index and m.kind == "pin" for m in scenario.marks):
+        # One Slack user for the fleet: a claim that met a person's pin voted 🔄; if it
+        # came back too late to act, its second ballot cannot tell its own vote from a
+        # peer's, and nobody acts (docs/protocol.md, "What is not promised").
+        return "shared_user_person_pin"
     if sim.shared_app and sim.received[index] & set(scenario.lossy):
         # One Slack user for the fleet: a lost answer cannot be told from a peer's pin or
         # ballot, so nobody acts (docs/protocol.md, "What is not promised").
