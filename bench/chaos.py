@@ -1,20 +1,55 @@
 """Faults on a schedule: WebSocket drops, SIGKILL mid-command and restart, 429 bursts,
-one bot's events delayed, an MQTT broker restart. Each is keyed to a command index of the
-chaos phase and applied through the workspace's control API or to the bot processes.
+one bot's events delayed, an MQTT broker restart, a bot whose clock is ten minutes off,
+claim answers lost after Slack applied them, a person reacting 🔄 and ✅ to a command in
+flight, and a device slower than the lease. Each is keyed to a command index of the chaos
+phase and applied through the workspace's control API or to the bot processes; nothing of
+it lives in troupe's runtime (the wrong clock is libfaketime's, `apt install faketime`).
 """
 
 from __future__ import annotations
 
 import importlib.util
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.systems import System
+from slack_sdk import WebClient
+
+from bench.files import CHANNEL_ID, HUMAN_TOKEN
+from bench.systems import LEGACY, System
 from troupe.fleet import Fleet
 
-KINDS = ("drop-one", "drop-all", "burst-429", "kill", "delay-one", "mqtt-restart")
+KINDS = (
+    "drop-one",
+    "drop-all",
+    "burst-429",
+    "kill",
+    "delay-one",
+    "mqtt-restart",
+    "clock-off",
+    "lost-answers",
+    "person-reacts",
+    "slow-device",
+)
+QUICK_KINDS = (
+    "drop-one",
+    "burst-429",
+    "kill",
+    "delay-one",
+    "clock-off",
+    "lost-answers",
+    "person-reacts",
+    "slow-device",
+)
+
+CLOCK_OFF_S = 600.0
+"""How far the clock-off bot's clock is ahead: a Pi that booted with a wrong time."""
+
+LOST_ANSWERS = 2
+"""pins.add calls of one bot that Slack carries out and then answers 503 (the answer lost
+on the way back): slack_sdk retries and meets already_pinned."""
 
 KILL_AFTER_POST_S = 0.08
 """How long after the post returns the claimer is killed: about one event delivery plus
@@ -39,27 +74,26 @@ class Fault:
 def schedule(name: str, commands: int) -> list[Fault]:
     """A named fault schedule spread over `commands` commands.
 
-    none: no fault. kill / drop-one / burst-429 / delay-one / drop-all: that one fault in
-    the middle. quick: drop-one, burst-429, kill and delay-one, once each. full: every kind
-    in turn, one fault every 3 commands.
+    none: no fault. One kind's name: that one fault in the middle. quick: each kind of
+    QUICK_KINDS once. full: every kind in turn, one fault every 3 commands.
     """
     if name == "none" or commands <= 0:
         return []
     if name in KINDS:
         return [_fault(name, commands // 2)]
     if name == "quick":
-        kinds = ["drop-one", "burst-429", "kill", "delay-one"]
-        step = max(1, commands // len(kinds))
-        return [_fault(k, min(commands - 1, step * i + 1)) for i, k in enumerate(kinds)]
+        step = max(1, commands // len(QUICK_KINDS))
+        return [_fault(k, min(commands - 1, step * i + 1)) for i, k in enumerate(QUICK_KINDS)]
     if name == "full":
-        kinds = ["drop-one", "burst-429", "kill", "delay-one", "drop-all", "mqtt-restart"]
-        return [_fault(kinds[j % len(kinds)], at) for j, at in enumerate(range(2, commands, 3))]
+        return [_fault(KINDS[j % len(KINDS)], at) for j, at in enumerate(range(2, commands, 3))]
     raise ValueError(f"unknown fault schedule {name!r}; use none, quick, full or one of {KINDS}")
 
 
 def _fault(kind: str, at: int) -> Fault:
     if kind == "delay-one":
         return Fault(at, kind, seconds=2.0, span=3)
+    if kind == "clock-off":
+        return Fault(at, kind, seconds=CLOCK_OFF_S)
     return Fault(at, kind)
 
 
@@ -72,20 +106,30 @@ class Chaos:
     bots: Sequence[str]
     control: Callable[..., dict[str, Any]]
     base_delays: dict[str, float]
+    api_url: str = ""
     log: list[dict[str, Any]] = field(default_factory=list)
     restarted: list[str] = field(default_factory=list)
+    clock_offsets: dict[str, float] = field(default_factory=dict)
+    """Bots restarted with a wrong clock: how far ahead (their counter lines say so too)."""
     _undo: dict[int, list[Callable[[], None]]] = field(default_factory=dict)
     _turn: int = 0
 
     def before_post(self, index: int, fault: Fault) -> None:
         """Apply a fault that must be in place before command `index` is posted."""
-        if fault.kind == "kill":
+        if fault.kind in ("kill", "person-reacts"):
             return
         handler = getattr(self, "_" + fault.kind.replace("-", "_"))
         self._note(index, fault, *handler(index, fault))
 
     def after_post(self, index: int, fault: Fault, ts: str) -> None:
-        """Apply a fault that strikes while command `index` is in flight (kill)."""
+        """Apply a fault that strikes while command `index` is in flight (kill, a person's
+        reactions)."""
+        if fault.kind == "person-reacts":
+            human = WebClient(HUMAN_TOKEN, base_url=self.api_url, timeout=30)
+            for name in ("arrows_counterclockwise", "white_check_mark"):
+                human.reactions_add(channel=CHANNEL_ID, timestamp=ts, name=name)
+            self._note(index, fault, True, "alice reacted 🔄 and ✅ to the command in flight")
+            return
         if fault.kind != "kill":
             return
         time.sleep(KILL_AFTER_POST_S)
@@ -94,6 +138,10 @@ class Chaos:
         self.fleet.start(victim, wait=False)
         self.restarted.append(victim)
         self._note(index, fault, True, f"SIGKILL {victim} mid-command, restarted")
+
+    def slow(self, faults: Sequence[Fault]) -> bool:
+        """Whether this command goes to the slow device (which SlackMQ 0.1.2's bots lack)."""
+        return self.system.name != LEGACY and any(f.kind == "slow-device" for f in faults)
 
     def undo_due(self, index: int) -> None:
         """Undo the faults whose span ends before command `index`."""
@@ -149,6 +197,36 @@ class Chaos:
             lambda: self.control("delay", app=app, seconds=base) and None
         )
         return True, f"{bot}'s events delayed {fault.seconds:g} s for {fault.span} commands"
+
+    def _clock_off(self, index: int, fault: Fault) -> tuple[bool, str]:
+        if shutil.which("faketime") is None:
+            return False, "skipped: faketime is not installed (apt install faketime)"
+        self.wait_restarted()  # never two bots down at once
+        bot = self._next_bot()
+        plain = self.fleet.command
+        ahead = ["faketime", "-f", f"+{fault.seconds:g}s"]
+        self.fleet.command = lambda name: ahead * (name == bot) + plain(name)  # type: ignore[method-assign]
+        self.fleet.kill(bot)
+        self.fleet.start(bot, wait=False)
+        self.restarted.append(bot)
+        self.clock_offsets[bot] = fault.seconds
+        return True, f"{bot} restarted with its clock {fault.seconds:g} s ahead (faketime)"
+
+    def _lost_answers(self, index: int, fault: Fault) -> tuple[bool, str]:
+        bot = self._next_bot()
+        app = self.system.own_app(bot)
+        if app is None:
+            return False, (
+                "skipped: the bots share one Slack user, so a lost answer cannot be told "
+                "from a peer's pin (docs/protocol.md, what is not promised)"
+            )
+        self.control("fail", method="pins.add", status=503, count=LOST_ANSWERS, after=True, app=app)
+        return True, f"{bot}'s next {LOST_ANSWERS} pins.add carried out, then answered 503"
+
+    def _slow_device(self, index: int, fault: Fault) -> tuple[bool, str]:
+        if self.system.name == LEGACY:
+            return False, "skipped: SlackMQ 0.1.2's bots have no slow device"
+        return True, "the command goes to the cellar light, which takes 1.5 leases to act"
 
     def _mqtt_restart(self, index: int, fault: Fault) -> tuple[bool, str]:
         if importlib.util.find_spec("troupe.bus") is None:

@@ -33,6 +33,10 @@ DEVICES: dict[str, str] = {
 """Every benchmark device is shared (no owner): any bot may drive it, so each command goes
 through the claim protocol, which is what is measured. All use the counting driver."""
 
+SLOW_DEVICE = ("cellar light", "cellar")
+"""A device that takes 1.5 leases to act (the counting driver's `delay_s`): an unreachable
+MQTT device. Only the chaos phase's slow-device fault sends it a command."""
+
 
 @dataclass(frozen=True)
 class Timings:
@@ -140,7 +144,12 @@ def write_federation(
         f"  {name}: {{kind: light, area: {area}, driver: counter}}"
         for name, area in DEVICES.items()
     )
-    areas = ", ".join(f"{area}: []" for area in DEVICES.values())
+    slow, cellar = SLOW_DEVICE
+    devices += (
+        f"\n  {slow}: {{kind: light, area: {cellar}, driver: counter,"
+        f" delay_s: {1.5 * timings.lease_s:g}}}"
+    )
+    areas = ", ".join(f"{area}: []" for area in (*DEVICES.values(), cellar))
     text = (
         "federation: bench\n"
         "slack:\n"

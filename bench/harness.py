@@ -84,7 +84,7 @@ QUICK = Profile(
     name="quick",
     bots=(2,),
     clean_commands=3,
-    chaos_commands=8,
+    chaos_commands=12,
     rate_per_min=48,
     faults="quick",
     timings=Timings(stale_s=6, lease_s=4, stagger_s=0.4, linger_s=7),
@@ -171,7 +171,7 @@ def _stream(
             chaos.undo_due(i)
             for fault in due.get(i, []):
                 chaos.before_post(i, fault)
-        cmd = poster.post()
+        cmd = poster.post(slow=chaos is not None and chaos.slow(due.get(i, [])))
         sent.append(cmd)
         if chaos is not None:
             for fault in due.get(i, []):
@@ -294,7 +294,7 @@ def _phases(t: _Trial, fault_schedule: str, tick: Progress) -> dict[str, Any]:
     # 2. chaos
     t.control("counters/reset")
     faults = schedule(fault_schedule, p.chaos_commands)
-    chaos = Chaos(t.system, t.fleet, t.bots, t.control, t.base_delays)
+    chaos = Chaos(t.system, t.fleet, t.bots, t.control, t.base_delays, api_url=t.ws.api_url)
     try:
         noisy = _stream(t, poster, p.chaos_commands, p.rate_per_min, faults, chaos)
     finally:
@@ -303,10 +303,12 @@ def _phases(t: _Trial, fault_schedule: str, tick: Progress) -> dict[str, Any]:
     _settle(t, noisy)
     _until_released(t, noisy, p.timings.lease_s + 2 * p.timings.stagger_s * len(t.bots) + 2)
     chaos_by_method, chaos_429 = _calls(t.control("counters"))
-    chaos_score = tally(noisy, read_actions(t.counter))
+    answers = poster.answers(clean + noisy)
+    offsets = chaos.clock_offsets
+    chaos_score = tally(noisy, read_actions(t.counter), answers, offsets)
     tick("chaos")
 
-    total = tally(clean + noisy, read_actions(t.counter))
+    total = tally(clean + noisy, read_actions(t.counter), answers, offsets)
     at = {c.ts: i for i, c in enumerate(noisy)}
     overheads = [
         ms - 1000 * t.base_delays.get(t.system.event_app(bot), 0.0)
@@ -321,6 +323,8 @@ def _phases(t: _Trial, fault_schedule: str, tick: Progress) -> dict[str, Any]:
         commands=total.commands,
         duplicates=total.duplicates,
         losses=total.losses,
+        out_of_order=total.out_of_order,
+        unanswered=len(total.unanswered),
         api_calls_per_command=calls_per_command,
         calls_by_method=by_method,
         http_429=clean_429 + chaos_429,
@@ -344,6 +348,10 @@ def _phases(t: _Trial, fault_schedule: str, tick: Progress) -> dict[str, Any]:
             "commands": chaos_score.commands,
             "duplicates": chaos_score.duplicates,
             "losses": chaos_score.losses,
+            "out_of_order": chaos_score.out_of_order,
+            "unanswered": len(chaos_score.unanswered),
+            "superseded": chaos_score.superseded,
+            "unanswered_at": [at[ts] for ts in chaos_score.unanswered],
             "lost_at": [at[ts] for ts in chaos_score.lost],
             "duplicated_at": [at[ts] for ts in chaos_score.duplicated],
             "api_calls_per_command": chaos_per_command,

@@ -18,7 +18,11 @@ from typing import Any
 
 from slack_sdk import WebClient
 
-from bench.files import CHANNEL, DEVICES, HUMAN_TOKEN
+from bench.files import CHANNEL, CHANNEL_ID, DEVICES, HUMAN_TOKEN, SLOW_DEVICE
+
+ALICE_ID = "U0ALICE"
+SUPERSEDED = "the newer command at"
+"""How troupe answers a command it left alone because a newer one already set the device."""
 
 
 @dataclass(frozen=True)
@@ -46,11 +50,27 @@ class Poster:
         self.client = WebClient(HUMAN_TOKEN, base_url=api_url, timeout=30)
         self.count = 0
 
-    def post(self) -> Command:
+    def post(self, *, slow: bool = False) -> Command:
+        """The next command of the stream; with slow, the same turned to the slow device."""
         text, device, op = nth_text(self.count)
         self.count += 1
+        if slow:
+            device = SLOW_DEVICE[0]
+            text = f"turn {op} the {device}"
         ts = self.client.chat_postMessage(channel=f"#{CHANNEL}", text=text)["ts"]
         return Command(ts, text, device, op)
+
+    def answers(self, commands: Iterable[Command]) -> dict[str, list[str]]:
+        """The bots' answers in each command's thread (alice's own messages left out)."""
+        out: dict[str, list[str]] = {}
+        for cmd in commands:
+            resp = self.client.conversations_replies(channel=CHANNEL_ID, ts=cmd.ts)
+            out[cmd.ts] = [
+                str(m.get("text") or "")
+                for m in resp.get("messages", [])
+                if m.get("ts") != cmd.ts and (m.get("bot_id") or m.get("user") != ALICE_ID)
+            ]
+        return out
 
 
 def read_actions(path: Path) -> list[dict[str, Any]]:
@@ -87,6 +107,12 @@ class Tally:
     """The bot whose action came first, for each latency in `latencies_ms`."""
     lost: list[str] = field(default_factory=list)
     duplicated: list[str] = field(default_factory=list)
+    out_of_order: int = 0
+    """Actions that landed after a newer command's action on the same device."""
+    superseded: int = 0
+    """Commands left alone, and answered so, because a newer one had set the device."""
+    unanswered: list[str] = field(default_factory=list)
+    """Commands with no bot answer in their thread (None: answers not read)."""
 
     @property
     def exactly_once(self) -> bool:
@@ -97,20 +123,47 @@ class Tally:
         return None if value is None else round(value, 1)
 
 
-def tally(commands: Iterable[Command], actions: Iterable[dict[str, Any]]) -> Tally:
-    """Score commands against the actions seen: each must have caused exactly one."""
+def tally(
+    commands: Iterable[Command],
+    actions: Iterable[dict[str, Any]],
+    answers: dict[str, list[str]] | None = None,
+    clock_offsets: dict[str, float] | None = None,
+) -> Tally:
+    """Score commands against the actions seen: each must have caused exactly one, in the
+    order of the commands per device (the counter file's order is the devices' order), and
+    each must have an answer in its thread. A command answered as superseded (a newer one
+    already set its device) is not lost. `clock_offsets` takes a bot's wrong clock out of
+    its actions' times."""
+    commands = list(commands)
+    actions = list(actions)
+    offsets = clock_offsets or {}
+    asked = {(c.ts, c.device) for c in commands}
     per: Counter[tuple[str, str]] = Counter()
     first: dict[tuple[str, str], tuple[float, str]] = {}
+    newest: dict[str, float] = {}
+    result = Tally()
     for action in actions:
         key = (str(action.get("ts")), str(action.get("device")))
         per[key] += 1
-        seen = (float(action.get("at", 0)), str(action.get("bot")))
-        first[key] = min(first.get(key, seen), seen)
-    result = Tally()
+        at, bot = float(action.get("at", 0)), str(action.get("bot"))
+        skew = offsets.get(bot, 0.0)
+        if skew and abs(at - skew - float(key[0])) < abs(at - float(key[0])):
+            at -= skew
+        first[key] = min(first.get(key, (at, bot)), (at, bot))
+        if key in asked and per[key] == 1:
+            if float(key[0]) < newest.get(key[1], 0.0):
+                result.out_of_order += 1
+            newest[key[1]] = max(newest.get(key[1], 0.0), float(key[0]))
     for cmd in commands:
         result.commands += 1
         key = (cmd.ts, cmd.device)
         n = per.get(key, 0)
+        said = (answers or {}).get(cmd.ts, [])
+        if answers is not None and not said:
+            result.unanswered.append(cmd.ts)
+        if n == 0 and any(SUPERSEDED in text for text in said):
+            result.superseded += 1
+            continue
         if n == 0:
             result.losses += 1
             result.lost.append(cmd.ts)

@@ -273,23 +273,30 @@ class Bot:
             {"type": "message", "channel": channel, "ts": ts, "text": text, "user": user}
         )
         assert event is not None and self.coordinator is not None
-        if not self.coordinator.is_stale(ts):
-            log.warning("resuming %s/%s %r, interrupted by the last stop", channel, ts, text)
-            self._resumed.add((channel, ts))
-            await self._handle(event)
+        lock = self.coordinator.lock
+        if self.coordinator.is_stale(ts):
+            # Finished in the journal before any await, so a redelivery meanwhile is seen.
+            cut = self.journal.interrupted_actions(channel, ts)
+            self.journal.finish(channel, ts, "failed", "interrupted by a stop; too old to finish")
+            log.warning(
+                "%s/%s %r was interrupted by the last stop, too old to finish", channel, ts, text
+            )
+            if not cut or await lock.is_done(channel, ts):
+                return
+            for action in cut:
+                self.journal.action_end(
+                    channel, ts, action.device, action.action, False, "interrupted"
+                )
+            verbs = {"on": "turn on", "off": "turn off"}
+            what = ", ".join(f"{verbs.get(a.action, a.action)} the {a.device}" for a in cut)
+            await self.reply(event, INTERRUPTED.format(what=what, limit=self.settings.stale_s))
             return
-        cut = self.journal.interrupted_actions(channel, ts)
-        self.journal.finish(channel, ts, "failed", "interrupted by a stop; too old to finish")
-        log.warning(
-            "%s/%s %r was interrupted by the last stop, too old to finish", channel, ts, text
-        )
-        if not cut or await self.coordinator.lock.is_done(channel, ts):
+        if await lock.is_done(channel, ts):  # a peer finished it while this bot was down
+            self.journal.finish(channel, ts, "skipped", "finished by a peer while stopped")
             return
-        for action in cut:
-            self.journal.action_end(channel, ts, action.device, action.action, False, "interrupted")
-        verbs = {"on": "turn on", "off": "turn off"}
-        what = ", ".join(f"{verbs.get(a.action, a.action)} the {a.device}" for a in cut)
-        await self.reply(event, INTERRUPTED.format(what=what, limit=self.settings.stale_s))
+        log.warning("resuming %s/%s %r, interrupted by the last stop", channel, ts, text)
+        self._resumed.add((channel, ts))
+        await self._handle(event)
 
     async def _catch_up(self) -> None:
         """After a reconnect that replays nothing (RTM): the channels' messages of the last
@@ -661,11 +668,15 @@ class Bot:
             result = await self.coordinator.coordinate(event.channel, event.ts, claimants, work)
         except ClaimError as err:
             log.error("claim of %s/%s failed: %s", event.channel, event.ts, err)
-            if rank(event.ts, claimants)[:1] == [self.name]:
-                where = "this channel"
-                await self._answer(event, outcomes.ClaimFailed(err.code, where))
+            # The fleet's first ballot answers (a full pin list leaves reactions free),
+            # whichever bots received the message; its ✅ stops a later claim.
+            if await self.coordinator.lock.elect(event.channel, event.ts):
+                await self._answer(event, outcomes.ClaimFailed(err.code, "this channel"))
+                await self.coordinator.lock.mark_done(event.channel, event.ts)
             self.journal.finish(event.channel, event.ts, "failed", str(err))
             return None
+        if result.outcome is Outcome.STALE:  # it went stale while this bot waited
+            await self._answer_stale(event)
         if result.outcome is Outcome.EXPIRED:
             self.coordinator.schedule_release(event.channel, event.ts)
             if list(claimants) == [self.name]:
@@ -688,8 +699,23 @@ class Bot:
         if rank(event.ts, self._claimants(self.roster, event.channel))[0] != self.name:
             return
         # A pin left by a holder that died (shared-app: the receiver that never acked) is
-        # no reason for silence: the fleet's first ballot then says it.
-        if await lock.claim(event.channel, event.ts) or await lock.elect(event.channel, event.ts):
+        # no reason for silence: the fleet's first ballot then says it. A holder still
+        # at work (its ⏳ renewed within the lease) answers for itself.
+        watch = self.coordinator.watch(event.channel, event.ts)
+        try:
+            ours = await lock.claim(event.channel, event.ts)
+        except ClaimError:  # a full pin list: the fleet's first ballot decides instead
+            ours = False
+        if not ours:  # a peer's pin: wait out its holder's lease, as a taker does
+            self.coordinator.seen_pin(event.channel, event.ts)
+            while True:
+                watch.renewed.clear()
+                until = (watch.pinned_at or time.monotonic()) + self.settings.lease_s
+                if not await first_set((watch.done, watch.renewed), until - time.monotonic()):
+                    break
+                if watch.done.is_set():
+                    return
+        if ours or await lock.elect(event.channel, event.ts):
             age = self.clock.now() - float(event.ts)
             await self._answer(event, outcomes.Stale(age, self.settings.stale_s))
             await lock.mark_done(event.channel, event.ts)
@@ -789,6 +815,9 @@ class Bot:
             self._finished.pop(old, None)
             self._learned.discard(old)
         self._touches[key] = tuple(a.device for a in actions if a.op != "query")
+        if self.coordinator is not None and self.coordinator.watch(*key).done.is_set():
+            for device in self._touches[key]:  # its ✅ came before this bot read it
+                self._acted(device, event.ts)
         self._finished[key] = finished = asyncio.Event()
         try:
             await self._devices(event, actions)
@@ -829,10 +858,8 @@ class Bot:
         watch = self.coordinator.watch(event.channel, event.ts)
         if await first_set((watch.done,), self.settings.lease_s):
             return
-        if self.info.mode == "shared-app" and await self.coordinator.lock.is_done(
-            event.channel, event.ts
-        ):
-            return
+        if await self.coordinator.lock.is_done(event.channel, event.ts):
+            return  # the owner's ✅ is there; its event has not reached this bot yet
         owners = sorted(p.others)
         devices = [a.device for owner in owners for a in p.others[owner]]
         outcome = outcomes.OwnerOffline(tuple(devices), tuple(owners))
@@ -876,11 +903,11 @@ class Bot:
             await self._in_turn(event, device.name)
             if self._late(event, takeover):
                 await self._learn_newer(event)
-                newer = self._superseded(device.name, event.ts)
-                if newer is not None:
-                    at = self._local_time(newer)
-                    lines.append(outcomes.render(outcomes.Superseded(device.name, at)))
-                    continue
+            newer = self._superseded(device.name, event.ts)
+            if newer is not None:
+                at = self._local_time(newer)
+                lines.append(outcomes.render(outcomes.Superseded(device.name, at)))
+                continue
             if not self.coordinator.lease_alive(event.channel, event.ts):
                 lines.append(outcomes.render(outcomes.LeaseLost(device.name)))
                 continue
@@ -888,7 +915,8 @@ class Bot:
             duration = kwargs.pop("duration_s", None)
             plain = Action(device.name, action.op, tuple(sorted(kwargs.items())))
             done = await self._drive(event.channel, event.ts, plain, event.user)
-            if done is None:
+            if done is None:  # its journal has it: done before a restart, now answered
+                lines.append(f"I had already done that to the {device.name} before I restarted.")
                 continue
             if done.ok:
                 self._acted(device.name, event.ts)

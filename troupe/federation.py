@@ -117,8 +117,8 @@ class Outcome(enum.Enum):
     STALE = "stale"
     """Older than the stale limit: never run (the work function is not called)."""
     EXPIRED = "expired"
-    """This bot won the claim but reached its lease before it could act: a taker may
-    already be acting, so this bot did nothing."""
+    """No longer returned: a claim that came back too late to act safely goes to the
+    ballot, as a peer's would (kept for callers that still test for it)."""
 
 
 @dataclass
@@ -254,11 +254,12 @@ class Coordinator:
             claimed_at = time.monotonic()
             if await self.lock.claim(channel, ts):
                 watch.pinned.set()
-                if time.monotonic() - claimed_at > s.lease_s * 0.8:
-                    log.warning("claim of %s/%s came back too late to act safely", channel, ts)
-                    return Result(Outcome.EXPIRED)
-                value = await self._hold(channel, ts, claimed_at, work, takeover=False)
-                return Result(Outcome.ACTED, value)
+                if time.monotonic() - claimed_at <= s.lease_s * 0.8:
+                    value = await self._hold(channel, ts, claimed_at, work, takeover=False)
+                    return Result(Outcome.ACTED, value)
+                # Too late to act safely (a peer may be voting): like a peer, this bot
+                # waits out the lease and takes part in the ballot, so someone acts.
+                log.warning("claim of %s/%s came back too late; the ballot decides", channel, ts)
             self.seen_pin(channel, ts)
 
         # A peer holds it: wait for its done mark (each renewal restarts the lease), else
@@ -296,9 +297,11 @@ class Coordinator:
         watch.lease_until = since + lease
 
         async def keep_alive() -> None:
+            due = since + lease / 3  # counted from the claim: peers count from its pin
             while True:
-                await asyncio.sleep(lease / 3)
+                await asyncio.sleep(max(0.0, due - time.monotonic()))
                 sent = time.monotonic()
+                due = sent + lease / 3
                 try:
                     await self.lock.renew(channel, ts)
                 except Exception as err:  # the lease then runs out: lease_alive() says so
