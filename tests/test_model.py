@@ -441,6 +441,24 @@ class Board:
     ) -> _Answer:
         return _Answer(ok=True, ts=f"{self.now():.6f}", channel=channel)
 
+    def conversations_history(
+        self, actor: str, channel: str, oldest: str = "0", limit: int = 100, **_: Any
+    ) -> _Answer:
+        """The commands posted after `oldest`, newest first, with their reactions (a late
+        action reads them to learn which newer commands already acted)."""
+        messages = []
+        for index, cmd in enumerate(self.sim.sc.commands):
+            ts = ts_of(self.sim.sc, index)
+            if float(ts) <= float(oldest) or cmd.posted > self.sim.loop.time():
+                continue
+            marks = self.reactions[(channel, ts)]
+            reactions = [{"name": n, "users": list(us)} for n, us in marks.items() if us]
+            messages.append(
+                {"ts": ts, "text": f"command {index}", "user": ALICE, "reactions": reactions}
+            )
+        messages.sort(key=lambda m: float(m["ts"]), reverse=True)
+        return _Answer(ok=True, messages=messages[:limit])
+
     def users_info(self, actor: str, user: str) -> _Answer:
         return _Answer(ok=True, user={"id": user, "is_bot": user != ALICE})
 
@@ -683,9 +701,9 @@ class Sim:
         b._act = traced  # type: ignore[method-assign]
         run_devices = b._run_devices
 
-        async def reading(event: Event, command: Command, *, relayed: str | None) -> None:
+        async def reading(event: Event, command: Command) -> None:
             self.read.setdefault((name, life, self.index[event.ts]), self.loop.time())
-            await run_devices(event, command, relayed=relayed)
+            await run_devices(event, command)
 
         b._run_devices = reading  # type: ignore[method-assign]
         now = clock.local()
