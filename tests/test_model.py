@@ -366,6 +366,8 @@ class Board:
         self.sim = sim
         self.pins: dict[tuple[str, str], str] = {}
         """Pinned messages and who pinned each."""
+        self.pinned_at: dict[tuple[str, str], int] = {}
+        """When each was pinned (Slack's `created`, whole seconds)."""
         self.reactions: dict[tuple[str, str], dict[str, list[str]]] = defaultdict(
             lambda: defaultdict(list)
         )
@@ -394,6 +396,7 @@ class Board:
         if full is not None and full[0] <= self.sim.loop.time() < full[1]:
             raise _error("too_many_pins")
         self.pins[(channel, timestamp)] = actor
+        self.pinned_at[(channel, timestamp)] = int(self.now())
         item = {"type": "message", "channel": channel, "message": {"ts": timestamp}}
         self.emit({"type": "pin_added", "user": actor, "channel_id": channel, "item": item})
         return _Answer(ok=True)
@@ -405,7 +408,12 @@ class Board:
 
     def pins_list(self, actor: str, channel: str) -> _Answer:
         items = [
-            {"type": "message", "created_by": by, "message": {"ts": ts}}
+            {
+                "type": "message",
+                "created_by": by,
+                "created": self.pinned_at.get((ch, ts), 0),
+                "message": {"ts": ts},
+            }
             for (ch, ts), by in self.pins.items()
             if ch == channel
         ]
@@ -683,10 +691,18 @@ class Sim:
             on_ready=lambda _line: None,
             clock=clock,
         )
+        now = clock.local()
+        clock.saw_stamp(self.board.now(), now, now)  # auth.test, as the bot starts
         b.channel_areas = {CHANNEL: None}
         b.user_id = self.sc.user(name)
         b.fleet_user_ids = frozenset(self.sc.user(x) for x in self.sc.bots)
-        lock = SlackMQ(web, b.user_id, trusted=b.is_fleet_user, shared_user=self.shared_app)  # type: ignore[arg-type]
+        lock = SlackMQ(
+            web,  # type: ignore[arg-type]
+            b.user_id,
+            trusted=b.is_fleet_user,
+            shared_user=self.shared_app,
+            now=clock.now,
+        )
         b.coordinator = Coordinator(name, lock, SETTINGS, clock=clock.now)
         b.drivers = {"model": ModelDriver(self, name, life)}
         act = b._act
@@ -706,8 +722,6 @@ class Sim:
             await run_devices(event, command)
 
         b._run_devices = reading  # type: ignore[method-assign]
-        now = clock.local()
-        clock.saw_stamp(self.board.now(), now, now)  # auth.test, as the bot starts
         self.bots[name] = b
         for command in self.journals[name].interrupt():
             self.tally["resumed"] += 1

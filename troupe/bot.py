@@ -210,7 +210,11 @@ class Bot:
             else self.web
         )
         self.slackmq = SlackMQ(
-            client, self.user_id, trusted=self.is_fleet_user, shared_user=shared_user
+            client,
+            self.user_id,
+            trusted=self.is_fleet_user,
+            shared_user=shared_user,
+            now=self.clock.now,
         )
         """The Slack lock, for plugins that coordinate more than commands (devops)."""
         self.coordinator = Coordinator(

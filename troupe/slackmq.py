@@ -93,10 +93,14 @@ class SlackMQ:
         *,
         trusted: Callable[[str | None], bool],
         shared_user: bool = False,
+        now: Callable[[], float] | None = None,
     ) -> None:
         self.client = client
         self.user_id = user_id
         self.trusted = trusted
+        self.started = now() if now is not None else 0.0
+        """Slack's time when this process began: an own pin older than that is a pin the
+        bot made before a restart, not the lost answer of a claim it just sent."""
         self.shared_user = shared_user
         self._not_ours: set[tuple[str, str]] = set()
         """Messages pinned by someone outside the fleet: never unpinned by this bot."""
@@ -122,27 +126,29 @@ class SlackMQ:
         )
         if code == "ok":
             return True
-        pinner = await self._pinned_by(channel, ts)
+        pinner, pinned_at = await self._pinned_by(channel, ts)
         if pinner is not None and not self.trusted(pinner):
             # Someone outside the fleet pinned it: their pin is no claim. The ballot
             # (first fleet reaction) decides instead, and their pin is left alone.
             self._not_ours.add((channel, ts))
             return await self.elect(channel, ts)
-        if unsure and pinner == self.user_id and not self.shared_user:
+        mine_now = pinner == self.user_id and pinned_at >= int(self.started)
+        if unsure and mine_now and not self.shared_user:
             log.info("pins.add on %s/%s was carried out before its answer was lost", channel, ts)
             return True
         return False
 
-    async def _pinned_by(self, channel: str, ts: str) -> str | None:
-        """Who pinned the message (None if it is not pinned any more)."""
+    async def _pinned_by(self, channel: str, ts: str) -> tuple[str | None, float]:
+        """Who pinned the message and when, by Slack's clock ((None, 0) if it is not pinned
+        any more)."""
         try:
             resp = await self.client.pins_list(channel=channel)
         except SlackApiError as err:
             raise ClaimError("pins.list", str(err.response.get("error"))) from err
         for item in resp.get("items", []):
             if (item.get("message") or {}).get("ts") == ts:
-                return str(item.get("created_by") or "")
-        return None
+                return str(item.get("created_by") or ""), float(item.get("created") or 0)
+        return None, 0.0
 
     async def mark_done(self, channel: str, ts: str) -> None:
         await self._call(
