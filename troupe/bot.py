@@ -332,9 +332,13 @@ class Bot:
 
     async def _sweep_forever(self) -> None:
         """After the sweep at start, release the fleet's own leftover pins every linger_s,
-        so leaked pins never fill the channel's 100 (Slack's limit)."""
+        so leaked pins never fill the channel's 100 (Slack's limit). One bot sweeps each
+        window (ranked like a command), so the fleet's cost does not grow with N."""
         while True:
             await asyncio.sleep(self.settings.linger_s)
+            window = int(self.clock.now() // self.settings.linger_s)
+            if rank(f"sweep {window}", self.roster)[0] != self.name:
+                continue
             try:
                 await self._sweep_pins()
             except Exception:  # a sweep is retried next round; never fatal
