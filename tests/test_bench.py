@@ -53,9 +53,18 @@ def test_the_command_stream_cycles_devices_and_on_off() -> None:
 def test_fault_schedules() -> None:
     assert schedule("none", 10) == []
     assert [f.kind for f in schedule("kill", 10)] == ["kill"]
-    quick = schedule("quick", 8)
-    assert [f.kind for f in quick] == ["drop-one", "burst-429", "kill", "delay-one"]
-    assert len({f.at for f in quick}) == 4 and all(0 <= f.at < 8 for f in quick)
+    quick = schedule("quick", 12)
+    assert [f.kind for f in quick] == [
+        "drop-one",
+        "burst-429",
+        "kill",
+        "delay-one",
+        "clock-off",
+        "lost-answers",
+        "person-reacts",
+        "slow-device",
+    ]
+    assert len({f.at for f in quick}) == 8 and all(0 <= f.at < 12 for f in quick)
     full = schedule("full", 60)
     assert {f.kind for f in full} == set(KINDS)
     with pytest.raises(ValueError, match="unknown fault schedule"):
@@ -65,14 +74,15 @@ def test_fault_schedules() -> None:
 def test_report_has_every_field_and_a_markdown_table(tmp_path: Path) -> None:
     rows = [
         {"system": "troupe", "mode": "rtm", "bots": 2, "commands": 4, "duplicates": 0,
-         "losses": 0, "api_calls_per_command": 4.0, "calls_by_method": {"pins.add": 1.0}},
+         "losses": 0, "out_of_order": 0, "unanswered": 0, "api_calls_per_command": 4.0,
+         "calls_by_method": {"pins.add": 1.0}},
         {"system": "slackmq-0.1.2", "mode": "slackbot-rtm", "bots": 2, "error": "no\nready"},
     ]  # fmt: skip
     written = report.write(rows, tmp_path, "smoke", command="python -m bench", context={})
     data = json.loads((tmp_path / "smoke.json").read_text())
     assert [list(r)[: len(report.FIELDS)] for r in data] == [list(report.FIELDS)] * 2
     md = (tmp_path / "smoke.md").read_text()
-    assert "| troupe | rtm | 2 | 4 | 0 | 0 | 4.00 |" in md
+    assert "| troupe | rtm | 2 | 4 | 0 | 0 | 0 | 0 | 4.00 |" in md
     assert "| slackmq-0.1.2 | slackbot-rtm | 2 | error: no |" in md
     assert (tmp_path / "latest.json").read_text() == (tmp_path / "smoke.json").read_text()
     assert tmp_path / "latest.md" in written
