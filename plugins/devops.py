@@ -262,7 +262,6 @@ class FleetService:
         self.bot: Any = None
         self.tasks: set[asyncio.Task[Any]] = set()
         self.following: set[tuple[str, str]] = set()
-        self._fleet: FleetUsers | None = None
         self._ignored: set[str] = set()
         """Bot users outside the fleet whose rollout-like messages were logged once."""
 
@@ -292,9 +291,8 @@ class FleetService:
 
     @property
     def fleet(self) -> FleetUsers:
-        if self._fleet is None or self._fleet.bot is not self.bot:
-            self._fleet = FleetUsers(self.bot)
-        return self._fleet
+        """The bot's own view of the fleet's users (one look-up budget for the bot)."""
+        return self.bot.fleet
 
     async def start(self, bot: Any) -> None:
         self.bot = bot

@@ -339,6 +339,7 @@ async def test_a_bot_that_joined_late_counts_and_a_stranger_is_logged_once(caplo
 
     from troupe.access import Access
     from troupe.plugins.devops import FleetService
+    from troupe.roster import FleetUsers
 
     report = CANARY_REPORT.replace("kitchen-pi", "hall-pi")
     forged = {"ts": "5.0", "text": report, "bot_id": "B0OTHER", "user": "U0OTHER"}
@@ -352,6 +353,7 @@ async def test_a_bot_that_joined_late_counts_and_a_stranger_is_logged_once(caplo
         fleet_user_ids=frozenset({"U0KITCHEN"}),  # hall-pi's app was installed later
         access=Access.build(admins=["U0ALICE"]),
     )
+    service.bot.fleet = FleetUsers(service.bot)
     with caplog.at_level("WARNING"):
         first = await service.read("C1", "1.0")
         again = await service.read("C1", "1.0")

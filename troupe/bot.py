@@ -55,7 +55,6 @@ MAX_TEXT = 4000
 """Longer messages are not read as commands (Slack itself allows 40,000 characters)."""
 STATUS = re.compile(r"status|what(?:'s| is) on", re.IGNORECASE)
 """Every device's state: owners answer for theirs, one claimed bot for the shared ones."""
-UNKNOWN = outcomes.UNKNOWN
 INTERRUPTED = (
     "I was stopped while I was going to {what}, and the command is now past the {limit:.0f} s"
     " limit, so I did not finish it: check the device and ask again if you still want it."
@@ -563,9 +562,8 @@ class Bot:
     async def _recheck(self, user: str | None) -> bool:
         """Whether a mark's maker is one of the fleet's bot users; an unknown one makes the
         fleet be looked up again (rarely): a bot whose app was installed after this one."""
-        if not user or self.is_fleet_user(user):
-            return self.is_fleet_user(user)
-        await self.fleet.recheck({user})
+        if user and not self.is_fleet_user(user):
+            await self.fleet.recheck({user})
         return self.is_fleet_user(user)
 
     async def _observe_mark(self, event: Event) -> None:
@@ -653,7 +651,7 @@ class Bot:
 
     async def _answer(self, event: Event, outcome: outcomes.Outcome) -> None:
         """The one place an outcome becomes words in the command's thread."""
-        await self.reply(event, outcomes.render(outcome, self._local_time))
+        await self.reply(event, outcomes.render(outcome))
 
     def _local_time(self, ts: str) -> str:
         """A Slack ts as the federation's people read the time (the bot's time zone)."""
@@ -685,12 +683,6 @@ class Bot:
             return None
         if result.outcome is Outcome.STALE:  # it went stale while this bot waited
             await self._answer_stale(event)
-        if result.outcome is Outcome.EXPIRED:
-            self.coordinator.schedule_release(event.channel, event.ts)
-            if list(claimants) == [self.name]:
-                await self._answer(event, outcomes.Expired())
-                await self.coordinator.lock.mark_done(event.channel, event.ts)
-            self.journal.finish(event.channel, event.ts, "skipped", "claim came back too late")
         return result
 
     def _claimants(self, candidates: Sequence[str], channel: str) -> Sequence[str]:
@@ -709,20 +701,14 @@ class Bot:
         # A pin left by a holder that died (shared-app: the receiver that never acked) is
         # no reason for silence: the fleet's first ballot then says it. A holder still
         # at work (its ⏳ renewed within the lease) answers for itself.
-        watch = self.coordinator.watch(event.channel, event.ts)
         try:
             ours = await lock.claim(event.channel, event.ts)
         except ClaimError:  # a full pin list: the fleet's first ballot decides instead
             ours = False
         if not ours:  # a peer's pin: wait out its holder's lease, as a taker does
             self.coordinator.seen_pin(event.channel, event.ts)
-            while True:
-                watch.renewed.clear()
-                until = (watch.pinned_at or time.monotonic()) + self.settings.lease_s
-                if not await first_set((watch.done, watch.renewed), until - time.monotonic()):
-                    break
-                if watch.done.is_set():
-                    return
+            if await self.coordinator.wait_for_holder(event.channel, event.ts):
+                return
         if ours or await lock.elect(event.channel, event.ts):
             age = self.clock.now() - float(event.ts)
             await self._answer(event, outcomes.Stale(age, self.settings.stale_s))

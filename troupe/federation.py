@@ -116,9 +116,6 @@ class Outcome(enum.Enum):
     """This bot cannot do this part."""
     STALE = "stale"
     """Older than the stale limit: never run (the work function is not called)."""
-    EXPIRED = "expired"
-    """No longer returned: a claim that came back too late to act safely goes to the
-    ballot, as a peer's would (kept for callers that still test for it)."""
 
 
 @dataclass
@@ -262,15 +259,9 @@ class Coordinator:
                 log.warning("claim of %s/%s came back too late; the ballot decides", channel, ts)
             self.seen_pin(channel, ts)
 
-        # A peer holds it: wait for its done mark (each renewal restarts the lease), else
-        # take over once the lease has run out.
-        while True:
-            watch.renewed.clear()
-            remaining = (watch.pinned_at or time.monotonic()) + s.lease_s - time.monotonic()
-            if not await first_set([watch.done, watch.renewed], remaining):
-                break
-            if watch.done.is_set():
-                return Result(Outcome.PEER)
+        # A peer holds it: wait for its done mark, else take over once its lease ran out.
+        if await self.wait_for_holder(channel, ts):
+            return Result(Outcome.PEER)
         await first_set([watch.done, watch.ballot], position * s.stagger_s)
         if watch.done.is_set():
             return Result(Outcome.PEER)
@@ -280,6 +271,18 @@ class Coordinator:
         log.warning("%s takes over %s/%s: the holder went silent", self.me, channel, ts)
         value = await self._hold(channel, ts, voted_at, work, takeover=True)
         return Result(Outcome.TOOK_OVER, value)
+
+    async def wait_for_holder(self, channel: str, ts: str) -> bool:
+        """Wait while a peer holds the message: True once its done mark is seen, False
+        when its lease ran out (each ⏳ renewal restarts the lease)."""
+        watch = self._watch(channel, ts)
+        while True:
+            watch.renewed.clear()
+            until = (watch.pinned_at or time.monotonic()) + self.settings.lease_s
+            if not await first_set([watch.done, watch.renewed], until - time.monotonic()):
+                return False
+            if watch.done.is_set():
+                return True
 
     async def _hold(
         self,

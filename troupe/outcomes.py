@@ -6,7 +6,6 @@ the drivers word): the pipeline decides the value, `render` says it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from troupe.intents import Command
@@ -50,11 +49,6 @@ class OwnerOffline:
 
 
 @dataclass(frozen=True)
-class Expired:
-    """The claim's answer came back too late to act safely, and no peer could take over."""
-
-
-@dataclass(frozen=True)
 class ClaimFailed:
     """Slack refused the claim with an error (not a peer's pin)."""
 
@@ -78,15 +72,7 @@ class LeaseLost:
 
 
 Outcome = (
-    NotUnderstood
-    | NearMiss
-    | Refused
-    | Stale
-    | OwnerOffline
-    | Expired
-    | ClaimFailed
-    | Superseded
-    | LeaseLost
+    NotUnderstood | NearMiss | Refused | Stale | OwnerOffline | ClaimFailed | Superseded | LeaseLost
 )
 
 
@@ -103,7 +89,7 @@ def _and(names: tuple[str, ...]) -> str:
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
-def render(outcome: Outcome, clock_text: Callable[[str], str] | None = None) -> str:
+def render(outcome: Outcome) -> str:
     """One clear sentence for how a command ended."""
     match outcome:
         case NotUnderstood():
@@ -123,11 +109,6 @@ def render(outcome: Outcome, clock_text: Callable[[str], str] | None = None) -> 
             return (
                 f"The {_and(devices)} {which} to {_and(owners)}, which {verb} not answered;"
                 " nothing was done: check that Pi and ask again."
-            )
-        case Expired():
-            return (
-                "Slack answered my claim on this command too late to act on it safely, so I"
-                " did nothing: ask again."
             )
         case ClaimFailed("too_many_pins", where):
             return (
