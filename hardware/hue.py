@@ -1,4 +1,4 @@
-"""A simulated Philips Hue bridge (REST API v1) over HTTP: `troupe hardware hue`.
+"""A simulated Philips Hue bridge (REST API v1) over HTTP: `troupe-dev hardware hue`.
 
 Good enough that the real phue 1.1 drives it unchanged. It keeps every state change each
 light receives (like gpiozero's MockPin keeps pin states), and has switches a test flips:
@@ -804,7 +804,7 @@ def running_bridge(
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="troupe hardware hue", description="Serve a simulated Philips Hue bridge (API v1)."
+        prog="troupe-dev hardware hue", description="Serve a simulated Philips Hue bridge (API v1)."
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="port to bind (default 8000)")
@@ -821,12 +821,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`troupe hardware hue --port PORT [--lights N] [--username NAME]`."""
+    """`troupe-dev hardware hue --port PORT [--lights N] [--username NAME]`."""
     args = build_parser().parse_args(argv)
     try:
         lights, groups = default_layout(args.lights)
     except ValueError as err:
-        print(f"troupe hardware hue: {err}", file=sys.stderr)
+        print(f"troupe-dev hardware hue: {err}", file=sys.stderr)
         return 2
     model = BridgeModel(lights, groups, usernames=args.username)
 
@@ -857,7 +857,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         asyncio.run(_serve())
     except OSError as err:
         print(
-            f"troupe hardware hue: cannot serve on {args.host}:{args.port}: {err.strerror}",
+            f"troupe-dev hardware hue: cannot serve on {args.host}:{args.port}: {err.strerror}",
             file=sys.stderr,
         )
         return 1

@@ -4,7 +4,7 @@ Each answers on the topics and in the payloads its firmware uses, so the mqtt pl
 tested against what real devices say; and each records every command it receives (like
 gpiozero's MockPin history), so a test can count what reached the device. They run on
 paho-mqtt's own network thread: use them from tests, `make demo`, or
-`troupe hardware mqtt --tasmota porch --z2m "hall bulb" --shelly shellyplus1-garage`.
+`troupe-dev hardware mqtt --tasmota porch --z2m "hall bulb" --shelly shellyplus1-garage`.
 """
 
 from __future__ import annotations
@@ -660,10 +660,10 @@ def _address(text: str) -> tuple[str, int]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`troupe hardware mqtt [--broker HOST:PORT] --tasmota NAME --z2m NAME --shelly NAME`:
+    """`troupe-dev hardware mqtt [--broker HOST:PORT] --tasmota NAME --z2m NAME --shelly NAME`:
     simulated devices until Ctrl-C, printing every command they receive."""
     parser = argparse.ArgumentParser(
-        prog="troupe hardware mqtt",
+        prog="troupe-dev hardware mqtt",
         description="Simulated MQTT devices: Tasmota plugs, Zigbee2MQTT bulbs, Shelly Plus 1s.",
     )
     parser.add_argument(
@@ -685,7 +685,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             broker = start_broker(0)
         except BrokerError as err:
-            print(f"troupe hardware mqtt: {err}", file=sys.stderr)
+            print(f"troupe-dev hardware mqtt: {err}", file=sys.stderr)
             return 1
         host, port = broker.host, broker.port
         print(f"MQTT broker ready at {broker.address} ({broker.kind})", flush=True)
@@ -715,7 +715,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         while not stop.wait(1.0):
             pass
     except TimeoutError as err:
-        print(f"troupe hardware mqtt: {err}", file=sys.stderr)
+        print(f"troupe-dev hardware mqtt: {err}", file=sys.stderr)
         return 1
     finally:
         for device in devices:

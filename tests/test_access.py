@@ -10,7 +10,7 @@ from fleetkit import house
 from slack_sdk import WebClient
 
 from troupe.access import OUTSIDER, Access, Person
-from troupe.workspace.config import Human
+from troupe.devkit.workspace.config import Human
 
 RULES = [
     SimpleNamespace(users=("U0BOB",), channels=("*",), what=("garage",), allow=False),

@@ -22,6 +22,7 @@ import yaml
 
 from troupe import manifest as manifest_module
 from troupe.config import check
+from troupe.devkit.workspace.config import demo_config
 from troupe.manifest import BOT_EVENTS, BOT_SCOPES, ManifestError, manifest, manifest_data
 from troupe.release import write_lock
 from troupe.update import (
@@ -33,7 +34,6 @@ from troupe.update import (
     switch,
     write_health,
 )
-from troupe.workspace.config import demo_config
 
 REPO = Path(__file__).resolve().parent.parent
 DEPLOY = REPO / "deploy"
@@ -797,6 +797,7 @@ def test_docker_compose_demo_profile_runs_the_workspace_and_simulators() -> None
     services = config["services"]
     for name in ("workspace", "hue", "devices"):
         assert services[name]["profiles"] == ["demo"]
+        assert services[name]["entrypoint"] == ["troupe-dev"]
     workspace = services["workspace"]
     assert workspace["command"][:3] == ["workspace", "--host", "0.0.0.0"]
     assert all(port.startswith("127.0.0.1:") for port in workspace["ports"])

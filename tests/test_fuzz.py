@@ -24,9 +24,9 @@ from hypothesis import strategies as st
 from test_config import EXAMPLE
 
 from troupe.config import ConfigError, Federation, Problem, check, load
+from troupe.devkit.workspace import webapi
+from troupe.devkit.workspace.testing import RunningWorkspace
 from troupe.intents import BRIGHTNESS_RANGE, Command, DeviceInfo, Recognizer
-from troupe.workspace import webapi
-from troupe.workspace.testing import RunningWorkspace
 
 FIXTURE_OK = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
 
@@ -366,7 +366,7 @@ class _Bugs(logging.Handler):
 @pytest.fixture
 def bugs() -> Iterator[_Bugs]:
     handler = _Bugs()
-    logger = logging.getLogger("troupe.workspace")
+    logger = logging.getLogger("troupe.devkit.workspace")
     logger.addHandler(handler)
     try:
         yield handler

@@ -20,15 +20,15 @@ from mqttkit import Watcher, mosquitto_broker, mqtt_driver, powered, until
 from slack_sdk import WebClient
 
 import troupe.plugins.mqtt as mqtt_plugin
+from troupe.devkit.fleet import Fleet
+from troupe.devkit.workspace.config import demo_config
+from troupe.devkit.workspace.testing import running_workspace
 from troupe.federation import Action
-from troupe.fleet import Fleet
 from troupe.hardware.broker import Broker, BrokerError, TlsFiles, free_port, start_broker
 from troupe.hardware.mqtt import ShellyPlus1, TasmotaPlug, Zigbee2Mqtt
 from troupe.plugin import DeviceState, DriverError
 from troupe.plugins.mqtt import MqttDriver
 from troupe.secrets import Secret
-from troupe.workspace.config import demo_config
-from troupe.workspace.testing import running_workspace
 
 pytest_plugins = ("mqttkit",)
 

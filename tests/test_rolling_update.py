@@ -16,11 +16,11 @@ import pytest
 from fleetkit import BOTS, write_federation
 from slack_sdk import WebClient
 
+from troupe.devkit.supervisor import Supervisor, venv_installer
+from troupe.devkit.workspace.config import demo_config
+from troupe.devkit.workspace.testing import running_workspace
 from troupe.release import write_lock
-from troupe.supervisor import Supervisor, venv_installer
 from troupe.update import UpdateSource
-from troupe.workspace.config import demo_config
-from troupe.workspace.testing import running_workspace
 
 ROOT = Path(__file__).resolve().parent.parent
 A, B, BROKEN = "0.1.1", "0.1.2", "0.1.3"

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from troupe import __version__, faults, outcomes
+from troupe import __version__, outcomes
 from troupe.access import Access, Person
 from troupe.bus import Bus
 from troupe.errors import ClaimError
@@ -46,7 +46,7 @@ from troupe.relaycheck import in_slack
 from troupe.roster import FleetUsers, fleet_user_ids
 from troupe.slackapi import ClockedWebClient, lock_client
 from troupe.slackclock import ClockUnknown, SlackClock
-from troupe.slackmq import DONE, TAKEOVER, WORKING, SlackMQ, holding
+from troupe.slackmq import DONE, TAKEOVER, WORKING, Lock, SlackMQ, holding
 from troupe.transports.base import Ack, Event, Transport
 
 log = logging.getLogger(__name__)
@@ -217,7 +217,7 @@ class Bot:
         )
         """The Slack lock, for plugins that coordinate more than commands (devops)."""
         self.coordinator = Coordinator(
-            self.name, faults.wrap(self.slackmq), self.settings, clock=self.clock.now
+            self.name, self._claim_lock(self.slackmq), self.settings, clock=self.clock.now
         )
         for timer in self.journal.timers():
             if timer.device in self.devices and self.devices[timer.device].owner in (
@@ -927,11 +927,10 @@ class Bot:
             channel, ts, action.device, action.op, action.kwargs, user
         ):
             return None
-        faults.point("die-mid-action")
         driver = self.drivers[self.devices[action.device].driver]
         origin = command_origin.set((channel, ts))
         try:
-            text = await driver.act(action.device, action)
+            text = await self._run_driver(driver, action)
         except DriverError as err:
             self.journal.action_end(channel, ts, action.device, action.op, False, str(err))
             return _Done(False, str(err))
@@ -940,6 +939,21 @@ class Bot:
         self.journal.action_end(channel, ts, action.device, action.op, True, text)
         await self._changed(action.device)
         return _Done(True, text)
+
+    # Seams: plain pass-throughs here; the development kit's chaos bot overrides them
+    # (troupe.devkit.faults), so the runtime itself has no fault code path.
+
+    def _claim_lock(self, slackmq: SlackMQ) -> Lock:
+        """The lock the coordinator claims commands with."""
+        return slackmq
+
+    async def _run_driver(self, driver: Driver, action: Action) -> str:
+        """Hand one journaled action to its driver."""
+        return await driver.act(action.device, action)
+
+    def _timer_delay(self, seconds: float) -> float:
+        """How long to wait, in seconds, for a timed action due that far ahead."""
+        return seconds
 
     async def _changed(self, device: str) -> None:
         """Tell the state listeners a device's new state."""
@@ -973,7 +987,7 @@ class Bot:
         self._schedule(timer)
 
     def _schedule(self, timer: Timer) -> None:
-        delay = max(0.0, timer.due - self.clock.now()) / faults.timer_scale()
+        delay = self._timer_delay(max(0.0, timer.due - self.clock.now()))
         handle = asyncio.get_running_loop().call_later(
             delay, lambda: self._spawn(self._fire(timer))
         )

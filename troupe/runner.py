@@ -18,7 +18,6 @@ from troupe.errors import TroupeError
 from troupe.federation import Settings
 from troupe.intents import Recognizer
 from troupe.journal import Journal
-from troupe.pagestates import PageStates
 from troupe.plugin import load_plugins
 from troupe.redact import install as redact_secrets
 from troupe.slackapi import async_client
@@ -55,16 +54,25 @@ def _transport(fed: Federation, name: str, bot_token: str, web: Any) -> Transpor
     return SocketModeTransport(app_token, web)
 
 
-def build_bot(fed: Federation, name: str, *, journal_path: str | Path | None = None) -> Bot:
+def build_bot(
+    fed: Federation,
+    name: str,
+    *,
+    journal_path: str | Path | None = None,
+    bot_class: type[Bot] | None = None,
+) -> Bot:
     """Everything one bot needs, from the federation file and its own name; StartError
-    when a secret, a plugin or a setting cannot work."""
+    when a secret, a plugin or a setting cannot work. `bot_class` is a Bot subclass (the
+    development kit's chaos bot); the runtime uses Bot."""
     try:
-        return _build_bot(fed, name, journal_path)
+        return _build_bot(fed, name, journal_path, bot_class or Bot)
     except (TroupeError, ValueError) as err:  # a secret, a plugin import, a setting
         raise StartError(str(err)) from err
 
 
-def _build_bot(fed: Federation, name: str, journal_path: str | Path | None) -> Bot:
+def _build_bot(
+    fed: Federation, name: str, journal_path: str | Path | None, bot_class: type[Bot]
+) -> Bot:
     # Installed first: each secret registers itself with it whenever it is read, at start
     # and after a rotation (troupe.secrets), so no value read later reaches a log line.
     redact_secrets()
@@ -108,7 +116,7 @@ def _build_bot(fed: Federation, name: str, journal_path: str | Path | None) -> B
     path = journal_path or fed.journal_path(name)
     channels: dict[str, str | None] = {fed.slack.channel: None}
     channels.update(fed.channels)
-    bot = Bot(
+    bot = bot_class(
         name=name,
         roster=list(fed.bots),
         devices=devices,
@@ -144,9 +152,6 @@ def _build_bot(fed: Federation, name: str, journal_path: str | Path | None) -> B
         from troupe.discovery import attach as attach_discovery
 
         attach_discovery(bot, fed)
-    page = PageStates.from_env()
-    if page is not None:
-        bot.services.append(page)
     if "troupe.plugins.devops" in bot.plugins.modules:
         from troupe.plugins.devops import FleetService
 

@@ -7,8 +7,8 @@ import logging
 
 from aiohttp import WSMsgType, web
 
-from troupe.workspace.core import WORKSPACE_KEY, Workspace
-from troupe.workspace.events import (
+from troupe.devkit.workspace.core import WORKSPACE_KEY, Workspace
+from troupe.devkit.workspace.events import (
     CLOSE_TIMEOUT_S,
     HEARTBEAT_S,
     MAX_SOCKET_CONNECTIONS,

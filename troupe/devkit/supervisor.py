@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from troupe.fleet import BotProcess
+from troupe.devkit.fleet import BotProcess
 from troupe.update import Layout, Machine, UpdateSource, apply_update, check_version, switch
 
 

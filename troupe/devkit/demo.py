@@ -1,4 +1,4 @@
-"""`troupe demo`: the local workspace, three bots and simulated hardware on one machine.
+"""`troupe-dev demo`: the local workspace, three bots and simulated hardware on one machine.
 
 The house: an MQTT broker (mosquitto, or the embedded amqtt when it is not installed), a
 Hue bridge simulator, a Tasmota plug, a Zigbee2MQTT bulb and a Shelly relay on the broker,
@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from troupe.fleet import Fleet
-from troupe.workspace.config import WorkspaceConfig, demo_config
-from troupe.workspace.testing import RunningWorkspace, running_workspace
+from troupe.devkit.fleet import Fleet
+from troupe.devkit.workspace.config import WorkspaceConfig, demo_config
+from troupe.devkit.workspace.testing import RunningWorkspace, running_workspace
 
 BOTS = {"kitchen-pi": "kitchen", "hall-pi": "hall", "garage-pi": "garage"}
 HUE_USER = "troupe-demo-user"
@@ -100,7 +100,7 @@ def write_federation(
 
 @dataclass
 class DemoHouse:
-    """Everything `troupe demo` runs, for the demo and the end-to-end tests."""
+    """Everything `troupe-dev demo` runs, for the demo and the end-to-end tests."""
 
     workspace: RunningWorkspace
     fleet: Fleet

@@ -28,11 +28,11 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from aiohttp import WSCloseCode, web
 
-from troupe.workspace.errors import SlackError
+from troupe.devkit.workspace.errors import SlackError
 
 if TYPE_CHECKING:
-    from troupe.workspace.config import App
-    from troupe.workspace.core import Workspace
+    from troupe.devkit.workspace.config import App
+    from troupe.devkit.workspace.core import Workspace
 
 log = logging.getLogger(__name__)
 

@@ -40,8 +40,8 @@ from typing import Any
 
 from aiohttp import hdrs, web
 
-from troupe.workspace.core import FailRule, Workspace
-from troupe.workspace.errors import SlackError
+from troupe.devkit.workspace.core import FailRule, Workspace
+from troupe.devkit.workspace.errors import SlackError
 
 log = logging.getLogger(__name__)
 

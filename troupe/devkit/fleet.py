@@ -1,5 +1,6 @@
-"""Start bots as separate processes (`troupe run`) and watch them: for tests, the demo and
-the benchmark. Each bot's output is collected; start() returns once it says it is ready."""
+"""Start bots as separate processes (troupe.devkit.botrun, `troupe run` plus the kit's
+faults) and watch them: for tests, the demo and the benchmark.
+Each bot's output is collected; start() returns once it says it is ready."""
 
 from __future__ import annotations
 
@@ -64,7 +65,7 @@ class Fleet:
     def command(self, name: str) -> list[str]:
         """The bot's command line: `troupe run` with a journal of its own in the workdir."""
         journal = self.workdir / f"{name}.journal.sqlite3"
-        cmd = [sys.executable, "-m", "troupe", "run", "--config", self.config, "--bot", name]
+        cmd = [sys.executable, "-m", "troupe.devkit.botrun", "--config", self.config, "--bot", name]
         return [*cmd, "--journal", str(journal)]
 
     def start(

@@ -8,9 +8,9 @@ from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from troupe.workspace.core import WORKSPACE_KEY, Workspace
-from troupe.workspace.errors import SlackError
-from troupe.workspace.events import CLOSE_TIMEOUT_S, HEARTBEAT_S, Connection
+from troupe.devkit.workspace.core import WORKSPACE_KEY, Workspace
+from troupe.devkit.workspace.errors import SlackError
+from troupe.devkit.workspace.events import CLOSE_TIMEOUT_S, HEARTBEAT_S, Connection
 
 log = logging.getLogger(__name__)
 

@@ -183,6 +183,8 @@ def load_config(path: str | Path) -> WorkspaceConfig:
 
 
 def demo_config() -> WorkspaceConfig:
-    """The ready-made workspace of `troupe demo` and `troupe workspace` without --config."""
-    text = resources.files("troupe.workspace").joinpath("demo.yaml").read_text(encoding="utf-8")
+    """The ready-made workspace of `troupe-dev demo` and `troupe-dev workspace` without --config."""
+    text = (
+        resources.files("troupe.devkit.workspace").joinpath("demo.yaml").read_text(encoding="utf-8")
+    )
     return WorkspaceConfig.model_validate(yaml.safe_load(text))

@@ -17,9 +17,9 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from troupe.workspace.config import WorkspaceConfig, demo_config
-from troupe.workspace.core import Workspace
-from troupe.workspace.server import build_workspace, start
+from troupe.devkit.workspace.config import WorkspaceConfig, demo_config
+from troupe.devkit.workspace.core import Workspace
+from troupe.devkit.workspace.server import build_workspace, start
 
 
 @dataclass

@@ -21,8 +21,8 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
-from troupe.workspace.config import App, Channel, WorkspaceConfig
-from troupe.workspace.errors import SlackError
+from troupe.devkit.workspace.config import App, Channel, WorkspaceConfig
+from troupe.devkit.workspace.errors import SlackError
 
 Publish = Callable[..., None]
 Message = dict[str, Any]

@@ -7,13 +7,13 @@ from pathlib import Path
 
 from aiohttp import web
 
-from troupe.workspace import control, page, rtm, socketmode, webapi
-from troupe.workspace.config import WorkspaceConfig, demo_config
-from troupe.workspace.core import WORKSPACE_KEY, Faults, Workspace
-from troupe.workspace.events import EventHub
-from troupe.workspace.guard import LOOPBACK_NAMES, guard, host_names
-from troupe.workspace.ratelimit import RateLimiter
-from troupe.workspace.store import Store
+from troupe.devkit.workspace import control, page, rtm, socketmode, webapi
+from troupe.devkit.workspace.config import WorkspaceConfig, demo_config
+from troupe.devkit.workspace.core import WORKSPACE_KEY, Faults, Workspace
+from troupe.devkit.workspace.events import EventHub
+from troupe.devkit.workspace.guard import LOOPBACK_NAMES, guard, host_names
+from troupe.devkit.workspace.ratelimit import RateLimiter
+from troupe.devkit.workspace.store import Store
 
 log = logging.getLogger(__name__)
 

@@ -19,11 +19,11 @@ from typing import Any
 from aiohttp import hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from troupe.devkit.workspace.core import Caller, Workspace
+from troupe.devkit.workspace.errors import SlackError
+from troupe.devkit.workspace.ratelimit import METHOD_TIERS
+from troupe.devkit.workspace.store import decode_cursor, encode_cursor
 from troupe.manifest import BOT_SCOPES
-from troupe.workspace.core import Caller, Workspace
-from troupe.workspace.errors import SlackError
-from troupe.workspace.ratelimit import METHOD_TIERS
-from troupe.workspace.store import decode_cursor, encode_cursor
 
 log = logging.getLogger(__name__)
 

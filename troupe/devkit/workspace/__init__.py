@@ -4,6 +4,6 @@ Real Slack clients (slack_sdk, slackbot, slacker) cannot tell it apart from Slac
 everything troupe uses, so the demo and every test run without a Slack account.
 """
 
-from troupe.workspace.config import WorkspaceConfig, demo_config, load_config
+from troupe.devkit.workspace.config import WorkspaceConfig, demo_config, load_config
 
 __all__ = ["WorkspaceConfig", "demo_config", "load_config"]

@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING, Literal
 
 from aiohttp import web
 
-from troupe.workspace.config import WorkspaceConfig
+from troupe.devkit.workspace.config import WorkspaceConfig
 
 if TYPE_CHECKING:
-    from troupe.workspace.events import EventHub
-    from troupe.workspace.ratelimit import RateLimiter
-    from troupe.workspace.store import Store
+    from troupe.devkit.workspace.events import EventHub
+    from troupe.devkit.workspace.ratelimit import RateLimiter
+    from troupe.devkit.workspace.store import Store
 
 
 @dataclass(frozen=True)
@@ -83,7 +83,7 @@ class Faults:
 
 @dataclass
 class Workspace:
-    """One running workspace. Built by `troupe.workspace.server.build_workspace`."""
+    """One running workspace. Built by `troupe.devkit.workspace.server.build_workspace`."""
 
     config: WorkspaceConfig
     store: Store

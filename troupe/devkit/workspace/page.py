@@ -22,7 +22,7 @@ from typing import Any
 
 from aiohttp import web
 
-from troupe.workspace.core import Workspace
+from troupe.devkit.workspace.core import Workspace
 
 STATIC_DIR = Path(__file__).parent / "static"
 STATIC_FILES = frozenset({"app.js", "style.css", "favicon.svg"})
