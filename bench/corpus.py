@@ -130,18 +130,15 @@ def understood(case: Case, command: Command | None) -> bool:
     """Whether `command` does what the corpus line means."""
     if command is None or command.unknown or command.problem:
         return False
-    if command.intent != INTENTS[case.op] or frozenset(command.devices) != case.devices:
-        if not (case.op == "scene" and command.scene):
-            return False
+    same = command.intent == INTENTS[case.op] and frozenset(command.devices) == case.devices
+    if not same and not (case.op == "scene" and command.scene):
+        return False
     if case.op in STEPS:
         key, sign = STEPS[case.op]
         step = getattr(command, key)
         if step is None or step * sign <= 0:
             return False
-    for key, value in case.values:
-        if str(getattr(command, key)) not in (value, f"{value}.0"):
-            return False
-    return True
+    return all(str(getattr(command, k)) in (v, f"{v}.0") for k, v in case.values)
 
 
 @dataclass
