@@ -87,6 +87,7 @@ def _build_bot(fed: Federation, name: str, journal_path: str | Path | None) -> B
             owner=dev.owner,
             aliases=tuple(dev.aliases),
             options=dict(dev.options),
+            confirm=dev.confirm,
         )
         for dev_name, dev in fed.devices.items()
     ]
