@@ -188,3 +188,50 @@ async def test_the_confirmed_action_happens_even_if_the_asking_bot_died(tmp_path
         await f.until(lambda: f.actions(), 20, "the garage door")
         await asyncio.sleep(1.5)
         assert len(f.actions()) == 1
+
+
+async def test_history_shows_what_the_whole_fleet_did_newest_first(tmp_path):
+    async with fleet(tmp_path, devices=HOUSE, slackmq=FAST) as f:
+        bob = AsyncWebClient("xoxp-bob", base_url=f.ws.api_url)
+        sent = []
+        for who, text in [
+            (f.alice, "turn on the porch switch"),
+            (bob, "turn off the porch switch"),
+            (f.alice, "turn on the hall light"),
+            (bob, "flip the porch switch"),
+        ]:
+            ts = str((await who.chat_postMessage(channel=f.home, text=text))["ts"])
+            await settle(f, ts)
+            sent.append(ts)
+        assert len({a["bot"] for a in f.actions()}) >= 1
+        f.ws.control("counters/reset")
+        ask = await f.say("history of the porch switch")
+        texts = await settle(f, ask)
+        assert len(texts) == 1
+        lines = texts[0].splitlines()
+        assert lines[0] == "What the fleet did to the porch switch, newest first:"
+        assert [line.split("“")[1].split("”")[0] for line in lines[1:]] == [
+            "flip the porch switch",
+            "turn off the porch switch",
+            "turn on the porch switch",
+        ]
+        assert lines[1].endswith("<@U0BOB>") and lines[3].endswith("<@U0ALICE>")
+        calls = f.calls()
+        reads = sum(calls.get(a, {}).get("conversations.history", 0) for a in USER_APPS)
+        assert reads == 2  # one bot answers: one read of each of its two channels
+
+
+def test_help_has_no_garbled_pattern_lines():
+    import importlib
+
+    from troupe.plugin import describe
+
+    system = importlib.import_module("troupe.plugins.system")
+    specs = [getattr(system, n).__troupe_command__ for n in ("help_", "devices", "history")]
+    lines = describe(specs)
+    assert "• `history [[of/for] <device>]` — What the federation did" in lines[2]
+    for line in lines:
+        assert not any(junk in line for junk in ("(?", "  ", " / /", "/ for", "?`"))
+
+
+USER_APPS = ("A0KITCHEN", "A0HALL", "A0GARAGE")
