@@ -474,7 +474,7 @@ class Bot:
             await self._observe_mark(event)
             await confirm.on_reaction(self, event)
             return
-        if event.from_bot and await self._recheck(event.user):
+        if event.from_bot and self.is_fleet_user(event.user):  # a 👍 question, maybe
             self.confirmations.saw_question(event.channel, event.thread_ts, event.ts)
         if not self._may_command(event):
             return
