@@ -3,8 +3,6 @@ history."""
 
 from __future__ import annotations
 
-import time
-
 from troupe.plugin import command, describe
 
 
@@ -21,7 +19,11 @@ async def help_(ctx) -> None:
     """List what I understand: commands, devices, areas and scenes."""
     bot = ctx.bot
     lines = [
-        "*Say things like* “lights on”, “turn off the kitchen fan”, “set the hall light to 30%”."
+        "*Say things like* “lights on”, “turn off the kitchen fan”, “set the hall light to 30%”,"
+        " “turn on the kitchen lamp and the hall light”, “turn off everything”,"
+        " “dim the hall light”, “a bit warmer”, “is the porch switch on?”; in a command's"
+        " thread: “turn it off”, “and the hall light too”, “make it 50%”. Covers, locks and"
+        " doors wait for a 👍 from whoever asked."
     ]
     lines += describe(bot.plugins.commands)
     if bot.devices:
@@ -57,22 +59,15 @@ async def roll_call(ctx) -> None:
     )
 
 
-@command(r"history(?: (?:of |for )?(?:the )?(?P<device>.+))?", each=True)
+@command(r"history(?: (?:of |for )?(?P<device>.+))?")
 async def history(ctx) -> None:
-    """Who did what to a device, and when (each bot answers from its own journal)."""
-    device = ctx.match.group("device")
-    if device and device not in ctx.bot.devices:
-        return
-    records = ctx.bot.journal.history(device, limit=10)
-    if not records:
-        return
-    now = time.time()
-    lines = [f"{ctx.bot.name}:"] + [
-        f"• {r.device} {r.action} {_args(r.args)}by <@{r.user}> {_ago(now - r.at)} ago — {r.status}"
-        for r in records
-    ]
-    await ctx.say("\n".join(lines))
+    """What the federation did to a device, newest first, and who asked."""
+    from troupe import history as fleet_history
 
-
-def _args(args: dict) -> str:
-    return "".join(f"{k}={v} " for k, v in args.items())
+    spoken = ctx.match.group("device")
+    device = fleet_history.device_named(ctx.bot, spoken)
+    if spoken and device is None:
+        await ctx.say(f"I don't know a device called “{spoken}” — try `devices`.")
+        return
+    found = await fleet_history.entries(ctx.bot, device)
+    await ctx.say(fleet_history.lines(ctx.bot, device, found))

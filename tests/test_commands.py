@@ -35,9 +35,9 @@ def test_help_devices_status_history_and_roll_call(tmp_path):
             assert f"The {device} is" in status
         assert "The hall light is on." in status
         history = _texts(h, asks["history hall light"])
-        actor = h.actions()[0]["bot"]
-        assert len(history) == 1 and history[0].startswith(f"{actor}:")
-        assert "hall light on" in history[0] and "<@U0ALICE>" in history[0]
+        assert len(history) == 1  # one bot answers for the whole fleet
+        assert history[0].startswith("What the fleet did to the hall light, newest first:")
+        assert "“turn on the hall light” — asked by <@U0ALICE>" in history[0]
         assert sorted(t.split(" on ")[0] for t in _texts(h, roll)) == sorted(BOTS)
         assert h.replies(on)
 

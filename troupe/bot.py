@@ -15,7 +15,7 @@ from typing import Any, Protocol
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from troupe import __version__, outcomes
+from troupe import __version__, confirm, outcomes, relative
 from troupe.access import Access, Person
 from troupe.bus import Bus
 from troupe.errors import ClaimError
@@ -31,9 +31,11 @@ from troupe.federation import (
     plan,
     rank,
 )
+from troupe.followup import Threads
 from troupe.intents import Command, DeviceInfo, Recognizer
 from troupe.journal import Journal, Timer
 from troupe.people import People
+from troupe.phrases import understood
 from troupe.plugin import (
     CommandSpec,
     DeviceState,
@@ -87,6 +89,8 @@ class DeviceSpec:
     owner: str | None
     aliases: tuple[str, ...] = ()
     options: Mapping[str, Any] = field(default_factory=dict)
+    confirm: bool | None = None
+    """Ask for a 👍 before acting (None: troupe.confirm's default for the kind)."""
 
 
 @dataclass
@@ -186,6 +190,10 @@ class Bot:
         """Long-running companions started after the drivers (Home Assistant discovery)."""
         self.state_listeners: list[Callable[[str, DeviceState], Awaitable[None]]] = []
         """Called after every successful action with the device's new state."""
+        self.threads = Threads(recognizer, self._thread_text)
+        self.confirmations = confirm.Confirmations()
+        """Commands on risky devices waiting for the asker's 👍."""
+        """The command of each recent thread, for follow-ups ("turn it off")."""
 
     # lifecycle ----------------------------------------------------------------------
 
@@ -464,7 +472,10 @@ class Bot:
             return
         if event.kind != "message":
             await self._observe_mark(event)
+            await confirm.on_reaction(self, event)
             return
+        if event.from_bot and self.is_fleet_user(event.user):  # a 👍 question, maybe
+            self.confirmations.saw_question(event.channel, event.thread_ts, event.ts)
         if not self._may_command(event):
             return
         self.clock.saw_event(float(event.ts), self.clock.local())
@@ -529,6 +540,10 @@ class Bot:
             return "skipped", "too long a duration"
         if not await self._allowed(event, self._subjects(command)):
             return "skipped", "refused"
+        if any(
+            confirm.needed(self.devices[d].kind, self.devices[d].confirm) for d in command.devices
+        ):
+            return await confirm.ask(self, event, command)
         await self._run_devices(event, command)
         return "done", ""
 
@@ -538,7 +553,18 @@ class Bot:
             return Command("HassGetState", tuple(sorted(self.devices)), text)
         area = self.channel_areas.get(event.channel)
         # In a thread: matching takes milliseconds, but the loop must never wait on it.
-        return await asyncio.to_thread(self.recognizer.recognize, text, area=area)
+        command = await asyncio.to_thread(self.recognizer.recognize, text, area=area)
+        if event.thread_ts and event.thread_ts != event.ts and not understood(command):
+            follow = await self.threads.follow_up(event.channel, event.thread_ts, text, area)
+            command = follow or command
+        self.threads.remember(event.channel, event.ts, command)
+        return command
+
+    async def _thread_text(self, channel: str, ts: str) -> str | None:
+        """The text of the message that started a thread (one Slack call)."""
+        resp = await self.web.conversations_replies(channel=channel, ts=ts, limit=1)
+        messages = resp.get("messages") or []
+        return _strip_mention(messages[0].get("text", ""), self.user_id) if messages else None
 
     def _may_command(self, event: Event) -> bool:
         """Ignore self, other bots (unless allowed) and channels not in the federation file.
@@ -793,8 +819,10 @@ class Bot:
             "HassLightSet": "set",
             "HassGetState": "query",
         }[command.intent]
+        if command.brightness_step or command.temperature_step:
+            op = relative.STEP
         args: dict[str, Any] = {}
-        for key in ("brightness", "color", "temperature", "duration_s"):
+        for key in ("brightness", "color", "temperature", "duration_s", *relative.STEP_KEYS):
             value = getattr(command, key)
             if value is not None:
                 args[key] = value
@@ -905,6 +933,8 @@ class Bot:
             if not self.coordinator.lease_alive(event.channel, event.ts):
                 lines.append(outcomes.render(outcomes.LeaseLost(device.name)))
                 continue
+            if action.op == relative.STEP:  # from the state now, as late as can be
+                action = relative.absolute(action, await self.device_state(device.name))
             kwargs = action.kwargs
             duration = kwargs.pop("duration_s", None)
             plain = Action(device.name, action.op, tuple(sorted(kwargs.items())))

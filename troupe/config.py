@@ -281,7 +281,7 @@ class SlackmqSettings(_Frozen):
     linger_s: float = Field(default=45, gt=0)
 
 
-_DEVICE_FIELDS = ("kind", "area", "driver", "owner", "aliases")
+_DEVICE_FIELDS = ("kind", "area", "driver", "owner", "aliases", "confirm")
 
 
 class Device(_Frozen):
@@ -293,6 +293,8 @@ class Device(_Frozen):
     owner: BotName | None = None
     aliases: Annotated[tuple[Name, ...], BeforeValidator(_none_is_empty_list)] = ()
     options: dict[str, Any] = Field(default_factory=dict)
+    confirm: bool | None = None
+    """Ask for a 👍 before acting; unset: yes for covers and kinds with lock or door."""
 
     @model_validator(mode="before")
     @classmethod

@@ -46,8 +46,9 @@ class Action:
 
     @property
     def idempotent(self) -> bool:
-        """Safe to repeat: on, off and set are; toggle is not (a taker reports it instead)."""
-        return self.op != "toggle"
+        """Safe to repeat: on, off and set are; toggle and a relative step are not (a taker
+        reports it instead)."""
+        return self.op not in ("toggle", "step")
 
     @property
     def kwargs(self) -> dict[str, Any]:

@@ -325,6 +325,20 @@ def describe(commands: Iterable[CommandSpec]) -> list[str]:
 
 
 def _readable(pattern: str) -> str:
-    text = re.sub(r"\(\?P<(\w+)>[^)]*\)", r"<\1>", pattern)
-    text = re.sub(r"[\\^$]|\(\?:|\)\??|\?", "", text)
-    return text.replace("|", " / ").strip()
+    """A command's regex as people read it: "history(?: (?:of |for )?(?P<device>.+))?" ->
+    "history [[of/for] <device>]"."""
+    text = re.sub(r"\(\?P<(\w+)>(?:[^()]|\([^()]*\))*\)", r"<\1>", pattern)
+    text = re.sub(r"(\w) \?(\w)", r"\1 \2", text)  # "roll ?call"
+
+    def either(inner: str) -> str:
+        return "/".join(part.strip() for part in inner.split("|"))
+
+    before = None
+    while before != text:
+        before = text
+        text = re.sub(r"\(\?:([^()]*)\)\?", lambda m: f"[{either(m[1])}]", text)
+        text = re.sub(r"\(\?:([^()]*)\)(?!\?)", lambda m: either(m[1]), text)
+    text = re.sub(r"(\S)\[", r"\1 [", text)
+    text = re.sub(r"\]([^\s\]])", r"] \1", text)
+    text = re.sub(r"[\\^$]", "", text)
+    return " / ".join(part.strip() for part in text.split("|")).strip()

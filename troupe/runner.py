@@ -95,6 +95,7 @@ def _build_bot(
             owner=dev.owner,
             aliases=tuple(dev.aliases),
             options=dict(dev.options),
+            confirm=dev.confirm,
         )
         for dev_name, dev in fed.devices.items()
     ]
