@@ -24,12 +24,19 @@ pytest_plugins = ("mqttkit",)
 KEY = "the-federation-bus-key"
 
 
+@pytest.fixture(autouse=True)
+def _secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bus key and the bots' broker passwords, where the federation file points."""
+    monkeypatch.setenv("TEST_BUS_KEY", KEY)
+    monkeypatch.setenv("TEST_KITCHEN_PASSWORD", PASSWORDS["kitchen-pi"])
+
+
 def _event(text: str = "turn on the garage light", age_s: float = 0.0) -> dict[str, Any]:
     ts = f"{time.time() - age_s:.6f}"
     return {"type": "message", "channel": "C0HOME", "ts": ts, "user": "U0ALICE", "text": text}
 
 
-def _bus(broker, name: str, key: str | None = KEY) -> Bus:
+def _bus(broker, name: str, key: str | None = "env:TEST_BUS_KEY") -> Bus:
     settings: dict[str, Any] = {"host": "127.0.0.1", "port": broker.port}
     if key is not None:
         settings["bus_key"] = key
@@ -156,8 +163,9 @@ def _client(broker, user: str | None, got: list | None = None) -> mqtt.Client:
 
 async def test_the_shipped_broker_acl_lets_a_bot_write_the_bus_only_as_itself():
     broker = mosquitto_broker(users=PASSWORDS, acl=ACL)
-    settings = {"host": "127.0.0.1", "port": broker.port, "bus_key": KEY, "username": "{bot}"}
-    kitchen = Bus("test", "kitchen-pi", {**settings, "password": PASSWORDS["kitchen-pi"]})
+    settings = {"host": "127.0.0.1", "port": broker.port, "bus_key": "env:TEST_BUS_KEY"}
+    settings["username"] = "{bot}"
+    kitchen = Bus("test", "kitchen-pi", {**settings, "password": "env:TEST_KITCHEN_PASSWORD"})
     got: list[dict[str, Any]] = []
     spied: list[str] = []
     hall = spy = None
