@@ -19,7 +19,7 @@ from fleetkit import House, write_federation
 from mqttkit import Watcher, mosquitto_broker, mqtt_driver, powered, until
 from slack_sdk import WebClient
 
-import troupe.plugins.mqtt as mqtt_plugin
+import troupe.plugins.mqtt.driver as mqtt_plugin
 from troupe.federation import Action
 from troupe.fleet import Fleet
 from troupe.hardware.broker import Broker, BrokerError, TlsFiles, free_port, start_broker

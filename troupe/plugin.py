@@ -253,7 +253,7 @@ def _collect(module: ModuleType, into: PluginSet) -> None:
             and issubclass(value, Driver)
             and value is not Driver
             and not inspect.isabstract(value)
-            and value.__module__ == module.__name__
+            and _declared_in(value, module)
         ):
             if value.name in into.drivers and into.drivers[value.name] is not value:
                 raise PluginError(
@@ -262,6 +262,15 @@ def _collect(module: ModuleType, into: PluginSet) -> None:
                 )
             into.drivers[value.name] = value
     into.commands.extend(_slackbot_commands(module))
+
+
+def _declared_in(value: type, module: ModuleType) -> bool:
+    """Whether a class belongs to this plugin: defined in it, or, for a plugin that is a
+    package (troupe.plugins.mqtt), in one of its modules; not merely imported from another."""
+    owner = value.__module__
+    return owner == module.__name__ or (
+        hasattr(module, "__path__") and owner.startswith(module.__name__ + ".")
+    )
 
 
 def load_plugins(
