@@ -186,6 +186,8 @@ class Bot:
         """Long-running companions started after the drivers (Home Assistant discovery)."""
         self.state_listeners: list[Callable[[str, DeviceState], Awaitable[None]]] = []
         """Called after every successful action with the device's new state."""
+        self.clients: dict[str, Any] = {}
+        """Connections the bot's parts share, by section: "mqtt" -> its one MQTT client."""
 
     # lifecycle ----------------------------------------------------------------------
 
@@ -428,6 +430,7 @@ class Bot:
                 notify=self.announce,
                 recall=self.journal.last_state,
                 changed=self._changed,
+                **({"client": self.clients[name]} if name in self.clients else {}),
             )
             await driver.start(devices)
             self.drivers[name] = driver

@@ -159,18 +159,22 @@ class Driver(abc.ABC):
         notify: Callable[[str], Awaitable[None]] | None = None,
         recall: Callable[[str], ActionRecord | None] | None = None,
         changed: Callable[[str], Awaitable[None]] | None = None,
+        client: Any = None,
     ) -> None:
         """`options` is the federation file's section named like the driver (`hue:`,
         `mqtt:`), secrets still wrapped (call .reveal()). `notify(text)` posts in the
         bot's main channel (a wall switch, a motion sensor); `recall(device)` is the last
         action the journal holds for a device (a relay restoring its state at start);
         `changed(device)` tells the bot a device changed by itself (a wall switch), so
-        whoever watches states (Home Assistant, the demo page) hears of it."""
+        whoever watches states (Home Assistant, the demo page) hears of it. `client` is
+        the bot's shared connection for that section, if it has one (the mqtt driver gets
+        the bot's one MQTT client, troupe.mqttclient); a driver given none opens its own."""
         self.bot = bot
         self.options = dict(options or {})
         self.notify = notify or _quiet
         self.recall = recall or (lambda _device: None)
         self.changed = changed or _quiet
+        self.client = client
 
     async def start(self, devices: Mapping[str, Mapping[str, Any]]) -> None:
         """Set up the devices this bot drives: name -> the device's options."""

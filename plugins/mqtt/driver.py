@@ -1,7 +1,7 @@
-"""The paho side of the mqtt driver: one client, its thread bridged into asyncio, act() and state().
+"""The mqtt driver itself: its devices on the bot's shared MQTT connection, act() and state().
 
-paho runs on its own thread; every callback crosses into asyncio with call_soon_threadsafe,
-so all state lives on the event loop. A device's state is what the device itself last said
+The connection (troupe.mqttclient, shared with discovery and the bus) hands every message
+to the event loop, so all state lives there. A device's state is what the device itself last said
 on its own topics, and act() returns only once the device has confirmed the change
 (bounded), so "turned on the porch switch" is never a guess.
 """
@@ -9,25 +9,24 @@ on its own topics, and act() returns only once the device has confirmed the chan
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 import re
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 from pydantic import ValidationError
 
 from troupe.federation import Action
+from troupe.mqttclient import MqttClient, MqttClientError, Subscription
+from troupe.mqttsettings import MqttSettings
 from troupe.plugin import DeviceState, Driver, DriverError
 from troupe.plugins.mqtt.device import Device, Heard, Malformed
 from troupe.plugins.mqtt.generic import Generic
 from troupe.plugins.mqtt.options import (
     DeviceOptions,
-    Settings,
     ShellyOptions,
     TasmotaOptions,
     Zigbee2MqttOptions,
@@ -36,13 +35,11 @@ from troupe.plugins.mqtt.options import (
 from troupe.plugins.mqtt.shelly import Shelly
 from troupe.plugins.mqtt.tasmota import Tasmota
 from troupe.plugins.mqtt.zigbee2mqtt import Zigbee2Mqtt
-from troupe.secrets import SecretError
 
 log = logging.getLogger(__name__)
 
 CONNECT_WAIT_S = 3.0
 """How long start() waits for the broker before going on with the devices offline."""
-KEEPALIVE_S = 30
 
 
 class MqttDriver(Driver):
@@ -50,7 +47,7 @@ class MqttDriver(Driver):
 
     name = "mqtt"
     options_model = DeviceOptions
-    section_model = Settings
+    section_model = MqttSettings
 
     async def start(self, devices: Mapping[str, Mapping[str, Any]]) -> None:
         self._loop = asyncio.get_running_loop()
@@ -60,7 +57,7 @@ class MqttDriver(Driver):
                 "federation file: mqtt: {host: BROKER, port: 1883}"
             )
         try:
-            self.settings = Settings.model_validate(self.options)
+            self.settings = MqttSettings.model_validate(self.options)
         except ValidationError as err:
             error = err.errors(include_url=False)[0]
             key = ".".join(str(p) for p in error["loc"])
@@ -88,10 +85,20 @@ class MqttDriver(Driver):
         self.connected = False
         self.refused: str | None = None
         self._ready = asyncio.Event()
-        self._closing = False
-        self._client = self._make_client()
-        self._client.connect_async(self.settings.host, self.settings.port, keepalive=KEEPALIVE_S)
-        self._client.loop_start()
+        try:  # the bot's shared connection, or one of its own (a driver on its own)
+            self._client = self.client or MqttClient(self.settings, self._src, self.bot)
+        except MqttClientError as err:
+            raise DriverError(str(err)) from None
+        self._subscription = Subscription(
+            [(topic, 1) for topic in sorted(self._routes)],
+            on_message=lambda message: self._on_message(message.topic, message.payload),
+            on_connected=lambda _kept: self._on_connected(),
+            on_disconnected=self._on_disconnected,
+            on_refused=self._on_refused,
+            on_denied=self._on_denied,
+        )
+        self._client.subscribe(self._subscription)
+        await self._client.start()
         try:
             await asyncio.wait_for(self._ready.wait(), CONNECT_WAIT_S)
         except TimeoutError:
@@ -102,85 +109,21 @@ class MqttDriver(Driver):
                 len(self.devices),
             )
 
-    def _make_client(self) -> mqtt.Client:
-        s = self.settings
-        protocol = mqtt.MQTTv5 if s.protocol == "5" else mqtt.MQTTv311
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self._src, protocol=protocol)
-        if s.password is not None:
-            try:
-                s.password.reveal()  # fail at start, not at each reconnect
-            except SecretError as err:
-                raise DriverError(f"cannot read the MQTT password: {err}") from None
-        if s.tls:
-            try:
-                client.tls_set(ca_certs=str(s.ca_file) if s.ca_file else None)
-            except OSError as err:
-                raise DriverError(f"cannot read the MQTT ca_file {s.ca_file}: {err}") from None
-        client.reconnect_delay_set(min_delay=0.5, max_delay=5)
-        client.on_pre_connect = self._paho_pre_connect
-        client.on_connect = self._paho_connect
-        client.on_subscribe = self._paho_subscribed
-        client.on_disconnect = self._paho_disconnect
-        client.on_message = self._paho_message
-        return client
-
     async def stop(self) -> None:
-        self._closing = True
         client = getattr(self, "_client", None)
         if client is None:
             return
-        client.disconnect()
-        await asyncio.to_thread(client.loop_stop)
+        client.unsubscribe(self._subscription)
+        await client.stop()
         self._fail_all(DriverError("troupe is shutting down"))
 
-    # paho's thread: hand everything to the event loop ----------------------------------------
-
-    def _call(self, func: Callable[..., None], *args: Any) -> None:
-        if self._closing:
-            return
-        # RuntimeError: the event loop closed during shutdown, so nothing waits any more.
-        with contextlib.suppress(RuntimeError):
-            self._loop.call_soon_threadsafe(func, *args)
-
-    def _paho_connect(self, client: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
-        if reason.is_failure:
-            self._call(self._on_refused, str(reason))
-            return
-        # Subscribing in on_connect renews the subscriptions after every reconnect.
-        topics = sorted(self._routes)
-        if topics:
-            client.subscribe([(topic, 1) for topic in topics])
-        else:
-            self._paho_subscribed(client, None, 0, [])
-
-    def _paho_subscribed(self, _c: Any, _u: Any, _mid: int, codes: list[Any], *_: Any) -> None:
-        refused = [str(code) for code in codes if code.is_failure]
-        if refused:
-            log.error(
-                "the MQTT broker at %s refused %d of troupe's subscriptions (%s): check its ACL",
-                self.settings.address,
-                len(refused),
-                refused[0],
-            )
-        self._call(self._on_connected)
-
-    def _paho_pre_connect(self, client: mqtt.Client, _userdata: Any) -> None:
-        """Read the password at each (re)connect, so a rotated one is picked up."""
-        s = self.settings
-        if not s.username:
-            return
-        try:
-            # "{bot}": each bot logs in as itself (one broker user per bot, for the ACL)
-            user = s.username.replace("{bot}", self.bot)
-            client.username_pw_set(user, s.password.reveal() if s.password else None)
-        except SecretError as err:
-            log.error("cannot read the MQTT password: %s", err)
-
-    def _paho_disconnect(self, _c: Any, _u: Any, _f: Any, reason: Any, _p: Any = None) -> None:
-        self._call(self._on_disconnected, str(reason))
-
-    def _paho_message(self, _c: Any, _u: Any, msg: mqtt.MQTTMessage) -> None:
-        self._call(self._on_message, msg.topic, bytes(msg.payload))
+    def _on_denied(self, refused: list[str]) -> None:
+        log.error(
+            "the MQTT broker at %s refused %d of troupe's subscriptions (%s): check its ACL",
+            self.settings.address,
+            len(refused),
+            refused[0],
+        )
 
     # the event loop --------------------------------------------------------------------------
 

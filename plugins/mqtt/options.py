@@ -1,4 +1,5 @@
-"""The mqtt driver's options: the `mqtt:` section (Settings) and each protocol's device options."""
+"""The mqtt driver's options: each protocol's device options (the `mqtt:` section is
+troupe.mqttsettings's, shared with discovery and the bus)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,6 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -20,41 +20,12 @@ from pydantic import (
     model_validator,
 )
 
+from troupe.mqttsettings import MqttSettings
 from troupe.plugin import DriverError
 from troupe.plugins.mqtt.device import Malformed
-from troupe.secrets import Secret
 
-
-def _protocol_version(value: object) -> object:
-    text = str(value).strip().lower().removeprefix("mqtt").strip()
-    return {"5": "5", "5.0": "5", "3.1.1": "3.1.1", "311": "3.1.1", "4": "3.1.1"}.get(text, value)
-
-
-class Settings(BaseModel):
-    """The federation file's `mqtt:` section, as far as this driver uses it."""
-
-    model_config = ConfigDict(frozen=True, extra="ignore", arbitrary_types_allowed=True)
-
-    host: str
-    port: int = Field(default=1883, ge=1, le=65535)
-    username: str | None = None
-    password: Secret | None = None
-    tls: bool = False
-    ca_file: Path | None = None
-    """The CA that signed the broker's certificate (default: the system's CAs)."""
-    protocol: Annotated[Literal["5", "3.1.1"], BeforeValidator(_protocol_version)] = "5"
-
-    @model_validator(mode="after")
-    def _consistent(self) -> Settings:
-        if self.password is not None and not self.username:
-            raise ValueError("password needs a username")
-        if self.ca_file is not None and not self.tls:
-            raise ValueError("ca_file is only used with tls: true")
-        return self
-
-    @property
-    def address(self) -> str:
-        return f"{self.host}:{self.port}"
+Settings = MqttSettings
+"""The `mqtt:` section, declared once in troupe.mqttsettings (discovery and the bus read it)."""
 
 
 def _topic(value: str) -> str:
