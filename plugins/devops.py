@@ -31,6 +31,7 @@ from troupe import __version__
 from troupe.federation import rank
 from troupe.plugin import command
 from troupe.roster import FleetUsers
+from troupe.services import service
 from troupe.slackmq import SlackMQ
 from troupe.update import (
     RESULT_FILE,
@@ -254,6 +255,7 @@ def _read_bot_message(rollout: Rollout, message: dict[str, Any], text: str, appr
 # --- the service: health at start, and the rollout loop ------------------------------------
 
 
+@service(section="update")
 class FleetService:
     """Runs beside the bot: writes its health once ready, resumes a rollout under way."""
 
@@ -581,9 +583,9 @@ def is_admin(bot: Any, user: str | None) -> bool:
 
 def service_of(bot: Any) -> FleetService:
     """The bot's fleet service (a bot started without one gets one for its commands)."""
-    for service in bot.services:
-        if isinstance(service, FleetService):
-            return service
+    for companion in bot.services:
+        if isinstance(companion, FleetService):
+            return companion
     service = FleetService()
     service.bot = bot
     bot.services.append(service)

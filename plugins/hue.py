@@ -221,9 +221,10 @@ _ADDRESS = re.compile(r"[A-Za-z0-9.\-]+(:\d{1,5})?|\[[0-9A-Fa-f:]+\](:\d{1,5})?"
 
 
 class HueSection(BaseModel):
-    """The federation file's `hue:` section, as the driver receives it."""
+    """The federation file's `hue:` section: the driver's own, validated by `troupe check`
+    and at start; its username is an API key, so a secret."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     bridge: StrictStr
     username: Secret | None = None
