@@ -61,6 +61,17 @@ def driver_problems(
     options (of `devices`, default all), the sections drivers need, and each top-level
     section a driver owns. A bot checks its own devices with this before it starts."""
     found = list(_device_problems(fed, drivers, devices))
+    unclaimed = [s for s in fed.driver_sections if s not in drivers]
+    for section, users in _missing_sections(fed, drivers, devices).items():
+        if _hint(section, unclaimed):
+            continue  # written, but misspelt: that key's own line says it better
+        found.append(
+            (
+                ("devices", users[0], "driver"),
+                f"the {section} driver (used by {', '.join(users)}) needs a {section}: section "
+                "at the top level of the file, and there is none; add it",
+            )
+        )
     found += _section_problems(fed, drivers)
     return found
 
@@ -101,7 +112,6 @@ def _import_failure(what: str, module: str, err: BaseException) -> str:
 def _device_problems(
     fed: Federation, drivers: Mapping[str, type[Driver]], only: Iterable[str] | None
 ) -> Iterator[tuple[Loc, str]]:
-    needing: dict[str, list[str]] = {}
     wanted = None if only is None else set(only)
     for name, device in fed.devices.items():
         if wanted is not None and name not in wanted:
@@ -117,14 +127,23 @@ def _device_problems(
             continue
         if driver.options_model is not None:
             yield from _option_problems(("devices", name), driver, device.options)
-        if driver.section_model is not None and fed.section(driver.name) is None:
+
+
+def _missing_sections(
+    fed: Federation, drivers: Mapping[str, type[Driver]], only: Iterable[str] | None
+) -> dict[str, list[str]]:
+    """The sections the devices' drivers need and the file lacks -> the devices using them."""
+    needing: dict[str, list[str]] = {}
+    wanted = None if only is None else set(only)
+    for name, device in fed.devices.items():
+        driver = drivers.get(device.driver)
+        if wanted is not None and name not in wanted:
+            continue
+        if driver is None or driver.section_model is None:
+            continue
+        if fed.section(driver.name) is None:
             needing.setdefault(driver.name, []).append(name)
-    for section, names in needing.items():
-        yield (
-            ("devices", names[0], "driver"),
-            f"the {section} driver (used by {', '.join(names)}) needs a {section}: section "
-            f"at the top level of the file, and there is none; add it",
-        )
+    return needing
 
 
 def _section_problems(

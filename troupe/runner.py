@@ -155,7 +155,8 @@ def _build_bot(fed: Federation, name: str, journal_path: str | Path | None) -> B
     if page is not None:
         bot.services.append(page)
     for spec in declared_services(bot.plugins.modules):  # a plugin's @service (devops)
-        bot.services.append(spec.factory(fed.section(spec.section) if spec.section else None))
+        settings = sections.get(spec.section) or fed.section(spec.section or "")
+        bot.services.append(spec.factory(settings))
     return bot
 
 
