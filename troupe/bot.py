@@ -47,6 +47,7 @@ from troupe.roster import FleetUsers, fleet_user_ids
 from troupe.slackapi import ClockedWebClient, lock_client
 from troupe.slackclock import ClockUnknown, SlackClock
 from troupe.slackmq import DONE, TAKEOVER, WORKING, SlackMQ, holding
+from troupe.tasks import spawn
 from troupe.transports.base import Ack, Event, Transport
 
 log = logging.getLogger(__name__)
@@ -990,9 +991,7 @@ class Bot:
         self.journal.cancel_timer(device)
 
     def _spawn(self, coro: Any) -> None:
-        task = asyncio.ensure_future(coro)
-        self._inflight.add(task)
-        task.add_done_callback(self._inflight.discard)
+        spawn(coro, "a command run in the background", self._inflight, logger=log)
 
     async def _fire(self, timer: Timer) -> None:
         self._timers.pop(timer.device, None)

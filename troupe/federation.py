@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from troupe.slackmq import Lock, message_age
+from troupe.tasks import spawn
 
 log = logging.getLogger(__name__)
 
@@ -337,9 +338,7 @@ class Coordinator:
 
     def _spawn_release(self, channel: str, ts: str) -> None:
         self._releases.pop((channel, ts), None)
-        task = asyncio.ensure_future(self._release(channel, ts))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        spawn(self._release(channel, ts), "releasing a claim", self._tasks, logger=log)
 
     async def _release(self, channel: str, ts: str) -> None:
         try:

@@ -25,6 +25,7 @@ from troupe.plugincheck import driver_problems, section_settings
 from troupe.redact import install as redact_secrets
 from troupe.services import declared_services
 from troupe.slackapi import async_client
+from troupe.tasks import spawn
 from troupe.transports.base import Transport
 
 if TYPE_CHECKING:
@@ -196,7 +197,7 @@ async def run_bot(bot: Bot) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     interval = systemd.watchdog_interval()
-    pinging = asyncio.ensure_future(systemd.watchdog(interval)) if interval else None
+    pinging = spawn(systemd.watchdog(interval), "the systemd watchdog") if interval else None
     try:
         try:
             await bot.start()
