@@ -373,8 +373,8 @@ async def test_zigbee2mqtt_light_brightness_colour_and_temperature(broker: Broke
     [
         ({"brightness": 150}, "brightness must be between 0 and 100 percent, not 150"),
         ({"brightness": -1}, "brightness must be between 0 and 100 percent, not -1"),
-        ({"color": "blurple"}, "I know no colour called 'blurple'; try one of white, red"),
-        ({"color": "black"}, "a light cannot show black; turn it off instead"),
+        ({"color": "blurple"}, "I don't know the colour “blurple”; I know red, orange"),
+        ({"color": "black"}, "a light cannot shine black; turn it off instead"),
         ({"color": "red", "temperature": 3000}, "a light takes a colour or a colour tempera"),
     ],
 )
