@@ -366,7 +366,7 @@ class HueDriver(Driver):
 
     # the Driver API --------------------------------------------------------------------------
 
-    async def act(self, device: str, action: Action) -> str:
+    async def act(self, device: str, action: Action) -> DeviceState:
         if action.op not in ("on", "off", "toggle", "set"):
             raise DriverError(f"a Hue light cannot {action.op}")
         target, ident, info = await self._fetch(device)
@@ -376,16 +376,13 @@ class HueDriver(Driver):
                 f"the Hue bridge cannot reach the {device}; check that it is powered "
                 "(its wall switch on)"
             )
-        if action.op == "on":
-            body, done = {"on": True}, f"turned on the {device}"
-        elif action.op == "off":
-            body, done = {"on": False}, f"turned off the {device}"
+        if action.op in ("on", "off"):
+            body: dict[str, Any] = {"on": action.op == "on"}
         elif action.op == "toggle":
             now_on = bool(state.get("on") if target.kind == "light" else state.get("any_on"))
             body = {"on": not now_on}
-            done = f"turned {'off' if now_on else 'on'} the {device}"
         else:
-            body, done = self._set_body(device, target, info, action.kwargs)
+            body = self._set_body(device, target, info, action.kwargs)
         tt = target.transitiontime
         number = int(ident)
         if target.kind == "light":
@@ -393,24 +390,26 @@ class HueDriver(Driver):
         else:
             answer = await self._call(lambda b: b.set_group(number, dict(body), transitiontime=tt))
         self._check(device, answer)
-        return done
+        # The bridge said success for each key: its state is now the old one with the body.
+        part = "state" if target.kind == "light" else "action"
+        values = {**info[part], **body}
+        values["colormode"] = next((m for m in ("xy", "ct") if m in body), values.get("colormode"))
+        return _state_of(values, body["on"])
 
     def _set_body(
         self, device: str, target: _Target, info: dict[str, Any], args: Mapping[str, Any]
-    ) -> tuple[dict[str, Any], str]:
-        """The state to PUT for a "set", and what to say; a group passes everything on
+    ) -> dict[str, Any]:
+        """The state to PUT for a "set"; a group passes everything on
         (the bridge gives each light what it can take)."""
         takes = set(info["state"]) if target.kind == "light" else {"bri", "ct", "xy"}
         brightness = args.get("brightness")
         if brightness is not None and brightness == 0:
-            return {"on": False}, f"turned off the {device}"
+            return {"on": False}
         body: dict[str, Any] = {"on": True}
-        said: list[str] = []
         if brightness is not None:
             if "bri" not in takes:
                 raise DriverError(f"the {device} cannot dim; it only turns on and off")
             body["bri"] = bri_of_percent(int(brightness))
-            said.append(f"{brightness}%")
         gamut = colour.gamut_of(info.get("capabilities")) or colour.GAMUT_C
         color = args.get("color")
         if color is not None:
@@ -421,7 +420,6 @@ class HueDriver(Driver):
                 body["xy"] = list(colour.fit_gamut(wanted.xy, gamut))
             else:
                 raise DriverError(f"the {device} cannot change colour")
-            said.append(wanted.name)
         temperature = args.get("temperature")
         if temperature is not None:
             if "ct" in takes:
@@ -430,33 +428,33 @@ class HueDriver(Driver):
                 body["xy"] = list(colour.fit_gamut(colour.xy_of_kelvin(int(temperature)), gamut))
             else:
                 raise DriverError(f"the {device} cannot change colour temperature")
-            said.append(f"{int(temperature)} K")
-        if not said:
-            return body, f"turned on the {device}"
-        return body, f"set the {device} to {', '.join(said)}"
+        return body
 
     async def state(self, device: str) -> DeviceState:
         target, _ident, info = await self._fetch(device)
         if target.kind == "light":
-            values, on = info["state"], info["state"].get("on")
-            if values.get("reachable") is False:
+            if info["state"].get("reachable") is False:
                 return DeviceState(online=False, detail="the Hue bridge cannot reach it")
-        else:
-            values, on = info["action"], info["state"].get("any_on")
-        bri = values.get("bri")
-        color, temperature = None, None
-        mode = values.get("colormode")
-        if mode == "xy" and isinstance(values.get("xy"), list) and len(values["xy"]) == 2:
-            color = colour.name_of_xy(values["xy"])
-        elif mode == "ct" and isinstance(values.get("ct"), int):
-            temperature = round(1_000_000 / values["ct"])
-            color = colour.name_of_mireds(values["ct"])
-        return DeviceState(
-            on=bool(on),
-            brightness=percent_of_bri(bri) if isinstance(bri, int) and "bri" in values else None,
-            color=color,
-            temperature=temperature,
-        )
+            return _state_of(info["state"], info["state"].get("on"))
+        return _state_of(info["action"], info["state"].get("any_on"))
+
+
+def _state_of(values: Mapping[str, Any], on: object) -> DeviceState:
+    """A light's state (or a group's action) as troupe says it."""
+    bri = values.get("bri")
+    color, temperature = None, None
+    mode = values.get("colormode")
+    if mode == "xy" and isinstance(values.get("xy"), list) and len(values["xy"]) == 2:
+        color = colour.name_of_xy(values["xy"])
+    elif mode == "ct" and isinstance(values.get("ct"), int):
+        temperature = round(1_000_000 / values["ct"])
+        color = colour.name_of_mireds(values["ct"])
+    return DeviceState(
+        on=bool(on),
+        brightness=percent_of_bri(bri) if isinstance(bri, int) else None,
+        color=color,
+        temperature=temperature,
+    )
 
 
 # --- pairing ----------------------------------------------------------------------------------
