@@ -9,7 +9,7 @@ import re
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Protocol
 
 from slack_sdk.errors import SlackApiError
@@ -496,7 +496,7 @@ class Bot:
                 limit = f"a command may be {self.max_text:,} characters at most"
                 await self._refuse(event, limit, event.text[:60])
             return "skipped", "too long to read"
-        found = self.plugins.match(text)
+        found = self.plugins.match(text, addressed=addressed)
         command = None if found else await self._understand(event, text)
         if found is None and command is None:
             if addressed and not event.relay:
@@ -935,20 +935,21 @@ class Bot:
         driver = self.drivers[self.devices[action.device].driver]
         origin = command_origin.set((channel, ts))
         try:
-            text = await driver.act(action.device, action)
+            state = await driver.act(action.device, action)
         except DriverError as err:
             self.journal.action_end(channel, ts, action.device, action.op, False, str(err))
             return _Done(False, str(err))
         finally:
             command_origin.reset(origin)
-        self.journal.action_end(channel, ts, action.device, action.op, True, text)
-        await self._changed(action.device)
+        text = outcomes.render(outcomes.Acted(action, state))
+        self.journal.action_end(channel, ts, action.device, action.op, True, text, asdict(state))
+        await self._changed(action.device, state)
         return _Done(True, text)
 
-    async def _changed(self, device: str) -> None:
-        """Tell the state listeners a device's new state."""
+    async def _changed(self, device: str, state: DeviceState | None = None) -> None:
+        """Tell the state listeners a device's new state (read from its driver if not given)."""
         if self.state_listeners:
-            state = await self.device_state(device)
+            state = state or await self.device_state(device)
             for listener in self.state_listeners:
                 await listener(device, state)
 

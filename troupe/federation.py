@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+from troupe.operations import OPERATIONS
 from troupe.slackmq import Lock, message_age
 from troupe.tasks import spawn
 
@@ -48,7 +49,8 @@ class Action:
     @property
     def idempotent(self) -> bool:
         """Safe to repeat: on, off and set are; toggle is not (a taker reports it instead)."""
-        return self.op != "toggle"
+        found = OPERATIONS.get(self.op)
+        return found is not None and found.idempotent
 
     @property
     def kwargs(self) -> dict[str, Any]:

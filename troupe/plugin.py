@@ -121,18 +121,6 @@ command_origin: ContextVar[tuple[str, str] | None] = ContextVar("command_origin"
 """The (channel, ts) of the command a driver is acting for, for drivers that record it."""
 
 
-def describe_setting(args: Mapping[str, Any]) -> str:
-    """The part of a "set" that was asked for, as words: "30%", "red", "2700 K"."""
-    parts = []
-    if args.get("brightness") is not None:
-        parts.append(f"{args['brightness']}%")
-    if args.get("color"):
-        parts.append(str(args["color"]))
-    if args.get("temperature"):
-        parts.append(f"{args['temperature']} K")
-    return ", ".join(parts) or "the same"
-
-
 class DriverError(TroupeError, RuntimeError):
     """A device did not do what it was asked; the message is one sentence for the chat."""
 
@@ -140,9 +128,10 @@ class DriverError(TroupeError, RuntimeError):
 class Driver(abc.ABC):
     """A kind of device (gpio_relay, hue, mqtt, ...). One instance per bot.
 
-    Subclasses must set `name` and implement act() and state(); they may override start(),
-    stop() and can_drive() (whether this bot reaches the device: its bridge, its broker).
-    Blocking libraries run in asyncio.to_thread; act() raises DriverError with a sentence.
+    Subclasses must set `name` and implement act() and state(); they may override start()
+    and stop(). act() gets one of troupe.operations' operations and returns the device's
+    new state: the runtime words the answer. Blocking libraries run in asyncio.to_thread;
+    act() raises DriverError with a sentence when the device did not do it.
     """
 
     name: ClassVar[str]
@@ -184,12 +173,10 @@ class Driver(abc.ABC):
         """Release hardware and connections."""
         return None
 
-    def can_drive(self, device: str, options: Mapping[str, Any]) -> bool:
-        return True
-
     @abc.abstractmethod
-    async def act(self, device: str, action: Action) -> str:
-        """Carry out the action; return what was done, for the reply ("turned on")."""
+    async def act(self, device: str, action: Action) -> DeviceState:
+        """Carry out the action (on, off, toggle, set: troupe.operations); return the
+        device's state now, as the device confirmed it where it can."""
 
     @abc.abstractmethod
     async def state(self, device: str) -> DeviceState:
@@ -208,10 +195,16 @@ class PluginSet:
     drivers: dict[str, type[Driver]] = field(default_factory=dict)
     modules: list[str] = field(default_factory=list)
 
-    def match(self, text: str) -> tuple[CommandSpec, re.Match[str]] | None:
-        """The first command whose pattern matches the text (troupe commands first)."""
+    def match(
+        self, text: str, *, addressed: bool = True
+    ) -> tuple[CommandSpec, re.Match[str]] | None:
+        """The first command whose pattern matches the text (troupe commands first).
+        `addressed`: the bot was mentioned first or messaged directly, which slackbot's
+        respond_to commands require."""
         cleaned = text.strip().rstrip("!?.").strip()
         for spec in self.commands:
+            if spec.addressed and not addressed:
+                continue
             if spec.style == "troupe":
                 found = spec.pattern.fullmatch(cleaned)
             else:

@@ -16,6 +16,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from troupe import colour
+
 LINK_WINDOW_S = 30.0
 """How long the link button stays pressed, as on the real bridge."""
 HANG_LIMIT_S = 60.0
@@ -235,7 +237,7 @@ class BridgeModel:
             control["ct"] = {"min": 153, "max": 500}
         if "xy" in kind.params:
             control.update(
-                colorgamuttype="C", colorgamut=[[0.6915, 0.3083], [0.17, 0.7], [0.1532, 0.0475]]
+                colorgamuttype="C", colorgamut=[list(corner) for corner in colour.GAMUT_C]
             )
         return control
 
@@ -557,6 +559,9 @@ class BridgeModel:
                 else:
                     lo, hi = _RANGES[base]
                     state[base] = min(hi, max(lo, state[base] + value))
+            elif key == "xy":  # as a real bridge: the nearest colour the light can show
+                state["xy"] = list(colour.fit_gamut(value, colour.GAMUT_C))
+                base = key
             else:
                 state[key] = copy.deepcopy(value)
                 base = key

@@ -199,7 +199,7 @@ class MqttDriver(Driver):
             return f"the {device.name} is offline"
         return None
 
-    async def act(self, device: str, action: Action) -> str:
+    async def act(self, device: str, action: Action) -> DeviceState:
         target = self.devices[device]
         async with target.lock:
             command = target.command(action)
@@ -231,21 +231,10 @@ class MqttDriver(Driver):
                         raise DriverError(f"the {device} refused: {heard.error}")
             finally:
                 target.waiters.remove(waiter)
-        return _done(device, action, target.snapshot())
+        return target.snapshot()
 
     async def state(self, device: str) -> DeviceState:
         target = self.devices[device]
         if not self.connected:
             return DeviceState(online=False, detail=self._unreachable(target) or "")
         return target.snapshot()
-
-
-def _done(device: str, action: Action, state: DeviceState) -> str:
-    if action.op == "on":
-        return f"turned on the {device}"
-    if action.op == "off":
-        return f"turned off the {device}"
-    if action.op == "toggle":
-        now = "" if state.on is None else f" (now {'on' if state.on else 'off'})"
-        return f"toggled the {device}{now}"
-    return f"set the {device} to {state.describe()}"

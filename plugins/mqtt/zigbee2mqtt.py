@@ -7,6 +7,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+from troupe import colour
 from troupe.federation import Action
 from troupe.plugin import DeviceState, DriverError
 from troupe.plugins.mqtt.device import (
@@ -21,51 +22,6 @@ from troupe.plugins.mqtt.device import (
     wants_on,
 )
 from troupe.plugins.mqtt.options import Zigbee2MqttOptions
-
-# colours ------------------------------------------------------------------------------------
-
-COLORS: dict[str, tuple[int, int, int]] = {
-    "white": (255, 255, 255),
-    "red": (255, 0, 0),
-    "orange": (255, 165, 0),
-    "yellow": (255, 255, 0),
-    "green": (0, 128, 0),
-    "lime": (0, 255, 0),
-    "blue": (0, 0, 255),
-    "cyan": (0, 255, 255),
-    "turquoise": (64, 224, 208),
-    "purple": (128, 0, 128),
-    "magenta": (255, 0, 255),
-    "violet": (238, 130, 238),
-    "pink": (255, 192, 203),
-    "brown": (165, 42, 42),
-    "gold": (255, 215, 0),
-}
-"""The colour names the intents know, as CSS defines them (what Home Assistant uses)."""
-
-
-def color_xy(name: str) -> tuple[float, float]:
-    """The CIE 1931 xy of a colour name (sRGB, D65), as Zigbee lights take it."""
-    rgb = COLORS.get(name.strip().lower())
-    if rgb is None:
-        if name.strip().lower() == "black":
-            raise DriverError("a light cannot show black; turn it off instead")
-        raise DriverError(f"I know no colour called {name!r}; try one of {', '.join(COLORS)}")
-
-    def linear(c: float) -> float:
-        c /= 255
-        return ((c + 0.055) / 1.055) ** 2.4 if c > 0.04045 else c / 12.92
-
-    r, g, b = (linear(c) for c in rgb)
-    x = r * 0.4124 + g * 0.3576 + b * 0.1805
-    y = r * 0.2126 + g * 0.7152 + b * 0.0722
-    z = r * 0.0193 + g * 0.1192 + b * 0.9505
-    return (round(x / (x + y + z), 4), round(y / (x + y + z), 4))
-
-
-def _nearest_color(x: float, y: float) -> str | None:
-    best = min(COLORS, key=lambda name: math.dist(color_xy(name), (x, y)))
-    return best if math.dist(color_xy(best), (x, y)) < 0.02 else None
 
 
 class Zigbee2Mqtt(Device):
@@ -164,7 +120,8 @@ class Zigbee2Mqtt(Device):
             kelvin = round(1_000_000 / heard["mireds"])
             if self._sent_kelvin and self._sent_kelvin[1] == heard["mireds"]:
                 kelvin = self._sent_kelvin[0]
-            self.temperature, self.color = kelvin, None
+            self.temperature = kelvin
+            self.color = colour.name_of_mireds(heard["mireds"])
         elif mode in ("xy", "hs") and "xy" in heard:
             self.temperature, self.color = None, self._name_of(heard["xy"])
         return Heard(**heard)
@@ -172,7 +129,7 @@ class Zigbee2Mqtt(Device):
     def _name_of(self, xy: tuple[float, float]) -> str | None:
         if self._sent_color and math.dist(self._sent_color[1], xy) < 0.01:
             return self._sent_color[0]
-        return _nearest_color(*xy)
+        return colour.name_of_xy(xy)
 
     def snapshot(self) -> DeviceState:
         if self.bridge_online is False:
@@ -207,12 +164,15 @@ class Zigbee2Mqtt(Device):
                 level = round(percent * 254 / 100)
                 body["brightness"] = level
                 checks.append(lambda h: h.brightness is not None and abs(h.brightness - level) <= 1)
-            if args.get("color") is not None and want:
+            wanted = colour.named(str(args["color"])) if args.get("color") is not None else None
+            if wanted is not None and wanted.kelvin is not None and self._can("color_temp"):
+                args = {"temperature": wanted.kelvin}  # a white: set as a colour temperature
+            elif wanted is not None and want:
                 if not self._can("color_xy"):
                     raise DriverError(f"the {self.name} cannot change colour")
-                xy = color_xy(str(args["color"]))
+                xy = wanted.xy
                 body["color"] = {"x": xy[0], "y": xy[1]}
-                self._sent_color = (str(args["color"]).lower(), xy)
+                self._sent_color = (wanted.name, xy)
                 checks.append(lambda h: h.xy is not None and math.dist(h.xy, xy) < 0.01)
             if args.get("temperature") is not None and want:
                 kelvin = args["temperature"]
