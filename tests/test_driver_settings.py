@@ -47,7 +47,7 @@ class PumpDriver(Driver):
 
     async def act(self, device, action):
         self.on[device] = action.op == "on"
-        return f"turned {action.op} the {device}"
+        return DeviceState(on=self.on[device])
 
     async def state(self, device):
         return DeviceState(on=self.on[device])
