@@ -238,7 +238,7 @@ class Bot:
         self.transport.on_reconnect = self._catch_up
         await self.transport.start(self.handle)
         await self._sweep_pins()
-        self._sweeper = asyncio.ensure_future(self._sweep_forever())
+        self._sweeper = spawn(self._sweep_forever(), "sweeping stale pins", logger=log)
         for command in interrupted:
             self._spawn(self._resume(*command))
         self.ready.set()

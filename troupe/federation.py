@@ -315,7 +315,7 @@ class Coordinator:
                     continue
                 watch.lease_until = sent + lease
 
-        renewer = asyncio.ensure_future(keep_alive())
+        renewer = spawn(keep_alive(), "renewing a claim's lease", logger=log)
         try:
             value = await work(takeover)
         finally:
