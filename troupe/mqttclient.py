@@ -14,7 +14,7 @@ import contextlib
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -54,7 +54,7 @@ def _nothing(*_args: Any) -> None:
     return None
 
 
-@dataclass(eq=False)
+@dataclass(frozen=True, eq=False)
 class Subscription:
     """What one user of the connection listens to; every callback runs in the event loop."""
 
@@ -69,7 +69,6 @@ class Subscription:
     """The broker refused the login (the reason, as paho words it)."""
     on_denied: Callable[[list[str]], None] = _nothing
     """The broker refused some of the subscriptions (its ACL)."""
-    _mid: int | None = field(default=None, repr=False)
 
 
 class MqttClient:
@@ -95,7 +94,8 @@ class MqttClient:
         self._users = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closing = False
-        self._present = False
+        self._pending: dict[int, tuple[Subscription, bool]] = {}
+        """SUBSCRIBE packet ids awaiting the broker's answer -> whose, and session kept?"""
         v5 = settings.protocol == "5"
         kwargs: dict[str, Any] = {} if v5 else {"clean_session": not persistent}
         protocol = mqtt.MQTTv5 if v5 else mqtt.MQTTv311
@@ -216,17 +216,15 @@ class MqttClient:
     def _subscribe(self, sub: Subscription, session_present: bool) -> None:
         """With the lock held: one SUBSCRIBE per user, so each learns of its own answer."""
         if not sub.topics:
-            sub._mid = None
             self._call(sub.on_connected, session_present)
             return
-        _rc, sub._mid = self._paho.subscribe(list(sub.topics))
-        self._present = session_present
+        _rc, mid = self._paho.subscribe(list(sub.topics))
+        self._pending[mid] = (sub, session_present)
 
     def _paho_subscribed(self, _c: Any, _u: Any, mid: int, codes: list[Any], *_: Any) -> None:
         with self._lock:
-            sub = next((s for s in self._subs if s._mid == mid), None)
-            present = self._present
-        if sub is None:
+            sub, present = self._pending.pop(mid, (None, False))
+        if sub is None or sub not in self._subs:
             return
         denied = [str(code) for code in codes if code.is_failure]
         if denied:
