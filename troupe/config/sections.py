@@ -99,7 +99,7 @@ def prepared(data: dict[Any, Any]) -> dict[Any, Any]:
     New dicts throughout: one YAML anchor may be shared by several bots.
     """
     data = {k: v for k, v in data.items() if not (isinstance(k, str) and k.startswith("x-"))}
-    own = {str(k): {} if v is None else v for k, v in data.items() if k not in CORE}
+    own = {str(k): v for k, v in data.items() if k not in CORE}
     data = {k: v for k, v in data.items() if k in CORE} | {"driver_sections": own}
     slack = data.get("slack")
     mode = slack.get("mode", "app-per-bot") if isinstance(slack, dict) else "app-per-bot"
