@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 import phue
 from pydantic import (
@@ -36,11 +36,8 @@ from pydantic import (
 
 from troupe import colour
 from troupe.federation import Action
-from troupe.plugin import DeviceState, Driver, DriverError, command
+from troupe.plugin import Context, DeviceState, Driver, DriverError, command
 from troupe.secrets import Secret, SecretError
-
-if TYPE_CHECKING:
-    from troupe.bot import Context
 
 log = logging.getLogger(__name__)
 # phue logs the username (an API key) at INFO when it connects, and every request's
@@ -536,7 +533,7 @@ _PAIRINGS: set[asyncio.Task[None]] = set()
 @command(r"pair (?:the )?hue(?: bridge)?", admin=True)
 async def pair_hue(ctx: Context) -> None:
     """Pair with the Hue bridge: say it, then press the bridge's link button within 30 s."""
-    options = ctx.bot.driver_options.get("hue") or {}
+    options = ctx.section("hue")
     bridge = options.get("bridge")
     if not isinstance(bridge, str) or not bridge.strip():
         await ctx.say("There is no Hue bridge in the federation file: add hue: {bridge: HOST}.")
@@ -554,7 +551,7 @@ async def pair_hue(ctx: Context) -> None:
             await ctx.say(f"Pairing failed: {err}.")
             return
         await ctx.say(
-            f"Paired: the username is in {stored} (mode 600) on {ctx.bot.name}. "
+            f"Paired: the username is in {stored} (mode 600) on {ctx.me.name}. "
             f"The hue: section needs `username: file:{stored}`."
         )
 
