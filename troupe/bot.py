@@ -880,7 +880,7 @@ class Bot:
                 continue
             if action.op == "query":
                 state = await self.device_state(device.name)
-                lines.append(f"The {device.name} is {state.describe()}.")
+                lines.append(outcomes.render(outcomes.Queried(device.name, state)))
                 continue
             await self._in_turn(event, device.name)
             if self._late(event, takeover):
