@@ -391,7 +391,8 @@ class HueDriver(Driver):
         part = "state" if target.kind == "light" else "action"
         values = {**info[part], **body}
         values["colormode"] = next((m for m in ("xy", "ct") if m in body), values.get("colormode"))
-        return _state_of(values, body["on"])
+        gamut = colour.gamut_of(info.get("capabilities"))
+        return _state_of(values, body["on"], gamut)
 
     def _set_body(
         self, device: str, target: _Target, info: dict[str, Any], args: Mapping[str, Any]
@@ -407,7 +408,7 @@ class HueDriver(Driver):
             if "bri" not in takes:
                 raise DriverError(f"the {device} cannot dim; it only turns on and off")
             body["bri"] = bri_of_percent(int(brightness))
-        gamut = colour.gamut_of(info.get("capabilities")) or colour.GAMUT_C
+        gamut = colour.gamut_of(info.get("capabilities"))
         color = args.get("color")
         if color is not None:
             wanted = colour.named(str(color))
@@ -432,17 +433,20 @@ class HueDriver(Driver):
         if target.kind == "light":
             if info["state"].get("reachable") is False:
                 return DeviceState(online=False, detail="the Hue bridge cannot reach it")
-            return _state_of(info["state"], info["state"].get("on"))
+            gamut = colour.gamut_of(info.get("capabilities"))
+            return _state_of(info["state"], info["state"].get("on"), gamut)
         return _state_of(info["action"], info["state"].get("any_on"))
 
 
-def _state_of(values: Mapping[str, Any], on: object) -> DeviceState:
+def _state_of(
+    values: Mapping[str, Any], on: object, gamut: colour.Gamut = colour.GAMUT_C
+) -> DeviceState:
     """A light's state (or a group's action) as troupe says it."""
     bri = values.get("bri")
     color, temperature = None, None
     mode = values.get("colormode")
     if mode == "xy" and isinstance(values.get("xy"), list) and len(values["xy"]) == 2:
-        color = colour.name_of_xy(values["xy"])
+        color = colour.name_of_xy(values["xy"], gamut=gamut)
     elif mode == "ct" and isinstance(values.get("ct"), int):
         temperature = round(1_000_000 / values["ct"])
         color = colour.name_of_mireds(values["ct"])

@@ -85,3 +85,14 @@ async def test_hue_and_zigbee_lights_show_and_report_every_colour_alike(
                 assert zigbee_name == name, name  # it remembers the name it sent
                 assert colour.named(hue_name).xy == expected, name
         await hue.stop()
+
+
+def test_a_light_of_another_gamut_gets_and_reports_names_in_its_own() -> None:
+    gamut_b = ((0.675, 0.322), (0.409, 0.518), (0.167, 0.04))
+    capabilities = {"control": {"colorgamut": [list(c) for c in gamut_b]}}
+    assert colour.gamut_of(capabilities) == gamut_b
+    assert colour.gamut_of({"control": {}}) == colour.GAMUT_C
+    green = colour.fit_gamut(colour.named("green").xy, gamut_b)
+    assert math.dist(green, colour.named("green").xy) > colour.NAME_TOLERANCE
+    assert colour.name_of_xy(green, gamut=gamut_b) == "green"
+    assert colour.name_of_xy(green) != "green"
