@@ -730,8 +730,7 @@ async def logs(ctx: Context) -> None:
     # Logs name people, devices and times: only the admin who asked reads them, never
     # everyone in the channel.
     try:
-        opened = await ctx.slack.conversations_open(users=ctx.user)
-        await ctx.slack.chat_postMessage(channel=opened["channel"]["id"], text=text)
+        await ctx.slack.direct_message(ctx.user or "", text)
     except SlackApiError as err:
         log.error("fleet: could not send logs by direct message: %s", err.response.get("error"))
         await ctx.say(

@@ -42,7 +42,7 @@ async def who(ctx: Context) -> None:
 @command(r"whisper (?P<word>\\w+)", needs=("slack",))
 async def whisper(ctx: Context) -> None:
     """Post a word in the bot's main channel through the declared Slack client."""
-    await ctx.slack.chat_postMessage(channel=ctx.message.channel, text=ctx.match["word"])
+    await ctx.slack.post(ctx.message.channel, ctx.match["word"])
     await ctx.say("whispered")
 '''
 
@@ -69,7 +69,7 @@ async def test_a_capability_is_only_there_when_declared() -> None:
     @command(r"peek")
     async def peek(ctx) -> None:
         """Use Slack without saying so."""
-        ctx.slack.chat_postMessage(channel="C1", text="boo")
+        await ctx.slack.post("C1", "boo")
 
     ctx, heard = context_for_test(peek, "peek", slack=object())
     with pytest.raises(PluginError, match=r"without declaring it: @command\(\.\.\., needs="):

@@ -71,7 +71,7 @@ class CommandSpec:
 
 
 NEEDS: Mapping[str, str] = {
-    "slack": "ctx.slack: the bot's own Slack Web API client (slack_sdk's AsyncWebClient)",
+    "slack": "ctx.slack: post as the bot anywhere, and send direct messages (SlackPoster)",
     "services": "ctx.service(cls): a service running beside the bot, by its class",
     "transport": "ctx.connection: how the bot is connected to Slack (kind, connected)",
 }
@@ -174,6 +174,27 @@ class Connection:
     connected: bool
 
 
+class SlackPoster:
+    """The part of Slack's Web API a plugin may use when it declares needs="slack": post
+    as the bot in a channel or a thread, or to one person directly. Nothing that reads the
+    workspace, pins, or touches troupe's claims."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client  # slack_sdk's AsyncWebClient (the bot's, so calls are counted)
+
+    async def post(self, channel: str, text: str, thread_ts: str | None = None) -> str:
+        """Post a message; returns its ts."""
+        answer = await self._client.chat_postMessage(
+            channel=channel, text=text, thread_ts=thread_ts
+        )
+        return str(answer["ts"])
+
+    async def direct_message(self, user: str, text: str) -> str:
+        """Post to one person in a direct message; returns its ts. Needs im:write."""
+        opened = await self._client.conversations_open(users=user)
+        return await self.post(opened["channel"]["id"], text)
+
+
 @dataclass(frozen=True, eq=False)
 class Context:
     """What a troupe command function receives: the match, the message, this bot, the
@@ -227,9 +248,10 @@ class Context:
         return self.ports.section(name)
 
     @property
-    def slack(self) -> Any:
-        """The bot's Slack Web API client (needs="slack")."""
-        return self.ports.slack() if self._granted("slack") else None
+    def slack(self) -> SlackPoster:
+        """Post as the bot beyond the command's thread (needs="slack")."""
+        self._granted("slack")
+        return self.ports.slack()
 
     def service(self, kind: type[T]) -> T | None:
         """The running service of this class, if the bot runs one (needs="services")."""
@@ -260,7 +282,7 @@ class ContextPorts:
     state: Callable[[str], Awaitable[DeviceState]]
     history: Callable[[str | None, int], list[ActionRecord]]
     section: Callable[[str], Mapping[str, Any]]
-    slack: Callable[[], Any]
+    slack: Callable[[], SlackPoster]
     service: Callable[[type[Any]], Any]
     connection: Callable[[], Connection]
 

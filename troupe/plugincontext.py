@@ -24,6 +24,7 @@ from troupe.plugin import (
     Me,
     Message,
     PluginError,
+    SlackPoster,
 )
 
 if TYPE_CHECKING:
@@ -63,7 +64,7 @@ def context_for(bot: Bot, spec: CommandSpec, event: Event, match: re.Match[str])
         state=bot.device_state,
         history=lambda device, limit: bot.journal.history(device, limit=limit),
         section=section,
-        slack=_granted(spec, "slack", lambda: bot.web),
+        slack=_granted(spec, "slack", lambda: SlackPoster(bot.web)),
         service=_granted(spec, "services", service),
         connection=_granted(spec, "transport", connection),
     )
@@ -120,7 +121,8 @@ def context_for_test(
 ) -> tuple[Context, Heard]:
     """A Context for one command without a bot or Slack, for a plugin's own tests: `text`
     must match the command's pattern; what it says and announces is kept in Heard, and
-    once() runs its work (this is the only bot)."""
+    once() runs its work (this is the only bot). `slack` stands in for slack_sdk's
+    AsyncWebClient (chat_postMessage, conversations_open) behind ctx.slack."""
     spec: CommandSpec = func.__troupe_command__  # type: ignore[attr-defined]
     match = spec.pattern.fullmatch(text.strip().rstrip("!?.").strip())
     if match is None:
@@ -152,7 +154,7 @@ def context_for_test(
         state=state,
         history=lambda _device, _limit: [],
         section=lambda name: dict((sections or {}).get(name) or {}),
-        slack=_granted(spec, "slack", lambda: slack),
+        slack=_granted(spec, "slack", lambda: SlackPoster(slack)),
         service=_granted(spec, "services", service),
         connection=_granted(spec, "transport", connection),
     )
