@@ -1,10 +1,13 @@
 """The plugin API: commands (regex + docstring), device drivers, discovery, slackbot support.
 
-A plugin is a module. It declares commands with @command (a regex; the docstring is the
-help text) and device drivers as Driver subclasses. Plugins written for slackbot keep
+A plugin is a module (or a package). It declares commands with @command (a regex; the
+docstring is the help text), each called with a Context: what a command may see and do,
+more only by declaring `needs=`. Device drivers are Driver subclasses whose act() returns
+the device's new state; the runtime words the answer. Plugins written for slackbot keep
 their own decorators (`from slackbot.bot import listen_to, respond_to`) unchanged: troupe
 reads slackbot's registry after import. troupe claims every command itself, so plugins
 carry no ack/unack code; the seed's slackmq calls inside a command still work.
+docs/plugins.md is the author's guide.
 """
 
 from __future__ import annotations
