@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 import phue
 from pydantic import (
@@ -36,11 +36,8 @@ from pydantic import (
 
 from troupe import colour
 from troupe.federation import Action
-from troupe.plugin import DeviceState, Driver, DriverError, command
+from troupe.plugin import Context, DeviceState, Driver, DriverError, command
 from troupe.secrets import Secret, SecretError
-
-if TYPE_CHECKING:
-    from troupe.bot import Context
 
 log = logging.getLogger(__name__)
 # phue logs the username (an API key) at INFO when it connects, and every request's
@@ -395,7 +392,8 @@ class HueDriver(Driver):
         part = "state" if target.kind == "light" else "action"
         values = {**info[part], **body}
         values["colormode"] = next((m for m in ("xy", "ct") if m in body), values.get("colormode"))
-        return _state_of(values, body["on"])
+        gamut = colour.gamut_of(info.get("capabilities"))
+        return _state_of(values, body["on"], gamut)
 
     def _set_body(
         self, device: str, target: _Target, info: dict[str, Any], args: Mapping[str, Any]
@@ -411,7 +409,7 @@ class HueDriver(Driver):
             if "bri" not in takes:
                 raise DriverError(f"the {device} cannot dim; it only turns on and off")
             body["bri"] = bri_of_percent(int(brightness))
-        gamut = colour.gamut_of(info.get("capabilities")) or colour.GAMUT_C
+        gamut = colour.gamut_of(info.get("capabilities"))
         color = args.get("color")
         if color is not None:
             wanted = colour.named(str(color))
@@ -436,17 +434,20 @@ class HueDriver(Driver):
         if target.kind == "light":
             if info["state"].get("reachable") is False:
                 return DeviceState(online=False, detail="the Hue bridge cannot reach it")
-            return _state_of(info["state"], info["state"].get("on"))
+            gamut = colour.gamut_of(info.get("capabilities"))
+            return _state_of(info["state"], info["state"].get("on"), gamut)
         return _state_of(info["action"], info["state"].get("any_on"))
 
 
-def _state_of(values: Mapping[str, Any], on: object) -> DeviceState:
+def _state_of(
+    values: Mapping[str, Any], on: object, gamut: colour.Gamut = colour.GAMUT_C
+) -> DeviceState:
     """A light's state (or a group's action) as troupe says it."""
     bri = values.get("bri")
     color, temperature = None, None
     mode = values.get("colormode")
     if mode == "xy" and isinstance(values.get("xy"), list) and len(values["xy"]) == 2:
-        color = colour.name_of_xy(values["xy"])
+        color = colour.name_of_xy(values["xy"], gamut=gamut)
     elif mode == "ct" and isinstance(values.get("ct"), int):
         temperature = round(1_000_000 / values["ct"])
         color = colour.name_of_mireds(values["ct"])
@@ -537,7 +538,7 @@ _PAIRINGS: set[asyncio.Task[None]] = set()
 @command(r"pair (?:the )?hue(?: bridge)?", admin=True)
 async def pair_hue(ctx: Context) -> None:
     """Pair with the Hue bridge: say it, then press the bridge's link button within 30 s."""
-    options = ctx.bot.driver_options.get("hue") or {}
+    options = ctx.section("hue")
     bridge = options.get("bridge")
     if not isinstance(bridge, str) or not bridge.strip():
         await ctx.say("There is no Hue bridge in the federation file: add hue: {bridge: HOST}.")
@@ -555,7 +556,7 @@ async def pair_hue(ctx: Context) -> None:
             await ctx.say(f"Pairing failed: {err}.")
             return
         await ctx.say(
-            f"Paired: the username is in {stored} (mode 600) on {ctx.bot.name}. "
+            f"Paired: the username is in {stored} (mode 600) on {ctx.me.name}. "
             f"The hue: section needs `username: file:{stored}`."
         )
 

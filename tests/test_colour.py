@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from mqttkit import mqtt_driver, powered
 from troupe import colour
 from troupe.federation import Action
 from troupe.hardware.broker import Broker
-from troupe.hardware.hue import running_bridge
+from troupe.hardware.hue import BridgeModel, default_layout, running_bridge
 from troupe.hardware.mqtt import Zigbee2Mqtt
 from troupe.plugins.hue import HueDriver
 from troupe.secrets import Secret
@@ -42,6 +43,15 @@ def test_gamut_fitting_keeps_what_a_light_shows_and_moves_the_rest_to_the_edge()
     assert colour.fit_gamut((0.0, 0.0)) == colour.GAMUT_C[2]  # beyond the blue corner
     assert colour.name_of_xy(blue) == "blue"  # a fitted colour keeps its name
     assert colour.name_of_xy((0.5, 0.2)) is None
+
+
+def test_the_hue_simulator_shows_the_nearest_colour_its_gamut_holds() -> None:
+    model = BridgeModel(*default_layout(1), usernames=[USER])
+    body = json.dumps({"on": True, "xy": [0.15, 0.06]}).encode()
+    answer = model.handle("PUT", f"/api/{USER}/lights/1/state", body)
+    assert answer[-1] == {"success": {"/lights/1/state/xy": [0.15, 0.06]}}
+    assert model.light_state("1")["xy"] == list(colour.fit_gamut((0.15, 0.06))) != [0.15, 0.06]
+    assert model.changes("1")[-1]["change"]["xy"] == [0.15, 0.06]  # what it was sent
 
 
 async def test_hue_and_zigbee_lights_show_and_report_every_colour_alike(
@@ -75,3 +85,14 @@ async def test_hue_and_zigbee_lights_show_and_report_every_colour_alike(
                 assert zigbee_name == name, name  # it remembers the name it sent
                 assert colour.named(hue_name).xy == expected, name
         await hue.stop()
+
+
+def test_a_light_of_another_gamut_gets_and_reports_names_in_its_own() -> None:
+    gamut_b = ((0.675, 0.322), (0.409, 0.518), (0.167, 0.04))
+    capabilities = {"control": {"colorgamut": [list(c) for c in gamut_b]}}
+    assert colour.gamut_of(capabilities) == gamut_b
+    assert colour.gamut_of({"control": {}}) == colour.GAMUT_C
+    green = colour.fit_gamut(colour.named("green").xy, gamut_b)
+    assert math.dist(green, colour.named("green").xy) > colour.NAME_TOLERANCE
+    assert colour.name_of_xy(green, gamut=gamut_b) == "green"
+    assert colour.name_of_xy(green) != "green"

@@ -26,6 +26,7 @@ from troupe.federation import Action
 from troupe.hardware import hue as sim
 from troupe.hardware.hue import running_bridge
 from troupe.plugin import DriverError
+from troupe.plugincontext import context_for_test
 from troupe.plugins import hue
 from troupe.plugins.hue import HueDriver, PairingError
 from troupe.secrets import Secret
@@ -588,42 +589,29 @@ def address_nobody() -> str:
     return f"127.0.0.1:{_free_port()}"
 
 
-class _Bot:
-    name = "hall-pi"
-
-    def __init__(self, options: dict[str, Any]) -> None:
-        self.driver_options = {"hue": options}
-
-
-class _Ctx:
-    def __init__(self, options: dict[str, Any]) -> None:
-        self.bot = _Bot(options)
-        self.said: list[str] = []
-
-    async def say(self, text: str) -> None:
-        self.said.append(text)
-
-
 async def test_pair_hue_chat_command_answers_now_and_when_paired(tmp_path):
     spec = hue.pair_hue.__troupe_command__
     assert spec.admin and spec.pattern.fullmatch("pair the hue bridge")
     target = tmp_path / "secrets" / "hue-username"
     with running_bridge(1) as rb:
-        ctx = _Ctx({"bridge": rb.address, "username": Secret(f"file:{target}")})
+        hue_section = {"bridge": rb.address, "username": Secret(f"file:{target}")}
+        ctx, heard = context_for_test(
+            hue.pair_hue, "pair hue", bot="hall-pi", sections={"hue": hue_section}
+        )
         await hue.pair_hue(ctx)
-        assert ctx.said == [
+        assert heard.said == [
             f"Press the link button on the Hue bridge at {rb.address} now; "
             "I'll keep trying for 30 s."
         ]
         await asyncio.wait_for(asyncio.gather(*hue._PAIRINGS), 20)
-        assert ctx.said[1] == (
+        assert heard.said[1] == (
             f"Paired: the username is in {target} (mode 600) on hall-pi. "
             f"The hue: section needs `username: file:{target}`."
         )
         assert Secret(f"file:{target}").reveal() in rb.model.whitelist
-    ctx = _Ctx({})
+    ctx, heard = context_for_test(hue.pair_hue, "pair the hue bridge")
     await hue.pair_hue(ctx)
-    assert ctx.said == ["There is no Hue bridge in the federation file: add hue: {bridge: HOST}."]
+    assert heard.said == ["There is no Hue bridge in the federation file: add hue: {bridge: HOST}."]
 
 
 # --- three bot processes, one bridge ------------------------------------------------------------

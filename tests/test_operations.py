@@ -6,7 +6,7 @@ import pytest
 
 from troupe.federation import Action
 from troupe.operations import OPERATIONS, describe_setting, operation
-from troupe.outcomes import Acted, render
+from troupe.outcomes import Acted, Queried, render
 from troupe.plugin import DeviceState
 
 
@@ -59,6 +59,12 @@ def test_the_runtime_words_the_answer_from_the_state(
     action: Action, state: DeviceState, answer: str
 ) -> None:
     assert render(Acted(action, state)) == answer
+
+
+def test_a_question_is_answered_from_the_state() -> None:
+    state = DeviceState(on=True, brightness=40, color="red")
+    assert render(Queried("lamp", state)) == "The lamp is on, 40%, red."
+    assert render(Queried("lamp", DeviceState(online=False))) == "The lamp is offline."
 
 
 def test_describe_setting_names_what_was_asked_in_the_tables_order() -> None:

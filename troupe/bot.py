@@ -42,6 +42,7 @@ from troupe.plugin import (
     PluginSet,
     command_origin,
 )
+from troupe.plugincontext import context_for
 from troupe.relaycheck import in_slack
 from troupe.roster import FleetUsers, fleet_user_ids
 from troupe.slackapi import ClockedWebClient, lock_client
@@ -88,19 +89,6 @@ class DeviceSpec:
     owner: str | None
     aliases: tuple[str, ...] = ()
     options: Mapping[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class Context:
-    """What a troupe command function receives."""
-
-    bot: Bot
-    event: Event
-    match: re.Match[str]
-
-    async def say(self, text: str) -> None:
-        """Answer in the command's thread."""
-        await self.bot.reply(self.event, text)
 
 
 class Service(Protocol):
@@ -769,7 +757,7 @@ class Bot:
 
         async def run(_takeover: bool) -> None:
             if spec.style == "troupe":
-                await spec.func(Context(self, event, match))
+                await spec.func(context_for(self, spec, event, match))
             else:
                 from troupe.slackbot_compat import call_slackbot_plugin
 
@@ -896,7 +884,7 @@ class Bot:
                 continue
             if action.op == "query":
                 state = await self.device_state(device.name)
-                lines.append(f"The {device.name} is {state.describe()}.")
+                lines.append(outcomes.render(outcomes.Queried(device.name, state)))
                 continue
             await self._in_turn(event, device.name)
             if self._late(event, takeover):

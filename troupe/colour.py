@@ -181,32 +181,34 @@ def fit_gamut(xy: Sequence[float], gamut: Gamut = GAMUT_C) -> XY:
     return (round(nearest[0], 4), round(nearest[1], 4))
 
 
-def gamut_of(capabilities: object) -> Gamut | None:
-    """A Hue light's gamut from its capabilities.control.colorgamut, if it reports one."""
+def gamut_of(capabilities: object) -> Gamut:
+    """A Hue light's gamut from its capabilities.control.colorgamut; gamut C if it
+    reports none (or something unreadable)."""
     if not isinstance(capabilities, Mapping):
-        return None
+        return GAMUT_C
     corners = (capabilities.get("control") or {}).get("colorgamut")
     try:
-        red, green, blue = (
-            (float(corner[0]), float(corner[1]))
-            for corner in corners  # type: ignore[union-attr]
-        )
+        red, green, blue = ((float(c[0]), float(c[1])) for c in corners)  # type: ignore[union-attr]
     except (TypeError, ValueError, IndexError):
-        return None
+        return GAMUT_C
     return (red, green, blue)
 
 
-def name_of_xy(xy: Sequence[float], tolerance: float = NAME_TOLERANCE) -> str | None:
-    """The colour name closest to an xy (whites included), if one is close enough."""
+def name_of_xy(
+    xy: Sequence[float], tolerance: float = NAME_TOLERANCE, gamut: Gamut = GAMUT_C
+) -> str | None:
+    """The colour name closest to an xy (whites included), if one is close enough. A
+    light shows a colour outside its gamut fitted to it: each name is compared both as
+    itself and as fitted to `gamut`."""
     point = (float(xy[0]), float(xy[1]))
     candidates = [(name, xy_of_rgb(*rgb)) for name, rgb in CSS_COLOURS.items()]
     candidates += [(name, xy_of_kelvin(k)) for name, k in WHITES.items()]
-    # A colour outside a light's gamut comes back fitted: compare in the same gamut.
-    name, where = min(
-        candidates, key=lambda c: min(math.dist(c[1], point), math.dist(fit_gamut(c[1]), point))
-    )
-    distance = min(math.dist(where, point), math.dist(fit_gamut(where), point))
-    return name if distance <= tolerance else None
+
+    def distance(where: XY) -> float:
+        return min(math.dist(where, point), math.dist(fit_gamut(where, gamut), point))
+
+    name, where = min(candidates, key=lambda c: distance(c[1]))
+    return name if distance(where) <= tolerance else None
 
 
 def name_of_mireds(ct: float) -> str | None:

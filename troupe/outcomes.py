@@ -82,6 +82,14 @@ class Acted:
     state: DeviceState
 
 
+@dataclass(frozen=True)
+class Queried:
+    """A question about a device ("is the porch switch on"), answered from its state."""
+
+    device: str
+    state: DeviceState
+
+
 Outcome = (
     NotUnderstood
     | NearMiss
@@ -92,6 +100,7 @@ Outcome = (
     | Superseded
     | LeaseLost
     | Acted
+    | Queried
 )
 
 
@@ -128,6 +137,8 @@ def render(outcome: Outcome) -> str:
     match outcome:
         case Acted(action, state):
             return _acted(action, state)
+        case Queried(device, state):
+            return f"The {device} is {state.describe()}."
         case NotUnderstood():
             return UNKNOWN
         case NearMiss(command):
