@@ -13,7 +13,6 @@ import argparse
 import contextlib
 import json
 import logging
-import math
 import signal
 import socket
 import sys
@@ -26,6 +25,8 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+
+from troupe import colour
 
 log = logging.getLogger(__name__)
 
@@ -498,28 +499,10 @@ class Zigbee2Mqtt:
 
 
 def _hex_to_xy(value: str) -> tuple[float, float]:
-    digits = value.lstrip("#")
     try:
-        red, green, blue = (int(digits[i : i + 2], 16) / 255 for i in (0, 2, 4))
+        return colour.xy_of_hex(value)
     except ValueError:
         return (0.3127, 0.329)
-    return rgb_to_xy(red, green, blue)
-
-
-def rgb_to_xy(red: float, green: float, blue: float) -> tuple[float, float]:
-    """sRGB (0-1) to CIE 1931 xy, as Zigbee2MQTT and Hue convert colours."""
-
-    def linear(c: float) -> float:
-        return ((c + 0.055) / 1.055) ** 2.4 if c > 0.04045 else c / 12.92
-
-    r, g, b = linear(red), linear(green), linear(blue)
-    x = r * 0.4124 + g * 0.3576 + b * 0.1805
-    y = r * 0.2126 + g * 0.7152 + b * 0.0722
-    z = r * 0.0193 + g * 0.1192 + b * 0.9505
-    total = x + y + z
-    if math.isclose(total, 0.0):
-        return (0.3127, 0.329)
-    return (round(x / total, 4), round(y / total, 4))
 
 
 # Shelly --------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import re
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Protocol
 
 from slack_sdk.errors import SlackApiError
@@ -44,11 +44,13 @@ from troupe.plugin import (
     PluginSet,
     command_origin,
 )
+from troupe.plugincontext import context_for
 from troupe.relaycheck import in_slack
 from troupe.roster import FleetUsers, fleet_user_ids
 from troupe.slackapi import ClockedWebClient, lock_client
 from troupe.slackclock import ClockUnknown, SlackClock
 from troupe.slackmq import DONE, TAKEOVER, WORKING, Lock, SlackMQ, holding
+from troupe.tasks import spawn
 from troupe.transports.base import Ack, Event, Transport
 
 log = logging.getLogger(__name__)
@@ -91,19 +93,6 @@ class DeviceSpec:
     options: Mapping[str, Any] = field(default_factory=dict)
     confirm: bool | None = None
     """Ask for a 👍 before acting (None: troupe.confirm's default for the kind)."""
-
-
-@dataclass
-class Context:
-    """What a troupe command function receives."""
-
-    bot: Bot
-    event: Event
-    match: re.Match[str]
-
-    async def say(self, text: str) -> None:
-        """Answer in the command's thread."""
-        await self.bot.reply(self.event, text)
 
 
 class Service(Protocol):
@@ -191,9 +180,11 @@ class Bot:
         self.state_listeners: list[Callable[[str, DeviceState], Awaitable[None]]] = []
         """Called after every successful action with the device's new state."""
         self.threads = Threads(recognizer, self._thread_text)
+        """The command of each recent thread, for follow-ups ("turn it off")."""
         self.confirmations = confirm.Confirmations()
         """Commands on risky devices waiting for the asker's 👍."""
-        """The command of each recent thread, for follow-ups ("turn it off")."""
+        self.clients: dict[str, Any] = {}
+        """Connections the bot's parts share, by section: "mqtt" -> its one MQTT client."""
 
     # lifecycle ----------------------------------------------------------------------
 
@@ -243,7 +234,7 @@ class Bot:
         self.transport.on_reconnect = self._catch_up
         await self.transport.start(self.handle)
         await self._sweep_pins()
-        self._sweeper = asyncio.ensure_future(self._sweep_forever())
+        self._sweeper = spawn(self._sweep_forever(), "sweeping stale pins", logger=log)
         for command in interrupted:
             self._spawn(self._resume(*command))
         self.ready.set()
@@ -436,6 +427,7 @@ class Bot:
                 notify=self.announce,
                 recall=self.journal.last_state,
                 changed=self._changed,
+                **({"client": self.clients[name]} if name in self.clients else {}),
             )
             await driver.start(devices)
             self.drivers[name] = driver
@@ -503,7 +495,7 @@ class Bot:
                 limit = f"a command may be {self.max_text:,} characters at most"
                 await self._refuse(event, limit, event.text[:60])
             return "skipped", "too long to read"
-        found = self.plugins.match(text)
+        found = self.plugins.match(text, addressed=addressed)
         command = None if found else await self._understand(event, text)
         if found is None and command is None:
             if addressed and not event.relay:
@@ -791,7 +783,7 @@ class Bot:
 
         async def run(_takeover: bool) -> None:
             if spec.style == "troupe":
-                await spec.func(Context(self, event, match))
+                await spec.func(context_for(self, spec, event, match))
             else:
                 from troupe.slackbot_compat import call_slackbot_plugin
 
@@ -920,7 +912,7 @@ class Bot:
                 continue
             if action.op == "query":
                 state = await self.device_state(device.name)
-                lines.append(f"The {device.name} is {state.describe()}.")
+                lines.append(outcomes.render(outcomes.Queried(device.name, state)))
                 continue
             await self._in_turn(event, device.name)
             if self._late(event, takeover):
@@ -960,14 +952,15 @@ class Bot:
         driver = self.drivers[self.devices[action.device].driver]
         origin = command_origin.set((channel, ts))
         try:
-            text = await self._run_driver(driver, action)
+            state = await self._run_driver(driver, action)
         except DriverError as err:
             self.journal.action_end(channel, ts, action.device, action.op, False, str(err))
             return _Done(False, str(err))
         finally:
             command_origin.reset(origin)
-        self.journal.action_end(channel, ts, action.device, action.op, True, text)
-        await self._changed(action.device)
+        text = outcomes.render(outcomes.Acted(action, state))
+        self.journal.action_end(channel, ts, action.device, action.op, True, text, asdict(state))
+        await self._changed(action.device, state)
         return _Done(True, text)
 
     # Seams: plain pass-throughs here; the development kit's chaos bot overrides them
@@ -977,18 +970,18 @@ class Bot:
         """The lock the coordinator claims commands with."""
         return slackmq
 
-    async def _run_driver(self, driver: Driver, action: Action) -> str:
-        """Hand one journaled action to its driver."""
+    async def _run_driver(self, driver: Driver, action: Action) -> DeviceState:
+        """Hand one journaled action to its driver; the device's new state."""
         return await driver.act(action.device, action)
 
     def _timer_delay(self, seconds: float) -> float:
         """How long to wait, in seconds, for a timed action due that far ahead."""
         return seconds
 
-    async def _changed(self, device: str) -> None:
-        """Tell the state listeners a device's new state."""
+    async def _changed(self, device: str, state: DeviceState | None = None) -> None:
+        """Tell the state listeners a device's new state (read from its driver if not given)."""
         if self.state_listeners:
-            state = await self.device_state(device)
+            state = state or await self.device_state(device)
             for listener in self.state_listeners:
                 await listener(device, state)
 
@@ -1031,9 +1024,7 @@ class Bot:
         self.journal.cancel_timer(device)
 
     def _spawn(self, coro: Any) -> None:
-        task = asyncio.ensure_future(coro)
-        self._inflight.add(task)
-        task.add_done_callback(self._inflight.discard)
+        spawn(coro, "a command run in the background", self._inflight, logger=log)
 
     async def _fire(self, timer: Timer) -> None:
         self._timers.pop(timer.device, None)

@@ -86,3 +86,11 @@ def lines(bot: Bot, device: str | None, found: list[Entry]) -> str:
         who = f"<@{entry.user}>" if entry.user else "someone"
         out.append(f"• {bot._local_time(entry.ts)} “{entry.text}” — asked by {who}")
     return "\n".join(out)
+
+
+async def answer(bot: Bot, spoken: str | None) -> str:
+    """The answer to "history [of DEVICE]": what the fleet did, or which name is unknown."""
+    device = device_named(bot, spoken)
+    if spoken and device is None:
+        return f"I don't know a device called “{spoken}” — try `devices`."
+    return lines(bot, device, await entries(bot, device))

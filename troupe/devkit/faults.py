@@ -14,11 +14,10 @@ from __future__ import annotations
 import os
 import signal
 from collections.abc import Iterable
-from typing import Any
 
 from troupe.bot import Bot
 from troupe.federation import Action
-from troupe.plugin import Driver
+from troupe.plugin import DeviceState, Driver
 from troupe.slackmq import Lock, SlackMQ
 
 FAULTS = frozenset({"die-after-claim", "die-mid-action"})
@@ -59,7 +58,7 @@ def chaos_bot(faults: Iterable[str] = (), timer_scale: float = 1.0) -> type[Bot]
                 return DieAfterClaim(lock)  # type: ignore[return-value]
             return lock
 
-        async def _run_driver(self, driver: Driver, action: Action) -> Any:
+        async def _run_driver(self, driver: Driver, action: Action) -> DeviceState:
             if "die-mid-action" in wanted:
                 _die()
             return await super()._run_driver(driver, action)
