@@ -34,6 +34,7 @@ from troupe.federation import (
 from troupe.followup import Threads
 from troupe.intents import Command, DeviceInfo, Recognizer
 from troupe.journal import Journal, Timer
+from troupe.operations import OPERATIONS
 from troupe.people import People
 from troupe.phrases import understood
 from troupe.plugin import (
@@ -54,6 +55,9 @@ from troupe.tasks import spawn
 from troupe.transports.base import Ack, Event, Transport
 
 log = logging.getLogger(__name__)
+
+_ARGUMENTS = tuple(dict.fromkeys(a.name for op in OPERATIONS.values() for a in op.arguments))
+"""Every argument an operation takes (troupe.operations), as a Command's field names."""
 
 MAX_TEXT = 4000
 """Longer messages are not read as commands (Slack itself allows 40,000 characters)."""
@@ -812,7 +816,7 @@ class Bot:
         if command.brightness_step or command.temperature_step:
             op = relative.STEP
         args: dict[str, Any] = {}
-        for key in ("brightness", "color", "temperature", "duration_s", *relative.STEP_KEYS):
+        for key in (*_ARGUMENTS, *relative.STEP_KEYS):
             value = getattr(command, key)
             if value is not None:
                 args[key] = value
@@ -902,10 +906,7 @@ class Bot:
         for action in actions:
             device = self.devices[action.device]
             if takeover and not action.idempotent:
-                lines.append(
-                    f"I did not {action.op} the {device.name}: the claiming bot may have done "
-                    "it already, and doing it twice would undo it. Check it and ask again."
-                )
+                lines.append(outcomes.render(outcomes.NotRepeated(device.name, action.op)))
                 continue
             if action.op == "query":
                 state = await self.device_state(device.name)
@@ -929,7 +930,7 @@ class Bot:
             plain = Action(device.name, action.op, tuple(sorted(kwargs.items())))
             done = await self._drive(event.channel, event.ts, plain, event.user)
             if done is None:  # its journal has it: done before a restart, now answered
-                lines.append(f"I had already done that to the {device.name} before I restarted.")
+                lines.append(outcomes.render(outcomes.AlreadyDone(device.name)))
                 continue
             if done.ok:
                 self._acted(device.name, event.ts)
