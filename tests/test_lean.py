@@ -111,6 +111,61 @@ def test_the_footprint_section_holds_kitchen_pi_to_the_goals_and_shows_troupes_s
     assert footprint.markdown(None) == []
 
 
+def test_the_footprint_section_says_what_aiohttp_and_the_chatter_intents_cost():
+    rows = [
+        _row(footprint.GOAL_BOT, 66.4, 0.60),
+        _row(footprint.FLOOR_BOT, 56.7, 0.45),
+        _row(footprint.LEAN_FLOOR_BOT, 47.7, 0.37),
+        _row(footprint.LEANEST_FLOOR_BOT, 43.7, 0.27),
+    ]
+    text = "\n".join(footprint.markdown(rows))
+    assert "no troupe code at all, is already 56.7 MB: over the 55 MB goal" in text
+    assert (
+        "aiohttp's share (the floor less the floor without aiohttp): 9.0 MB, 0.08 "
+        "CPU-seconds; kitchen-pi without it would be about 57.4 MB (still over the goal) "
+        "and 0.52 CPU-seconds (still over the goal)."
+    ) in text
+    assert (
+        "4.0 MB, 0.10 CPU-seconds; kitchen-pi without it would be about 53.4 MB (under the "
+        "goal) and 0.42 CPU-seconds (under the goal), with aiohttp gone too."
+    ) in text
+    under = "\n".join(footprint.markdown([_row(footprint.FLOOR_BOT, 54.0, 0.4)]))
+    assert "already" not in under and "aiohttp's share" not in under
+
+
+def test_the_footprint_section_shows_kitchen_pis_start_step_by_step():
+    goal = _row(footprint.GOAL_BOT, 66.4, 0.60)
+    goal["stages"] = [
+        {"stage": "interpreter", "rss_mb": 10.8, "cpu_s": 0.02},
+        {"stage": "imports (troupe.cli, troupe.runner)", "rss_mb": 53.3, "cpu_s": 0.42},
+    ]
+    text = footprint.markdown([goal])
+    assert "| interpreter | 10.8 | +10.8 | 0.02 | +0.02 |" in text
+    assert "| imports (troupe.cli, troupe.runner) | 53.3 | +42.5 | 0.42 | +0.40 |" in text
+
+
+def test_kitchen_pis_start_path_is_read_after_each_step(tmp_path, workspace):
+    path = write_federation(tmp_path, workspace.api_url)
+    cmd = ["python", "-m", "troupe", "run", "--config", str(path), "--bot", "kitchen-pi"]
+    steps = footprint.stages(cmd, os.environ, tmp_path)
+    assert [s["stage"] for s in steps] == [
+        "interpreter",
+        "imports (troupe.cli, troupe.runner)",
+        "federation file loaded",
+        "bot built (its drivers, journal)",
+        "intents warmed",
+        "connected to Slack, ready",
+    ]
+    cpu = [s["cpu_s"] for s in steps]
+    assert cpu == sorted(cpu) and all(s["rss_mb"] > 0 for s in steps)
+
+
+def test_a_start_path_that_fails_is_an_error_with_its_output(tmp_path):
+    cmd = ["python", "-m", "troupe", "run", "--config", str(tmp_path / "nowhere.yaml")]
+    with pytest.raises(RuntimeError, match=r"nowhere\.yaml"):
+        footprint.stages([*cmd, "--bot", "kitchen-pi"], os.environ, tmp_path)
+
+
 def test_a_process_sample_has_its_peak_memory():
     now = sample(os.getpid())
     assert now is not None and 0 < now.rss_mb <= now.peak_mb
