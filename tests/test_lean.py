@@ -92,6 +92,35 @@ def test_a_recognizer_reads_its_own_language_only(monkeypatch, language):
     assert read and set(read) == {language}
 
 
+def test_a_recognizer_parses_the_intents_it_does_not_act_on_only_when_a_near_miss_needs_them():
+    recognizer = Recognizer(
+        [DeviceInfo("küchenlampe", "light", "küche")], {"küche": []}, language="de"
+    )
+    recognizer.warm()
+
+    def parsed() -> set[str]:
+        """Intents whose sentence templates hassil has parsed (a cached property)."""
+        full = recognizer._full
+        assert full is not None
+        return {
+            name
+            for name, intent in full.intents.items()
+            if any("sentences" in vars(data) for data in intent.data)
+        }
+
+    acted_on = set(recognizer._supported.intents) if recognizer._supported else set()
+    assert acted_on and acted_on <= intents.SUPPORTED_INTENTS
+    assert parsed() == acted_on
+    command = recognizer.recognize("küchenlampe an")
+    assert command is not None and command.devices == ("küchenlampe",)
+    assert recognizer.recognize("hallo zusammen") is None
+    assert parsed() == acted_on
+    # "7" nearly fits "set the light to 7 (kelvin)", and exactly fits another intent:
+    # chatter, as before; that question parses the other intents.
+    assert recognizer.recognize("7") is None
+    assert parsed() > acted_on
+
+
 def _row(bot: str, rss_mb: float, cpu_s: float) -> dict[str, object]:
     row = {"bot": bot, "devices": "-", "runs": 1, "cpu_s": cpu_s, "ready_s": 1.0}
     return {**row, "rss_mb": rss_mb, "peak_mb": rss_mb}
@@ -155,6 +184,7 @@ def test_kitchen_pis_start_path_is_read_after_each_step(tmp_path, workspace):
         "bot built (its drivers, journal)",
         "intents warmed",
         "connected to Slack, ready",
+        "a first unknown device named (other intents parsed)",
     ]
     cpu = [s["cpu_s"] for s in steps]
     assert cpu == sorted(cpu) and all(s["rss_mb"] > 0 for s in steps)
