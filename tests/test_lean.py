@@ -26,16 +26,23 @@ from troupe.config import load
 from troupe.runner import build_bot
 
 bot = build_bot(load(sys.argv[1]), "kitchen-pi", journal_path=sys.argv[2])
+bot.recognizer.warm()
 print(json.dumps({
     "modules": sorted(m for m in sys.modules if m in sys.argv[3:]),
     "drivers": sorted(bot.plugins.drivers),
     "commands": sorted(spec.name for spec in bot.plugins.commands),
+    "parsed": sorted(
+        name
+        for name, intent in bot.recognizer._full.intents.items()
+        if any("sentences" in vars(data) for data in intent.data)
+    ),
 }))
 """
 
 
 def built(tmp_path: Path, extra: str = "") -> dict[str, list[str]]:
-    """Build kitchen-pi from a federation file in a fresh interpreter: what it imported."""
+    """Build and warm kitchen-pi from a federation file in a fresh interpreter: what it
+    imported and which intents' sentences it parsed."""
     path = write_federation(tmp_path, "http://127.0.0.1:9/api/", extra=extra)
     journal = tmp_path / "kitchen.sqlite3"
     cmd = [sys.executable, "-c", BUILD, str(path), str(journal), *LIBRARIES]
@@ -49,6 +56,8 @@ def test_a_bot_whose_devices_use_the_counter_imports_no_other_driver_nor_slackbo
     assert seen["modules"] == []
     assert seen["drivers"] == ["counter"]
     assert {"help_", "roll_call"} <= set(seen["commands"])
+    # Warmed, it has parsed the sentences of the intents it acts on, and no others.
+    assert seen["parsed"] and set(seen["parsed"]) <= intents.SUPPORTED_INTENTS
 
 
 def test_the_hue_section_brings_pair_hue_before_any_hue_device(tmp_path):
