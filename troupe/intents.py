@@ -298,7 +298,7 @@ class Recognizer:
             )
         self._full, self._supported = full, supported
         # One miss through every pass fills hassil's lazy caches (number words, regexes).
-        self._recognize("warm up", None, expand_alias=False)
+        self._recognize("hello there", None, expand_alias=False)
         self.warm_seconds = time.perf_counter() - started
         _LOGGER.info(
             "intents %s: %d intents (%d used), %d devices, warmed in %.2fs",
