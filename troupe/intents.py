@@ -97,6 +97,9 @@ class _ChatWords:
     articles: frozenset[str]
     to: str
     courtesy: tuple[str, ...] = ()
+    questions: frozenset[str] = frozenset()
+    """Words that open a question ("is", "are"): without one, and without a "?", a state
+    read as a question ("all lights off") is an order."""
 
 
 @dataclass(frozen=True)
@@ -138,6 +141,7 @@ def _language_data(language: str) -> _LanguageData:
             **{key: frozenset(chat[key].split()) for key in _CHAT_WORD_KEYS},
             to=chat["to"],
             courtesy=tuple(chat.get("courtesy", ())),
+            questions=frozenset(str(chat.get("questions", "")).split()),
         ),
     )
 
@@ -319,11 +323,30 @@ class Recognizer:
         if self.warm_seconds is None:
             self.warm()
         started = time.perf_counter()
-        command = self._recognize(text, area, expand_alias=True)
+        command = self._ordered(text, self._recognize(text, area, expand_alias=True))
         _LOGGER.debug(
             "recognized %r in %.1fms: %s", text, (time.perf_counter() - started) * 1000, command
         )
         return command
+
+    def _ordered(self, text: str, command: Command | None) -> Command | None:
+        """Home Assistant reads "all lights off" as "are all lights off?"; typed to a house
+        without a question word or a "?", it is an order."""
+        words = _language_data(self.language).chat
+        if (
+            command is None
+            or command.intent != "HassGetState"
+            or command.query not in ("on", "off")
+            or words is None
+            or not words.questions
+            or "?" in text
+        ):
+            return command
+        first = _clean(self._polish(text)).split()[:1]
+        if not first or first[0] in words.questions:
+            return command
+        intent = "HassTurnOn" if command.query == "on" else "HassTurnOff"
+        return replace(command, intent=intent, query=None)
 
     def _recognize(self, text: str, area: str | None, *, expand_alias: bool) -> Command | None:
         """Home Assistant's sentences first; then lists, "everything", slang and relative
