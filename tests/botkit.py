@@ -1,0 +1,357 @@
+"""Test support: the dispatch pipeline in-process, on virtual time, with no sockets.
+
+Bots are built from a federation file as `troupe run` builds them (troupe.runner), then
+given a fake Slack: a Web API client that records every call (FakeWeb), a transport fed
+Events by the test (FakeTransport) and the in-memory lock (troupe.memorylock) in place of
+SlackMQ. Time is virtual (tests/virtualtime.py): a 15 s lease or "for 1 minute" costs
+nothing, and each bot's Pi clock is its own SlackClock, fed from the fake answers.
+
+For what the pipeline decides: answers, Slack calls, access, chatter, staleness, scenes,
+durations, per-device order. Slack's own rules (pins, limits, retries) are tested against
+the local workspace (tests/pipekit.py), and what only processes show (kill -9, restarts,
+sockets) with bot processes (tests/fleetkit.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fleetkit import BOTS, USER_OF, write_federation
+from slack_sdk.errors import SlackApiError
+from virtualtime import BASE, VirtualLoop
+from virtualtime import run as run_virtual
+
+from troupe.bot import Bot
+from troupe.config import load as load_federation
+from troupe.federation import Coordinator
+from troupe.intents import Recognizer
+from troupe.memorylock import MemoryBoard, MemoryLock
+from troupe.people import People
+from troupe.runner import build_bot
+from troupe.slackclock import SlackClock
+from troupe.slackmq import DONE, TAKEOVER, WORKING
+from troupe.transports.base import Ack, Event, EventHandler
+from troupe.workspace.config import Human, demo_config
+
+__all__ = ["ALICE", "BOB", "BOTS", "HOME", "KITCHEN", "USER_OF", "Home", "home", "run"]
+
+ALICE, BOB = "U0ALICE", "U0BOB"
+HOME, KITCHEN = "C0HOME", "C0KITCHEN"
+TEAM = "T0HOME"
+SETTLE_S = 120.0
+"""Virtual seconds after which every lease, stagger and answer is over."""
+
+
+def run(main: Callable[[VirtualLoop], Coroutine[Any, Any, Any]]) -> Any:
+    """Run a test's coroutine on virtual time (tests/virtualtime.py)."""
+    return run_virtual(main)
+
+
+class FakeSlack:
+    """Slack's side: the demo workspace's people, bots and channels, the messages posted
+    and every Web API call made (who, method, arguments)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, humans: tuple[Human, ...] = ()) -> None:
+        self.loop = loop
+        config = demo_config()
+        self.channels = [{"id": c.id, "name": c.name} for c in config.channels]
+        self.users: dict[str, dict[str, Any]] = {}
+        for h in (*config.humans, *humans):
+            self.users[h.id] = {
+                "id": h.id,
+                "name": h.name,
+                "team_id": h.team_id or TEAM,
+                "is_restricted": h.guest is not None,
+                "is_ultra_restricted": h.guest == "single",
+            }
+        self.bot_ids: dict[str, str] = {}
+        for app in config.apps:
+            self.users[app.bot_user_id] = {
+                "id": app.bot_user_id,
+                "name": app.name,
+                "team_id": TEAM,
+                "is_bot": True,
+            }
+            self.bot_ids[app.bot_user_id] = app.bot_id or "B" + app.bot_user_id[1:]
+        self.messages: dict[str, list[dict[str, Any]]] = {}
+        """Per channel, every message posted, oldest first (thread answers included)."""
+        self.calls: list[tuple[str, str, dict[str, Any]]] = []
+        self._last = 0.0
+
+    def now(self) -> float:
+        return BASE + self.loop.time()
+
+    def post(self, channel: str, user: str, text: str, **extra: Any) -> dict[str, Any]:
+        """A message as Slack stamps and keeps it (each its own, increasing ts)."""
+        stamp = max(self.now(), self._last + 0.000001)
+        self._last = stamp
+        message = {"type": "message", "channel": channel, "user": user, "text": text}
+        message.update(ts=f"{stamp:.6f}", **{k: v for k, v in extra.items() if v is not None})
+        self.messages.setdefault(channel, []).append(message)
+        return message
+
+    def thread(self, channel: str, ts: str) -> list[dict[str, Any]]:
+        """The answers in a message's thread, oldest first."""
+        return [
+            m for m in self.messages.get(channel, []) if m.get("thread_ts") == ts and m["ts"] != ts
+        ]
+
+
+class FakeWeb:
+    """One bot's Web API client: each call is recorded and teaches the bot's clock Slack's
+    time, as troupe.slackapi's client does from each answer. An unknown method fails the
+    test (AttributeError), so the kit grows only with what the runtime calls."""
+
+    def __init__(self, slack: FakeSlack, user: str, clock: SlackClock, board: MemoryBoard) -> None:
+        self.slack, self.user, self.clock, self.board = slack, user, clock, board
+        self.token, self.base_url = f"xoxb-{user.lower()}", "http://127.0.0.1:9/api/"
+
+    def __getattr__(self, name: str) -> Callable[..., Coroutine[Any, Any, dict[str, Any]]]:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        answer = getattr(self, f"_{name}")
+
+        async def call(**kw: Any) -> dict[str, Any]:
+            sent = self.clock.local()
+            self.slack.calls.append((self.user, name.replace("_", "."), kw))
+            result = answer(**kw)
+            self.clock.saw_stamp(self.slack.now(), sent, self.clock.local())
+            return result
+
+        return call
+
+    def _auth_test(self) -> dict[str, Any]:
+        bot_id = self.slack.bot_ids[self.user]
+        return {"ok": True, "user_id": self.user, "bot_id": bot_id, "team_id": TEAM}
+
+    def _users_list(self, **_: Any) -> dict[str, Any]:
+        return {"ok": True, "members": list(self.slack.users.values())}
+
+    def _users_info(self, user: str) -> dict[str, Any]:
+        if user not in self.slack.users:
+            raise SlackApiError("user_not_found", {"ok": False, "error": "user_not_found"})
+        return {"ok": True, "user": self.slack.users[user]}
+
+    def _conversations_list(self, **_: Any) -> dict[str, Any]:
+        return {"ok": True, "channels": self.slack.channels}
+
+    def _chat_postMessage(
+        self, channel: str, text: str, thread_ts: str | None = None
+    ) -> dict[str, Any]:
+        bot_id = self.slack.bot_ids[self.user]
+        message = self.slack.post(channel, self.user, text, thread_ts=thread_ts, bot_id=bot_id)
+        return {"ok": True, "channel": channel, "ts": message["ts"]}
+
+    def _conversations_history(
+        self, channel: str, oldest: str = "0", limit: int = 100, **_: Any
+    ) -> dict[str, Any]:
+        """Top-level messages after `oldest`, newest first, with the board's marks."""
+        found = []
+        for m in self.slack.messages.get(channel, []):
+            if float(m["ts"]) <= float(oldest) or m.get("thread_ts"):
+                continue
+            marks = self.board.reactions.get((channel, m["ts"]), {})
+            reactions = [{"name": n, "users": list(us)} for n, us in marks.items() if us]
+            found.append({**m, "reactions": reactions})
+        return {"ok": True, "messages": found[::-1][:limit]}
+
+    def _pins_list(self, channel: str) -> dict[str, Any]:
+        return {"ok": True, "items": []}  # the board's pins are the lock's (MemoryLock)
+
+
+class FakeTransport:
+    """The Transport the test feeds: `deliver` hands a Slack event to the bot's pipeline
+    in a task of its own, as a socket's reader would; acks are counted."""
+
+    mode = "fake"
+
+    def __init__(self) -> None:
+        self.on_reconnect: Callable[[], Coroutine[Any, Any, None]] | None = None
+        self.handler: EventHandler | None = None
+        self.acks = 0
+        self.tasks: list[asyncio.Task[None]] = []
+
+    async def start(self, handler: EventHandler) -> None:
+        self.handler = handler
+
+    async def stop(self) -> None:
+        self.handler = None
+
+    @property
+    def connected(self) -> bool:
+        return self.handler is not None
+
+    async def _ack(self) -> None:
+        self.acks += 1
+
+    def deliver(self, raw: Mapping[str, Any]) -> None:
+        event = Event.from_slack(raw)
+        if self.handler is None or event is None:
+            return
+        ack: Ack = self._ack
+        self.tasks.append(asyncio.ensure_future(self.handler(event, ack)))
+
+
+@dataclass
+class _Marks:
+    """Slack's pin and reaction events on the board, as one bot's transport hands them in
+    (made by `actor`, a fleet bot user)."""
+
+    transport: FakeTransport
+    actor: str
+
+    def _item(self, channel: str, ts: str) -> dict[str, Any]:
+        return {"type": "message", "channel": channel, "ts": ts}
+
+    def seen_pin(self, channel: str, ts: str) -> None:
+        item = {"type": "message", "channel": channel, "message": {"ts": ts}}
+        self.transport.deliver(
+            {"type": "pin_added", "user": self.actor, "channel_id": channel, "item": item}
+        )
+
+    def _reaction(self, name: str, channel: str, ts: str) -> None:
+        item = self._item(channel, ts)
+        raw = {"type": "reaction_added", "user": self.actor, "reaction": name, "item": item}
+        self.transport.deliver(raw)
+
+    def seen_done(self, channel: str, ts: str) -> None:
+        self._reaction(DONE, channel, ts)
+
+    def seen_ballot(self, channel: str, ts: str) -> None:
+        self._reaction(TAKEOVER, channel, ts)
+
+    def seen_renewal(self, channel: str, ts: str) -> None:
+        self._reaction(WORKING, channel, ts)
+
+
+_RECOGNIZERS: dict[str, Recognizer] = {}
+
+
+def _recognizer(key: str, made: Recognizer) -> Recognizer:
+    """One warmed recognizer per federation file's devices and language, shared by bots
+    and tests (warming takes the better part of a second)."""
+    if key not in _RECOGNIZERS:
+        made.warm()
+        _RECOGNIZERS[key] = made
+    return _RECOGNIZERS[key]
+
+
+@dataclass
+class Home:
+    """Bots in this loop on one fake Slack and one board, and the counter devices' file."""
+
+    slack: FakeSlack
+    board: MemoryBoard
+    bots: dict[str, Bot]
+    transports: dict[str, FakeTransport]
+    counter: Path
+    delays: dict[str, float] = field(default_factory=dict)
+
+    async def say(
+        self,
+        text: str,
+        *,
+        user: str = ALICE,
+        channel: str = HOME,
+        to: tuple[str, ...] | None = None,
+        settle: bool = True,
+        **extra: Any,
+    ) -> str:
+        """Post a message and deliver it to the bots (`to`, default all that run), each
+        after its delay; by default wait (virtually) until everything it caused is over."""
+        if user in self.slack.bot_ids and "bot_id" not in extra:
+            extra["bot_id"] = self.slack.bot_ids[user]
+        message = self.slack.post(channel, user, text, **extra)
+        for name in to or tuple(self.bots):
+            transport = self.transports[name]
+            loop = asyncio.get_running_loop()
+            loop.call_later(self.delays.get(name, 0.0), transport.deliver, dict(message))
+        if settle:
+            await self.settle()
+        return str(message["ts"])
+
+    async def settle(self, seconds: float = SETTLE_S) -> None:
+        """Let virtual time run on (every lease, stagger and linger of a command)."""
+        await asyncio.sleep(seconds)
+
+    def answers(self, ts: str, channel: str = HOME) -> list[str]:
+        return [m["text"] for m in self.slack.thread(channel, ts)]
+
+    def answered_by(self, ts: str, channel: str = HOME) -> list[tuple[str, str]]:
+        return [(m["user"], m["text"]) for m in self.slack.thread(channel, ts)]
+
+    def actions(self) -> list[dict[str, Any]]:
+        if not self.counter.exists():
+            return []
+        return [json.loads(line) for line in self.counter.read_text().splitlines() if line]
+
+    def calls(self) -> Counter[tuple[str, str]]:
+        """Every Slack call, as (bot user, method): the Web API's and the lock's, but for
+        the pin sweep's pins.list (one bot every linger_s, whatever was said)."""
+        web = Counter((u, m) for u, m, _ in self.slack.calls if m != "pins.list")
+        lock = Counter((USER_OF.get(bot, bot), method) for bot, method in self.board.calls)
+        return web + lock
+
+    def reset_calls(self) -> None:
+        self.slack.calls.clear()
+        self.board.calls.clear()
+
+    def marks(self, ts: str, channel: str = HOME) -> dict[str, list[str]]:
+        """The board's reactions on a message (by bot name)."""
+        found = self.board.reactions.get((channel, ts), {})
+        return {name: list(users) for name, users in found.items() if users}
+
+
+@asynccontextmanager
+async def home(
+    tmp: Path,
+    *,
+    start: tuple[str, ...] = BOTS,
+    humans: tuple[Human, ...] = (),
+    offsets: Mapping[str, float] | None = None,
+    **federation: Any,
+) -> AsyncIterator[Home]:
+    """The bots of `start` (app-per-bot mode) built from a federation file as `troupe run`
+    builds them, each with its Pi clock `offsets[name]` s off Slack's."""
+    loop = asyncio.get_running_loop()
+    counter = tmp / "actions.jsonl"
+    path = write_federation(tmp, "http://127.0.0.1:9/api/", "app-per-bot", **federation)
+    path.write_text(
+        path.read_text().replace("driver: counter", f"driver: counter, path: '{counter}'")
+    )
+    fed = load_federation(path)
+    slack = FakeSlack(loop, humans)
+    board = MemoryBoard()
+    bots: dict[str, Bot] = {}
+    transports: dict[str, FakeTransport] = {}
+    for name in start:
+        bot = build_bot(fed, name, journal_path=":memory:")
+        user = USER_OF[name]
+        offset = (offsets or {}).get(name, 0.0)
+        clock = SlackClock(local=lambda offset=offset: BASE + loop.time() + offset)
+        web = FakeWeb(slack, user, clock, board)
+        bot.web = web  # type: ignore[assignment]
+        bot.people = People(web)
+        bot.clock = clock
+        bot.transport = transports[name] = FakeTransport()
+        bot.recognizer = _recognizer(path.read_text().split("devices:")[-1], bot.recognizer)
+        bot.on_ready = lambda _line: None
+        bots[name] = bot
+    for name, bot in bots.items():
+        await bot.start()
+        bot.coordinator = Coordinator(
+            name, MemoryLock(board, name), bot.settings, clock=bot.clock.now
+        )
+        board.subscribe(name, _Marks(transports[name], USER_OF[name]))  # type: ignore[arg-type]
+    try:
+        yield Home(slack, board, bots, transports, counter)
+    finally:
+        for bot in bots.values():
+            await bot.stop()
