@@ -31,7 +31,7 @@ from virtualtime import run as run_virtual
 from troupe.bot import Bot
 from troupe.config import load as load_federation
 from troupe.federation import Coordinator
-from troupe.intents import Recognizer
+from troupe.intents import Command, Recognizer
 from troupe.memorylock import MemoryBoard, MemoryLock
 from troupe.people import People
 from troupe.runner import build_bot
@@ -83,17 +83,17 @@ class FakeSlack:
         self.messages: dict[str, list[dict[str, Any]]] = {}
         """Per channel, every message posted, oldest first (thread answers included)."""
         self.calls: list[tuple[str, str, dict[str, Any]]] = []
-        self._last = 0.0
+        self._last = 0
 
     def now(self) -> float:
         return BASE + self.loop.time()
 
     def post(self, channel: str, user: str, text: str, **extra: Any) -> dict[str, Any]:
         """A message as Slack stamps and keeps it (each its own, increasing ts)."""
-        stamp = max(self.now(), self._last + 0.000001)
-        self._last = stamp
+        self._last = max(round(self.now() * 1_000_000), self._last + 1)  # in µs, exactly
+        ts = f"{self._last // 1_000_000}.{self._last % 1_000_000:06d}"
         message = {"type": "message", "channel": channel, "user": user, "text": text}
-        message.update(ts=f"{stamp:.6f}", **{k: v for k, v in extra.items() if v is not None})
+        message.update(ts=ts, **{k: v for k, v in extra.items() if v is not None})
         self.messages.setdefault(channel, []).append(message)
         return message
 
@@ -158,7 +158,11 @@ class FakeWeb:
             if float(m["ts"]) <= float(oldest) or m.get("thread_ts"):
                 continue
             marks = self.board.reactions.get((channel, m["ts"]), {})
-            reactions = [{"name": n, "users": list(us)} for n, us in marks.items() if us]
+            reactions = [
+                {"name": n, "users": [USER_OF.get(u, u) for u in us]}
+                for n, us in marks.items()
+                if us
+            ]
             found.append({**m, "reactions": reactions})
         return {"ok": True, "messages": found[::-1][:limit]}
 
@@ -231,15 +235,33 @@ class _Marks:
         self._reaction(WORKING, channel, ts)
 
 
-_RECOGNIZERS: dict[str, Recognizer] = {}
+class _Shared:
+    """One warmed recognizer per federation file's devices and language, shared by the
+    bots and tests of a worker: warming takes the better part of a second, and a text is
+    recognised once for all bots (the same text and area, the same Command)."""
+
+    def __init__(self, recognizer: Recognizer) -> None:
+        self.recognizer = recognizer
+        self.language = recognizer.language
+        self.devices = recognizer.devices
+        self._seen: dict[tuple[str, str | None], Command | None] = {}
+        recognizer.warm()
+
+    def warm(self) -> float:
+        return self.recognizer.warm()
+
+    def recognize(self, text: str, *, area: str | None = None) -> Command | None:
+        if (text, area) not in self._seen:
+            self._seen[(text, area)] = self.recognizer.recognize(text, area=area)
+        return self._seen[(text, area)]
 
 
-def _recognizer(key: str, made: Recognizer) -> Recognizer:
-    """One warmed recognizer per federation file's devices and language, shared by bots
-    and tests (warming takes the better part of a second)."""
+_RECOGNIZERS: dict[str, _Shared] = {}
+
+
+def _recognizer(key: str, made: Recognizer) -> _Shared:
     if key not in _RECOGNIZERS:
-        made.warm()
-        _RECOGNIZERS[key] = made
+        _RECOGNIZERS[key] = _Shared(made)
     return _RECOGNIZERS[key]
 
 
@@ -278,8 +300,16 @@ class Home:
         return str(message["ts"])
 
     async def settle(self, seconds: float = SETTLE_S) -> None:
-        """Let virtual time run on (every lease, stagger and linger of a command)."""
+        """Let virtual time run on (every lease, stagger and linger of a command); a
+        handler that raised fails the test."""
         await asyncio.sleep(seconds)
+        self.raise_failures()
+
+    def raise_failures(self) -> None:
+        for transport in self.transports.values():
+            for task in transport.tasks:
+                if task.done() and not task.cancelled() and task.exception() is not None:
+                    raise AssertionError("a bot's handler raised") from task.exception()
 
     def answers(self, ts: str, channel: str = HOME) -> list[str]:
         return [m["text"] for m in self.slack.thread(channel, ts)]
@@ -341,7 +371,8 @@ async def home(
         bot.people = People(web)
         bot.clock = clock
         bot.transport = transports[name] = FakeTransport()
-        bot.recognizer = _recognizer(path.read_text().split("devices:")[-1], bot.recognizer)
+        key = path.read_text().split("devices:")[-1]
+        bot.recognizer = _recognizer(key, bot.recognizer)  # type: ignore[assignment]
         bot.on_ready = lambda _line: None
         bots[name] = bot
     for name, bot in bots.items():
@@ -350,8 +381,10 @@ async def home(
             name, MemoryLock(board, name), bot.settings, clock=bot.clock.now
         )
         board.subscribe(name, _Marks(transports[name], USER_OF[name]))  # type: ignore[arg-type]
+    house = Home(slack, board, bots, transports, counter)
     try:
-        yield Home(slack, board, bots, transports, counter)
+        yield house
     finally:
         for bot in bots.values():
             await bot.stop()
+    house.raise_failures()

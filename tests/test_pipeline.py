@@ -3,9 +3,17 @@ Slack calls, access, chatter, staleness, built-in commands and timed actions."""
 
 from __future__ import annotations
 
-from botkit import BOB, BOTS, KITCHEN, home, run
+from collections import Counter
+
+import pytest
+from botkit import ALICE, BOB, BOTS, HOME, KITCHEN, home, run
+from fleetkit import DEVICES
+from test_chatter import DE_AREAS, DE_DEVICES, EN_AREAS, EN_DEVICES, corpus
 
 from troupe.access import OUTSIDER
+from troupe.federation import Action, rank
+from troupe.slackmq import DONE, TAKEOVER
+from troupe.transports.base import Event
 from troupe.workspace.config import Human
 
 
@@ -168,5 +176,159 @@ def test_a_command_in_an_area_channel_means_that_area(tmp_path):
             ts = await h.say("turn on the lights", channel=KITCHEN)
             assert [a["device"] for a in h.actions()] == ["kitchen lamp"]
             assert h.answered_by(ts, KITCHEN) == [("U0KITCHEN", "Turned on the kitchen lamp.")]
+
+    run(main)
+
+
+# --- moved from the in-process fleet on the local workspace (tests/pipekit.py) ---------------
+
+FAST = "{stale_s: 30, lease_s: 3, stagger_s: 0.3, linger_s: 45}"
+
+
+HOUSES = {"en": (EN_DEVICES, EN_AREAS), "de": (DE_DEVICES, DE_AREAS)}
+
+
+def house_of(language: str) -> str:
+    """The corpora's test house (tests/test_chatter.py) as the federation file's devices."""
+    devices, areas = HOUSES[language]
+    lines = ["devices:"]
+    for d in devices:
+        aliases = f", aliases: [{', '.join(d.aliases)}]" if d.aliases else ""
+        lines.append(f"  {d.name}: {{kind: {d.kind}, area: {d.area}, driver: counter{aliases}}}")
+    lines.append("areas:")
+    lines += [f"  {area}: [{', '.join(names)}]" for area, names in areas.items()]
+    if "kitchen" not in areas:
+        lines.append("  kitchen: []")  # fleetkit's #kitchen channel names it
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("language", ["en", "de"])
+def test_chatter_costs_no_call_and_gets_no_answer(tmp_path, language):
+    lines = corpus(f"chatter_{language}.txt")
+    assert len(lines) >= 150
+
+    async def main(_loop):
+        async with home(tmp_path, devices=house_of(language), extra=f"language: {language}\n") as h:
+            h.reset_calls()
+            sent = [await h.say(line, settle=False) for line in lines]
+            marker = await h.say("<@U0HALL> hello there")  # unknown text to a bot: its answer
+            assert len(h.answers(marker)) == 1
+            for bot in h.bots.values():  # every line was read (journaled) and let be
+                statuses = {lines[i]: bot.journal.status(HOME, ts) for i, ts in enumerate(sent)}
+                assert {line: st for line, st in statuses.items() if st != "skipped"} == {}
+            assert h.calls() == {("U0HALL", "chat.postMessage"): 1}
+            assert [ts for ts in sent if h.answers(ts)] == []
+
+    run(main)
+
+
+def test_each_near_miss_gets_one_helpful_answer(tmp_path):
+    lines = corpus("nearmiss_en.txt")[::3]  # a sample: tests/test_chatter.py reads them all
+
+    async def main(_loop):
+        async with home(tmp_path, devices=house_of("en")) as h:
+            sent = {await h.say(line, settle=False): line for line in lines}
+            await h.settle()
+            for ts, line in sent.items():
+                texts = h.answers(ts)
+                assert len(texts) == 1, (line, texts)
+                assert texts[0].startswith(("I don't know a device or area", "I can't do that")), (
+                    line
+                )
+            assert h.actions() == []
+
+    run(main)
+
+
+def test_a_device_whose_owner_is_down_is_answered_by_a_live_bot(tmp_path):
+    async def main(_loop):
+        async with home(tmp_path, start=("kitchen-pi", "hall-pi"), slackmq=FAST) as h:
+            ts = await h.say("turn on the garage light")
+            assert h.answers(ts) == [
+                "The garage light belongs to garage-pi, which has not answered; nothing was done:"
+                " check that Pi and ask again."
+            ]
+            assert h.actions() == []
+
+    run(main)
+
+
+def test_an_owned_device_command_gets_its_done_mark(tmp_path):
+    async def main(_loop):
+        async with home(tmp_path) as h:
+            ts = await h.say("turn on the kitchen lamp")
+            assert h.answered_by(ts) == [("U0KITCHEN", "Turned on the kitchen lamp.")]
+            assert h.marks(ts) == {DONE: ["kitchen-pi"]}
+            assert ("U0KITCHEN", "pins.add") not in h.calls()  # its own device: no claim
+
+    run(main)
+
+
+def test_slow_devices_keep_the_lease_and_nobody_takes_over(tmp_path):
+    slow = (
+        "  slow one: {kind: switch, driver: counter, delay_s: 1.5}\n"
+        "  slow two: {kind: switch, driver: counter, delay_s: 1.5}\n"
+        "  slow three: {kind: switch, driver: counter, delay_s: 1.5}\n"
+    )
+    scene = "scenes:\n  slow start: {slow one: on, slow two: on, slow three: on}\n"
+    devices = DEVICES.replace("areas:", slow + "areas:")
+
+    async def main(_loop):
+        async with home(tmp_path, slackmq=FAST, devices=devices, extra=scene) as h:
+            ts = await h.say("slow start")
+            assert Counter(a["device"] for a in h.actions()) == {
+                "slow one": 1,
+                "slow two": 1,
+                "slow three": 1,
+            }
+            assert TAKEOVER not in h.marks(ts)
+            assert len(h.answers(ts)) == 1
+
+    run(main)
+
+
+def test_a_late_action_never_overrides_a_newer_command_on_the_same_device(tmp_path):
+    async def main(_loop):
+        async with home(tmp_path, slackmq=FAST) as h:
+            older = await h.say("good morning")  # its ts stands for a command held up
+            newer = await h.say("turn off the porch switch")
+            assert DONE in h.marks(newer)
+            bot = h.bots["garage-pi"]
+            bot._newest.clear()  # as if it had been down while the newer command acted
+            held = Event("message", HOME, older, user=ALICE, text="turn on the porch switch")
+            lines = await bot._act(held, [Action("porch switch", "on")], takeover=True)
+            at = bot._local_time(newer)
+            assert lines == [
+                f"I did not change the porch switch: the newer command at {at} already did."
+            ]
+            assert [a["op"] for a in h.actions() if a["device"] == "porch switch"] == ["off"]
+            # A device no newer command touched is still acted on, late or not.
+            lines = await bot._act(held, [Action("hall light", "on")], takeover=True)
+            assert lines == ["Turned on the hall light."]
+
+    run(main)
+
+
+# --- moved from the bot-process fleet (tests/fleetkit.py) ------------------------------------
+
+
+def test_one_bots_events_five_seconds_late(tmp_path):
+    async def main(_loop):
+        async with home(tmp_path) as h:
+            h.delays["hall-pi"] = 5.0
+            h.board.delays["hall-pi"] = 5.0
+            sent = []
+            for i in range(12):
+                text = ("turn on the hall light", "turn off the porch switch")[i % 2]
+                sent.append(await h.say(text, settle=False))
+                await h.settle(0.1)
+            await h.settle()
+            assert Counter(a["ts"] for a in h.actions()) == dict.fromkeys(sent, 1)
+            assert all(h.bots["hall-pi"].journal.status(HOME, ts) for ts in sent)
+            # Where the late bot ranks first it still tries, and meets the peer's pin.
+            first = sum(rank(ts, BOTS)[0] == "hall-pi" for ts in sent)
+            assert first > 0
+            assert h.calls()[("U0HALL", "pins.add")] == first
+            assert not [a for a in h.actions() if a["bot"] == "hall-pi"]
 
     run(main)
