@@ -332,3 +332,63 @@ def test_one_bots_events_five_seconds_late(tmp_path):
             assert not [a for a in h.actions() if a["bot"] == "hall-pi"]
 
     run(main)
+
+
+# --- staleness, scenes and per-device order ---------------------------------------------------
+
+
+def test_a_command_every_bot_gets_late_is_answered_once_and_never_run(tmp_path):
+    async def main(_loop):
+        async with home(tmp_path) as h:
+            h.delays.update(dict.fromkeys(BOTS, 40.0))  # Slack held it up 40 s (stale_s 30)
+            ts = await h.say("turn on the hall light")
+            assert h.answers(ts) == [
+                "That command is 40 s old, past the 30 s limit, so I did not run it."
+            ]
+            assert h.actions() == []
+            assert all(bot.journal.status(HOME, ts) == "skipped" for bot in h.bots.values())
+
+    run(main)
+
+
+def test_a_scene_sets_each_device_once_and_its_owner_answers_for_its_own(tmp_path):
+    scene = (
+        "scenes:\n  evening: {hall light: {brightness: 30}, porch switch: off, kitchen lamp: on}\n"
+    )
+
+    async def main(_loop):
+        async with home(tmp_path, extra=scene) as h:
+            ts = await h.say("evening")
+            acts = sorted((a["device"], a["op"], a["bot"]) for a in h.actions())
+            holder = next(a["bot"] for a in h.actions() if a["device"] == "hall light")
+            assert acts == sorted(
+                [
+                    ("hall light", "set", holder),
+                    ("porch switch", "off", holder),
+                    ("kitchen lamp", "on", "kitchen-pi"),
+                ]
+            )
+            answers = h.answered_by(ts)
+            assert ("U0KITCHEN", "Turned on the kitchen lamp.") in answers
+            shared = [t for _, t in answers if "hall light" in t]
+            assert shared == ["Set the hall light to 30%.\nTurned off the porch switch."]
+            assert len(answers) == (1 if holder == "kitchen-pi" else 2)
+
+    run(main)
+
+
+def test_commands_on_one_device_act_in_the_order_they_were_sent(tmp_path):
+    async def main(_loop):
+        async with home(tmp_path) as h:
+            # Each bot hears of the commands a little late and in its own order.
+            h.delays.update({"kitchen-pi": 0.2, "hall-pi": 0.5, "garage-pi": 1.0})
+            sent = []
+            for i in range(6):
+                op = "on" if i % 2 == 0 else "off"
+                sent.append(await h.say(f"turn {op} the porch switch", settle=False))
+                await h.settle(0.05)
+            await h.settle()
+            acted = [(a["ts"], a["op"]) for a in h.actions()]
+            assert acted == [(ts, "on" if i % 2 == 0 else "off") for i, ts in enumerate(sent)]
+
+    run(main)
