@@ -362,7 +362,7 @@ async def home(
     bots: dict[str, Bot] = {}
     transports: dict[str, FakeTransport] = {}
     for name in start:
-        bot = build_bot(fed, name, journal_path=":memory:")
+        bot = build_bot(fed, name, journal_path=tmp / f"{name}.journal.sqlite3")
         user = USER_OF[name]
         offset = (offsets or {}).get(name, 0.0)
         clock = SlackClock(local=lambda offset=offset: BASE + loop.time() + offset)

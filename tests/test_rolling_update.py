@@ -4,7 +4,9 @@ throughout; then a broken version B' that is rolled back and stops the rollout."
 from __future__ import annotations
 
 import base64
+import fcntl
 import hashlib
+import os
 import re
 import shutil
 import subprocess
@@ -91,13 +93,20 @@ def _reversion(wheel: Path, version: str, *, broken: bool = False) -> Path:
 
 @pytest.fixture(scope="module")
 def wheels(tmp_path_factory) -> Path:
-    work = tmp_path_factory.mktemp("wheels")
-    dist = work / "dist"
-    first = _build(A, dist, work)
-    built = [first, _reversion(first, B), _reversion(first, BROKEN, broken=True)]
-    assert all(w.exists() for w in built), built
-    for wheel in built:  # each release carries its hashes (the dependencies are installed)
-        write_lock(wheel)
+    """Versions A, B and B', built once for the session: pytest-xdist's workers share the
+    parent of their base temporary directories, and the first to take the lock builds."""
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent
+    dist = shared / "rolling-update-wheels"
+    with open(shared / "rolling-update-wheels.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (dist / "built").exists():
+            first = _build(A, dist, tmp_path_factory.mktemp("wheels"))
+            built = [first, _reversion(first, B), _reversion(first, BROKEN, broken=True)]
+            for wheel in built:  # each release carries its hashes (dependencies installed)
+                write_lock(wheel)
+            (dist / "built").touch()
     return dist
 
 
