@@ -1,5 +1,5 @@
 """Exactly once in a real home where Slack's own rules matter: wrong Pi clocks learnt from
-Slack's answers, lost claim answers, people's marks, a full pin list, through the real
+Slack's answers, lost claim answers, 429s, people's marks, a full pin list, through the real
 pipeline (bots in this loop, a real workspace, real slack_sdk and SlackMQ). What the
 pipeline decides by itself is tested in-process (tests/test_pipeline.py)."""
 
@@ -148,3 +148,18 @@ async def test_a_full_pin_list_is_answered_with_what_to_do(tmp_path):
         texts = [m["text"] for m in await f.replies(ts)]
         assert len(texts) == 1 and "100 pinned messages" in texts[0]
         assert f.actions() == []
+
+
+async def test_429_on_the_claim_waits_and_retries(tmp_path):
+    async with fleet(tmp_path) as f:
+        f.ws.control("fail", method="pins.add", status=429, count=3, retry_after=1)
+        sent = []
+        for i in range(4):
+            text = ("turn on the hall light", "turn off the porch switch")[i % 2]
+            sent.append(await f.say(text))
+            await asyncio.sleep(0.1)
+        await f.until(lambda: len(f.actions()) >= 4, 60, "4 actions")
+        await asyncio.sleep(1.5)
+        assert Counter(a["ts"] for a in f.actions()) == dict.fromkeys(sent, 1)
+        limited = f.ws.control("counters")["http_429"]
+        assert sum(v.get("pins.add", 0) for v in limited.values()) == 3
