@@ -205,14 +205,12 @@ class FakeTransport:
 
 @dataclass
 class _Marks:
-    """Slack's pin and reaction events on the board, as one bot's transport hands them in
-    (made by `actor`, a fleet bot user)."""
+    """The board's pins and reactions as Slack's events, handed in through one bot's
+    transport. The board does not say who made a mark, so each is said to come from
+    `actor`, one of the fleet's bot users (the pipeline only checks that it is one)."""
 
     transport: FakeTransport
     actor: str
-
-    def _item(self, channel: str, ts: str) -> dict[str, Any]:
-        return {"type": "message", "channel": channel, "ts": ts}
 
     def seen_pin(self, channel: str, ts: str) -> None:
         item = {"type": "message", "channel": channel, "message": {"ts": ts}}
@@ -221,7 +219,7 @@ class _Marks:
         )
 
     def _reaction(self, name: str, channel: str, ts: str) -> None:
-        item = self._item(channel, ts)
+        item = {"type": "message", "channel": channel, "ts": ts}
         raw = {"type": "reaction_added", "user": self.actor, "reaction": name, "item": item}
         self.transport.deliver(raw)
 
