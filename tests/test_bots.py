@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections import Counter
 from contextlib import ExitStack
@@ -20,30 +21,65 @@ WORKLOAD = {
 }
 
 
+OWNERS = {"kitchen lamp": "kitchen-pi", "garage light": "garage-pi"}
+SUPERSEDED = re.compile(r"I did not change the (.+?): the newer command at \S+ already did\.")
+"""A command whose part reached its bot late, after a newer command on that device had
+acted: it is answered and left undone (docs/protocol.md, per-device order)."""
+
+
+def _superseded(h, ts: str) -> set[str]:
+    return {m[1] for r in h.replies(ts) for m in SUPERSEDED.finditer(r["text"])}
+
+
 def _run_workload(h, n: int) -> dict[str, set[str]]:
+    """Send n commands; wait until each device of each is acted on or superseded."""
     texts = list(WORKLOAD)
     sent = {}
     for i in range(n):
         text = texts[i % len(texts)]
         sent[h.say(text)] = WORKLOAD[text]
         time.sleep(0.05)
-    expected = sum(len(d) for d in sent.values())
-    h.wait_for(lambda: len(h.actions()) >= expected, 120, f"{expected} device actions")
+
+    seen = {"actions": -1, "read": 0.0}
+
+    def settled() -> bool:
+        actions = h.actions()
+        acted = {(a.get("ts"), a["device"]) for a in actions}
+        left = [(ts, d) for ts, ds in sent.items() for d in ds if (ts, d) not in acted]
+        # Threads are read only once the devices stopped moving, at most once a second.
+        moving, seen["actions"] = len(actions) != seen["actions"], len(actions)
+        if not left or moving or time.monotonic() - seen["read"] < 1.0:
+            return not left
+        seen["read"] = time.monotonic()
+        return all(d in _superseded(h, ts) for ts, d in left)
+
+    h.wait_for(settled, 120, "every device action acted on or superseded")
     return sent
 
 
 def _assert_exactly_once(h, sent: dict[str, set[str]], *, shared_user: bool = False) -> None:
+    """Each device action once, or superseded by a newer command that acted on the device;
+    one answer per bot that acted or said so."""
     per = h.per_command()
     assert all(count == 1 for count in per.values()), [k for k, c in per.items() if c > 1]
+    skipped = 0
     for ts, devices in sent.items():
-        assert {d for (t, d) in per if t == ts} == devices, ts
-    for ts in sent:
+        acted = {d for (t, d) in per if t == ts}
+        superseded = _superseded(h, ts) if acted != devices else set()
+        assert acted | superseded == devices and not acted & superseded, (ts, acted, superseded)
+        for device in superseded:  # a newer command did act on it
+            assert any(float(t) > float(ts) and d == device for (t, d) in per), (ts, device)
+        skipped += len(superseded)
         acting = {a["bot"] for a in h.actions() if a.get("ts") == ts}
-        h.wait_for(lambda ts=ts, acting=acting: len(h.replies(ts)) >= len(acting), 30, "replies")
+        shared = {a["bot"] for a in h.actions() if a.get("ts") == ts and a["device"] not in OWNERS}
+        answering = acting | {OWNERS.get(d) or next(iter(shared), "holder") for d in superseded}
+        wanted = len(answering)
+        h.wait_for(lambda ts=ts, wanted=wanted: len(h.replies(ts)) >= wanted, 30, "replies")
         replies = h.replies(ts)
-        assert len(replies) == len(acting), (ts, replies, acting)
-        if not shared_user:
-            assert {r["user"] for r in replies} == {USER_OF[b] for b in acting}
+        assert len(replies) == len(answering), (ts, replies, answering)
+        if not shared_user and "holder" not in answering:
+            assert {r["user"] for r in replies} == {USER_OF[b] for b in answering}
+    assert len(h.actions()) == sum(len(d) for d in sent.values()) - skipped
 
 
 @pytest.mark.timeout(300)
@@ -53,7 +89,6 @@ def test_fifty_commands_each_device_action_once(tmp_path, mode):
         sent = _run_workload(h, 50)
         time.sleep(1.5)  # settle: a duplicate would have to show up within the stagger
         _assert_exactly_once(h, sent, shared_user=mode != "app-per-bot")
-        assert len(h.actions()) == sum(len(d) for d in sent.values())
 
 
 @pytest.mark.timeout(180)
