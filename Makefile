@@ -26,7 +26,7 @@ $(DEMO_STAMP): pyproject.toml $(BIN)/pip
 	touch $(DEMO_STAMP)
 
 demo: $(DEMO_STAMP)
-	$(BIN)/troupe demo
+	$(BIN)/troupe-dev demo
 
 test: $(STAMP)
 	$(BIN)/ruff check .

@@ -19,7 +19,7 @@ from slack_sdk import WebClient
 
 from bench.files import CHANNEL_ID, HUMAN_TOKEN
 from bench.systems import LEGACY, System
-from troupe.fleet import Fleet
+from troupe.devkit.fleet import Fleet
 
 KINDS = (
     "drop-one",

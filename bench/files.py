@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
-from troupe.workspace.config import App, Channel, Human, WorkspaceConfig
+from troupe.devkit.workspace.config import App, Channel, Human, WorkspaceConfig
 
 CHANNEL = "home"
 CHANNEL_ID = "C0HOME"

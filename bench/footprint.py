@@ -112,7 +112,7 @@ Starter = Callable[[Path], AbstractContextManager[Started]]
 @contextmanager
 def demo_kitchen(folder: Path) -> Iterator[Started]:
     """The demo house without its bots, and the command line of its kitchen-pi."""
-    from troupe.demo import demo_house
+    from troupe.devkit.demo import demo_house
 
     with demo_house(folder, bots=()) as house:
         fleet = house.fleet
@@ -124,7 +124,7 @@ def bench_bot(folder: Path) -> Iterator[Started]:
     """The benchmark's first troupe bot (counter devices, app-per-bot), alone."""
     from bench.files import Timings, bot_names, workspace_config
     from bench.systems import TROUPE, System
-    from troupe.workspace.testing import running_workspace
+    from troupe.devkit.workspace.testing import running_workspace
 
     bots = bot_names(2)
     with running_workspace(workspace_config(2)) as ws:
@@ -139,7 +139,7 @@ def legacy_bot(folder: Path) -> Iterator[Started]:
     """A SlackMQ 0.1.2 bot (slackbot 1.0.5, the seed's plugin), alone."""
     from bench.files import Timings, bot_names, workspace_config
     from bench.systems import LEGACY, LEGACY_MODE, System
-    from troupe.workspace.testing import running_workspace
+    from troupe.devkit.workspace.testing import running_workspace
 
     bots = bot_names(2)
     with running_workspace(workspace_config(2)) as ws:

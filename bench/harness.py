@@ -34,8 +34,8 @@ from bench.workload import (
     tally,
     wait_until,
 )
-from troupe.fleet import Fleet
-from troupe.workspace.testing import RunningWorkspace, running_workspace
+from troupe.devkit.fleet import Fleet
+from troupe.devkit.workspace.testing import RunningWorkspace, running_workspace
 
 HUMANS = {"U0ALICE"}
 TIER2_PER_MINUTE = 20

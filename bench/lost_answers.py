@@ -28,9 +28,9 @@ from slack_sdk import WebClient
 from bench.files import CHANNEL, DEVICES, Timings, app_id, bot_names, workspace_config
 from bench.files import write_federation as bench_federation
 from bench.workload import percentile, read_actions
-from troupe.fleet import Fleet
+from troupe.devkit.fleet import Fleet
+from troupe.devkit.workspace.testing import running_workspace
 from troupe.slackmq import TAKEOVER
-from troupe.workspace.testing import running_workspace
 
 REPORTS = Path(__file__).parent / "reports"
 

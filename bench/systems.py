@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.files import LEGACY_APP_ID, LEGACY_TOKEN, Timings, app_id, write_federation
+from troupe.devkit.fleet import Fleet
 from troupe.federation import rank
-from troupe.fleet import Fleet
 
 TROUPE = "troupe"
 LEGACY = "slackmq-0.1.2"

@@ -369,9 +369,9 @@ def _serve_embedded(config_path: str) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`troupe hardware broker [--port N] [--embedded]`: a broker until Ctrl-C."""
+    """`troupe-dev hardware broker [--port N] [--embedded]`: a broker until Ctrl-C."""
     parser = argparse.ArgumentParser(
-        prog="troupe hardware broker",
+        prog="troupe-dev hardware broker",
         description="Run an MQTT broker on 127.0.0.1 (mosquitto, or amqtt if it is absent).",
     )
     parser.add_argument("--port", type=int, default=1883, help="0 picks a free port")
@@ -385,7 +385,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         broker = start_broker(args.port, embedded=True if args.embedded else None)
     except BrokerError as err:
-        print(f"troupe hardware broker: {err}", file=sys.stderr)
+        print(f"troupe-dev hardware broker: {err}", file=sys.stderr)
         return 1
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -4,7 +4,7 @@ Each answers on the topics and in the payloads its firmware uses, so the mqtt pl
 tested against what real devices say; and each records every command it receives (like
 gpiozero's MockPin history), so a test can count what reached the device. They run on
 paho-mqtt's own network thread: use them from tests, `make demo`, or
-`troupe hardware mqtt --tasmota porch --z2m "hall bulb" --shelly shellyplus1-garage`.
+`troupe-dev hardware mqtt --tasmota porch --z2m "hall bulb" --shelly shellyplus1-garage`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import argparse
 import contextlib
 import json
 import logging
-import math
 import signal
 import socket
 import sys
@@ -26,6 +25,8 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+
+from troupe import colour
 
 log = logging.getLogger(__name__)
 
@@ -498,28 +499,10 @@ class Zigbee2Mqtt:
 
 
 def _hex_to_xy(value: str) -> tuple[float, float]:
-    digits = value.lstrip("#")
     try:
-        red, green, blue = (int(digits[i : i + 2], 16) / 255 for i in (0, 2, 4))
+        return colour.xy_of_hex(value)
     except ValueError:
         return (0.3127, 0.329)
-    return rgb_to_xy(red, green, blue)
-
-
-def rgb_to_xy(red: float, green: float, blue: float) -> tuple[float, float]:
-    """sRGB (0-1) to CIE 1931 xy, as Zigbee2MQTT and Hue convert colours."""
-
-    def linear(c: float) -> float:
-        return ((c + 0.055) / 1.055) ** 2.4 if c > 0.04045 else c / 12.92
-
-    r, g, b = linear(red), linear(green), linear(blue)
-    x = r * 0.4124 + g * 0.3576 + b * 0.1805
-    y = r * 0.2126 + g * 0.7152 + b * 0.0722
-    z = r * 0.0193 + g * 0.1192 + b * 0.9505
-    total = x + y + z
-    if math.isclose(total, 0.0):
-        return (0.3127, 0.329)
-    return (round(x / total, 4), round(y / total, 4))
 
 
 # Shelly --------------------------------------------------------------------------------------
@@ -660,10 +643,10 @@ def _address(text: str) -> tuple[str, int]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`troupe hardware mqtt [--broker HOST:PORT] --tasmota NAME --z2m NAME --shelly NAME`:
+    """`troupe-dev hardware mqtt [--broker HOST:PORT] --tasmota NAME --z2m NAME --shelly NAME`:
     simulated devices until Ctrl-C, printing every command they receive."""
     parser = argparse.ArgumentParser(
-        prog="troupe hardware mqtt",
+        prog="troupe-dev hardware mqtt",
         description="Simulated MQTT devices: Tasmota plugs, Zigbee2MQTT bulbs, Shelly Plus 1s.",
     )
     parser.add_argument(
@@ -685,7 +668,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             broker = start_broker(0)
         except BrokerError as err:
-            print(f"troupe hardware mqtt: {err}", file=sys.stderr)
+            print(f"troupe-dev hardware mqtt: {err}", file=sys.stderr)
             return 1
         host, port = broker.host, broker.port
         print(f"MQTT broker ready at {broker.address} ({broker.kind})", flush=True)
@@ -715,7 +698,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         while not stop.wait(1.0):
             pass
     except TimeoutError as err:
-        print(f"troupe hardware mqtt: {err}", file=sys.stderr)
+        print(f"troupe-dev hardware mqtt: {err}", file=sys.stderr)
         return 1
     finally:
         for device in devices:

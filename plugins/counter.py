@@ -16,9 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from troupe.federation import Action
-from troupe.plugin import DeviceState, Driver, DriverError, command_origin, describe_setting
-
-VERBS = {"on": "turned on", "off": "turned off", "toggle": "toggled", "set": "set"}
+from troupe.plugin import DeviceState, Driver, DriverError, command_origin
 
 
 def apply(old: DeviceState, op: str, args: Mapping[str, Any]) -> DeviceState:
@@ -48,7 +46,7 @@ class CounterDriver(Driver):
         path = self.devices[device].get("path") or os.environ.get("TROUPE_COUNTER_FILE")
         return Path(path) if path else None
 
-    async def act(self, device: str, action: Action) -> str:
+    async def act(self, device: str, action: Action) -> DeviceState:
         opts = self.devices[device]
         if opts.get("delay_s"):
             await asyncio.sleep(float(opts["delay_s"]))
@@ -64,10 +62,7 @@ class CounterDriver(Driver):
             if origin:
                 record.update(channel=origin[0], ts=origin[1])
             await asyncio.to_thread(_append, path, json.dumps({**record, "at": time.time()}))
-        done = f"{VERBS.get(action.op, action.op)} the {device}"
-        if action.op == "set":
-            done += " to " + describe_setting(args)
-        return done
+        return new
 
     async def state(self, device: str) -> DeviceState:
         path = self._path(device)

@@ -29,8 +29,9 @@ from slack_sdk.errors import SlackApiError
 
 from troupe import __version__
 from troupe.federation import rank
-from troupe.plugin import command
+from troupe.plugin import Context, PluginError, command
 from troupe.roster import FleetUsers
+from troupe.services import service
 from troupe.slackmq import SlackMQ
 from troupe.update import (
     RESULT_FILE,
@@ -254,6 +255,7 @@ def _read_bot_message(rollout: Rollout, message: dict[str, Any], text: str, appr
 # --- the service: health at start, and the rollout loop ------------------------------------
 
 
+@service(section="update")
 class FleetService:
     """Runs beside the bot: writes its health once ready, resumes a rollout under way."""
 
@@ -579,153 +581,147 @@ def is_admin(bot: Any, user: str | None) -> bool:
     return user in getattr(bot, "admins", ())
 
 
-def service_of(bot: Any) -> FleetService:
-    """The bot's fleet service (a bot started without one gets one for its commands)."""
-    for service in bot.services:
-        if isinstance(service, FleetService):
-            return service
-    service = FleetService()
-    service.bot = bot
-    bot.services.append(service)
+def service_of(ctx: Context) -> FleetService:
+    """The bot's fleet service (the runner starts one wherever this plugin is loaded)."""
+    service = ctx.service(FleetService)
+    if service is None:
+        raise PluginError(
+            "fleet commands need the fleet service, which this bot did not start: "
+            "load troupe.plugins.devops through the federation file's plugins list"
+        )
     return service
 
 
-async def _one_answer(ctx: Any, text: str) -> None:
-    """Exactly one bot answers (for commands every bot sees)."""
-
-    async def say(_takeover: bool) -> None:
-        await ctx.say(text)
-
-    await ctx.bot.coordinator.coordinate(ctx.event.channel, ctx.event.ts, ctx.bot.roster, say)
-
-
-def _named(ctx: Any, group: str = "bot") -> str | None:
+def _named(ctx: Context, group: str = "bot") -> str | None:
     name = (ctx.match.group(group) or "").strip().lower()
-    return name if name in ctx.bot.roster else None
+    return name if name in ctx.me.roster else None
 
 
-async def _named_or_answer(ctx: Any) -> str | None:
+async def _named_or_answer(ctx: Context) -> str | None:
     """The bot the command names; a name that is no bot gets one answer, and None."""
     wanted = _named(ctx)
     if wanted is None:
-        await _one_answer(
-            ctx, f"There is no bot called {ctx.match.group('bot')}: {', '.join(ctx.bot.roster)}."
-        )
+        roster = ", ".join(ctx.me.roster)
+        await ctx.answer_once(f"There is no bot called {ctx.match.group('bot')}: {roster}.")
     return wanted
 
 
 # --- the commands -------------------------------------------------------------------------------
 
 
-@command(r"version", each=True, admin=True)
-async def version(ctx: Any) -> None:
+@command(r"version", each=True, admin=True, needs=("services",))
+async def version(ctx: Context) -> None:
     """Each targeted bot says which troupe it runs."""
-    if service_of(ctx.bot).targeted():
-        await ctx.say(f"{ctx.bot.name}: troupe {__version__} (Python {platform.python_version()})")
+    if service_of(ctx).targeted():
+        await ctx.say(f"{ctx.me.name}: troupe {__version__} (Python {platform.python_version()})")
 
 
-@command(r"bot count|how many bots", each=True, admin=True)
-async def bot_count(ctx: Any) -> None:
+@command(r"bot count|how many bots", each=True, admin=True, needs=("services", "transport"))
+async def bot_count(ctx: Context) -> None:
     """Each live, targeted bot answers with its connection: count the answers."""
-    bot = ctx.bot
-    if service_of(bot).targeted():
-        kind = type(bot.transport).__name__.replace("Transport", "") or "unknown"
-        connected = "connected" if getattr(bot.transport, "connected", True) else "reconnecting"
-        await ctx.say(f"{bot.name}: live, 1 {kind} connection, {connected}")
+    if service_of(ctx).targeted():
+        link = ctx.connection
+        connected = "connected" if link.connected else "reconnecting"
+        await ctx.say(f"{ctx.me.name}: live, 1 {link.kind} connection, {connected}")
 
 
-@command(r"target (?P<bot>all|[a-z0-9-]+)", each=True, admin=True)
-async def target(ctx: Any) -> None:
+@command(r"target (?P<bot>all|[a-z0-9-]+)", each=True, admin=True, needs=("services",))
+async def target(ctx: Context) -> None:
     """Which bots take fleet commands (version, bot count): one bot, or all."""
-    service = service_of(ctx.bot)
+    service = service_of(ctx)
     wanted = ctx.match.group("bot").lower()
-    if wanted != "all" and wanted not in ctx.bot.roster:
-        await _one_answer(ctx, f"There is no bot called {wanted}: {', '.join(ctx.bot.roster)}.")
+    if wanted != "all" and wanted not in ctx.me.roster:
+        await ctx.answer_once(f"There is no bot called {wanted}: {', '.join(ctx.me.roster)}.")
         return
     service.remember(target="all" if wanted == "all" else [wanted])
-    if wanted == ctx.bot.name:
-        await ctx.say(f"{ctx.bot.name} takes fleet commands; the others stay silent.")
+    if wanted == ctx.me.name:
+        await ctx.say(f"{ctx.me.name} takes fleet commands; the others stay silent.")
     elif wanted == "all":
-        await _one_answer(ctx, "Every bot takes fleet commands again.")
+        await ctx.answer_once("Every bot takes fleet commands again.")
 
 
-@command(r"canary (?P<bot>[a-z0-9-]+)", each=True, admin=True)
-async def canary(ctx: Any) -> None:
+@command(r"canary (?P<bot>[a-z0-9-]+)", each=True, admin=True, needs=("services",))
+async def canary(ctx: Context) -> None:
     """Which bot updates first in the next rolling update."""
     wanted = await _named_or_answer(ctx)
     if wanted is None:
         return
-    service_of(ctx.bot).remember(canary=wanted)
-    if wanted == ctx.bot.name:
+    service_of(ctx).remember(canary=wanted)
+    if wanted == ctx.me.name:
         await ctx.say(f"{wanted} is the canary of the next update.")
 
 
-@command(rf"(?:update|downgrade)(?: (?:to )?(?P<version>{V}))?", each=True, admin=True)
-async def update(ctx: Any) -> None:
+@command(
+    rf"(?:update|downgrade)(?: (?:to )?(?P<version>{V}))?",
+    each=True,
+    admin=True,
+    needs=("services",),
+)
+async def update(ctx: Context) -> None:
     """Rolling update, one bot at a time, canary first: `update 0.2.0`; an older
     version only by name: `downgrade to 0.1.0`."""
-    service = service_of(ctx.bot)
+    service = service_of(ctx)
     settings = service.settings
     wanted = ctx.match.group("version") or wheel_version(settings.source)
-    event = ctx.event
+    message = ctx.message
     if settings.source is None:
-        await _one_answer(ctx, "No update source is set: add `update: source:` to the file.")
+        await ctx.answer_once("No update source is set: add `update: source:` to the file.")
         return
     if wanted is None:
-        await _one_answer(ctx, "Which version? Say `update 0.2.0`.")
+        await ctx.answer_once("Which version? Say `update 0.2.0`.")
         return
     try:
         check_version(wanted)
     except ValueError as err:
-        await _one_answer(ctx, f"{str(err)[0].upper()}{str(err)[1:]}.")
+        await ctx.answer_once(f"{str(err)[0].upper()}{str(err)[1:]}.")
         return
     first = service.canary()
 
-    async def start(_takeover: bool) -> None:
+    async def start() -> None:
         await service._post(
-            event.channel,
-            event.ts,
+            message.channel,
+            message.ts,
             f"Rolling update to troupe {wanted}, step 1: the canary {first} takes this. "
             f"One bot at a time; the others follow after an admin's :{settings.approval}: "
             f"on the canary's report, or {settings.soak_s:g} s after it.",
         )
 
-    await ctx.bot.coordinator.coordinate(event.channel, event.ts, ctx.bot.roster, start)
-    service.follow(event.channel, event.ts)
+    await ctx.once(start)
+    service.follow(message.channel, message.ts)
 
 
 @command(HALTS, admin=True)
-async def halt(ctx: Any) -> None:
+async def halt(ctx: Context) -> None:
     """Stop a rolling update: `stop` in its thread (the bots read it there)."""
-    event = ctx.event
-    if not event.thread_ts or event.thread_ts == event.ts:
+    message = ctx.message
+    if not message.thread_ts or message.thread_ts == message.ts:
         await ctx.say("Say `stop` in the rolling update's thread to stop it.")
         return
     await ctx.say("Stopping here: no bot takes a further step of this rolling update.")
 
 
-@command(r"restart (?P<bot>[a-z0-9-]+)", each=True, admin=True)
-async def restart(ctx: Any) -> None:
+@command(r"restart (?P<bot>[a-z0-9-]+)", each=True, admin=True, needs=("services",))
+async def restart(ctx: Context) -> None:
     """Restart one bot through systemd (or the test supervisor)."""
     wanted = await _named_or_answer(ctx)
     if wanted is None:
         return
-    if wanted != ctx.bot.name:
+    if wanted != ctx.me.name:
         return
     await ctx.say(f"{wanted} restarting.")
     try:
-        await request(service_of(ctx.bot).settings, wanted, "restart")
+        await request(service_of(ctx).settings, wanted, "restart")
     except UpdateError as err:
         await ctx.say(f"{wanted} could not restart: {err}")
 
 
-@command(r"logs (?P<bot>[a-z0-9-]+)(?: (?P<n>\d{1,4}))?", each=True, admin=True)
-async def logs(ctx: Any) -> None:
+@command(r"logs (?P<bot>[a-z0-9-]+)(?: (?P<n>\d{1,4}))?", each=True, admin=True, needs=("slack",))
+async def logs(ctx: Context) -> None:
     """One bot's recent log lines, secrets redacted: `logs kitchen-pi 20`."""
     wanted = await _named_or_answer(ctx)
     if wanted is None:
         return
-    if wanted != ctx.bot.name:
+    if wanted != ctx.me.name:
         return
     n = min(int(ctx.match.group("n") or 20), 200)
     lines = list(RING.lines)[-n:]
@@ -736,8 +732,7 @@ async def logs(ctx: Any) -> None:
     # Logs name people, devices and times: only the admin who asked reads them, never
     # everyone in the channel.
     try:
-        opened = await ctx.bot.web.conversations_open(users=ctx.event.user)
-        await ctx.bot.web.chat_postMessage(channel=opened["channel"]["id"], text=text)
+        await ctx.slack.direct_message(ctx.user or "", text)
     except SlackApiError as err:
         log.error("fleet: could not send logs by direct message: %s", err.response.get("error"))
         await ctx.say(

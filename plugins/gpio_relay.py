@@ -260,9 +260,9 @@ class GpioRelayDriver(Driver):
         record = self.recall(name)
         if record is None or record.status != "done":
             return False
-        if record.action == "toggle":
-            return record.result.startswith("turned on")
-        return record.action in ("on", "set")
+        if record.state is not None and record.state.get("on") is not None:
+            return bool(record.state["on"])
+        return record.action in ("on", "set")  # journaled before troupe kept the state
 
     def _label(self, wire: Wire) -> None:
         if self.board is not None:
@@ -270,7 +270,7 @@ class GpioRelayDriver(Driver):
 
     # the driver API -----------------------------------------------------------------------
 
-    async def act(self, device: str, action: Action) -> str:
+    async def act(self, device: str, action: Action) -> DeviceState:
         if device in self._motions:
             raise DriverError(f"the {device} is a motion sensor; it cannot be switched")
         relay = self._relays.get(device)
@@ -280,8 +280,7 @@ class GpioRelayDriver(Driver):
             raise DriverError(f"the {device} can only be switched on and off")
         if action.op not in ("on", "off", "toggle"):
             raise DriverError(f"the {device} cannot {action.op}")
-        on = await self._switch(relay, action.op)
-        return f"turned {'on' if on else 'off'} the {device}"
+        return DeviceState(on=await self._switch(relay, action.op))
 
     async def state(self, device: str) -> DeviceState:
         relay = self._relays.get(device)

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 import phue
 from pydantic import (
@@ -34,12 +34,10 @@ from pydantic import (
     model_validator,
 )
 
+from troupe import colour
 from troupe.federation import Action
-from troupe.plugin import DeviceState, Driver, DriverError, command
+from troupe.plugin import Context, DeviceState, Driver, DriverError, command
 from troupe.secrets import Secret, SecretError
-
-if TYPE_CHECKING:
-    from troupe.bot import Context
 
 log = logging.getLogger(__name__)
 # phue logs the username (an API key) at INFO when it connects, and every request's
@@ -53,106 +51,9 @@ BRIDGE_TIMEOUT_S = 3.0
 PAIR_WINDOW_S = 30.0
 """The link button allows pairing for 30 s; pairing keeps trying for as long."""
 DEFAULT_USERNAME_FILE = "~/.config/troupe/hue-username"
-CT_RANGE = (153, 500)
-"""Colour temperatures Hue lights take, in mireds (6500 K to 2000 K)."""
 
 
-# --- colours ----------------------------------------------------------------------------------
-
-
-def xy_of_rgb(red: int, green: int, blue: int) -> tuple[float, float]:
-    """The CIE xy chromaticity of an sRGB colour (what a Hue light is told)."""
-
-    def linear(channel: int) -> float:
-        c = channel / 255
-        return c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4
-
-    r, g, b = linear(red), linear(green), linear(blue)
-    x = r * 0.4124 + g * 0.3576 + b * 0.1805
-    y = r * 0.2126 + g * 0.7152 + b * 0.0722
-    z = r * 0.0193 + g * 0.1192 + b * 0.9505
-    total = x + y + z
-    return round(x / total, 4), round(y / total, 4)
-
-
-def xy_of_kelvin(kelvin: float) -> tuple[float, float]:
-    """The xy of a white of this colour temperature (Kim et al.'s Planckian locus fit),
-    for colour lights that take no colour temperature."""
-    t = min(25000.0, max(1667.0, float(kelvin)))
-    if t <= 4000:
-        x = -0.2661239e9 / t**3 - 0.2343589e6 / t**2 + 0.8776956e3 / t + 0.179910
-    else:
-        x = -3.0258469e9 / t**3 + 2.1070379e6 / t**2 + 0.2226347e3 / t + 0.240390
-    if t <= 2222:
-        y = -1.1063814 * x**3 - 1.34811020 * x**2 + 2.18555832 * x - 0.20219683
-    elif t <= 4000:
-        y = -0.9549476 * x**3 - 1.37418593 * x**2 + 2.09137015 * x - 0.16748867
-    else:
-        y = 3.0817580 * x**3 - 5.87338670 * x**2 + 3.75112997 * x - 0.37001483
-    return round(x, 4), round(y, 4)
-
-
-def mireds(kelvin: float) -> int:
-    """Kelvin -> Hue's ct in mireds, clamped to what Hue lights take."""
-    low, high = CT_RANGE
-    return min(high, max(low, round(1_000_000 / max(kelvin, 1))))
-
-
-COLORS: dict[str, tuple[float, float]] = {
-    name: xy_of_rgb(*rgb)
-    for name, rgb in {
-        "red": (255, 0, 0),
-        "orange": (255, 110, 0),
-        "amber": (255, 191, 0),
-        "yellow": (255, 255, 0),
-        "lime": (191, 255, 0),
-        "green": (0, 255, 0),
-        "turquoise": (64, 224, 208),
-        "cyan": (0, 255, 255),
-        "blue": (0, 0, 255),
-        "purple": (140, 0, 255),
-        "violet": (238, 130, 238),
-        "magenta": (255, 0, 255),
-        "pink": (255, 105, 180),
-        "brown": (165, 42, 42),
-    }.items()
-}
-"""Colour names -> xy. Names are English, as home-assistant-intents gives them."""
-
-WHITES: dict[str, int] = {
-    "candle light": 1900,
-    "warm white": 2700,
-    "white": 4000,
-    "cool white": 5000,
-    "daylight": 6500,
-}
-"""Whites by colour temperature in kelvin: set as ct where the light takes it."""
-_WHITE_ALIASES = {
-    "candlelight": "candle light",
-    "soft white": "warm white",
-    "cold white": "cool white",
-    "day light": "daylight",
-}
-
-
-def _color_name(text: str) -> str:
-    name = " ".join(text.lower().replace("colour", "color").split())
-    return _WHITE_ALIASES.get(name, name)
-
-
-def nearest_color(xy: Sequence[float]) -> str | None:
-    """The colour name closest to an xy, if one is close enough to call it that."""
-    candidates = {**COLORS, **{name: xy_of_kelvin(k) for name, k in WHITES.items()}}
-    name, where = min(
-        candidates.items(), key=lambda item: (item[1][0] - xy[0]) ** 2 + (item[1][1] - xy[1]) ** 2
-    )
-    distance = ((where[0] - xy[0]) ** 2 + (where[1] - xy[1]) ** 2) ** 0.5
-    return name if distance < 0.05 else None
-
-
-def nearest_white(ct: int) -> str | None:
-    name, kelvin = min(WHITES.items(), key=lambda item: abs(mireds(item[1]) - ct))
-    return name if abs(mireds(kelvin) - ct) <= 40 else None
+# --- brightness -------------------------------------------------------------------------------
 
 
 def bri_of_percent(percent: int) -> int:
@@ -221,9 +122,10 @@ _ADDRESS = re.compile(r"[A-Za-z0-9.\-]+(:\d{1,5})?|\[[0-9A-Fa-f:]+\](:\d{1,5})?"
 
 
 class HueSection(BaseModel):
-    """The federation file's `hue:` section, as the driver receives it."""
+    """The federation file's `hue:` section: the driver's own, validated by `troupe check`
+    and at start; its username is an API key, so a secret."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     bridge: StrictStr
     username: Secret | None = None
@@ -462,7 +364,7 @@ class HueDriver(Driver):
 
     # the Driver API --------------------------------------------------------------------------
 
-    async def act(self, device: str, action: Action) -> str:
+    async def act(self, device: str, action: Action) -> DeviceState:
         if action.op not in ("on", "off", "toggle", "set"):
             raise DriverError(f"a Hue light cannot {action.op}")
         target, ident, info = await self._fetch(device)
@@ -472,16 +374,13 @@ class HueDriver(Driver):
                 f"the Hue bridge cannot reach the {device}; check that it is powered "
                 "(its wall switch on)"
             )
-        if action.op == "on":
-            body, done = {"on": True}, f"turned on the {device}"
-        elif action.op == "off":
-            body, done = {"on": False}, f"turned off the {device}"
+        if action.op in ("on", "off"):
+            body: dict[str, Any] = {"on": action.op == "on"}
         elif action.op == "toggle":
             now_on = bool(state.get("on") if target.kind == "light" else state.get("any_on"))
             body = {"on": not now_on}
-            done = f"turned {'off' if now_on else 'on'} the {device}"
         else:
-            body, done = self._set_body(device, target, info, action.kwargs)
+            body = self._set_body(device, target, info, action.kwargs)
         tt = target.transitiontime
         number = int(ident)
         if target.kind == "light":
@@ -489,74 +388,75 @@ class HueDriver(Driver):
         else:
             answer = await self._call(lambda b: b.set_group(number, dict(body), transitiontime=tt))
         self._check(device, answer)
-        return done
+        # The bridge said success for each key: its state is now the old one with the body.
+        part = "state" if target.kind == "light" else "action"
+        values = {**info[part], **body}
+        values["colormode"] = next((m for m in ("xy", "ct") if m in body), values.get("colormode"))
+        gamut = colour.gamut_of(info.get("capabilities"))
+        return _state_of(values, body["on"], gamut)
 
     def _set_body(
         self, device: str, target: _Target, info: dict[str, Any], args: Mapping[str, Any]
-    ) -> tuple[dict[str, Any], str]:
-        """The state to PUT for a "set", and what to say; a group passes everything on
+    ) -> dict[str, Any]:
+        """The state to PUT for a "set"; a group passes everything on
         (the bridge gives each light what it can take)."""
         takes = set(info["state"]) if target.kind == "light" else {"bri", "ct", "xy"}
         brightness = args.get("brightness")
         if brightness is not None and brightness == 0:
-            return {"on": False}, f"turned off the {device}"
+            return {"on": False}
         body: dict[str, Any] = {"on": True}
-        said: list[str] = []
         if brightness is not None:
             if "bri" not in takes:
                 raise DriverError(f"the {device} cannot dim; it only turns on and off")
             body["bri"] = bri_of_percent(int(brightness))
-            said.append(f"{brightness}%")
+        gamut = colour.gamut_of(info.get("capabilities"))
         color = args.get("color")
         if color is not None:
-            name = _color_name(str(color))
-            if name == "black":
-                raise DriverError(f"a light cannot shine black; say “turn off the {device}”")
-            if name not in COLORS and name not in WHITES:
-                known = ", ".join([*COLORS, *WHITES])
-                raise DriverError(f"I don't know the colour “{color}”; I know {known}")
-            if name in WHITES and "ct" in takes:
-                body["ct"] = mireds(WHITES[name])
+            wanted = colour.named(str(color))
+            if wanted.kelvin is not None and "ct" in takes:
+                body["ct"] = colour.mireds(wanted.kelvin)
             elif "xy" in takes:
-                body["xy"] = list(COLORS.get(name) or xy_of_kelvin(WHITES[name]))
+                body["xy"] = list(colour.fit_gamut(wanted.xy, gamut))
             else:
                 raise DriverError(f"the {device} cannot change colour")
-            said.append(name)
         temperature = args.get("temperature")
         if temperature is not None:
             if "ct" in takes:
-                body["ct"] = mireds(int(temperature))
+                body["ct"] = colour.mireds(int(temperature))
             elif "xy" in takes:
-                body["xy"] = list(xy_of_kelvin(int(temperature)))
+                body["xy"] = list(colour.fit_gamut(colour.xy_of_kelvin(int(temperature)), gamut))
             else:
                 raise DriverError(f"the {device} cannot change colour temperature")
-            said.append(f"{int(temperature)} K")
-        if not said:
-            return body, f"turned on the {device}"
-        return body, f"set the {device} to {', '.join(said)}"
+        return body
 
     async def state(self, device: str) -> DeviceState:
         target, _ident, info = await self._fetch(device)
         if target.kind == "light":
-            values, on = info["state"], info["state"].get("on")
-            if values.get("reachable") is False:
+            if info["state"].get("reachable") is False:
                 return DeviceState(online=False, detail="the Hue bridge cannot reach it")
-        else:
-            values, on = info["action"], info["state"].get("any_on")
-        bri = values.get("bri")
-        color, temperature = None, None
-        mode = values.get("colormode")
-        if mode == "xy" and isinstance(values.get("xy"), list) and len(values["xy"]) == 2:
-            color = nearest_color(values["xy"])
-        elif mode == "ct" and isinstance(values.get("ct"), int):
-            temperature = round(1_000_000 / values["ct"])
-            color = nearest_white(values["ct"])
-        return DeviceState(
-            on=bool(on),
-            brightness=percent_of_bri(bri) if isinstance(bri, int) and "bri" in values else None,
-            color=color,
-            temperature=temperature,
-        )
+            gamut = colour.gamut_of(info.get("capabilities"))
+            return _state_of(info["state"], info["state"].get("on"), gamut)
+        return _state_of(info["action"], info["state"].get("any_on"))
+
+
+def _state_of(
+    values: Mapping[str, Any], on: object, gamut: colour.Gamut = colour.GAMUT_C
+) -> DeviceState:
+    """A light's state (or a group's action) as troupe says it."""
+    bri = values.get("bri")
+    color, temperature = None, None
+    mode = values.get("colormode")
+    if mode == "xy" and isinstance(values.get("xy"), list) and len(values["xy"]) == 2:
+        color = colour.name_of_xy(values["xy"], gamut=gamut)
+    elif mode == "ct" and isinstance(values.get("ct"), int):
+        temperature = round(1_000_000 / values["ct"])
+        color = colour.name_of_mireds(values["ct"])
+    return DeviceState(
+        on=bool(on),
+        brightness=percent_of_bri(bri) if isinstance(bri, int) else None,
+        color=color,
+        temperature=temperature,
+    )
 
 
 # --- pairing ----------------------------------------------------------------------------------
@@ -638,7 +538,7 @@ _PAIRINGS: set[asyncio.Task[None]] = set()
 @command(r"pair (?:the )?hue(?: bridge)?", admin=True)
 async def pair_hue(ctx: Context) -> None:
     """Pair with the Hue bridge: say it, then press the bridge's link button within 30 s."""
-    options = ctx.bot.driver_options.get("hue") or {}
+    options = ctx.section("hue")
     bridge = options.get("bridge")
     if not isinstance(bridge, str) or not bridge.strip():
         await ctx.say("There is no Hue bridge in the federation file: add hue: {bridge: HOST}.")
@@ -656,7 +556,7 @@ async def pair_hue(ctx: Context) -> None:
             await ctx.say(f"Pairing failed: {err}.")
             return
         await ctx.say(
-            f"Paired: the username is in {stored} (mode 600) on {ctx.bot.name}. "
+            f"Paired: the username is in {stored} (mode 600) on {ctx.me.name}. "
             f"The hue: section needs `username: file:{stored}`."
         )
 

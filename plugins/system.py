@@ -3,9 +3,7 @@ history."""
 
 from __future__ import annotations
 
-import time
-
-from troupe.plugin import command, describe
+from troupe.plugin import Context, command, describe
 
 
 def _ago(seconds: float) -> str:
@@ -17,62 +15,49 @@ def _ago(seconds: float) -> str:
 
 
 @command(r"help")
-async def help_(ctx) -> None:
+async def help_(ctx: Context) -> None:
     """List what I understand: commands, devices, areas and scenes."""
-    bot = ctx.bot
     lines = [
-        "*Say things like* “lights on”, “turn off the kitchen fan”, “set the hall light to 30%”."
+        "*Say things like* “lights on”, “turn off the kitchen fan”, “set the hall light to 30%”,"
+        " “turn on the kitchen lamp and the hall light”, “turn off everything”,"
+        " “dim the hall light”, “a bit warmer”, “is the porch switch on?”; in a command's"
+        " thread: “turn it off”, “and the hall light too”, “make it 50%”. Covers, locks and"
+        " doors wait for a 👍 from whoever asked."
     ]
-    lines += describe(bot.plugins.commands)
-    if bot.devices:
-        lines.append("*Devices:* " + ", ".join(sorted(bot.devices)))
-    areas = sorted({d.area for d in bot.devices.values() if d.area})
+    lines += describe(ctx.commands)
+    if ctx.devices:
+        lines.append("*Devices:* " + ", ".join(sorted(ctx.devices)))
+    areas = sorted({d.area for d in ctx.devices.values() if d.area})
     if areas:
         lines.append("*Areas:* " + ", ".join(areas))
-    if bot.scenes:
-        lines.append("*Scenes:* " + ", ".join(sorted(bot.scenes)))
+    if ctx.scenes:
+        lines.append("*Scenes:* " + ", ".join(ctx.scenes))
     await ctx.say("\n".join(lines))
 
 
 @command(r"devices|list devices")
-async def devices(ctx) -> None:
+async def devices(ctx: Context) -> None:
     """List every device, its area and which bot drives it."""
     rows = []
-    for d in sorted(ctx.bot.devices.values(), key=lambda d: (d.area or "", d.name)):
+    for d in sorted(ctx.devices.values(), key=lambda d: (d.area or "", d.name)):
         who = d.owner or "any bot"
         rows.append(f"• {d.name} ({d.kind}, {d.area or 'no area'}) — {d.driver}, {who}")
     await ctx.say("\n".join(rows) or "No devices are configured.")
 
 
 @command(r"roll ?call", each=True)
-async def roll_call(ctx) -> None:
+async def roll_call(ctx: Context) -> None:
     """Every live bot answers once: name, host, version, uptime and devices."""
-    bot = ctx.bot
-    info = bot.info
-    mine = sorted(d.name for d in bot.devices.values() if d.owner == bot.name)
+    me = ctx.me
+    mine = sorted(d.name for d in ctx.devices.values() if d.owner == me.name)
     owned = ", ".join(mine) if mine else "no devices of its own"
     await ctx.say(
-        f"{info.name} on {info.host}: troupe {info.version}, {info.mode}, "
-        f"up {_ago(info.uptime_s)}, {owned}; {bot.clock.describe()}"
+        f"{me.name} on {me.host}: troupe {me.version}, {me.mode}, "
+        f"up {_ago(me.uptime_s)}, {owned}; {me.clock}"
     )
 
 
-@command(r"history(?: (?:of |for )?(?:the )?(?P<device>.+))?", each=True)
-async def history(ctx) -> None:
-    """Who did what to a device, and when (each bot answers from its own journal)."""
-    device = ctx.match.group("device")
-    if device and device not in ctx.bot.devices:
-        return
-    records = ctx.bot.journal.history(device, limit=10)
-    if not records:
-        return
-    now = time.time()
-    lines = [f"{ctx.bot.name}:"] + [
-        f"• {r.device} {r.action} {_args(r.args)}by <@{r.user}> {_ago(now - r.at)} ago — {r.status}"
-        for r in records
-    ]
-    await ctx.say("\n".join(lines))
-
-
-def _args(args: dict) -> str:
-    return "".join(f"{k}={v} " for k, v in args.items())
+@command(r"history(?: (?:of |for )?(?P<device>.+))?")
+async def history(ctx: Context) -> None:
+    """What the federation did to a device, newest first, and who asked."""
+    await ctx.say(await ctx.fleet_history(ctx.match.group("device")))

@@ -2,7 +2,7 @@
 
 Bots are built from a federation file as `troupe run` builds them (troupe.runner), then
 given a fake Slack: a Web API client that records every call (FakeWeb), a transport fed
-Events by the test (FakeTransport) and the in-memory lock (troupe.memorylock) in place of
+Events by the test (FakeTransport) and the in-memory lock (troupe.devkit.memorylock) in place of
 SlackMQ. Time is virtual (tests/virtualtime.py): a 15 s lease or "for 1 minute" costs
 nothing, and each bot's Pi clock is its own SlackClock, fed from the fake answers.
 
@@ -30,15 +30,15 @@ from virtualtime import run as run_virtual
 
 from troupe.bot import Bot
 from troupe.config import load as load_federation
+from troupe.devkit.memorylock import MemoryBoard, MemoryLock
+from troupe.devkit.workspace.config import Human, demo_config
 from troupe.federation import Coordinator
 from troupe.intents import Command, Recognizer
-from troupe.memorylock import MemoryBoard, MemoryLock
 from troupe.people import People
 from troupe.runner import build_bot
 from troupe.slackclock import SlackClock
 from troupe.slackmq import DONE, TAKEOVER, WORKING
 from troupe.transports.base import Ack, Event, EventHandler
-from troupe.workspace.config import Human, demo_config
 
 __all__ = ["ALICE", "BOB", "BOTS", "HOME", "KITCHEN", "USER_OF", "Home", "home", "run"]
 

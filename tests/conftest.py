@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from troupe import _imp_shim
-from troupe.workspace.testing import RunningWorkspace, running_workspace
+from troupe.devkit.workspace.testing import RunningWorkspace, running_workspace
 
 _imp_shim.install()  # tests import slackbot.bot, which imports `imp` (gone in 3.12)
 

@@ -14,9 +14,9 @@ from typing import Any
 
 from slack_sdk import WebClient
 
-from troupe.fleet import Fleet
-from troupe.workspace.config import Human, demo_config
-from troupe.workspace.testing import RunningWorkspace, running_workspace
+from troupe.devkit.fleet import Fleet
+from troupe.devkit.workspace.config import Human, demo_config
+from troupe.devkit.workspace.testing import RunningWorkspace, running_workspace
 
 BOTS = ("kitchen-pi", "hall-pi", "garage-pi")
 SHORT = {"kitchen-pi": "kitchen", "hall-pi": "hall", "garage-pi": "garage"}

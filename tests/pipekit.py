@@ -22,9 +22,9 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from troupe.bot import Bot
 from troupe.config import load as load_federation
+from troupe.devkit.workspace.config import demo_config
+from troupe.devkit.workspace.testing import RunningWorkspace, running_workspace
 from troupe.runner import build_bot
-from troupe.workspace.config import demo_config
-from troupe.workspace.testing import RunningWorkspace, running_workspace
 
 __all__ = ["BOTS", "USER_OF", "Fleet", "fleet"]
 

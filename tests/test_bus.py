@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import mqttkit
 import paho.mqtt.client as mqtt
 import pytest
 from mqttkit import mosquitto_broker
@@ -24,12 +25,19 @@ pytest_plugins = ("mqttkit",)
 KEY = "the-federation-bus-key"
 
 
+@pytest.fixture(autouse=True)
+def _secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bus key and the bots' broker passwords, where the federation file points."""
+    monkeypatch.setenv("TEST_BUS_KEY", KEY)
+    monkeypatch.setenv("TEST_KITCHEN_PASSWORD", PASSWORDS["kitchen-pi"])
+
+
 def _event(text: str = "turn on the garage light", age_s: float = 0.0) -> dict[str, Any]:
     ts = f"{time.time() - age_s:.6f}"
     return {"type": "message", "channel": "C0HOME", "ts": ts, "user": "U0ALICE", "text": text}
 
 
-def _bus(broker, name: str, key: str | None = KEY) -> Bus:
+def _bus(broker, name: str, key: str | None = "env:TEST_BUS_KEY") -> Bus:
     settings: dict[str, Any] = {"host": "127.0.0.1", "port": broker.port}
     if key is not None:
         settings["bus_key"] = key
@@ -156,8 +164,9 @@ def _client(broker, user: str | None, got: list | None = None) -> mqtt.Client:
 
 async def test_the_shipped_broker_acl_lets_a_bot_write_the_bus_only_as_itself():
     broker = mosquitto_broker(users=PASSWORDS, acl=ACL)
-    settings = {"host": "127.0.0.1", "port": broker.port, "bus_key": KEY, "username": "{bot}"}
-    kitchen = Bus("test", "kitchen-pi", {**settings, "password": PASSWORDS["kitchen-pi"]})
+    settings = {"host": "127.0.0.1", "port": broker.port, "bus_key": "env:TEST_BUS_KEY"}
+    settings["username"] = "{bot}"
+    kitchen = Bus("test", "kitchen-pi", {**settings, "password": "env:TEST_KITCHEN_PASSWORD"})
     got: list[dict[str, Any]] = []
     spied: list[str] = []
     hall = spy = None
@@ -199,7 +208,8 @@ def _sealed(bus: Bus, sender: str, to: str, body: Any, sent: float, **change: An
 
 def test_unseal_takes_only_a_sealed_fresh_first_seen_relay_and_says_why_not() -> None:
     """No broker: the envelope rules, one refusal reason each."""
-    hall = Bus("test", "hall-pi", {"bus_key": KEY}, window_s=30)
+    settings = {"host": "127.0.0.1", "bus_key": "env:TEST_BUS_KEY"}
+    hall = Bus("test", "hall-pi", settings, window_s=30)
     hall._key = KEY.encode()  # what start() reads from bus_key
     now = time.time()
     topic = hall.inbox("hall-pi", "kitchen-pi")
@@ -241,9 +251,38 @@ async def test_a_broker_nobody_listens_on_is_one_sentence() -> None:
     with socket.socket() as probe:  # a free loopback port, closed again: nothing listens
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    bus = Bus("test", "hall-pi", {"host": "127.0.0.1", "port": port, "bus_key": KEY})
+    settings = {"host": "127.0.0.1", "port": port, "bus_key": "env:TEST_BUS_KEY"}
+    bus = Bus("test", "hall-pi", settings, connect_timeout=1)
     with pytest.raises(BusError) as err:
         await bus.start(_no_deliver)
-    message = str(err.value)
-    assert message.startswith(f"cannot reach the MQTT bus at 127.0.0.1:{port} (")
-    assert message.endswith("start the broker or fix mqtt: in the federation file")
+    assert str(err.value) == (
+        f"the MQTT bus at 127.0.0.1:{port} did not accept the connection; "
+        "start the broker or fix mqtt: in the federation file"
+    )
+
+
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+async def test_the_bus_honours_tls_its_ca_file_and_the_protocol(tmp_path: Path, protocol: str):
+    files = await asyncio.to_thread(mqttkit.make_tls_files, tmp_path)
+    server = mqttkit.TlsFiles(files.certfile, files.keyfile)
+    broker = await asyncio.to_thread(mosquitto_broker, tls=server)
+    settings = {"host": "127.0.0.1", "port": broker.port, "bus_key": "env:TEST_BUS_KEY"}
+    settings |= {"tls": True, "ca_file": str(files.cafile), "protocol": protocol}
+    kitchen = Bus("test", "kitchen-pi", settings, connect_timeout=5)
+    hall = Bus("test", "hall-pi", settings, connect_timeout=5)
+    got: list[dict[str, Any]] = []
+    try:
+        await _started(kitchen, got)  # the test CA signed the broker's certificate
+        await _started(hall, [])
+        expected = mqtt.MQTTv5 if protocol == "5" else mqtt.MQTTv311
+        assert kitchen._client._paho.protocol == expected
+        await hall.relay("kitchen-pi", {"kind": "owned", "event": _event()})
+        await _until(lambda: len(got) == 1, "the relay over TLS")
+        # the system's CAs do not know the test CA: no bus, one sentence
+        untrusted = Bus("test", "garage-pi", settings | {"ca_file": None}, connect_timeout=1)
+        with pytest.raises(BusError, match="did not accept the connection"):
+            await _started(untrusted, [])
+    finally:
+        await kitchen.stop()
+        await hall.stop()
+        broker.stop()

@@ -10,7 +10,7 @@ from troupe.intents import DeviceInfo, Recognizer
 
 DATA = Path(__file__).parent / "data"
 
-# The demo house (troupe/demo.py) plus its garage door.
+# The demo house (troupe/devkit/demo.py) plus its garage door.
 EN_DEVICES = (
     DeviceInfo("kitchen lamp", "light", "kitchen", ("kitchen light",)),
     DeviceInfo("kitchen fan", "fan", "kitchen"),

@@ -100,7 +100,7 @@ def test_the_example_loads(tmp_path: Path) -> None:
     assert fed.areas == {"kitchen": ("cuisine",), "hall": ("hallway",), "garage": (), "porch": ()}
     assert fed.channels == {"#kitchen": "kitchen"}
     assert fed.mqtt is not None and fed.mqtt.bus and fed.mqtt.port == 1883
-    assert fed.hue is not None and fed.hue.bridge == "127.0.0.1:8000"
+    assert fed.section("hue") == {"bridge": "127.0.0.1:8000", "username": "env:HUE_USER"}
     assert fed.slackmq.linger_s == 45 and fed.slackmq.stagger_s == 0.4
     assert fed.access.admins == ("U012ABC",) and fed.access.users == ("*",)
     assert fed.plugins == ()

@@ -12,14 +12,14 @@ import time
 import pytest
 from slack_sdk import WebClient
 
-from troupe.workspace.config import demo_config
+from troupe.devkit.workspace.config import demo_config
 
 
 @pytest.mark.compat
 @pytest.mark.timeout(180)
 def test_demo_starts_three_bots_and_lights_on_acts_once(tmp_path):
     proc = subprocess.Popen(
-        [sys.executable, "-m", "troupe", "demo", "--port", "0"],
+        [sys.executable, "-m", "troupe.devkit", "demo", "--port", "0"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

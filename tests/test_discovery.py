@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import fleetkit
-import paho.mqtt.client as mqtt
 import pytest
 from mqttkit import Watcher, mosquitto_broker, until
 
@@ -28,6 +27,7 @@ from troupe.federation import Action, Settings
 from troupe.hardware.broker import Broker
 from troupe.hardware.gpio import GpioBoard
 from troupe.journal import Journal
+from troupe.mqttclient import Message
 from troupe.plugin import DriverError, load_plugins
 from troupe.runner import build_bot
 from troupe.secrets import Secret
@@ -222,19 +222,14 @@ async def test_a_redelivered_command_acts_once(
     relay_bot: tuple[Bot, GpioBoard], ha: HomeAssistantDiscovery
 ) -> None:
     bot, board = relay_bot
-    first = mqtt.MQTTMessage(mid=7, topic=f"{BASE}/{FAN}/set".encode())
-    first.payload, first.qos = b"ON", 1
-    again = mqtt.MQTTMessage(mid=7, topic=first.topic.encode())
-    again.payload, again.qos, again.dup = b"ON", 1, True
-    ha._paho_message(None, None, first)
-    ha._paho_message(None, None, again)
+    topic = f"{BASE}/{FAN}/set"
+    ha._on_message(Message(topic, b"ON", qos=1, mid=7))
+    ha._on_message(Message(topic, b"ON", qos=1, dup=True, mid=7))
     await asyncio.wait_for(ha._queue.join(), 10)
     assert ha_actions(bot, "kitchen fan") == [("ha", "on", "done")]
     assert board.history(PINS["kitchen fan"]) == [False, True]
     # the packet id is free again: a new message with it is a new command
-    later = mqtt.MQTTMessage(mid=7, topic=first.topic.encode())
-    later.payload, later.qos = b"OFF", 1
-    ha._paho_message(None, None, later)
+    ha._on_message(Message(topic, b"OFF", qos=1, mid=7))
     await until(lambda: len(ha_actions(bot, "kitchen fan")) == 2, what="the second action")
     assert board.history(PINS["kitchen fan"]) == [False, True, False]
 

@@ -15,7 +15,7 @@ from deploykit import (
 )
 
 from troupe.config import check
-from troupe.workspace.config import demo_config
+from troupe.devkit.workspace.config import demo_config
 
 
 def compose_config(*args: str) -> dict[str, Any]:
@@ -60,6 +60,7 @@ def test_docker_compose_demo_profile_runs_the_workspace_and_simulators() -> None
     services = config["services"]
     for name in ("workspace", "hue", "devices"):
         assert services[name]["profiles"] == ["demo"]
+        assert services[name]["entrypoint"] == ["troupe-dev"]
     workspace = services["workspace"]
     assert workspace["command"][:3] == ["workspace", "--host", "0.0.0.0"]
     assert all(port.startswith("127.0.0.1:") for port in workspace["ports"])

@@ -15,12 +15,12 @@ import pytest
 from fleetkit import write_federation
 from mqttkit import mosquitto_broker
 
+from troupe.devkit.workspace.config import WorkspaceConfig, demo_config
+from troupe.devkit.workspace.testing import RunningWorkspace, running_workspace
 from troupe.doctor import Finding, diagnose
 from troupe.hardware.broker import Broker
 from troupe.hardware.gpio import GpioBoard, Wire, forget, register
 from troupe.hardware.hue import RunningBridge, running_bridge
-from troupe.workspace.config import WorkspaceConfig, demo_config
-from troupe.workspace.testing import RunningWorkspace, running_workspace
 
 BOT = "kitchen-pi"
 HUE_USER = "doctor-hue-user"

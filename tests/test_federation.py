@@ -8,8 +8,8 @@ from collections import Counter
 
 import pytest
 
+from troupe.devkit.memorylock import MemoryBoard, MemoryLock
 from troupe.federation import Action, Coordinator, Outcome, Route, Settings, plan, rank
-from troupe.memorylock import MemoryBoard, MemoryLock
 
 FAST = Settings(stale_s=30, lease_s=0.5, stagger_s=0.05, linger_s=45)
 BOTS = ["kitchen-pi", "hall-pi", "garage-pi"]

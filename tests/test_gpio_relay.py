@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from drivekit import act
 from gpiozero import OutputDevice
 from gpiozero.exc import BadPinFactory
 from gpiozero.pins.mock import MockFactory
@@ -18,8 +19,8 @@ from gpiozero.pins.mock import MockFactory
 from troupe.federation import Action
 from troupe.hardware import gpio
 from troupe.hardware.gpio import BoardError, GpioBoard, Wire
-from troupe.journal import ActionRecord
-from troupe.plugin import DriverError, load_plugins
+from troupe.journal import ActionRecord, Journal
+from troupe.plugin import DeviceState, DriverError, load_plugins
 from troupe.plugins.gpio_relay import GpioRelayDriver
 
 WAIT_S = 5.0
@@ -40,9 +41,9 @@ class Notes:
         return await asyncio.wait_for(self._queue.get(), WAIT_S)
 
 
-def record(action: str, result: str = "", status: str = "done") -> ActionRecord:
+def record(action: str, status: str = "done", state: dict | None = None) -> ActionRecord:
     return ActionRecord(
-        "C1", "1.0", "kitchen lamp", action, {}, "kitchen-pi", "U1", status, result, 0.0
+        "C1", "1.0", "kitchen lamp", action, {}, "kitchen-pi", "U1", status, "", 0.0, state
     )
 
 
@@ -81,24 +82,14 @@ async def test_active_high_relay_drives_the_pin_high_when_on(board: GpioBoard) -
     await driver.start({"kitchen fan": {"pin": 27}})
     try:
         assert board.level(27) is False
-        assert (
-            await driver.act("kitchen fan", op("kitchen fan", "on")) == "turned on the kitchen fan"
-        )
+        assert await act(driver, op("kitchen fan", "on")) == "turned on the kitchen fan"
         assert board.level(27) is True
         assert (await driver.state("kitchen fan")).on is True
-        assert (
-            await driver.act("kitchen fan", op("kitchen fan", "off"))
-            == "turned off the kitchen fan"
-        )
+        assert await act(driver, op("kitchen fan", "off")) == "turned off the kitchen fan"
         assert board.level(27) is False
-        assert (
-            await driver.act("kitchen fan", op("kitchen fan", "toggle"))
-            == "turned on the kitchen fan"
-        )
-        assert (
-            await driver.act("kitchen fan", op("kitchen fan", "toggle"))
-            == "turned off the kitchen fan"
-        )
+        assert await act(driver, op("kitchen fan", "toggle")) == "toggled the kitchen fan (now on)"
+        toggled = await driver.act("kitchen fan", op("kitchen fan", "toggle"))
+        assert toggled == DeviceState(on=False), "act() returns the relay's new state"
         assert (await driver.state("kitchen fan")).on is False
         board.assert_states(27, [False, True, False, True, False])
     finally:
@@ -110,14 +101,14 @@ async def test_active_low_relay_is_on_when_the_pin_is_low(board: GpioBoard) -> N
     await driver.start({"kitchen lamp": {"pin": 17, "active_high": False}})
     try:
         assert board.level(17) is True, "an active-low relay starts off: pin high"
-        await driver.act("kitchen lamp", op("kitchen lamp", "on"))
+        await act(driver, op("kitchen lamp", "on"))
         assert board.level(17) is False
         assert (await driver.state("kitchen lamp")).on is True
-        await driver.act("kitchen lamp", op("kitchen lamp", "toggle"))
+        await act(driver, op("kitchen lamp", "toggle"))
         assert board.level(17) is True
         assert (await driver.state("kitchen lamp")).on is False
-        await driver.act("kitchen lamp", op("kitchen lamp", "on"))
-        await driver.act("kitchen lamp", op("kitchen lamp", "off"))
+        await act(driver, op("kitchen lamp", "on"))
+        await act(driver, op("kitchen lamp", "off"))
         assert board.level(17) is True
         assert board.states()["kitchen lamp"]["relay"] == {
             "pin": 17,
@@ -133,7 +124,7 @@ async def test_set_is_refused_with_a_sentence(board: GpioBoard) -> None:
     await driver.start({"kitchen fan": {"pin": 27}})
     try:
         with pytest.raises(DriverError) as err:
-            await driver.act("kitchen fan", op("kitchen fan", "set", brightness=50))
+            await act(driver, op("kitchen fan", "set", brightness=50))
         assert str(err.value) == "the kitchen fan can only be switched on and off"
         assert board.history(27) == [False], "a refused set never touches the pin"
     finally:
@@ -153,8 +144,9 @@ async def test_the_gpio_relay_driver_is_found_by_the_plugin_loader() -> None:
     [
         (record("on"), "restore", True),
         (record("off"), "restore", False),
-        (record("toggle", "turned on the kitchen lamp"), "restore", True),
-        (record("toggle", "turned off the kitchen lamp"), "restore", False),
+        (record("toggle", state={"on": True}), "restore", True),
+        (record("toggle", state={"on": False}), "restore", False),
+        (record("toggle"), "restore", False),  # journaled before troupe kept the state
         (None, "restore", False),
         (record("on"), "off", False),
         (record("off"), "on", True),
@@ -178,6 +170,28 @@ async def test_start_restores_the_last_state_or_obeys_initial(
         assert asked == (["kitchen lamp"] if initial == "restore" else [])
     finally:
         await driver.stop()
+
+
+async def test_a_toggle_is_restored_from_the_state_the_journal_kept(
+    board: GpioBoard, tmp_path: Path
+) -> None:
+    """The relay's state after a toggle comes from the state act() returned, which the
+    journal keeps; the answer's wording plays no part."""
+    path = tmp_path / "journal.sqlite3"
+    journal = Journal(path, "kitchen-pi")
+    for ts, on in (("1.0", True), ("2.0", False), ("3.0", True)):
+        assert journal.action_begin("C1", ts, "kitchen lamp", "toggle", {}, "U1")
+        journal.action_end("C1", ts, "kitchen lamp", "toggle", True, "whatever", {"on": on})
+    journal.close()
+    journal = Journal(path, "kitchen-pi")  # the bot restarted
+    driver = make(board, recall=journal.last_state)
+    await driver.start({"kitchen lamp": {"pin": 17, "initial": "restore"}})
+    try:
+        assert (await driver.state("kitchen lamp")).on is True
+        assert journal.last_state("kitchen lamp").state == {"on": True}  # type: ignore[union-attr]
+    finally:
+        await driver.stop()
+        journal.close()
 
 
 async def test_restore_on_never_passes_through_off(board: GpioBoard) -> None:
@@ -319,7 +333,7 @@ async def test_a_motion_sensor_cannot_be_switched(board: GpioBoard) -> None:
     await driver.start({"porch eye": {"motion": 23}})
     try:
         with pytest.raises(DriverError, match="the porch eye is a motion sensor"):
-            await driver.act("porch eye", op("porch eye", "on"))
+            await act(driver, op("porch eye", "on"))
         board.motion(23)
         sensor = driver.gpio_device("porch eye")
         assert await asyncio.to_thread(sensor.wait_for_motion, WAIT_S) is True
@@ -469,7 +483,7 @@ async def test_pin_factory_can_come_from_the_options(board: GpioBoard) -> None:
     driver = GpioRelayDriver("kitchen-pi", {"pin_factory": board.factory})
     await driver.start({"kitchen fan": {"pin": 27}})
     try:
-        await driver.act("kitchen fan", op("kitchen fan", "on"))
+        await act(driver, op("kitchen fan", "on"))
         assert board.level(27) is True
     finally:
         await driver.stop()
@@ -508,7 +522,7 @@ async def test_gpiozero_mock_env_uses_the_bots_board(monkeypatch: pytest.MonkeyP
         )
         board = gpio.board_for("test-gpio-pi", create=False)
         assert board is not None and driver.board is board
-        await driver.act("kitchen lamp", op("kitchen lamp", "on"))
+        await act(driver, op("kitchen lamp", "on"))
         assert board.states() == {
             "kitchen lamp": {
                 "relay": {"pin": 17, "level": True, "active": True},

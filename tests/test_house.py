@@ -9,8 +9,8 @@ import time
 import pytest
 from slack_sdk import WebClient
 
-from troupe.demo import BOTS, demo_house
-from troupe.workspace.config import demo_config
+from troupe.devkit.demo import BOTS, demo_house
+from troupe.devkit.workspace.config import demo_config
 
 
 class Chat:

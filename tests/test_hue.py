@@ -20,11 +20,13 @@ from typing import Any
 
 import phue
 import pytest
+from drivekit import act
 
 from troupe.federation import Action
 from troupe.hardware import hue as sim
 from troupe.hardware.hue import running_bridge
 from troupe.plugin import DriverError
+from troupe.plugincontext import context_for_test
 from troupe.plugins import hue
 from troupe.plugins.hue import HueDriver, PairingError
 from troupe.secrets import Secret
@@ -272,14 +274,14 @@ def test_simulator_command_line(tmp_path):
 @pytest.mark.compat
 async def test_on_off_toggle_a_light(bridge, tmp_path):
     driver = await _driver(bridge.address, tmp_path, {"hall light": {"light": 1}})
-    assert await driver.act("hall light", Action("hall light", "on")) == "turned on the hall light"
+    assert await act(driver, Action("hall light", "on")) == "turned on the hall light"
     assert bridge.model.light_state("1")["on"] is True
     assert (await driver.state("hall light")).on is True
-    toggled = await driver.act("hall light", Action("hall light", "toggle"))
-    assert toggled == "turned off the hall light"
+    toggled = await act(driver, Action("hall light", "toggle"))
+    assert toggled == "toggled the hall light (now off)"
     assert bridge.model.light_state("1")["on"] is False
-    await driver.act("hall light", Action("hall light", "toggle"))
-    await driver.act("hall light", Action("hall light", "off"))
+    await act(driver, Action("hall light", "toggle"))
+    await act(driver, Action("hall light", "off"))
     assert [c["change"] for c in bridge.model.changes("1")] == [
         {"on": True},
         {"on": False},
@@ -291,16 +293,16 @@ async def test_on_off_toggle_a_light(bridge, tmp_path):
 
 async def test_brightness_percent_maps_to_bri_and_zero_is_off(bridge, tmp_path):
     driver = await _driver(bridge.address, tmp_path, {"lamp": {"light": "Hue white lamp 1"}})
-    done = await driver.act("lamp", Action("lamp", "set", (("brightness", 40),)))
+    done = await act(driver, Action("lamp", "set", (("brightness", 40),)))
     assert done == "set the lamp to 40%"
     assert bridge.model.changes("3")[-1]["change"] == {"on": True, "bri": 102}
     state = await driver.state("lamp")
     assert (state.on, state.brightness) == (True, 40)
-    await driver.act("lamp", Action("lamp", "set", (("brightness", 100),)))
+    await act(driver, Action("lamp", "set", (("brightness", 100),)))
     assert bridge.model.light_state("3")["bri"] == 254
-    await driver.act("lamp", Action("lamp", "set", (("brightness", 1),)))
+    await act(driver, Action("lamp", "set", (("brightness", 1),)))
     assert bridge.model.light_state("3")["bri"] == 3
-    done = await driver.act("lamp", Action("lamp", "set", (("brightness", 0),)))
+    done = await act(driver, Action("lamp", "set", (("brightness", 0),)))
     assert done == "turned off the lamp"
     assert bridge.model.light_state("3")["on"] is False
     assert bridge.model.counts()["3"] == 4
@@ -310,35 +312,39 @@ async def test_brightness_percent_maps_to_bri_and_zero_is_off(bridge, tmp_path):
 async def test_colour_names_and_temperatures(bridge, tmp_path):
     devices = {"color": {"light": 1}, "ambiance": {"light": 2}}
     driver = await _driver(bridge.address, tmp_path, devices)
-    done = await driver.act("color", Action("color", "set", (("color", "Red"),)))
+    done = await act(driver, Action("color", "set", (("color", "Red"),)))
     assert done == "set the color to red"
     light = bridge.model.light_state("1")
     assert (light["on"], light["colormode"], light["xy"]) == (True, "xy", [0.6401, 0.33])
     assert (await driver.state("color")).color == "red"
-    await driver.act("color", Action("color", "set", (("brightness", 50), ("color", "blue"))))
-    assert bridge.model.changes("1")[-1]["change"] == {"on": True, "bri": 127, "xy": [0.15, 0.06]}
-    await driver.act("color", Action("color", "set", (("temperature", 2700),)))
+    await act(driver, Action("color", "set", (("brightness", 50), ("color", "blue"))))
+    assert bridge.model.changes("1")[-1]["change"] == {
+        "on": True,
+        "bri": 127,
+        "xy": [0.1535, 0.0599],
+    }
+    await act(driver, Action("color", "set", (("temperature", 2700),)))
     assert bridge.model.light_state("1")["ct"] == 370
     state = await driver.state("color")
     assert (state.temperature, state.color) == (2703, "warm white")
-    await driver.act("ambiance", Action("ambiance", "set", (("color", "warm white"),)))
+    await act(driver, Action("ambiance", "set", (("color", "warm white"),)))
     assert bridge.model.light_state("2")["ct"] == 370
-    await driver.act("ambiance", Action("ambiance", "set", (("temperature", 10000),)))
+    await act(driver, Action("ambiance", "set", (("temperature", 10000),)))
     assert bridge.model.light_state("2")["ct"] == 153  # clamped to what Hue lights take
-    await driver.act("ambiance", Action("ambiance", "set", (("temperature", 1000),)))
+    await act(driver, Action("ambiance", "set", (("temperature", 1000),)))
     assert bridge.model.light_state("2")["ct"] == 500
     with pytest.raises(DriverError, match="cannot change colour"):
-        await driver.act("ambiance", Action("ambiance", "set", (("color", "green"),)))
+        await act(driver, Action("ambiance", "set", (("color", "green"),)))
     with pytest.raises(DriverError, match="don't know the colour “chartreuse”"):
-        await driver.act("color", Action("color", "set", (("color", "chartreuse"),)))
+        await act(driver, Action("color", "set", (("color", "chartreuse"),)))
 
 
 async def test_transition_goes_as_deciseconds(bridge, tmp_path):
     devices = {"fade": {"light": 1, "transition_s": 1.5}, "room": {"group": 1, "transition_s": 4}}
     driver = await _driver(bridge.address, tmp_path, devices)
-    await driver.act("fade", Action("fade", "on"))
+    await act(driver, Action("fade", "on"))
     assert bridge.model.changes("1")[-1]["change"] == {"on": True, "transitiontime": 15}
-    await driver.act("room", Action("room", "off"))
+    await act(driver, Action("room", "off"))
     assert bridge.model.changes("2")[-1] == {
         "at": bridge.model.changes("2")[-1]["at"],
         "via": "/groups/1/action",
@@ -349,14 +355,12 @@ async def test_transition_goes_as_deciseconds(bridge, tmp_path):
 async def test_rooms_and_zones_by_name(bridge, tmp_path):
     devices = {"living room": {"group": "living room"}, "downstairs": {"group": "Downstairs"}}
     driver = await _driver(bridge.address, tmp_path, devices)
-    assert await driver.act("living room", Action("living room", "on")) == (
-        "turned on the living room"
-    )
+    assert await act(driver, Action("living room", "on")) == ("turned on the living room")
     assert [bridge.model.light_state(i)["on"] for i in "1234"] == [True, True, False, False]
     assert (await driver.state("living room")).on is True
-    await driver.act("downstairs", Action("downstairs", "toggle"))  # lamp 1 is on: any_on
+    await act(driver, Action("downstairs", "toggle"))  # lamp 1 is on: any_on
     assert [bridge.model.light_state(i)["on"] for i in "1234"] == [False, True, False, False]
-    await driver.act("downstairs", Action("downstairs", "set", (("brightness", 30),)))
+    await act(driver, Action("downstairs", "set", (("brightness", 30),)))
     assert bridge.model.light_state("1")["bri"] == 76
     assert bridge.model.light_state("3")["bri"] == 76
     state = await driver.state("downstairs")
@@ -368,12 +372,12 @@ async def test_unknown_light_and_group_are_one_sentence(bridge, tmp_path):
     devices = {"ghost": {"light": 99}, "nowhere": {"group": "Attic"}, "gone": {"light": "Nope"}}
     driver = await _driver(bridge.address, tmp_path, devices)
     with pytest.raises(DriverError) as err:
-        await driver.act("ghost", Action("ghost", "on"))
+        await act(driver, Action("ghost", "on"))
     assert str(err.value) == (
         f"the Hue bridge at {bridge.address} has no light 99; check the light option of the ghost"
     )
     with pytest.raises(DriverError, match=r"no group named “Attic” .*Living room"):
-        await driver.act("nowhere", Action("nowhere", "on"))
+        await act(driver, Action("nowhere", "on"))
     with pytest.raises(DriverError, match="no light named “Nope”"):
         await driver.state("gone")
 
@@ -381,7 +385,7 @@ async def test_unknown_light_and_group_are_one_sentence(bridge, tmp_path):
 async def test_out_of_range_brightness_is_the_bridges_error_7_translated(bridge, tmp_path):
     driver = await _driver(bridge.address, tmp_path, {"lamp": {"light": 1}})
     with pytest.raises(DriverError) as err:
-        await driver.act("lamp", Action("lamp", "set", (("brightness", 150),)))
+        await act(driver, Action("lamp", "set", (("brightness", 150),)))
     assert str(err.value) == (
         "the Hue bridge refused that brightness (it takes 0 to 100%) for the lamp"
     )
@@ -391,12 +395,12 @@ async def test_out_of_range_brightness_is_the_bridges_error_7_translated(bridge,
 async def test_what_a_light_cannot_do(bridge, tmp_path):
     driver = await _driver(bridge.address, tmp_path, {"plug": {"light": 4}, "white": {"light": 3}})
     with pytest.raises(DriverError, match=r"^the plug cannot dim; it only turns on and off$"):
-        await driver.act("plug", Action("plug", "set", (("brightness", 50),)))
+        await act(driver, Action("plug", "set", (("brightness", 50),)))
     with pytest.raises(DriverError, match=r"^the white cannot change colour$"):
-        await driver.act("white", Action("white", "set", (("color", "red"),)))
+        await act(driver, Action("white", "set", (("color", "red"),)))
     with pytest.raises(DriverError, match=r"^the white cannot change colour temperature$"):
-        await driver.act("white", Action("white", "set", (("temperature", 3000),)))
-    assert await driver.act("plug", Action("plug", "on")) == "turned on the plug"
+        await act(driver, Action("white", "set", (("temperature", 3000),)))
+    assert await act(driver, Action("plug", "on")) == "turned on the plug"
     state = await driver.state("plug")
     assert (state.on, state.brightness, state.describe()) == (True, None, "on")
     assert bridge.model.counts() == {"1": 0, "2": 0, "3": 0, "4": 1}
@@ -405,7 +409,7 @@ async def test_what_a_light_cannot_do(bridge, tmp_path):
 async def test_unauthorized_username_is_one_sentence(bridge, tmp_path):
     driver = await _driver(bridge.address, tmp_path, {"lamp": {"light": 1}}, username="stranger")
     with pytest.raises(DriverError, match="does not know troupe's username; pair again"):
-        await driver.act("lamp", Action("lamp", "on"))
+        await act(driver, Action("lamp", "on"))
     with pytest.raises(DriverError, match="does not know troupe's username"):
         await driver.state("lamp")
     assert bridge.model.counts()["1"] == 0
@@ -417,7 +421,7 @@ async def test_unreachable_light_is_offline_and_not_switched(bridge, tmp_path):
     state = await driver.state("lamp")
     assert (state.online, state.describe()) == (False, "offline")
     with pytest.raises(DriverError, match="cannot reach the lamp"):
-        await driver.act("lamp", Action("lamp", "on"))
+        await act(driver, Action("lamp", "on"))
     assert bridge.model.counts()["2"] == 0
 
 
@@ -426,14 +430,14 @@ async def test_bridge_down_is_a_driver_error_not_a_hang(bridge, tmp_path):
     driver.timeout_s = 0.5
     bridge.set_down(True)
     with pytest.raises(DriverError) as err:
-        await asyncio.wait_for(driver.act("lamp", Action("lamp", "on")), 10)
+        await asyncio.wait_for(act(driver, Action("lamp", "on")), 10)
     assert str(err.value) == (
         f"the Hue bridge at {bridge.address} did not answer; check it is powered and on the network"
     )
     with pytest.raises(DriverError, match="did not answer"):
         await asyncio.wait_for(driver.state("lamp"), 10)
     bridge.set_down(False)
-    assert await driver.act("lamp", Action("lamp", "on")) == "turned on the lamp"
+    assert await act(driver, Action("lamp", "on")) == "turned on the lamp"
     assert bridge.model.counts()["1"] == 1
 
 
@@ -441,7 +445,7 @@ async def test_nothing_listening_is_a_driver_error(tmp_path):
     address = f"127.0.0.1:{_free_port()}"
     driver = await _driver(address, tmp_path, {"lamp": {"light": 1}})
     with pytest.raises(DriverError, match=f"^the Hue bridge at {address} did not answer"):
-        await asyncio.wait_for(driver.act("lamp", Action("lamp", "on")), 10)
+        await asyncio.wait_for(act(driver, Action("lamp", "on")), 10)
 
 
 @pytest.mark.parametrize("mode", ["text", "shape"])
@@ -450,11 +454,11 @@ async def test_garbage_answers_are_a_driver_error(bridge, tmp_path, mode):
     bridge.set_garbage(mode)
     for device in ("lamp", "room"):
         with pytest.raises(DriverError, match="gave an answer that is not the Hue API"):
-            await driver.act(device, Action(device, "on"))
+            await act(driver, Action(device, "on"))
         with pytest.raises(DriverError, match="gave an answer that is not the Hue API"):
             await driver.state(device)
     bridge.set_garbage(None)
-    assert await driver.act("lamp", Action("lamp", "on")) == "turned on the lamp"
+    assert await act(driver, Action("lamp", "on")) == "turned on the lamp"
     assert bridge.model.counts()["1"] == 1
 
 
@@ -467,7 +471,7 @@ async def test_garbage_in_a_put_answer_is_caught(bridge, tmp_path):
 
     bridge.model.handle = half_garbage  # type: ignore[method-assign]
     with pytest.raises(DriverError, match="not the Hue API"):
-        await driver.act("lamp", Action("lamp", "on"))
+        await act(driver, Action("lamp", "on"))
 
 
 @pytest.mark.compat
@@ -500,11 +504,11 @@ async def test_missing_section_bridge_or_username(tmp_path):
     driver = HueDriver("hall-pi", {"bridge": "127.0.0.1:1"})
     await driver.start({"lamp": {"light": 1}})
     with pytest.raises(DriverError, match="no username for the Hue bridge"):
-        await driver.act("lamp", Action("lamp", "on"))
+        await act(driver, Action("lamp", "on"))
     missing = HueDriver("hall-pi", {"bridge": "127.0.0.1:1", "username": "file:/nonexistent/u"})
     await missing.start({"lamp": {"light": 1}})
     with pytest.raises(DriverError, match=r"cannot read the Hue username: .*does not exist"):
-        await missing.act("lamp", Action("lamp", "on"))
+        await act(missing, Action("lamp", "on"))
 
 
 def test_phue_never_logs_the_username(bridge, tmp_path, caplog):
@@ -513,7 +517,7 @@ def test_phue_never_logs_the_username(bridge, tmp_path, caplog):
 
     async def run() -> None:
         await driver.start({"lamp": {"light": 1}})
-        await driver.act("lamp", Action("lamp", "on"))
+        await act(driver, Action("lamp", "on"))
 
     asyncio.run(run())
     assert USER not in caplog.text
@@ -585,42 +589,29 @@ def address_nobody() -> str:
     return f"127.0.0.1:{_free_port()}"
 
 
-class _Bot:
-    name = "hall-pi"
-
-    def __init__(self, options: dict[str, Any]) -> None:
-        self.driver_options = {"hue": options}
-
-
-class _Ctx:
-    def __init__(self, options: dict[str, Any]) -> None:
-        self.bot = _Bot(options)
-        self.said: list[str] = []
-
-    async def say(self, text: str) -> None:
-        self.said.append(text)
-
-
 async def test_pair_hue_chat_command_answers_now_and_when_paired(tmp_path):
     spec = hue.pair_hue.__troupe_command__
     assert spec.admin and spec.pattern.fullmatch("pair the hue bridge")
     target = tmp_path / "secrets" / "hue-username"
     with running_bridge(1) as rb:
-        ctx = _Ctx({"bridge": rb.address, "username": Secret(f"file:{target}")})
+        hue_section = {"bridge": rb.address, "username": Secret(f"file:{target}")}
+        ctx, heard = context_for_test(
+            hue.pair_hue, "pair hue", bot="hall-pi", sections={"hue": hue_section}
+        )
         await hue.pair_hue(ctx)
-        assert ctx.said == [
+        assert heard.said == [
             f"Press the link button on the Hue bridge at {rb.address} now; "
             "I'll keep trying for 30 s."
         ]
         await asyncio.wait_for(asyncio.gather(*hue._PAIRINGS), 20)
-        assert ctx.said[1] == (
+        assert heard.said[1] == (
             f"Paired: the username is in {target} (mode 600) on hall-pi. "
             f"The hue: section needs `username: file:{target}`."
         )
         assert Secret(f"file:{target}").reveal() in rb.model.whitelist
-    ctx = _Ctx({})
+    ctx, heard = context_for_test(hue.pair_hue, "pair the hue bridge")
     await hue.pair_hue(ctx)
-    assert ctx.said == ["There is no Hue bridge in the federation file: add hue: {bridge: HOST}."]
+    assert heard.said == ["There is no Hue bridge in the federation file: add hue: {bridge: HOST}."]
 
 
 # --- three bot processes, one bridge ------------------------------------------------------------

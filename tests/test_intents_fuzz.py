@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from troupe.intents import BRIGHTNESS_RANGE, Command, DeviceInfo, Recognizer
 
 FIXTURE_OK = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+
 DEVICES = (
     DeviceInfo("kitchen lamp", "light", "kitchen", ("kitchen light", "lamp")),
     DeviceInfo("hall light", "light", "hall"),

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from troupe.journal import Journal, Timer
+from troupe.journal import SCHEMA, Journal, Timer
 
 
 @pytest.fixture
@@ -266,3 +266,25 @@ def test_kill_9_during_writes_never_corrupts_or_loses_a_commit(tmp_path: Path) -
         start = max(rows) + 1
     assert len(reported) >= kills
     print(f"{kills} kills, {len(reported)} commits kept, {len(interrupted)} caught mid-command")
+
+
+def test_a_journal_from_before_the_state_column_opens_and_keeps_states(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite3"
+    db = sqlite3.connect(path)
+    db.executescript(SCHEMA.replace("    state TEXT,                     -- JSON", "    -- was"))
+    db.execute(
+        "INSERT INTO actions (channel, ts, device, action, args, bot, user, status, result, at)"
+        " VALUES ('C1', '1.0', 'lamp', 'toggle', '{}', 'kitchen-pi', 'U1', 'done', 'toggled', 1)"
+    )
+    db.commit()
+    assert "state" not in {row[1] for row in db.execute("PRAGMA table_info(actions)")}
+    db.close()
+    journal = Journal(path, "kitchen-pi")
+    try:
+        old = journal.last_state("lamp")
+        assert old is not None and (old.action, old.state) == ("toggle", None)
+        assert journal.action_begin("C1", "2.0", "lamp", "on", {}, "U1")
+        journal.action_end("C1", "2.0", "lamp", "on", True, "turned on the lamp", {"on": True})
+        assert journal.last_state("lamp").state == {"on": True}  # type: ignore[union-attr]
+    finally:
+        journal.close()

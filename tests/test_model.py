@@ -497,7 +497,7 @@ class ModelDriver(Driver):
         super().__init__(bot)
         self.sim, self.life = sim, life
 
-    async def act(self, device: str, action: Action) -> str:
+    async def act(self, device: str, action: Action) -> DeviceState:
         sim, bot = self.sim, self.bot
         crash = sim.crash.get(bot) if bot not in sim.crashed else None
         if crash is not None and crash.when == "claimed":
@@ -521,7 +521,7 @@ class ModelDriver(Driver):
             sim.failed.add((bot, self.life, index))
             sim.tally["work_failed"] += 1
             raise WorkFailed(f"{bot} failed after acting on command {index}")
-        return f"{device} {action.op}"
+        return DeviceState(on=action.op != "off")
 
     async def state(self, device: str) -> DeviceState:
         return DeviceState(on=True)
@@ -1125,8 +1125,8 @@ def test_no_faults_means_one_bot_acts_once_and_answers_once() -> None:
     assert sorted(_runs(sim)) == sorted(
         [(0, "fan", first, False), (0, "lamp", first, False), (1, "plug", second, False)]
     )
-    assert _texts(sim, scenario, 0) == ["Lamp on.\nFan on."]
-    assert _texts(sim, scenario, 1) == ["Plug set."]
+    assert _texts(sim, scenario, 0) == ["Turned on the lamp.\nTurned on the fan."]
+    assert _texts(sim, scenario, 1) == ["Set the plug to 50%."]
     assert sim.board.pins == {}
     # Per shared command: pins.add, the ✅, the answer and the unpin (docs/protocol.md).
     assert _calls(sim) == {"pins.add": 2, "reactions.add": 2, "pins.remove": 2}

@@ -15,20 +15,21 @@ from typing import Any
 
 import mqttkit
 import pytest
+from drivekit import act
 from fleetkit import House, write_federation
 from mqttkit import Watcher, mosquitto_broker, mqtt_driver, powered, until
 from slack_sdk import WebClient
 
-import troupe.plugins.mqtt as mqtt_plugin
+import troupe.plugins.mqtt.driver as mqtt_plugin
+from troupe.devkit.fleet import Fleet
+from troupe.devkit.workspace.config import demo_config
+from troupe.devkit.workspace.testing import running_workspace
 from troupe.federation import Action
-from troupe.fleet import Fleet
 from troupe.hardware.broker import Broker, BrokerError, TlsFiles, free_port, start_broker
 from troupe.hardware.mqtt import ShellyPlus1, TasmotaPlug, Zigbee2Mqtt
 from troupe.plugin import DeviceState, DriverError
 from troupe.plugins.mqtt import MqttDriver
 from troupe.secrets import Secret
-from troupe.workspace.config import demo_config
-from troupe.workspace.testing import running_workspace
 
 pytest_plugins = ("mqttkit",)
 
@@ -115,14 +116,12 @@ async def test_embedded_broker_serves_the_driver_over_mqtt_3_1_1() -> None:
         port = broker.port
         with powered(tasmota(broker)) as plug:
             async with mqtt_driver(broker, {"porch switch": PLUG}, protocol="3.1.1") as driver:
-                assert await driver.act("porch switch", do("porch switch", "on")) == (
-                    "turned on the porch switch"
-                )
+                assert await act(driver, do("porch switch", "on")) == ("turned on the porch switch")
                 await asyncio.to_thread(broker.restart)
                 assert broker.port == port
                 await until(lambda: driver.connected and plug.connection.connected, 20)
                 await until(lambda: driver.devices["porch switch"].available is True, 10)
-                assert await driver.act("porch switch", do("porch switch", "off")) == (
+                assert await act(driver, do("porch switch", "off")) == (
                     "turned off the porch switch"
                 )
             assert plug.history == [False, True, False]
@@ -248,20 +247,16 @@ async def test_tasmota_plug_on_off_toggle(broker: Broker) -> None:
             assert await driver.state("porch switch") == DeviceState(on=False)
             assert plug.wait_for_count(1)  # the state query at connect may still be on its way
             assert [c.text for c in plug.commands] == [""]  # the state query at connect
-            assert await driver.act("porch switch", do("porch switch", "on")) == (
-                "turned on the porch switch"
-            )
-            assert await driver.act("porch switch", do("porch switch", "toggle")) == (
+            assert await act(driver, do("porch switch", "on")) == ("turned on the porch switch")
+            assert await act(driver, do("porch switch", "toggle")) == (
                 "toggled the porch switch (now off)"
             )
-            assert await driver.act("porch switch", do("porch switch", "toggle")) == (
+            assert await act(driver, do("porch switch", "toggle")) == (
                 "toggled the porch switch (now on)"
             )
-            assert await driver.act("porch switch", do("porch switch", "off")) == (
-                "turned off the porch switch"
-            )
+            assert await act(driver, do("porch switch", "off")) == ("turned off the porch switch")
             with pytest.raises(DriverError, match=r"^the porch switch is a switch: it cannot dim"):
-                await driver.act("porch switch", do("porch switch", "set", brightness=50))
+                await act(driver, do("porch switch", "set", brightness=50))
             assert [c.text for c in plug.commands] == ["", "ON", "TOGGLE", "TOGGLE", "OFF"]
             assert plug.history == [False, True, False, True, False]
 
@@ -278,16 +273,14 @@ async def test_offline_tasmota_plug_fails_at_once_and_comes_back(broker: Broker)
             await until(lambda: driver.devices["porch switch"].available is False)
             sent = plug.count
             with pytest.raises(DriverError) as err:
-                await driver.act("porch switch", do("porch switch", "on"))
+                await act(driver, do("porch switch", "on"))
             assert str(err.value) == "the porch switch is offline"
             assert plug.count == sent
             assert await driver.state("porch switch") == DeviceState(online=False, detail="offline")
 
             plug.start()  # power is back: it says Online again
             await until(lambda: driver.devices["porch switch"].available is True)
-            assert await driver.act("porch switch", do("porch switch", "on")) == (
-                "turned on the porch switch"
-            )
+            assert await act(driver, do("porch switch", "on")) == ("turned on the porch switch")
             assert plug.on
     finally:
         plug.stop()
@@ -300,7 +293,7 @@ async def test_device_that_never_confirms(broker: Broker) -> None:
             plug.mute = True
             sent = plug.count
             with pytest.raises(DriverError) as err:
-                await driver.act("porch switch", do("porch switch", "on"))
+                await act(driver, do("porch switch", "on"))
             assert str(err.value) == "the porch switch did not confirm within 0.5 s"
             assert plug.count == sent + 1  # it got the command and said nothing
 
@@ -329,10 +322,8 @@ async def test_zigbee2mqtt_light_brightness_colour_and_temperature(broker: Broke
     with powered(zigbee(broker)) as bridge:
         bulb = bridge["hall bulb"]
         async with mqtt_driver(broker, {"hall light": BULB}) as driver:
-            done = await driver.act(
-                "hall light", do("hall light", "set", brightness=50, color="red")
-            )
-            assert done == "set the hall light to on, 50%, red"
+            done = await act(driver, do("hall light", "set", brightness=50, color="red"))
+            assert done == "set the hall light to 50%, red"
             assert (bulb.state["state"], bulb.state["brightness"]) == ("ON", 127)
             assert bulb.state["color_mode"] == "xy"
             assert bulb.state["color"] == pytest.approx({"x": 0.6401, "y": 0.33}, abs=0.001)
@@ -340,17 +331,17 @@ async def test_zigbee2mqtt_light_brightness_colour_and_temperature(broker: Broke
                 on=True, brightness=50, color="red"
             )
 
-            await driver.act("hall light", do("hall light", "set", temperature=2700))
+            await act(driver, do("hall light", "set", temperature=2700))
             assert (bulb.state["color_temp"], bulb.state["color_mode"]) == (370, "color_temp")
             assert (await driver.state("hall light")).temperature == 2700
-            await driver.act("hall light", do("hall light", "set", temperature=12000))
+            await act(driver, do("hall light", "set", temperature=12000))
             assert bulb.state["color_temp"] == 153  # the bulb's coolest, from bridge/devices
 
-            assert await driver.act("hall light", do("hall light", "set", brightness=0)) == (
-                "set the hall light to off"
+            assert await act(driver, do("hall light", "set", brightness=0)) == (
+                "turned off the hall light"
             )
             assert not bulb.on
-            assert await driver.act("hall light", do("hall light", "toggle")) == (
+            assert await act(driver, do("hall light", "toggle")) == (
                 "toggled the hall light (now on)"
             )
             sent = [c.json() for c in bulb.commands]
@@ -373,8 +364,8 @@ async def test_zigbee2mqtt_light_brightness_colour_and_temperature(broker: Broke
     [
         ({"brightness": 150}, "brightness must be between 0 and 100 percent, not 150"),
         ({"brightness": -1}, "brightness must be between 0 and 100 percent, not -1"),
-        ({"color": "blurple"}, "I know no colour called 'blurple'; try one of white, red"),
-        ({"color": "black"}, "a light cannot show black; turn it off instead"),
+        ({"color": "blurple"}, "I don't know the colour “blurple”; I know red, orange"),
+        ({"color": "black"}, "a light cannot shine black; turn it off instead"),
         ({"color": "red", "temperature": 3000}, "a light takes a colour or a colour tempera"),
     ],
 )
@@ -385,7 +376,7 @@ async def test_zigbee2mqtt_refuses_impossible_settings_without_sending(
         async with mqtt_driver(broker, {"hall light": BULB}) as driver:
             sent = bridge["hall bulb"].count
             with pytest.raises(DriverError) as err:
-                await driver.act("hall light", do("hall light", "set", **args))
+                await act(driver, do("hall light", "set", **args))
             assert str(err.value).startswith(message)
             assert bridge["hall bulb"].count == sent
 
@@ -398,19 +389,17 @@ async def test_zigbee2mqtt_bulb_and_bridge_offline(broker: Broker) -> None:
             bridge.set_available("hall bulb", False)
             await until(lambda: light.available is False)
             with pytest.raises(DriverError, match=r"^the hall light is offline$"):
-                await driver.act("hall light", do("hall light", "on"))
+                await act(driver, do("hall light", "on"))
             assert not (await driver.state("hall light")).online
 
             bridge.set_available("hall bulb", True)
             await until(lambda: light.available is True)
-            assert await driver.act("hall light", do("hall light", "on")) == (
-                "turned on the hall light"
-            )
+            assert await act(driver, do("hall light", "on")) == ("turned on the hall light")
 
             bridge.crash()
             await until(lambda: getattr(light, "bridge_online", None) is False)
             with pytest.raises(DriverError) as err:
-                await driver.act("hall light", do("hall light", "off"))
+                await act(driver, do("hall light", "off"))
             assert str(err.value) == "Zigbee2MQTT, which drives the hall light, is offline"
             assert await driver.state("hall light") == DeviceState(
                 online=False, detail="Zigbee2MQTT is offline"
@@ -436,11 +425,11 @@ async def test_zigbee2mqtt_knows_what_a_device_can_do(broker: Broker, watcher: W
     async with mqtt_driver(broker, devices, ready=False) as driver:
         await until(lambda: driver.devices["ghost"].paired is False)  # type: ignore[attr-defined]
         with pytest.raises(DriverError, match=r"^the hall plug cannot dim$"):
-            await driver.act("hall plug", do("hall plug", "set", brightness=10))
+            await act(driver, do("hall plug", "set", brightness=10))
         with pytest.raises(DriverError, match=r"^the hall plug cannot change colour$"):
-            await driver.act("hall plug", do("hall plug", "set", color="red"))
+            await act(driver, do("hall plug", "set", color="red"))
         with pytest.raises(DriverError, match=r"^Zigbee2MQTT has no device called 'ghost'$"):
-            await driver.act("ghost", do("ghost", "on"))
+            await act(driver, do("ghost", "on"))
     assert watcher.on("zigbee2mqtt/hall plug/set") == []
 
 
@@ -451,18 +440,14 @@ async def test_zigbee2mqtt_knows_what_a_device_can_do(broker: Broker, watcher: W
 async def test_shelly_relay_over_rpc(broker: Broker) -> None:
     with powered(shelly(broker)) as relay:
         async with mqtt_driver(broker, {"garage switch": RELAY}) as driver:
-            assert await driver.act("garage switch", do("garage switch", "on")) == (
-                "turned on the garage switch"
-            )
+            assert await act(driver, do("garage switch", "on")) == ("turned on the garage switch")
             assert relay.on
-            assert await driver.act("garage switch", do("garage switch", "toggle")) == (
+            assert await act(driver, do("garage switch", "toggle")) == (
                 "toggled the garage switch (now off)"
             )
-            assert await driver.act("garage switch", do("garage switch", "off")) == (
-                "turned off the garage switch"
-            )
+            assert await act(driver, do("garage switch", "off")) == ("turned off the garage switch")
             with pytest.raises(DriverError, match="cannot dim"):
-                await driver.act("garage switch", do("garage switch", "set", brightness=20))
+                await act(driver, do("garage switch", "set", brightness=20))
             requests = [c.json() for c in relay.commands]
             assert [r["method"] for r in requests] == [
                 "Switch.GetStatus",
@@ -481,7 +466,7 @@ async def test_shelly_relay_over_rpc(broker: Broker) -> None:
             relay.crash()
             await until(lambda: driver.devices["garage switch"].available is False)
             with pytest.raises(DriverError, match=r"^the garage switch is offline$"):
-                await driver.act("garage switch", do("garage switch", "on"))
+                await act(driver, do("garage switch", "on"))
 
 
 async def test_shelly_error_answer_is_the_drivers_answer(broker: Broker) -> None:
@@ -490,7 +475,7 @@ async def test_shelly_error_answer_is_the_drivers_answer(broker: Broker) -> None
         async with mqtt_driver(broker, {"garage switch": options}, ready=False) as driver:
             await until(lambda: relay.count == 1)  # Switch.GetStatus, answered with an error
             with pytest.raises(DriverError) as err:
-                await driver.act("garage switch", do("garage switch", "on"))
+                await act(driver, do("garage switch", "on"))
             assert str(err.value) == (
                 "the garage switch refused: Argument 'id', value 1 not found!"
             )
@@ -528,24 +513,22 @@ async def test_generic_device_through_topics_and_templates(broker: Broker) -> No
         devices = {"porch switch": plug_by_hand, "hall light": dimmer}
         async with mqtt_driver(broker, devices, ready=False) as driver:
             await until(lambda: driver.devices["porch switch"].available is True)
-            assert await driver.act("porch switch", do("porch switch", "on")) == (
-                "turned on the porch switch"
-            )
-            assert await driver.act("porch switch", do("porch switch", "toggle")) == (
+            assert await act(driver, do("porch switch", "on")) == ("turned on the porch switch")
+            assert await act(driver, do("porch switch", "toggle")) == (
                 "toggled the porch switch (now off)"
             )
             assert [c.text for c in plug.commands] == ["ON", "TOGGLE"]
 
-            done = await driver.act("hall light", do("hall light", "set", brightness=40))
-            assert done == "set the hall light to on, 40%"
+            done = await act(driver, do("hall light", "set", brightness=40))
+            assert done == "set the hall light to 40%"
             assert bridge["hall bulb"].state["brightness"] == 102
             assert bridge["hall bulb"].commands[-1].json() == {"state": "ON", "brightness": 102}
-            await driver.act("hall light", do("hall light", "off"))
+            await act(driver, do("hall light", "off"))
             assert bridge["hall bulb"].commands[-1].json() == {"state": "OFF"}
             with pytest.raises(DriverError, match=r"^the hall light cannot change colour$"):
-                await driver.act("hall light", do("hall light", "set", color="red"))
+                await act(driver, do("hall light", "set", color="red"))
             with pytest.raises(DriverError, match=r"^the porch switch cannot dim$"):
-                await driver.act("porch switch", do("porch switch", "set", brightness=5))
+                await act(driver, do("porch switch", "set", brightness=5))
 
 
 async def test_generic_device_without_state_topic_is_taken_at_its_word(
@@ -556,10 +539,10 @@ async def test_generic_device_without_state_topic_is_taken_at_its_word(
     devices = {"pump": pump, "fan": {**pump, "command_topic": "f"}}
     async with mqtt_driver(broker, devices, ready=False) as d:
         with pytest.raises(DriverError, match="has not reported its state"):
-            await d.act("fan", do("fan", "toggle"))
-        assert await d.act("pump", do("pump", "on")) == "turned on the pump"
+            await act(d, do("fan", "toggle"))
+        assert await act(d, do("pump", "on")) == "turned on the pump"
         assert (await d.state("pump")).on is True
-        assert await d.act("pump", do("pump", "toggle")) == "toggled the pump (now off)"
+        assert await act(d, do("pump", "toggle")) == "toggled the pump (now off)"
         watcher.wait_for(lambda _: _texts(watcher, "garden/pump/set") == ["1", "0"])
     assert watcher.on("f") == []
 
@@ -688,9 +671,9 @@ async def test_malformed_device_payloads_are_logged_and_ignored(
             assert "the porch switch on stat/porch/RESULT: it is not JSON" in caplog.text
             assert {name: await driver.state(name) for name in devices} == before
 
-            assert await driver.act("porch switch", do("porch switch", "on"))
-            assert await driver.act("hall light", do("hall light", "on"))
-            assert await driver.act("garage switch", do("garage switch", "on"))
+            assert await act(driver, do("porch switch", "on"))
+            assert await act(driver, do("hall light", "on"))
+            assert await act(driver, do("garage switch", "on"))
             assert plug.on and bridge["hall bulb"].on and relay.on
     assert len(caplog.records) == 12
 
@@ -705,7 +688,7 @@ async def test_broker_down_and_back_reconnects_and_resubscribes(broker: Broker) 
             await until(lambda: not driver.connected)
             sent = plug.count
             with pytest.raises(DriverError) as err:
-                await driver.act("porch switch", do("porch switch", "on"))
+                await act(driver, do("porch switch", "on"))
             assert str(err.value) == f"the MQTT broker at {broker.address} is not reachable"
             state = await driver.state("porch switch")
             assert not state.online and "not reachable" in state.detail
@@ -714,9 +697,7 @@ async def test_broker_down_and_back_reconnects_and_resubscribes(broker: Broker) 
             await asyncio.to_thread(broker.start)
             await until(lambda: driver.connected and plug.connection.connected, 20)
             await until(lambda: driver.devices["porch switch"].available is True, 10)
-            assert await driver.act("porch switch", do("porch switch", "on")) == (
-                "turned on the porch switch"
-            )
+            assert await act(driver, do("porch switch", "on")) == ("turned on the porch switch")
             plug.press()  # heard only through the renewed subscriptions
             await until(lambda: driver.devices["porch switch"].on is False)
             assert plug.history == [False, True, False]
@@ -746,12 +727,12 @@ async def test_broker_not_there_at_start(monkeypatch: pytest.MonkeyPatch) -> Non
     broker = None
     try:
         with pytest.raises(DriverError, match="is not reachable"):
-            await driver.act("porch switch", do("porch switch", "on"))
+            await act(driver, do("porch switch", "on"))
         assert not (await driver.state("porch switch")).online
         broker = await asyncio.to_thread(mosquitto_broker, port=port)
         with powered(tasmota(broker)) as plug:
             await until(lambda: driver.devices["porch switch"].on is not None, 20)
-            assert await driver.act("porch switch", do("porch switch", "on"))
+            assert await act(driver, do("porch switch", "on"))
             assert plug.on
     finally:
         await driver.stop()
@@ -765,7 +746,7 @@ async def test_speaks_mqtt_5_and_3_1_1(broker: Broker, protocol: Any, tag: str) 
         devices = {"porch switch": PLUG, "garage switch": RELAY, "hall light": BULB}
         async with mqtt_driver(broker, devices, protocol=protocol) as driver:
             for name in devices:
-                assert await driver.act(name, do(name, "on")) == f"turned on the {name}"
+                assert await act(driver, do(name, "on")) == f"turned on the {name}"
             assert plug.on and relay.on and bridge["hall bulb"].on
             # mosquitto logs the protocol level: p2 is MQTT 3.1.1, p5 is MQTT 5
             assert f"as {driver._src} ({tag}, " in broker.output()
@@ -784,12 +765,12 @@ async def test_username_and_password(
         with powered(plug):
             good = {"username": "troupe", "password": Secret("env:TROUPE_TEST_MQTT_PASSWORD")}
             async with mqtt_driver(broker, {"porch switch": PLUG}, **good) as driver:
-                assert await driver.act("porch switch", do("porch switch", "on"))
+                assert await act(driver, do("porch switch", "on"))
             bad = {"username": "troupe", "password": Secret("env:TROUPE_TEST_MQTT_WRONG")}
             async with mqtt_driver(broker, {"porch switch": PLUG}, ready=False, **bad) as driver:
                 await until(lambda: driver.refused is not None)
                 with pytest.raises(DriverError) as err:
-                    await driver.act("porch switch", do("porch switch", "off"))
+                    await act(driver, do("porch switch", "off"))
                 assert str(err.value) == (
                     f"the MQTT broker at {broker.address} refused troupe: Not authorized"
                 )
@@ -797,7 +778,7 @@ async def test_username_and_password(
                 monkeypatch.setenv("TROUPE_TEST_MQTT_WRONG", "s3cret-pw")
                 await until(lambda: driver.connected, 20, "a connection with the new password")
                 assert driver.refused is None
-                assert await driver.act("porch switch", do("porch switch", "off"))
+                assert await act(driver, do("porch switch", "off"))
             assert plug.history == [False, True, False]
         missing = {"username": "troupe", "password": Secret("env:TROUPE_TEST_MQTT_UNSET")}
         with pytest.raises(DriverError, match="cannot read the MQTT password: environment"):
@@ -817,12 +798,12 @@ async def test_tls(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
         with powered(tasmota(broker, tls_ca=str(files.cafile))) as plug:
             trusted = {"tls": True, "ca_file": str(files.cafile)}
             async with mqtt_driver(broker, {"porch switch": PLUG}, **trusted) as driver:
-                assert await driver.act("porch switch", do("porch switch", "on"))
+                assert await act(driver, do("porch switch", "on"))
                 assert plug.on
             # the system's CAs do not know the test CA: no connection, a clear answer
             async with mqtt_driver(broker, {"porch switch": PLUG}, ready=False, tls=True) as d:
                 with pytest.raises(DriverError, match="is not reachable"):
-                    await d.act("porch switch", do("porch switch", "off"))
+                    await act(d, do("porch switch", "off"))
             assert plug.history == [False, True]
     finally:
         broker.stop()

@@ -11,10 +11,10 @@ from fleetkit import DEVICES
 from test_chatter import DE_AREAS, DE_DEVICES, EN_AREAS, EN_DEVICES, corpus
 
 from troupe.access import OUTSIDER
+from troupe.devkit.workspace.config import Human
 from troupe.federation import Action, rank
 from troupe.slackmq import DONE, TAKEOVER
 from troupe.transports.base import Event
-from troupe.workspace.config import Human
 
 
 def test_chatter_costs_nothing_unknown_text_to_a_bot_gets_its_answer_bots_are_ignored(
@@ -65,9 +65,9 @@ def test_help_devices_status_history_and_roll_call(tmp_path):
                 assert f"The {device} is" in status
             assert "The hall light is on." in status
             history = h.answers(asks["history hall light"])
-            actor = h.actions()[0]["bot"]
-            assert len(history) == 1 and history[0].startswith(f"{actor}:")
-            assert "hall light on" in history[0] and "<@U0ALICE>" in history[0]
+            assert len(history) == 1  # one bot answers for the whole fleet
+            assert history[0].startswith("What the fleet did to the hall light, newest first:")
+            assert "“turn on the hall light” — asked by <@U0ALICE>" in history[0]
             assert sorted(t.split(" on ")[0] for t in h.answers(roll)) == sorted(BOTS)
             assert h.answers(on) == ["Turned on the hall light."]
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from slack_sdk import WebClient
 from slack_sdk.web.async_client import AsyncWebClient
 
+from troupe.devkit.workspace.testing import running_workspace
 from troupe.relaycheck import in_slack
-from troupe.workspace.testing import running_workspace
 
 
 def _event(message: dict, channel: str = "C0HOME") -> dict:

@@ -22,11 +22,11 @@ import pytest
 from fleetkit import BOTS, write_federation
 from slack_sdk import WebClient
 
+from troupe.devkit.supervisor import Supervisor, venv_installer
+from troupe.devkit.workspace.config import demo_config
+from troupe.devkit.workspace.testing import running_workspace
 from troupe.release import write_lock
-from troupe.supervisor import Supervisor, venv_installer
 from troupe.update import UpdateSource
-from troupe.workspace.config import demo_config
-from troupe.workspace.testing import running_workspace
 
 ROOT = Path(__file__).resolve().parent.parent
 A, B, BROKEN = "0.1.1", "0.1.2", "0.1.3"
@@ -35,7 +35,8 @@ COMMANDS = ("turn on the hall light", "turn off the porch switch", "set the hall
 
 
 def _build(version: str, dist: Path, work: Path) -> Path:
-    """troupe from this checkout, as a wheel of `version`."""
+    """troupe from this checkout, as a wheel of `version`, built offline with this
+    environment's setuptools."""
     src = work / f"src-{version}"
     src.mkdir(parents=True)
     for name in ("pyproject.toml", "README.md"):
@@ -47,8 +48,9 @@ def _build(version: str, dist: Path, work: Path) -> Path:
         project.replace('version = "0.1.0"', f'version = "{version}"', 1)
     )
     (src / "troupe" / "__init__.py").write_text(f'"""troupe."""\n\n__version__ = "{version}"\n')
+    offline = ("--no-deps", "--no-index", "--no-build-isolation")  # this venv's setuptools
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(dist), str(src)],
+        [sys.executable, "-m", "pip", "wheel", "-q", *offline, "-w", str(dist), str(src)],
         check=True,
         capture_output=True,
         timeout=240,

@@ -8,9 +8,9 @@ from types import SimpleNamespace
 
 from slack_sdk.web.async_client import AsyncWebClient
 
+from troupe.devkit.workspace.config import App, demo_config
+from troupe.devkit.workspace.testing import running_workspace
 from troupe.roster import FleetUsers, fleet_user_ids
-from troupe.workspace.config import App, demo_config
-from troupe.workspace.testing import running_workspace
 
 ROSTER = ("kitchen-pi", "hall-pi", "garage-pi")
 

@@ -18,9 +18,9 @@ import pytest
 from fleetkit import write_federation
 
 from troupe.cli import main
+from troupe.devkit.workspace.config import demo_config
+from troupe.devkit.workspace.testing import RunningWorkspace, running_workspace
 from troupe.systemd import JournalFormatter, log_level, notify, under_journald, watchdog_interval
-from troupe.workspace.config import demo_config
-from troupe.workspace.testing import RunningWorkspace, running_workspace
 
 TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d")
 

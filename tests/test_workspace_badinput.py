@@ -14,9 +14,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from troupe.workspace import server
-from troupe.workspace.config import WorkspaceConfig, demo_config
-from troupe.workspace.testing import RunningWorkspace
+from troupe.devkit.workspace import server
+from troupe.devkit.workspace.config import WorkspaceConfig, demo_config
+from troupe.devkit.workspace.testing import RunningWorkspace
 
 BOT = {"Authorization": "Bearer xoxb-kitchen"}
 

@@ -15,11 +15,11 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
 from slack_sdk import WebClient
 
-from troupe.workspace import page
-from troupe.workspace.config import demo_config
-from troupe.workspace.core import WORKSPACE_KEY
-from troupe.workspace.server import build_app, build_workspace
-from troupe.workspace.testing import RunningWorkspace
+from troupe.devkit.workspace import page
+from troupe.devkit.workspace.config import demo_config
+from troupe.devkit.workspace.core import WORKSPACE_KEY
+from troupe.devkit.workspace.server import build_app, build_workspace
+from troupe.devkit.workspace.testing import RunningWorkspace
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")

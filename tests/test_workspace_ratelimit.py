@@ -16,10 +16,10 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 
-from troupe.workspace.config import demo_config
-from troupe.workspace.ratelimit import METHOD_TIERS, RateLimiter
-from troupe.workspace.testing import RunningWorkspace, running_workspace
-from troupe.workspace.webapi import METHODS
+from troupe.devkit.workspace.config import demo_config
+from troupe.devkit.workspace.ratelimit import METHOD_TIERS, RateLimiter
+from troupe.devkit.workspace.testing import RunningWorkspace, running_workspace
+from troupe.devkit.workspace.webapi import METHODS
 
 
 class Clock:

@@ -19,9 +19,9 @@ from slackbot import settings as slackbot_settings
 from slackbot.bot import Bot
 from slackbot.manager import PluginsManager
 
-from troupe.workspace import events
-from troupe.workspace.config import Channel, WorkspaceConfig, demo_config
-from troupe.workspace.testing import RunningWorkspace, legacy_apps, running_workspace
+from troupe.devkit.workspace import events
+from troupe.devkit.workspace.config import Channel, WorkspaceConfig, demo_config
+from troupe.devkit.workspace.testing import RunningWorkspace, legacy_apps, running_workspace
 
 CLASSIC = "A0CLASSIC"
 CLASSIC_TOKEN = "xoxb-classic"

@@ -15,8 +15,8 @@ import pytest
 import slacker
 from slackmq import slackmq
 
+from troupe.devkit.workspace.testing import RunningWorkspace, legacy_apps, running_workspace
 from troupe.transports.rtm import header_auth_slacker
-from troupe.workspace.testing import RunningWorkspace, legacy_apps, running_workspace
 
 
 @pytest.fixture

@@ -18,10 +18,10 @@ from slack_sdk.socket_mode.request import SocketModeRequest
 from slack_sdk.socket_mode.response import SocketModeResponse
 from slack_sdk.web.async_client import AsyncWebClient
 
-from troupe.workspace import events
-from troupe.workspace.config import Channel, WorkspaceConfig, demo_config
-from troupe.workspace.server import build_workspace
-from troupe.workspace.testing import RunningWorkspace, running_workspace
+from troupe.devkit.workspace import events
+from troupe.devkit.workspace.config import Channel, WorkspaceConfig, demo_config
+from troupe.devkit.workspace.server import build_workspace
+from troupe.devkit.workspace.testing import RunningWorkspace, running_workspace
 
 APP = "A0KITCHEN"
 APP_TOKEN = "xapp-kitchen"

@@ -8,11 +8,11 @@ from typing import Any
 import pytest
 from slack_sdk import WebClient
 
-from troupe.workspace import store as store_module
-from troupe.workspace.config import Channel, WorkspaceConfig, demo_config
-from troupe.workspace.errors import SlackError
-from troupe.workspace.store import Store, reaction_name
-from troupe.workspace.testing import running_workspace
+from troupe.devkit.workspace import store as store_module
+from troupe.devkit.workspace.config import Channel, WorkspaceConfig, demo_config
+from troupe.devkit.workspace.errors import SlackError
+from troupe.devkit.workspace.store import Store, reaction_name
+from troupe.devkit.workspace.testing import running_workspace
 
 
 class Events:

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from troupe.workspace.config import demo_config
-from troupe.workspace.testing import RunningWorkspace, running_workspace
+from troupe.devkit.workspace.config import demo_config
+from troupe.devkit.workspace.testing import RunningWorkspace, running_workspace
 
 NEW, OLD, ALICE = "xoxb-kitchen", "xoxb-hall", "xoxp-alice"
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}

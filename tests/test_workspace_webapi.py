@@ -16,8 +16,8 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from troupe.workspace.config import App, Channel, WorkspaceConfig, demo_config
-from troupe.workspace.testing import RunningWorkspace, running_workspace
+from troupe.devkit.workspace.config import App, Channel, WorkspaceConfig, demo_config
+from troupe.devkit.workspace.testing import RunningWorkspace, running_workspace
 
 KITCHEN, HALL, CLASSIC = "xoxb-kitchen", "xoxb-hall", "xoxb-classic"
 ALICE, BOB = "xoxp-alice", "xoxp-bob"

@@ -14,8 +14,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from troupe.workspace import webapi
-from troupe.workspace.testing import RunningWorkspace
+from troupe.devkit.workspace import webapi
+from troupe.devkit.workspace.testing import RunningWorkspace
 
 FIXTURE_OK = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
 
@@ -159,7 +159,7 @@ class _Bugs(logging.Handler):
 @pytest.fixture
 def bugs() -> Iterator[_Bugs]:
     handler = _Bugs()
-    logger = logging.getLogger("troupe.workspace")
+    logger = logging.getLogger("troupe.devkit.workspace")
     logger.addHandler(handler)
     try:
         yield handler

@@ -22,13 +22,16 @@ import hmac
 import json
 import logging
 import secrets
-import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
+
+from troupe.errors import TroupeError
+from troupe.mqttclient import Message, MqttClient, Subscription
+from troupe.mqttsettings import MqttSettings
+from troupe.tasks import spawn
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +43,7 @@ WINDOW_S = 60.0
 """How old a relay (and the Slack message it carries) may be when it arrives."""
 
 
-class BusError(ConnectionError):
+class BusError(TroupeError, ConnectionError):
     """The bus broker cannot be reached, or the bus has no key to seal relays with."""
 
 
@@ -73,14 +76,17 @@ class Bus:
         self,
         federation: str,
         bot: str,
-        settings: Mapping[str, Any],
+        settings: MqttSettings | Mapping[str, Any],
         *,
+        client: MqttClient | None = None,
         connect_timeout: float = 10.0,
         window_s: float = WINDOW_S,
     ) -> None:
+        """`client` is the bot's shared MQTT connection (troupe.mqttclient); without one
+        the bus opens its own from `settings`, the federation file's mqtt section."""
         self.prefix = f"troupe/{federation}"
         self.bot = bot
-        self.settings = dict(settings)
+        self.settings = MqttSettings.model_validate(settings)
         self.connect_timeout = connect_timeout
         self.window_s = window_s
         self.clock: Callable[[], float] = time.time
@@ -90,21 +96,20 @@ class Bus:
         """MACs of the relays taken in the last window (a replay is refused)."""
         self.refused: collections.Counter[str] = collections.Counter()
         """Refused relays per sender (each sender is logged once, on its first)."""
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._deliver: Deliver | None = None
         self._confirm: Confirm | None = None
         self._connected = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=f"troupe-{federation}-{bot}",
-            clean_session=False,
-            protocol=mqtt.MQTTv311,
+        self._client = client or MqttClient(
+            self.settings, f"troupe-{federation}-{bot}", bot, persistent=True
         )
-        self._client.on_connect = self._on_connect
-        self._client.on_disconnect = self._on_disconnect
-        self._client.on_message = self._on_message
-        self._client.reconnect_delay_set(min_delay=1, max_delay=30)
+        self._subscription = Subscription(
+            [(self.inbox(bot), 1)],
+            on_message=self._on_message,
+            on_connected=lambda _kept: self._connected.set(),
+            on_disconnected=self._on_disconnect,
+            on_refused=lambda reason: log.error("bus connection refused: %s", reason),
+        )
 
     def inbox(self, bot: str, sender: str = "+") -> str:
         """The topic `sender` relays to `bot` on (`+`: every sender, to subscribe)."""
@@ -116,57 +121,33 @@ class Bus:
         `confirm`, if given, is asked about every sealed relay before `deliver` is: the
         bot checks there that the relayed message exists in Slack (troupe.relaycheck).
         """
-        key = self.settings.get("bus_key")
+        key = self.settings.bus_key
         if not key:
             raise BusError(
                 "the MQTT bus needs a key to seal relays: set mqtt.bus_key to env:NAME or "
                 "file:PATH, the same secret on every bot"
             )
-        self._key = (key.reveal() if hasattr(key, "reveal") else str(key)).encode()
-        self._loop = asyncio.get_running_loop()
+        self._key = key.reveal().encode()
         self._deliver = deliver
         self._confirm = confirm
-        username = self.settings.get("username")
-        password = self.settings.get("password")
-        if username:
-            self._client.username_pw_set(
-                str(username).replace("{bot}", self.bot),
-                password.reveal() if hasattr(password, "reveal") else password,
-            )
-        if self.settings.get("tls"):
-            self._client.tls_set(cert_reqs=ssl.CERT_REQUIRED)
-        host = str(self.settings.get("host", "127.0.0.1"))
-        port = int(self.settings.get("port", 1883))
-        try:
-            await asyncio.to_thread(self._client.connect, host, port, 30)
-        except OSError as err:
-            raise BusError(
-                f"cannot reach the MQTT bus at {host}:{port} ({err}); start the broker "
-                "or fix mqtt: in the federation file"
-            ) from err
-        self._client.loop_start()
+        self._client.subscribe(self._subscription)
+        await self._client.start()
         try:
             await asyncio.wait_for(self._connected.wait(), self.connect_timeout)
         except TimeoutError as err:
-            self._client.loop_stop()
-            raise BusError(f"the MQTT bus at {host}:{port} did not accept the connection") from err
+            self._client.unsubscribe(self._subscription)
+            await self._client.stop()
+            raise BusError(
+                f"the MQTT bus at {self.settings.address} did not accept the connection; "
+                "start the broker or fix mqtt: in the federation file"
+            ) from err
 
-    def _on_connect(self, client: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
-        if getattr(reason, "is_failure", False):
-            log.error("bus connection refused: %s", reason)
-            return
-        client.subscribe(self.inbox(self.bot), qos=1)
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._connected.set)
+    def _on_disconnect(self, reason: str) -> None:
+        log.warning("bus disconnected (%s); reconnecting", reason)
+        self._connected.clear()
 
-    def _on_disconnect(self, _c: Any, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
-        log.warning("bus disconnected (%s); paho reconnects", reason)
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._connected.clear)
-
-    def _on_message(self, _c: Any, _u: Any, msg: mqtt.MQTTMessage) -> None:
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._take, msg.topic, bytes(msg.payload))
+    def _on_message(self, message: Message) -> None:
+        self._take(message.topic, message.payload)
 
     def _take(self, topic: str, payload: bytes) -> None:
         """In the loop: open the envelope; deliver its body if it is sealed and fresh."""
@@ -177,9 +158,7 @@ class Bus:
             return
         if self._deliver is None:
             return
-        task = asyncio.ensure_future(self._confirmed(sender, body))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        spawn(self._confirmed(sender, body), f"the relay from {sender}", self._tasks, logger=log)
 
     def unseal(self, topic: str, payload: bytes, now: float | None = None) -> tuple[Any, str]:
         """The body of a sealed, fresh, first-seen relay on `topic`, or (None, why not)."""
@@ -226,7 +205,8 @@ class Bus:
     async def relay(self, to: str, message: Mapping[str, Any]) -> None:
         """Send a message to one bot's inbox (QoS 1: at least once; the journal dedupes)."""
         envelope = seal(self._key, self.bot, to, message, self.clock())
-        info = self._client.publish(self.inbox(to, self.bot), json.dumps(envelope), qos=1)
+        topic = self.inbox(to, self.bot)
+        info = self._client.publish(topic, json.dumps(envelope), qos=1)
         if info.rc != mqtt.MQTT_ERR_SUCCESS and info.rc != mqtt.MQTT_ERR_NO_CONN:
             log.error("bus: could not relay to %s: %s", to, mqtt.error_string(info.rc))
 
@@ -235,7 +215,7 @@ class Bus:
         return self._connected.is_set()
 
     async def stop(self) -> None:
-        await asyncio.to_thread(self._client.disconnect)
-        self._client.loop_stop()
+        self._client.unsubscribe(self._subscription)
+        await self._client.stop()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)

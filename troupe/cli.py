@@ -1,82 +1,20 @@
-"""`troupe workspace | demo | ...`: the command line, a thin layer over the package."""
+"""`troupe run | check | doctor | manifest | hue`: the command line of a bot's Pi, a thin layer
+over the package. The development kit's commands (workspace, demo, hardware) are `troupe-dev`."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import os
-import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from troupe import __version__
 
-
-def _workspace(args: argparse.Namespace) -> int:
-    from troupe.workspace.config import WorkspaceConfigError, demo_config, load_config
-    from troupe.workspace.server import UnsafeBindError, build_workspace, start
-
-    try:
-        config = load_config(args.config) if args.config else demo_config()
-    except WorkspaceConfigError as err:
-        print(f"troupe workspace: {err}", file=sys.stderr)
-        return 2
-    if args.allow_host:
-        hosts = [*config.allowed_hosts, *args.allow_host]
-        config = config.model_copy(update={"allowed_hosts": hosts})
-
-    async def _serve() -> None:
-        ws = build_workspace(config, args.state)
-        runner, port = await start(ws, args.host, args.port)
-        host = f"[{args.host}]" if ":" in args.host else args.host
-        url = f"http://{host}:{port}/"
-        print(f"workspace ready at {url} (Web API {url}api/)", flush=True)
-        print(f"control token: {config.control_token}", flush=True)
-        for human in config.humans:
-            print(f"human {human.name}: {human.token}", flush=True)
-        for app in config.apps:
-            tokens = app.bot_token + (f" {app.app_token}" if app.app_token else "")
-            print(f"app {app.name}: {tokens}", flush=True)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
-        await runner.cleanup()
-
-    try:
-        asyncio.run(_serve())
-    except UnsafeBindError as err:
-        print(f"troupe workspace: {err}", file=sys.stderr)
-        return 2
-    return 0
-
-
-def _demo(args: argparse.Namespace) -> int:
-    from troupe.demo import run_demo
-    from troupe.workspace.server import UnsafeBindError
-
-    try:
-        run_demo(args.host, args.port)
-    except UnsafeBindError as err:
-        print(f"troupe demo: {err}", file=sys.stderr)
-        return 2
-    except OSError as err:
-        print(
-            f"troupe demo: cannot serve on {args.host}:{args.port} ({err}); "
-            "stop what uses that port or pass --port",
-            file=sys.stderr,
-        )
-        return 2
-    return 0
-
-
-def _hardware(args: argparse.Namespace) -> int:
-    import importlib
-
-    module = importlib.import_module(f"troupe.hardware.{args.kind}")
-    return int(module.main(args.rest) or 0)
+if TYPE_CHECKING:
+    from troupe.bot import Bot
 
 
 def _hue(args: argparse.Namespace) -> int:
@@ -101,7 +39,11 @@ def _federation_file(args: argparse.Namespace) -> str | None:
     return None
 
 
-def _run(args: argparse.Namespace) -> int:
+def _run(
+    args: argparse.Namespace,
+    bot_class: type[Bot] | None = None,
+    prepare: Callable[[Bot], None] | None = None,
+) -> int:
     """Exit status 2 (which the unit does not restart on) when the start cannot work."""
     from troupe.config import ConfigError, load
     from troupe.runner import StartError, build_bot, run_bot
@@ -113,12 +55,27 @@ def _run(args: argparse.Namespace) -> int:
     try:
         fed = load(config)
         name = fed.resolve_bot_name(args.bot)
-        bot = build_bot(fed, name, journal_path=args.journal)
+        bot = build_bot(fed, name, journal_path=args.journal, bot_class=bot_class)
+        if prepare is not None:
+            prepare(bot)
         asyncio.run(run_bot(bot))
     except (ConfigError, StartError) as err:
         print(error_line(f"troupe run: {err}"), file=sys.stderr)
         return 2
     return 0
+
+
+def run_one(
+    argv: Sequence[str],
+    *,
+    bot_class: type[Bot] | None = None,
+    prepare: Callable[[Bot], None] | None = None,
+) -> int:
+    """`troupe run ARGV` with another Bot class and a step before it starts: for the
+    development kit's bot runner (troupe.devkit.botrun), which adds faults and the demo page."""
+    args = build_parser().parse_args(["run", *argv])
+    status = _configure_logging(args)
+    return status if status is not None else _run(args, bot_class, prepare)
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -171,22 +128,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    ws = sub.add_parser(
-        "workspace", parents=[verbose], help="serve a local Slack-compatible workspace"
-    )
-    ws.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    ws.add_argument("--port", type=int, default=3000, help="port to bind (default 3000)")
-    ws.add_argument(
-        "--allow-host",
-        action="append",
-        default=[],
-        metavar="NAME",
-        help="also answer requests that name this host (e.g. a compose service name)",
-    )
-    ws.add_argument("--config", help="workspace YAML file (default: the demo workspace)")
-    ws.add_argument("--state", help="SQLite file that keeps the workspace across restarts")
-    ws.set_defaults(func=_workspace)
-
     man = sub.add_parser(
         "manifest", parents=[verbose], help="print the Slack app manifest (YAML) for one bot"
     )
@@ -214,21 +155,6 @@ def build_parser() -> argparse.ArgumentParser:
     doc.add_argument("--bot", help="this bot's name (default: $TROUPE_BOT, then the hostname)")
     doc.set_defaults(func=_doctor)
 
-    demo = sub.add_parser(
-        "demo", parents=[verbose], help="the local workspace, three bots and simulated devices"
-    )
-    demo.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    demo.add_argument("--port", type=int, default=3000, help="port (default 3000; 0 = any)")
-    demo.set_defaults(func=_demo)
-    hw = sub.add_parser(
-        "hardware",
-        parents=[verbose],
-        help="simulated hardware: hue (a Hue bridge), mqtt (MQTT devices), broker (an MQTT broker)",
-    )
-    hw.add_argument("kind", choices=["hue", "mqtt", "broker"], help="which simulator")
-    hw.add_argument("rest", nargs=argparse.REMAINDER, help="the simulator's own options")
-    hw.set_defaults(func=_hardware)
-
     hue = sub.add_parser(
         "hue", parents=[verbose], help="Philips Hue tools: `troupe hue pair --bridge HOST:PORT`"
     )
@@ -237,8 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def _configure_logging(args: argparse.Namespace) -> int | None:
     from troupe.systemd import configure_logging
 
     try:
@@ -246,7 +171,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as err:
         print(f"troupe: {err}", file=sys.stderr)
         return 2
-    return int(args.func(args) or 0)
+    return None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    status = _configure_logging(args)
+    return status if status is not None else int(args.func(args) or 0)
 
 
 if __name__ == "__main__":

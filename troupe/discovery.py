@@ -1,8 +1,8 @@
 """Home Assistant MQTT discovery: each bot announces the GPIO relays it owns as HA entities
 and carries out Home Assistant's commands on them through the bot, exactly once.
 
-One paho client per bot runs on paho's own thread; every callback crosses into asyncio
-with call_soon_threadsafe. Only the owner of a relay announces it and subscribes to its
+It speaks through the bot's one MQTT connection (troupe.mqttclient), shared with the mqtt
+driver and the bus. Only the owner of a relay announces it and subscribes to its
 command topic, so one command from Home Assistant is one action however many bots share
 the broker. See docs/home-assistant.md.
 """
@@ -18,21 +18,20 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 from pydantic import ValidationError
 
 from troupe import __version__
 from troupe.errors import TroupeError
 from troupe.federation import Action
+from troupe.mqttclient import Message, MqttClient, MqttClientError, Subscription
+from troupe.mqttsettings import MqttSettings
 from troupe.plugin import DeviceState, DriverError
-from troupe.plugins.mqtt import KEEPALIVE_S
-from troupe.plugins.mqtt import Settings as BrokerSettings
-from troupe.secrets import SecretError
+from troupe.tasks import spawn
 
 if TYPE_CHECKING:
     from troupe.bot import Bot, DeviceSpec
@@ -175,16 +174,18 @@ class HomeAssistantDiscovery:
 
     def __init__(
         self,
-        settings: Mapping[str, Any],
+        settings: MqttSettings | Mapping[str, Any],
         federation: str,
         *,
+        client: MqttClient | None = None,
         connect_timeout: float = CONNECT_WAIT_S,
     ) -> None:
-        """`settings` is the federation file's mqtt section (troupe.config.MqttSettings
-        or a mapping with the same keys); `federation` its federation name."""
+        """`settings` is the federation file's mqtt section (troupe.mqttsettings); `client`
+        the bot's shared MQTT connection (without one, discovery opens its own at start);
+        `federation` the federation's name."""
         raw = dict(settings)
         try:
-            self.settings = BrokerSettings.model_validate(raw)
+            self.settings = MqttSettings.model_validate(raw)
         except ValidationError as err:
             error = err.errors(include_url=False)[0]
             key = ".".join(str(p) for p in error["loc"]) or "section"
@@ -201,7 +202,8 @@ class HomeAssistantDiscovery:
         self.device_id = ""
         self._config_topics: set[str] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._client: mqtt.Client | None = None
+        self._client = client
+        self._subscription: Subscription | None = None
         self._by_command: dict[str, Entity] = {}
         self._queue: asyncio.Queue[tuple[Entity, str, str]] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
@@ -226,11 +228,23 @@ class HomeAssistantDiscovery:
         self.entities = {e.device: e for e in found}
         self._by_command = {e.command_topic: e for e in found}
         self._config_topics = {e.config_topic for e in found}
-        self._client = self._make_client(bot.name)
+        if self._client is None:
+            self._client = self.own_client(bot.name)
+        topics = [(topic, 1) for topic in sorted(self._by_command)]
+        topics += [(self.status, 1), (f"{self.prefix}/status", 1)]
+        topics += [(f"{self.prefix}/+/+/config", 0)]
+        self._subscription = Subscription(
+            topics,
+            on_message=self._on_message,
+            on_connected=self._on_connected,
+            on_disconnected=self._on_disconnected,
+            on_refused=self._on_refused,
+            on_denied=self._on_subscriptions_refused,
+        )
         bot.state_listeners.append(self._on_state)
-        self._worker = asyncio.ensure_future(self._work())
-        self._client.connect_async(self.settings.host, self.settings.port, keepalive=KEEPALIVE_S)
-        self._client.loop_start()
+        self._worker = spawn(self._work(), "Home Assistant's command queue", self._tasks)
+        self._client.subscribe(self._subscription)
+        await self._client.start()
         try:
             await asyncio.wait_for(self._ready.wait(), self.connect_timeout)
         except TimeoutError:
@@ -263,93 +277,37 @@ class HomeAssistantDiscovery:
         for task in list(self._tasks):
             task.cancel()
         client = self._client
-        if client is None:
+        if client is None or self._subscription is None:
             return
         if self.connected:
             info = client.publish(self.status, OFFLINE, qos=1, retain=True)
             await asyncio.to_thread(_wait_published, [info], STOP_WAIT_S)
-        client.disconnect()
-        await asyncio.to_thread(client.loop_stop)
+        client.unsubscribe(self._subscription)
+        await client.stop()
         self.connected = False
 
-    def _make_client(self, bot: str) -> mqtt.Client:
-        """A fixed client id: after a crash or a power cut the new connection takes over
-        the old one at once, so the old one's late "offline" will cannot follow our
-        "online"."""
-        s = self.settings
-        protocol = mqtt.MQTTv5 if s.protocol == "5" else mqtt.MQTTv311
-        client_id = f"troupe-{self.federation}-{bot}-ha"
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol)
-        if s.password is not None:
-            try:
-                s.password.reveal()  # fail at start, not at each reconnect
-            except SecretError as err:
-                raise DiscoveryError(f"cannot read the MQTT password: {err}") from None
-        if s.tls:
-            try:
-                client.tls_set(ca_certs=str(s.ca_file) if s.ca_file else None)
-            except OSError as err:
-                raise DiscoveryError(f"cannot read the MQTT ca_file {s.ca_file}: {err}") from None
-        client.will_set(self.status, OFFLINE, qos=1, retain=True)
-        client.reconnect_delay_set(min_delay=0.5, max_delay=5)
-        client.on_pre_connect = self._paho_pre_connect
-        client.on_connect = self._paho_connect
-        client.on_subscribe = self._paho_subscribed
-        client.on_disconnect = self._paho_disconnect
-        client.on_message = self._paho_message
+    def own_client(self, bot: str) -> MqttClient:
+        """A connection of discovery's own (when the bot shares none), with a fixed client
+        id: after a crash or a power cut the new connection takes over the old one at once,
+        so the old one's late "offline" will cannot follow our "online"."""
+        try:
+            client = MqttClient(self.settings, f"troupe-{self.federation}-{bot}-ha", bot)
+        except MqttClientError as err:
+            raise DiscoveryError(str(err)) from None
+        self.will_on(client, bot)
         return client
 
-    # paho's thread: hand everything to the event loop ------------------------------------
-
-    def _call(self, func: Callable[..., None], *args: Any) -> None:
-        loop = self._loop
-        if loop is None or self._closing:
-            return
-        # RuntimeError: the event loop closed during shutdown, so nothing waits any more.
-        with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(func, *args)
-
-    def _paho_pre_connect(self, client: mqtt.Client, _userdata: Any) -> None:
-        """Read the password at each (re)connect, so a rotated one is picked up."""
-        s = self.settings
-        if not s.username:
-            return
-        try:
-            # "{bot}": each bot logs in as itself (one broker user per bot, for the ACL)
-            user = s.username.replace("{bot}", self.bot_name)
-            client.username_pw_set(user, s.password.reveal() if s.password else None)
-        except SecretError as err:
-            log.error("cannot read the MQTT password: %s", err)
-
-    def _paho_connect(self, client: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
-        if reason.is_failure:
-            self._call(self._on_refused, str(reason))
-            return
-        # Subscribing in on_connect renews the subscriptions after every reconnect.
-        topics = [(topic, 1) for topic in sorted(self._by_command)]
-        topics += [(self.status, 1), (f"{self.prefix}/status", 1)]
-        topics += [(f"{self.prefix}/+/+/config", 0)]
-        client.subscribe(topics)
-        self._call(self._on_connected)
-
-    def _paho_subscribed(self, _c: Any, _u: Any, _mid: int, codes: list[Any], *_: Any) -> None:
-        refused = [str(code) for code in codes if code.is_failure]
-        if refused:
-            self._call(self._on_subscriptions_refused, refused)
-
-    def _paho_disconnect(self, _c: Any, _u: Any, _f: Any, reason: Any, _p: Any = None) -> None:
-        self._call(self._on_disconnected, str(reason))
-
-    def _paho_message(self, _c: Any, _u: Any, msg: mqtt.MQTTMessage) -> None:
-        flags = (bool(msg.retain), bool(msg.dup), msg.mid)
-        self._call(self._on_message, msg.topic, bytes(msg.payload), *flags)
+    def will_on(self, client: MqttClient, bot: str) -> None:
+        """ "offline" (retained) when the bot vanishes: set before the client connects."""
+        client.will(status_topic(self.federation, bot), OFFLINE, qos=1, retain=True)
 
     # the event loop -------------------------------------------------------------------------
 
-    def _on_connected(self) -> None:
+    def _on_connected(self, session_kept: bool) -> None:
         self.connected, self._refused = True, None
-        self._session = secrets.token_hex(4)
-        self._deliveries.clear()
+        if not session_kept:  # a kept session may redeliver its packets (DUP, same ids)
+            self._session = secrets.token_hex(4)
+            self._deliveries.clear()
         self._spawn(self._announce(), "announcing the relays to Home Assistant")
 
     def _on_refused(self, reason: str) -> None:
@@ -380,10 +338,11 @@ class HomeAssistantDiscovery:
             )
         self.connected = False
 
-    def _on_message(self, topic: str, payload: bytes, retain: bool, dup: bool, mid: int) -> None:
+    def _on_message(self, message: Message) -> None:
+        topic, payload = message.topic, message.payload
         entity = self._by_command.get(topic)
         if entity is not None:
-            self._on_command(entity, payload, retain, dup, mid)
+            self._on_command(entity, payload, message.retain, message.dup, message.mid)
         elif topic == self.status:
             if payload != ONLINE.encode() and self.connected:
                 self._publish(self.status, ONLINE)  # a late will of an old connection
@@ -509,14 +468,7 @@ class HomeAssistantDiscovery:
         return self._client.publish(topic, payload, qos=1, retain=True)
 
     def _spawn(self, coro: Any, what: str) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(lambda t: self._done(t, what))
-
-    def _done(self, task: asyncio.Task[Any], what: str) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("%s failed", what, exc_info=task.exception())
+        spawn(coro, what, self._tasks, logger=log)
 
 
 def _wait_published(sent: list[mqtt.MQTTMessageInfo], timeout: float) -> None:
@@ -533,7 +485,9 @@ def _wait_published(sent: list[mqtt.MQTTMessageInfo], timeout: float) -> None:
             return
 
 
-def attach(bot: Bot, federation: Federation) -> HomeAssistantDiscovery | None:
+def attach(
+    bot: Bot, federation: Federation, client: MqttClient | None = None
+) -> HomeAssistantDiscovery | None:
     """Add discovery to the bot's services when the federation file asks for it
     (`mqtt: {discovery: true}`); once only, whoever calls it again."""
     settings = federation.mqtt
@@ -542,6 +496,8 @@ def attach(bot: Bot, federation: Federation) -> HomeAssistantDiscovery | None:
     for service in bot.services:
         if isinstance(service, HomeAssistantDiscovery):
             return service
-    service = HomeAssistantDiscovery(dict(settings), federation.federation)
+    service = HomeAssistantDiscovery(settings, federation.federation, client=client)
+    if client is not None:
+        service.will_on(client, bot.name)
     bot.services.append(service)
     return service

@@ -267,11 +267,11 @@ def _mqtt_login(settings: MqttSettings, timeout: float) -> Finding:
 
 async def _hue(fed: Federation, name: str, timeout: float) -> list[Finding]:
     devices = {n: d.options for n, d in fed.devices.items() if d.driver == "hue"}
-    if not devices or fed.hue is None:
+    if not devices or fed.section("hue") is None:
         return []  # `check` reports a missing hue: section
     from troupe.plugins.hue import HueDriver
 
-    driver = HueDriver(name, dict(fed.hue))
+    driver = HueDriver(name, dict(fed.section("hue")))
     driver.timeout_s = timeout
     found = []
     try:

@@ -15,7 +15,9 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+from troupe.operations import OPERATIONS
 from troupe.slackmq import Lock, message_age
+from troupe.tasks import spawn
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +48,10 @@ class Action:
 
     @property
     def idempotent(self) -> bool:
-        """Safe to repeat: on, off and set are; toggle is not (a taker reports it instead)."""
-        return self.op != "toggle"
+        """Safe to repeat: on, off and set are; toggle and a relative step are not (a taker
+        reports it instead). The table of operations (troupe.operations) says."""
+        found = OPERATIONS.get(self.op)
+        return found is not None and found.idempotent
 
     @property
     def kwargs(self) -> dict[str, Any]:
@@ -312,7 +316,7 @@ class Coordinator:
                     continue
                 watch.lease_until = sent + lease
 
-        renewer = asyncio.ensure_future(keep_alive())
+        renewer = spawn(keep_alive(), "renewing a claim's lease", logger=log)
         try:
             value = await work(takeover)
         finally:
@@ -337,9 +341,7 @@ class Coordinator:
 
     def _spawn_release(self, channel: str, ts: str) -> None:
         self._releases.pop((channel, ts), None)
-        task = asyncio.ensure_future(self._release(channel, ts))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        spawn(self._release(channel, ts), "releasing a claim", self._tasks, logger=log)
 
     async def _release(self, channel: str, ts: str) -> None:
         try:

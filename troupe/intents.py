@@ -172,6 +172,10 @@ class Command:
     duration_s: float | None = None
     scene: str | None = None
     query: str | None = None
+    brightness_step: int | None = None
+    """A relative change ("a bit brighter"): percentage points from the current state."""
+    temperature_step: int | None = None
+    """A relative change of colour temperature in kelvin ("warmer" is negative)."""
     unknown: str | None = None
     suggestion: str | None = None
     problem: str | None = None
@@ -244,6 +248,9 @@ class Recognizer:
         self._duration: re.Pattern[str] | None = None
         self._colours: frozenset[str] = frozenset()
         self.warm_seconds: float | None = None
+        from troupe.phrases import Reader  # it builds on this module's Command
+
+        self._reader = Reader(language, self._devices, self._device_names, self._area_phrases)
 
     @property
     def devices(self) -> Mapping[str, DeviceInfo]:
@@ -316,6 +323,17 @@ class Recognizer:
         return command
 
     def _recognize(self, text: str, area: str | None, *, expand_alias: bool) -> Command | None:
+        """Home Assistant's sentences first; then lists, "everything", slang and relative
+        changes (troupe.phrases), each read back through those sentences."""
+        command = self._plain(text, area, expand_alias=expand_alias)
+        if len(text) > MAX_SPOKEN:
+            return command
+        said = self._polish(text)
+        return self._reader.reread(
+            said, command, lambda plain: self._plain(plain, area, expand_alias=False)
+        )
+
+    def _plain(self, text: str, area: str | None, *, expand_alias: bool) -> Command | None:
         cleaned = _clean(text)
         if not cleaned or len(cleaned) > MAX_SPOKEN:
             return None

@@ -12,7 +12,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +41,7 @@ CREATE TABLE IF NOT EXISTS actions (
     status TEXT NOT NULL,           -- begun | done | failed | interrupted
     result TEXT NOT NULL DEFAULT '',
     at REAL NOT NULL,
+    state TEXT,                     -- JSON: the device's state the driver returned
     UNIQUE (channel, ts, device, action)
 );
 CREATE INDEX IF NOT EXISTS actions_device ON actions (device, at);
@@ -69,13 +70,17 @@ class ActionRecord:
     status: str
     result: str
     at: float
+    state: dict[str, Any] | None = None
+    """The device's state after the action, as its driver returned it (what a relay
+    restores); None for a failed action or one journaled by an older troupe."""
 
 
-_ACTION_COLUMNS = "channel, ts, device, action, args, bot, user, status, result, at"
+_ACTION_COLUMNS = "channel, ts, device, action, args, bot, user, status, result, at, state"
 
 
 def _action(row: tuple[Any, ...]) -> ActionRecord:
-    return ActionRecord(row[0], row[1], row[2], row[3], json.loads(row[4]), *row[5:])
+    state = json.loads(row[10]) if row[10] else None
+    return ActionRecord(row[0], row[1], row[2], row[3], json.loads(row[4]), *row[5:10], state)
 
 
 @dataclass(frozen=True)
@@ -104,6 +109,9 @@ class Journal:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(actions)")}
+        if "state" not in columns:  # a journal written before troupe kept the state
+            self._db.execute("ALTER TABLE actions ADD COLUMN state TEXT")
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -212,13 +220,21 @@ class Journal:
             return cur.rowcount == 1
 
     def action_end(
-        self, channel: str, ts: str, device: str, action: str, ok: bool, result: str
+        self,
+        channel: str,
+        ts: str,
+        device: str,
+        action: str,
+        ok: bool,
+        result: str,
+        state: Mapping[str, Any] | None = None,
     ) -> None:
+        saved = json.dumps(dict(state)) if state is not None else None
         with self._tx() as db:
             db.execute(
-                "UPDATE actions SET status = ?, result = ? "
+                "UPDATE actions SET status = ?, result = ?, state = ? "
                 "WHERE channel = ? AND ts = ? AND device = ? AND action = ?",
-                ("done" if ok else "failed", result, channel, ts, device, action),
+                ("done" if ok else "failed", result, saved, channel, ts, device, action),
             )
 
     def history(self, device: str | None = None, limit: int = 10) -> list[ActionRecord]:

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from troupe.errors import TroupeError
+
 if TYPE_CHECKING:
     from troupe.config import Federation
 
@@ -48,7 +50,7 @@ DESCRIPTION_MAX = 140
 _BOT_NAME = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?")
 
 
-class ManifestError(ValueError):
+class ManifestError(TroupeError, ValueError):
     """No manifest can be made for this bot; the message says why and what to do."""
 
 

@@ -1,14 +1,17 @@
 """How a command ended, as plain values, and the one place each becomes words in its thread.
 
-Every command a person sends ends in exactly one of these (or in a device answer, which
-the drivers word): the pipeline decides the value, `render` says it.
+Every command a person sends ends in exactly one of these: the pipeline decides the value,
+`render` says it. A driver returns its device's new state (Acted), never a sentence.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from troupe.federation import Action
 from troupe.intents import Command
+from troupe.operations import describe_setting
+from troupe.plugin import DeviceState
 
 UNKNOWN = "I don't know that — try `help`."
 
@@ -71,8 +74,33 @@ class LeaseLost:
     device: str
 
 
+@dataclass(frozen=True)
+class Acted:
+    """A driver did the action; `state` is the device's state it returned."""
+
+    action: Action
+    state: DeviceState
+
+
+@dataclass(frozen=True)
+class Queried:
+    """A question about a device ("is the porch switch on"), answered from its state."""
+
+    device: str
+    state: DeviceState
+
+
 Outcome = (
-    NotUnderstood | NearMiss | Refused | Stale | OwnerOffline | ClaimFailed | Superseded | LeaseLost
+    NotUnderstood
+    | NearMiss
+    | Refused
+    | Stale
+    | OwnerOffline
+    | ClaimFailed
+    | Superseded
+    | LeaseLost
+    | Acted
+    | Queried
 )
 
 
@@ -89,9 +117,28 @@ def _and(names: tuple[str, ...]) -> str:
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
+def _acted(action: Action, state: DeviceState) -> str:
+    device = action.device
+    if action.op in ("on", "off"):
+        return f"turned {action.op} the {device}"
+    if action.op == "toggle":
+        now = "" if state.on is None else f" (now {'on' if state.on else 'off'})"
+        return f"toggled the {device}{now}"
+    setting = describe_setting(action.kwargs)
+    if action.op == "set" and state.on is False:
+        return f"turned off the {device}"  # brightness 0
+    if not setting:
+        return f"turned on the {device}"
+    return f"set the {device} to {setting}"
+
+
 def render(outcome: Outcome) -> str:
     """One clear sentence for how a command ended."""
     match outcome:
+        case Acted(action, state):
+            return _acted(action, state)
+        case Queried(device, state):
+            return f"The {device} is {state.describe()}."
         case NotUnderstood():
             return UNKNOWN
         case NearMiss(command):

@@ -3,33 +3,37 @@ drivers, bad device options and the sections drivers need."""
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import importlib
 import types
 import typing
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any
 
 from pydantic import TypeAdapter, ValidationError
 
 from troupe import _imp_shim
+from troupe.config.wording import describe
 from troupe.plugin import ENTRY_POINT_GROUP, Driver, PluginError, load_plugins
 
 if TYPE_CHECKING:
     from troupe.config import Federation, Loc
 
 
-def plugin_problems(fed: Federation) -> Iterator[tuple[Loc, str]]:
-    """Each problem as (where in the file, one sentence), in the order of the file."""
+def plugin_problems(fed: Federation) -> tuple[dict[str, type[Driver]], list[tuple[Loc, str]]]:
+    """What `troupe check` finds by loading every plugin as a Pi would: the drivers, and
+    each problem as (where in the file, one sentence), in the order of the file."""
     _imp_shim.install()
+    found: list[tuple[Loc, str]] = []
     failed: set[str] = set()
     for index, module in enumerate(fed.plugins):
         try:
             importlib.import_module(module)
         except Exception as err:  # a plugin may raise anything while it is imported
             failed.add(module)
-            yield ("plugins", index), _import_failure(repr(module), module, err)
+            found.append((("plugins", index), _import_failure(repr(module), module, err)))
     entry_points_ok = True
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         try:
@@ -38,15 +42,53 @@ def plugin_problems(fed: Federation) -> Iterator[tuple[Loc, str]]:
             entry_points_ok = False
             package = ep.dist.name if ep.dist else "an installed package"
             what = f"the plugin entry point {ep.name!r} of {package} ({ep.value})"
-            yield ("plugins",), _import_failure(what, ep.module, err)
+            found.append((("plugins",), _import_failure(what, ep.module, err)))
     try:
         plugins = load_plugins(
             [m for m in fed.plugins if m not in failed], entry_points_too=entry_points_ok
         )
     except PluginError as err:
-        yield ("plugins",), str(err)
-        return
-    yield from _device_problems(fed, plugins.drivers)
+        found.append((("plugins",), str(err)))
+        return {}, found
+    found += driver_problems(fed, plugins.drivers)
+    return plugins.drivers, found
+
+
+def driver_problems(
+    fed: Federation, drivers: Mapping[str, type[Driver]], devices: Iterable[str] | None = None
+) -> list[tuple[Loc, str]]:
+    """The drivers' settings against the drivers' own models: each device's driver and
+    options (of `devices`, default all), the sections drivers need, and each top-level
+    section a driver owns. A bot checks its own devices with this before it starts."""
+    found = list(_device_problems(fed, drivers, devices))
+    unclaimed = [s for s in fed.driver_sections if s not in drivers]
+    for section, users in _missing_sections(fed, drivers, devices).items():
+        if _hint(section, unclaimed):
+            continue  # written, but misspelt: that key's own line says it better
+        found.append(
+            (
+                ("devices", users[0], "driver"),
+                f"the {section} driver (used by {', '.join(users)}) needs a {section}: section "
+                "at the top level of the file, and there is none; add it",
+            )
+        )
+    found += _section_problems(fed, drivers)
+    return found
+
+
+def section_settings(fed: Federation, drivers: Mapping[str, type[Driver]]) -> dict[str, Any]:
+    """Each top-level section a driver owns, validated by its model (those that pass)."""
+    settings: dict[str, Any] = {}
+    for name in ("mqtt", *fed.driver_sections):
+        driver, value = drivers.get(name), fed.section(name)
+        if value is None:
+            continue
+        if name == "mqtt" or driver is None or driver.section_model is None:
+            settings[name] = value
+            continue
+        with contextlib.suppress(ValidationError):
+            settings[name] = TypeAdapter(driver.section_model).validate_python(value)
+    return settings
 
 
 def _import_failure(what: str, module: str, err: BaseException) -> str:
@@ -68,10 +110,12 @@ def _import_failure(what: str, module: str, err: BaseException) -> str:
 
 
 def _device_problems(
-    fed: Federation, drivers: Mapping[str, type[Driver]]
+    fed: Federation, drivers: Mapping[str, type[Driver]], only: Iterable[str] | None
 ) -> Iterator[tuple[Loc, str]]:
-    needing: dict[str, list[str]] = {}
+    wanted = None if only is None else set(only)
     for name, device in fed.devices.items():
+        if wanted is not None and name not in wanted:
+            continue
         driver = drivers.get(device.driver)
         if driver is None:
             known = sorted(drivers)
@@ -83,18 +127,52 @@ def _device_problems(
             continue
         if driver.options_model is not None:
             yield from _option_problems(("devices", name), driver, device.options)
-        if driver.section_model is not None and getattr(fed, driver.name, None) is None:
+
+
+def _missing_sections(
+    fed: Federation, drivers: Mapping[str, type[Driver]], only: Iterable[str] | None
+) -> dict[str, list[str]]:
+    """The sections the devices' drivers need and the file lacks -> the devices using them."""
+    needing: dict[str, list[str]] = {}
+    wanted = None if only is None else set(only)
+    for name, device in fed.devices.items():
+        driver = drivers.get(device.driver)
+        if wanted is not None and name not in wanted:
+            continue
+        if driver is None or driver.section_model is None:
+            continue
+        if fed.section(driver.name) is None:
             needing.setdefault(driver.name, []).append(name)
-    for section, devices in needing.items():
-        yield (
-            ("devices", devices[0], "driver"),
-            f"the {section} driver (used by {', '.join(devices)}) needs a {section}: section "
-            f"at the top level of the file, and there is none; add it",
-        )
-    for section, driver in drivers.items():
-        value = getattr(fed, section, None)
-        if driver.section_model is not None and value is not None:
-            yield from _section_problems(section, driver.section_model, dict(value))
+    return needing
+
+
+def _section_problems(
+    fed: Federation, drivers: Mapping[str, type[Driver]]
+) -> Iterator[tuple[Loc, str]]:
+    """Each top-level key troupe does not declare is a driver's section: is there such a
+    driver, does it take a section, and does its model accept this one?"""
+    for section, value in fed.driver_sections.items():
+        driver = drivers.get(section)
+        if driver is None:
+            known = [k for k in type(fed).model_fields if k != "driver_sections"]
+            known += [d for d, cls in drivers.items() if cls.section_model is not None]
+            sections = sorted(d for d, cls in drivers.items() if cls.section_model is not None)
+            yield (
+                (section,),
+                f"{section!r} is not a key troupe knows at the top level"
+                + (
+                    _hint(section, known)
+                    or f", nor a section of the drivers loaded ({', '.join(sections)})"
+                ),
+            )
+        elif driver.section_model is None:
+            yield (section,), f"the {section} driver takes no section of its own; remove it"
+        else:
+            try:
+                TypeAdapter(driver.section_model).validate_python(value)
+            except ValidationError as err:
+                for error in err.errors(include_url=False):
+                    yield describe(error, (section, *error["loc"]), driver.section_model, skip=1)
 
 
 def _option_problems(
@@ -136,15 +214,6 @@ def _option_problems(
             yield (*at, *loc), f"the {driver.name} driver needs this option"
         else:
             yield (*at, *loc), str(error["msg"]).removeprefix("Value error, ")
-
-
-def _section_problems(section: str, model: Any, value: dict[str, Any]) -> Iterator[tuple[Loc, str]]:
-    try:
-        TypeAdapter(model).validate_python(value)
-    except ValidationError as err:
-        for error in err.errors(include_url=False):
-            message = str(error["msg"]).removeprefix("Value error, ")
-            yield (section, *error["loc"]), f"the {section} driver refuses it: {message}"
 
 
 def _bare(tp: Any) -> Any:

@@ -8,6 +8,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from troupe.errors import TroupeError
+
 VERSION = re.compile(
     r"v?(?P<release>\d+(?:\.\d+)*)"
     r"(?:[-_.]?(?P<pre>a|b|rc)[-_.]?(?P<pre_n>\d+))?"
@@ -23,7 +25,7 @@ WHEEL_NAME = re.compile(r"troupe-(?P<version>[A-Za-z0-9._+]+)-py3-none-any\.whl$
 HASH = re.compile(r"--hash[= ](?:sha256|sha384|sha512):[0-9a-f]{64,128}\b")
 
 
-class LockError(ValueError):
+class LockError(TroupeError, ValueError):
     """A release's lock does not pin every distribution with a hash, or is another's."""
 
 

@@ -13,19 +13,23 @@ from slack_sdk.errors import SlackApiError
 from troupe import systemd
 from troupe.access import Access
 from troupe.bot import Bot, DeviceSpec, device_infos
-from troupe.config import Federation
+from troupe.config import ConfigError, Federation
+from troupe.config.loader import secrets_in
 from troupe.errors import TroupeError
 from troupe.federation import Settings
 from troupe.intents import Recognizer
 from troupe.journal import Journal
-from troupe.pagestates import PageStates
 from troupe.plugin import load_plugins
+from troupe.plugincheck import driver_problems, section_settings
 from troupe.redact import install as redact_secrets
+from troupe.services import declared_services
 from troupe.slackapi import async_client
+from troupe.tasks import spawn
 from troupe.transports.base import Transport
 
 if TYPE_CHECKING:
     from troupe.bus import Bus
+    from troupe.mqttclient import MqttClient
 
 log = logging.getLogger(__name__)
 
@@ -55,28 +59,32 @@ def _transport(fed: Federation, name: str, bot_token: str, web: Any) -> Transpor
     return SocketModeTransport(app_token, web)
 
 
-def build_bot(fed: Federation, name: str, *, journal_path: str | Path | None = None) -> Bot:
+def build_bot(
+    fed: Federation,
+    name: str,
+    *,
+    journal_path: str | Path | None = None,
+    bot_class: type[Bot] | None = None,
+) -> Bot:
     """Everything one bot needs, from the federation file and its own name; StartError
-    when a secret, a plugin or a setting cannot work."""
+    when a secret, a plugin or a setting cannot work. `bot_class` is a Bot subclass (the
+    development kit's chaos bot); the runtime uses Bot."""
     try:
-        return _build_bot(fed, name, journal_path)
+        return _build_bot(fed, name, journal_path, bot_class or Bot)
     except (TroupeError, ValueError) as err:  # a secret, a plugin import, a setting
         raise StartError(str(err)) from err
 
 
-def _build_bot(fed: Federation, name: str, journal_path: str | Path | None) -> Bot:
+def _build_bot(
+    fed: Federation, name: str, journal_path: str | Path | None, bot_class: type[Bot]
+) -> Bot:
     # Installed first: each secret registers itself with it whenever it is read, at start
     # and after a rotation (troupe.secrets), so no value read later reaches a log line.
     redact_secrets()
     bot_token = _reveal(fed.bot(name).bot_token)
     if not bot_token:
         raise ValueError(f"{name} has no bot token; set bot_token in the federation file")
-    for secret in (
-        fed.bot(name).app_token,
-        fed.hue and fed.hue.username,
-        fed.mqtt and fed.mqtt.password,
-    ):
-        _reveal(secret)  # read now: a missing secret stops the start, not a later reconnect
+    _reveal(fed.bot(name).app_token)  # read now: a missing secret stops the start
     web = async_client(bot_token, fed.slack.base_url)
     devices = [
         DeviceSpec(
@@ -87,6 +95,7 @@ def _build_bot(fed: Federation, name: str, journal_path: str | Path | None) -> B
             owner=dev.owner,
             aliases=tuple(dev.aliases),
             options=dict(dev.options),
+            confirm=dev.confirm,
         )
         for dev_name, dev in fed.devices.items()
     ]
@@ -97,22 +106,26 @@ def _build_bot(fed: Federation, name: str, journal_path: str | Path | None) -> B
         aliases=dict(fed.aliases),
         scenes=list(fed.scenes),
     )
-    driver_options = {
-        section: dict(getattr(fed, section))
-        for section in ("hue", "mqtt")
-        if getattr(fed, section, None) is not None
-    }
     # The drivers this bot's devices use, and those whose section the file has (`pair hue`
     # works before any hue device exists): only their plugins and libraries are imported.
-    drivers = {d.driver for d in devices if d.owner in (None, name)} | driver_options.keys()
+    mine = [d for d in devices if d.owner in (None, name)]
+    wanted = {d.driver for d in mine} | fed.driver_sections.keys()
+    plugins = load_plugins(fed.plugins, drivers=wanted | ({"mqtt"} if fed.mqtt else set()))
+    found = driver_problems(fed, plugins.drivers, [d.name for d in mine])
+    if found:  # the lines `troupe check` would have printed
+        raise ConfigError([fed.problem(loc, message) for loc, message in found])
+    sections = section_settings(fed, plugins.drivers)
+    for section in sections.values():
+        for _, secret in secrets_in(section):
+            secret.reveal()  # read now: a missing secret stops the start, not a reconnect
     path = journal_path or fed.journal_path(name)
     channels: dict[str, str | None] = {fed.slack.channel: None}
     channels.update(fed.channels)
-    bot = Bot(
+    bot = bot_class(
         name=name,
         roster=list(fed.bots),
         devices=devices,
-        plugins=load_plugins(fed.plugins, drivers=drivers),
+        plugins=plugins,
         web=web,
         transport=_transport(fed, name, bot_token, web),
         journal=Journal(path, name),
@@ -137,30 +150,46 @@ def _build_bot(fed: Federation, name: str, journal_path: str | Path | None) -> B
             for scene, states in fed.scenes.items()
         },
         mode=fed.slack.mode,
-        bus=_bus(fed, name),
-        driver_options=driver_options,
+        bus=None,
+        driver_options={section: dict(value) for section, value in sections.items()},
     )
+    client = _mqtt_client(fed, name, needed="mqtt" in {d.driver for d in mine})
+    if client is not None:
+        bot.clients["mqtt"] = client
+        bot.bus = _bus(fed, name, client)
     if fed.mqtt is not None and fed.mqtt.discovery:  # Home Assistant's MQTT discovery
         from troupe.discovery import attach as attach_discovery
 
-        attach_discovery(bot, fed)
-    page = PageStates.from_env()
-    if page is not None:
-        bot.services.append(page)
-    if "troupe.plugins.devops" in bot.plugins.modules:
-        from troupe.plugins.devops import FleetService
-
-        bot.services.append(FleetService(fed.update))
+        attach_discovery(bot, fed, client)
+    for spec in declared_services(bot.plugins.modules):  # a plugin's @service (devops)
+        settings = sections.get(spec.section) or fed.section(spec.section or "")
+        bot.services.append(spec.factory(settings))
     return bot
 
 
-def _bus(fed: Federation, name: str) -> Bus | None:
+def _uses_bus(fed: Federation) -> bool:
     """shared-app mode relays over the MQTT bus; the other modes need none."""
-    if fed.slack.mode != "shared-app" or fed.mqtt is None or not fed.mqtt.bus:
+    return fed.slack.mode == "shared-app" and fed.mqtt is not None and fed.mqtt.bus
+
+
+def _mqtt_client(fed: Federation, name: str, *, needed: bool) -> MqttClient | None:
+    """The bot's one MQTT connection, shared by its mqtt devices, discovery and the bus;
+    None when none of them is used. The bus's relays wait at the broker for a bot that is
+    briefly away, so with the bus the session is kept."""
+    if fed.mqtt is None or not (needed or fed.mqtt.discovery or _uses_bus(fed)):
+        return None
+    from troupe.mqttclient import MqttClient
+
+    client_id = f"troupe-{fed.federation}-{name}"
+    return MqttClient(fed.mqtt, client_id, name, persistent=_uses_bus(fed))
+
+
+def _bus(fed: Federation, name: str, client: MqttClient) -> Bus | None:
+    if not _uses_bus(fed):
         return None
     from troupe.bus import Bus
 
-    return Bus(fed.federation, name, dict(fed.mqtt))
+    return Bus(fed.federation, name, client.settings, client=client)
 
 
 async def run_bot(bot: Bot) -> None:
@@ -174,7 +203,7 @@ async def run_bot(bot: Bot) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     interval = systemd.watchdog_interval()
-    pinging = asyncio.ensure_future(systemd.watchdog(interval)) if interval else None
+    pinging = spawn(systemd.watchdog(interval), "the systemd watchdog") if interval else None
     try:
         try:
             await bot.start()

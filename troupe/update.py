@@ -38,6 +38,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from troupe.errors import TroupeError
 from troupe.release import WHEEL_NAME, check_lock, check_version, is_older, write_lock
 
 HEALTH_FILE = "health.json"
@@ -225,7 +226,7 @@ def _run(argv: Sequence[str], timeout: float) -> None:
         raise UpdateError(f"{Path(argv[0]).name} failed ({done.returncode}): {' | '.join(tail)}")
 
 
-class UpdateError(RuntimeError):
+class UpdateError(TroupeError, RuntimeError):
     """An install, switch or health check did not work; the message is one sentence."""
 
 

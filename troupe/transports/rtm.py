@@ -20,6 +20,7 @@ import slacker
 from slackbot.slackclient import SlackClient
 from websocket import WebSocketConnectionClosedException, WebSocketTimeoutException
 
+from troupe.tasks import spawn
 from troupe.transports.base import Backoff, Event, EventHandler, Reconnected
 
 log = logging.getLogger(__name__)
@@ -145,9 +146,7 @@ class RtmTransport:
 
     def _spawn(self, event: Event) -> None:
         assert self._handler is not None
-        task = asyncio.ensure_future(self._handler(event, _noop_ack))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        spawn(self._handler(event, _noop_ack), "an RTM event", self._tasks, logger=log)
 
     @property
     def connected(self) -> bool:

@@ -11,6 +11,7 @@ from slack_sdk.socket_mode.request import SocketModeRequest
 from slack_sdk.socket_mode.response import SocketModeResponse
 from slack_sdk.web.async_client import AsyncWebClient
 
+from troupe.tasks import spawn
 from troupe.transports.base import Backoff, Event, EventHandler
 
 log = logging.getLogger(__name__)
@@ -96,15 +97,7 @@ class SocketModeTransport:
         task.add_done_callback(_finished)
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._done)
-        return task
-
-    def _done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("event handler failed", exc_info=task.exception())
+        return spawn(coro, "an event handler", self._tasks, logger=log)
 
     @property
     def connected(self) -> bool:

@@ -1,0 +1,240 @@
+"""The mqtt driver itself: its devices on the bot's shared MQTT connection, act() and state().
+
+The connection (troupe.mqttclient, shared with discovery and the bus) hands every message
+to the event loop, so all state lives there. A device's state is what the device itself last said
+on its own topics, and act() returns only once the device has confirmed the change
+(bounded), so "turned on the porch switch" is never a guess.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import re
+import secrets
+from collections.abc import Mapping
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from pydantic import ValidationError
+
+from troupe.federation import Action
+from troupe.mqttclient import MqttClient, MqttClientError, Subscription
+from troupe.mqttsettings import MqttSettings
+from troupe.plugin import DeviceState, Driver, DriverError
+from troupe.plugins.mqtt.device import Device, Heard, Malformed
+from troupe.plugins.mqtt.generic import Generic
+from troupe.plugins.mqtt.options import (
+    DeviceOptions,
+    ShellyOptions,
+    TasmotaOptions,
+    Zigbee2MqttOptions,
+    device_options,
+)
+from troupe.plugins.mqtt.shelly import Shelly
+from troupe.plugins.mqtt.tasmota import Tasmota
+from troupe.plugins.mqtt.zigbee2mqtt import Zigbee2Mqtt
+
+log = logging.getLogger(__name__)
+
+CONNECT_WAIT_S = 3.0
+"""How long start() waits for the broker before going on with the devices offline."""
+
+
+class MqttDriver(Driver):
+    """Devices reached through the federation's MQTT broker (the `mqtt:` section)."""
+
+    name = "mqtt"
+    options_model = DeviceOptions
+    section_model = MqttSettings
+
+    async def start(self, devices: Mapping[str, Mapping[str, Any]]) -> None:
+        self._loop = asyncio.get_running_loop()
+        if not self.options:
+            raise DriverError(
+                f"the mqtt devices ({', '.join(devices)}) need an mqtt section in the "
+                "federation file: mqtt: {host: BROKER, port: 1883}"
+            )
+        try:
+            self.settings = MqttSettings.model_validate(self.options)
+        except ValidationError as err:
+            error = err.errors(include_url=False)[0]
+            key = ".".join(str(p) for p in error["loc"])
+            message = str(error["msg"]).removeprefix("Value error, ")
+            if not key:
+                raise DriverError(f"the mqtt section does not hold together: {message}") from None
+            raise DriverError(f"the mqtt section has a bad {key}: {message}") from None
+        self._src = f"troupe-{re.sub(r'[^A-Za-z0-9_-]', '-', self.bot)}-{secrets.token_hex(3)}"
+        ids = itertools.count(1)
+        self.devices: dict[str, Device] = {}
+        for name, raw in devices.items():
+            options = device_options(name, raw)
+            if isinstance(options, TasmotaOptions):
+                self.devices[name] = Tasmota(name, options)
+            elif isinstance(options, Zigbee2MqttOptions):
+                self.devices[name] = Zigbee2Mqtt(name, options)
+            elif isinstance(options, ShellyOptions):
+                self.devices[name] = Shelly(name, options, self._src, lambda: next(ids))
+            else:
+                self.devices[name] = Generic(name, options)
+        self._routes: dict[str, list[Device]] = {}
+        for device in self.devices.values():
+            for topic in device.subscriptions():
+                self._routes.setdefault(topic, []).append(device)
+        self.connected = False
+        self.refused: str | None = None
+        self._ready = asyncio.Event()
+        try:  # the bot's shared connection, or one of its own (a driver on its own)
+            self._client = self.client or MqttClient(self.settings, self._src, self.bot)
+        except MqttClientError as err:
+            raise DriverError(str(err)) from None
+        self._subscription = Subscription(
+            [(topic, 1) for topic in sorted(self._routes)],
+            on_message=lambda message: self._on_message(message.topic, message.payload),
+            on_connected=lambda _kept: self._on_connected(),
+            on_disconnected=self._on_disconnected,
+            on_refused=self._on_refused,
+            on_denied=self._on_denied,
+        )
+        self._client.subscribe(self._subscription)
+        await self._client.start()
+        try:
+            await asyncio.wait_for(self._ready.wait(), CONNECT_WAIT_S)
+        except TimeoutError:
+            log.warning(
+                "the MQTT broker at %s is not reachable yet; its %d devices stay offline "
+                "until it is",
+                self.settings.address,
+                len(self.devices),
+            )
+
+    async def stop(self) -> None:
+        client = getattr(self, "_client", None)
+        if client is None:
+            return
+        client.unsubscribe(self._subscription)
+        await client.stop()
+        self._fail_all(DriverError("troupe is shutting down"))
+
+    def _on_denied(self, refused: list[str]) -> None:
+        log.error(
+            "the MQTT broker at %s refused %d of troupe's subscriptions (%s): check its ACL",
+            self.settings.address,
+            len(refused),
+            refused[0],
+        )
+
+    # the event loop --------------------------------------------------------------------------
+
+    def _on_connected(self) -> None:
+        if not self.connected:
+            log.info("connected to the MQTT broker at %s", self.settings.address)
+        self.connected, self.refused = True, None
+        self._ready.set()
+        for device in self.devices.values():
+            for topic, payload in device.refresh():
+                self._client.publish(topic, payload)
+
+    def _on_refused(self, reason: str) -> None:
+        if self.refused != reason:
+            log.error(
+                "the MQTT broker at %s refused the connection: %s", self.settings.address, reason
+            )
+        self.refused = reason
+
+    def _on_disconnected(self, reason: str) -> None:
+        was = self.connected
+        self.connected = False
+        for device in self.devices.values():
+            device.forget()
+        if was:
+            log.warning(
+                "lost the MQTT broker at %s (%s); reconnecting", self.settings.address, reason
+            )
+            self._fail_all(
+                DriverError(f"the connection to the MQTT broker at {self.settings.address} dropped")
+            )
+
+    def _on_message(self, topic: str, payload: bytes) -> None:
+        for device in self._routes.get(topic, ()):
+            try:
+                heard = device.receive(topic, payload)
+            except Malformed as err:
+                log.warning(
+                    "ignored a message for the %s on %s: %s (payload %r)",
+                    device.name,
+                    topic,
+                    err,
+                    payload[:120],
+                )
+                continue
+            if device.waiters and (problem := self._unreachable(device)):
+                self._fail(device, DriverError(problem))
+            if heard is None:
+                continue
+            for confirms, future in list(device.waiters):
+                if not future.done() and confirms(heard):
+                    future.set_result(heard)
+
+    def _fail(self, device: Device, error: DriverError) -> None:
+        for _, future in device.waiters:
+            if not future.done():
+                future.set_exception(error)
+
+    def _fail_all(self, error: DriverError) -> None:
+        for device in self.devices.values():
+            self._fail(device, error)
+
+    # the Driver API ---------------------------------------------------------------------------
+
+    def _unreachable(self, device: Device) -> str | None:
+        if self.refused:
+            return f"the MQTT broker at {self.settings.address} refused troupe: {self.refused}"
+        if not self.connected:
+            return f"the MQTT broker at {self.settings.address} is not reachable"
+        if isinstance(device, Zigbee2Mqtt) and (reason := device.offline_reason()):
+            return reason
+        if device.available is False:
+            return f"the {device.name} is offline"
+        return None
+
+    async def act(self, device: str, action: Action) -> DeviceState:
+        target = self.devices[device]
+        async with target.lock:
+            command = target.command(action)
+            problem = self._unreachable(target)
+            if problem:
+                raise DriverError(problem)
+            future: asyncio.Future[Heard] = self._loop.create_future()
+            waiter = (command.confirms or (lambda _h: True), future)
+            target.waiters.append(waiter)
+            try:
+                # QoS 0: paho would queue a QoS 1 command while the broker is away and
+                # deliver it after this call has already reported a failure.
+                sent = self._client.publish(command.topic, command.payload, retain=command.retain)
+                if sent.rc != mqtt.MQTT_ERR_SUCCESS:
+                    raise DriverError(
+                        f"the MQTT broker at {self.settings.address} is not reachable"
+                    )
+                if command.confirms is None:
+                    target.on = command.assumed
+                else:
+                    timeout = target.options.confirm_s
+                    try:
+                        heard = await asyncio.wait_for(future, timeout)
+                    except TimeoutError:
+                        raise DriverError(
+                            f"the {device} did not confirm within {timeout:g} s"
+                        ) from None
+                    if heard.error:
+                        raise DriverError(f"the {device} refused: {heard.error}")
+            finally:
+                target.waiters.remove(waiter)
+        return target.snapshot()
+
+    async def state(self, device: str) -> DeviceState:
+        target = self.devices[device]
+        if not self.connected:
+            return DeviceState(online=False, detail=self._unreachable(target) or "")
+        return target.snapshot()
