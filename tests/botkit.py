@@ -2,9 +2,10 @@
 
 Bots are built from a federation file as `troupe run` builds them (troupe.runner), then
 given a fake Slack: a Web API client that records every call (FakeWeb), a transport fed
-Events by the test (FakeTransport) and the in-memory lock (troupe.devkit.memorylock) in place of
-SlackMQ. Time is virtual (tests/virtualtime.py): a 15 s lease or "for 1 minute" costs
-nothing, and each bot's Pi clock is its own SlackClock, fed from the fake answers.
+Events by the test (FakeTransport) and, through the runtime's `_claim_lock` seam, the
+in-memory lock (troupe.devkit.memorylock) in place of SlackMQ. Time is virtual
+(tests/virtualtime.py): a 15 s lease or "for 1 minute" costs nothing, and each bot's Pi
+clock is its own SlackClock, fed from the fake answers.
 
 For what the pipeline decides: answers, Slack calls, access, chatter, staleness, scenes,
 durations, per-device order. Slack's own rules (pins, limits, retries) are tested against
@@ -32,12 +33,11 @@ from troupe.bot import Bot
 from troupe.config import load as load_federation
 from troupe.devkit.memorylock import MemoryBoard, MemoryLock
 from troupe.devkit.workspace.config import Human, demo_config
-from troupe.federation import Coordinator
 from troupe.intents import Command, Recognizer
 from troupe.people import People
 from troupe.runner import build_bot
 from troupe.slackclock import SlackClock
-from troupe.slackmq import DONE, TAKEOVER, WORKING
+from troupe.slackmq import DONE, TAKEOVER, WORKING, Lock, SlackMQ
 from troupe.transports.base import Ack, Event, EventHandler
 
 __all__ = ["ALICE", "BOB", "BOTS", "HOME", "KITCHEN", "USER_OF", "Home", "home", "run"]
@@ -263,13 +263,23 @@ def _recognizer(key: str, made: Recognizer) -> _Shared:
     return _RECOGNIZERS[key]
 
 
+class KitBot(Bot):
+    """A Bot whose claims go to the in-memory board instead of Slack's pins (the
+    runtime's `_claim_lock` seam); `board` is set before it starts."""
+
+    board: MemoryBoard
+
+    def _claim_lock(self, slackmq: SlackMQ) -> Lock:
+        return MemoryLock(self.board, self.name)
+
+
 @dataclass
 class Home:
     """Bots in this loop on one fake Slack and one board, and the counter devices' file."""
 
     slack: FakeSlack
     board: MemoryBoard
-    bots: dict[str, Bot]
+    bots: dict[str, KitBot]
     transports: dict[str, FakeTransport]
     counter: Path
     delays: dict[str, float] = field(default_factory=dict)
@@ -357,10 +367,13 @@ async def home(
     fed = load_federation(path)
     slack = FakeSlack(loop, humans)
     board = MemoryBoard()
-    bots: dict[str, Bot] = {}
+    bots: dict[str, KitBot] = {}
     transports: dict[str, FakeTransport] = {}
     for name in start:
-        bot = build_bot(fed, name, journal_path=tmp / f"{name}.journal.sqlite3")
+        journal = tmp / f"{name}.journal.sqlite3"
+        bot = build_bot(fed, name, journal_path=journal, bot_class=KitBot)
+        assert isinstance(bot, KitBot)
+        bot.board = board
         user = USER_OF[name]
         offset = (offsets or {}).get(name, 0.0)
         clock = SlackClock(local=lambda offset=offset: BASE + loop.time() + offset)
@@ -375,9 +388,6 @@ async def home(
         bots[name] = bot
     for name, bot in bots.items():
         await bot.start()
-        bot.coordinator = Coordinator(
-            name, MemoryLock(board, name), bot.settings, clock=bot.clock.now
-        )
         board.subscribe(name, _Marks(transports[name], USER_OF[name]))  # type: ignore[arg-type]
     house = Home(slack, board, bots, transports, counter)
     try:
