@@ -13,13 +13,13 @@ from collections.abc import Callable, Coroutine, Iterator, Mapping
 from typing import Any, TypeVar
 
 from troupe import bot as bot_module
-from troupe import federation, people, roster
+from troupe import federation, people, plugin, roster
 
 T = TypeVar("T")
 
 BASE = 1_700_000_000.0
 """Slack's clock at virtual time 0."""
-PATCHED = (federation, bot_module, roster, people)
+PATCHED = (federation, bot_module, roster, people, plugin)
 """The runtime modules whose `time` the virtual clock replaces."""
 
 
