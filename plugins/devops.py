@@ -33,6 +33,7 @@ from troupe.plugin import Context, PluginError, command
 from troupe.roster import FleetUsers
 from troupe.services import service
 from troupe.slackmq import SlackMQ
+from troupe.tasks import spawn
 from troupe.update import (
     RESULT_FILE,
     UpdateError,
@@ -310,14 +311,7 @@ class FleetService:
             await asyncio.gather(*self.tasks, return_exceptions=True)
 
     def spawn(self, coro: Any) -> None:
-        task = asyncio.ensure_future(coro)
-        self.tasks.add(task)
-        task.add_done_callback(self._finished)
-
-    def _finished(self, task: asyncio.Task[Any]) -> None:
-        self.tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("fleet: %s", task.exception(), exc_info=task.exception())
+        spawn(coro, "fleet", self.tasks, logger=log)
 
     async def health(self) -> dict[str, Any]:
         bot = self.bot

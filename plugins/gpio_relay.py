@@ -15,7 +15,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, Validatio
 from troupe.federation import Action
 from troupe.hardware.gpio import GpioBoard, Wire, board_for
 from troupe.plugin import DeviceState, Driver, DriverError
+from troupe.tasks import spawn
 
 if TYPE_CHECKING:
     pass
@@ -365,15 +366,8 @@ class GpioRelayDriver(Driver):
 
         return fire
 
-    def _spawn(self, coro: Awaitable[None], what: str) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(lambda t: self._done(t, what))
-
-    def _done(self, task: asyncio.Task[Any], what: str) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("%s failed", what, exc_info=task.exception())
+    def _spawn(self, coro: Coroutine[Any, Any, None], what: str) -> None:
+        spawn(coro, what, self._tasks, logger=log)
 
     def _pressed(self, name: str) -> None:
         if not self._closing and name in self._relays:

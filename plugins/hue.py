@@ -38,6 +38,7 @@ from troupe import colour
 from troupe.federation import Action
 from troupe.plugin import Context, DeviceState, Driver, DriverError, command
 from troupe.secrets import Secret, SecretError
+from troupe.tasks import spawn
 
 log = logging.getLogger(__name__)
 # phue logs the username (an API key) at INFO when it connects, and every request's
@@ -561,9 +562,7 @@ async def pair_hue(ctx: Context) -> None:
         )
 
     # The claim lease is shorter than the 30 s the button allows: answer now, finish later.
-    task = asyncio.create_task(finish())
-    _PAIRINGS.add(task)
-    task.add_done_callback(_PAIRINGS.discard)
+    spawn(finish(), "pairing with the Hue bridge", _PAIRINGS, logger=log)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

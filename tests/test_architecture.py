@@ -52,7 +52,7 @@ def test_the_chaos_bot_only_overrides_the_bots_seams() -> None:
     chaos = chaos_bot(["die-after-claim", "die-mid-action"], timer_scale=60)
     assert issubclass(chaos, Bot)
     overridden = {name for name in vars(chaos) if not name.startswith("__")}
-    assert overridden == {"_claim_lock", "_run_driver", "_timer_delay"}
+    assert overridden == {"_claim_lock", "_start_drivers", "_timer_delay"}
     assert chaos._timer_delay(chaos.__new__(chaos), 60.0) == pytest.approx(1.0)
     assert isinstance(chaos._claim_lock(chaos.__new__(chaos), object()), DieAfterClaim)  # type: ignore[arg-type]
     plain = chaos_bot([])

@@ -34,6 +34,7 @@ from troupe.federation import (
 from troupe.followup import Threads
 from troupe.intents import Command, DeviceInfo, Recognizer
 from troupe.journal import Journal, Timer
+from troupe.operations import OPERATIONS
 from troupe.people import People
 from troupe.phrases import understood
 from troupe.plugin import (
@@ -54,6 +55,9 @@ from troupe.tasks import spawn
 from troupe.transports.base import Ack, Event, Transport
 
 log = logging.getLogger(__name__)
+
+_ARGUMENTS = tuple(dict.fromkeys(a.name for op in OPERATIONS.values() for a in op.arguments))
+"""Every argument an operation takes (troupe.operations), as a Command's field names."""
 
 MAX_TEXT = 4000
 """Longer messages are not read as commands (Slack itself allows 40,000 characters)."""
@@ -298,7 +302,7 @@ class Bot:
             return
         log.warning("resuming %s/%s %r, interrupted by the last stop", channel, ts, text)
         self._resumed.add((channel, ts))
-        await self._handle(event)
+        await self.handle(event)
 
     async def _catch_up(self) -> None:
         """After a reconnect that replays nothing (RTM): the channels' messages of the last
@@ -444,43 +448,41 @@ class Bot:
 
     # the pipeline ---------------------------------------------------------------------
 
-    async def handle(self, event: Event, ack: Ack) -> None:
-        """Everything an event can cause, in order; the envelope is acknowledged once the
-        bot has done its part (the transport also does at its deadline)."""
+    async def handle(self, event: Event, ack: Ack | None = None) -> None:
+        """Everything an event can cause, in order: marks -> ignore self and strangers ->
+        journal -> the command (_command) -> journal. The envelope is acknowledged once the
+        bot has done its part (the transport also does at its deadline); events from the
+        catch-up and the bus come without one."""
         task = asyncio.current_task()
         if task is not None:
             self._inflight.add(task)
         try:
-            await self._handle(event)
+            if self.coordinator is None:
+                return
+            if event.kind != "message":
+                await self._observe_mark(event)
+                await confirm.on_reaction(self, event)
+                return
+            if event.from_bot and self.is_fleet_user(event.user):  # a 👍 question, maybe
+                self.confirmations.saw_question(event.channel, event.thread_ts, event.ts)
+            if not self._may_command(event):
+                return
+            self.clock.saw_event(float(event.ts), self.clock.local())
+            if not self.journal.begin(event.channel, event.ts, event.text, event.user):
+                return  # a redelivery, a replay or a relay of a message this bot has handled
+            try:
+                note = await self._command(event)
+            except Exception as err:
+                log.exception("command %r failed", event.text)
+                self.journal.finish(event.channel, event.ts, "failed", str(err))
+                raise
+            if self.journal.status(event.channel, event.ts) == "begun":
+                self.journal.finish(event.channel, event.ts, *note)
         finally:
-            await ack()
+            if ack is not None:
+                await ack()
             if task is not None:
                 self._inflight.discard(task)
-
-    async def _handle(self, event: Event) -> None:
-        """receive -> marks -> ignore self and strangers -> journal -> understand ->
-        (chatter: nothing) -> stale? -> allowed? -> plan -> claim -> act -> done -> reply."""
-        if self.coordinator is None:
-            return
-        if event.kind != "message":
-            await self._observe_mark(event)
-            await confirm.on_reaction(self, event)
-            return
-        if event.from_bot and self.is_fleet_user(event.user):  # a 👍 question, maybe
-            self.confirmations.saw_question(event.channel, event.thread_ts, event.ts)
-        if not self._may_command(event):
-            return
-        self.clock.saw_event(float(event.ts), self.clock.local())
-        if not self.journal.begin(event.channel, event.ts, event.text, event.user):
-            return  # a redelivery, a replay or a relay of a message this bot has handled
-        try:
-            note = await self._command(event)
-        except Exception as err:
-            log.exception("command %r failed", event.text)
-            self.journal.finish(event.channel, event.ts, "failed", str(err))
-            raise
-        if self.journal.status(event.channel, event.ts) == "begun":
-            self.journal.finish(event.channel, event.ts, *note)
 
     async def _command(self, event: Event) -> tuple[str, str]:
         """One message, start to end: returns the journal's (status, note). A relayed event
@@ -814,13 +816,15 @@ class Bot:
         if command.brightness_step or command.temperature_step:
             op = relative.STEP
         args: dict[str, Any] = {}
-        for key in ("brightness", "color", "temperature", "duration_s", *relative.STEP_KEYS):
+        for key in (*_ARGUMENTS, *relative.STEP_KEYS):
             value = getattr(command, key)
             if value is not None:
                 args[key] = value
         return [Action(d, op, tuple(sorted(args.items()))) for d in command.devices]
 
     async def _run_devices(self, event: Event, command: Command) -> None:
+        """A device command: note what it touches (per-device order), plan whose devices
+        they are, relay the owners' parts, claim the shared part, act, answer once."""
         actions = self.actions_for(command)
         key = (event.channel, event.ts)
         horizon = self.clock.now() - 2 * self.settings.linger_s
@@ -834,36 +838,33 @@ class Bot:
                 self._acted(device, event.ts)
         self._finished[key] = finished = asyncio.Event()
         try:
-            await self._devices(event, actions)
+            for action in actions:
+                if action.op != "query":
+                    self._cancel_timer(action.device)
+            p: Plan = plan(self.name, actions, self.routes)
+            if event.relay is None:
+                await self._relay_to(list(p.others), event, "owned")
+            lines: list[str] = []
+            if p.mine:
+                lines += await self._act(event, p.mine, takeover=False)
+            if p.shared and event.relay is None:
+
+                async def work(takeover: bool) -> list[str]:
+                    return await self._act(event, p.shared, takeover=takeover)
+
+                result = await self._claimed(event, p.candidates, work)
+                if result is not None and result.value:
+                    if result.outcome is Outcome.TOOK_OVER:
+                        lines.insert(0, "The bot that claimed this went silent, so I took over:")
+                    lines += result.value
+            if lines:
+                await self.reply(event, "\n".join(lines))
+                if not p.shared and self.coordinator is not None:
+                    await self.coordinator.lock.mark_done(event.channel, event.ts)
+            elif p.others and not p.shared and not p.mine and event.relay is None:
+                await self._await_owners(event, p)
         finally:
             finished.set()
-
-    async def _devices(self, event: Event, actions: list[Action]) -> None:
-        for action in actions:
-            if action.op != "query":
-                self._cancel_timer(action.device)
-        p: Plan = plan(self.name, actions, self.routes)
-        if event.relay is None:
-            await self._relay_to(list(p.others), event, "owned")
-        lines: list[str] = []
-        if p.mine:
-            lines += await self._act(event, p.mine, takeover=False)
-        if p.shared and event.relay is None:
-
-            async def work(takeover: bool) -> list[str]:
-                return await self._act(event, p.shared, takeover=takeover)
-
-            result = await self._claimed(event, p.candidates, work)
-            if result is not None and result.value:
-                if result.outcome is Outcome.TOOK_OVER:
-                    lines.insert(0, "The bot that claimed this went silent, so I took over:")
-                lines += result.value
-        if lines:
-            await self.reply(event, "\n".join(lines))
-            if not p.shared and self.coordinator is not None:
-                await self.coordinator.lock.mark_done(event.channel, event.ts)
-        elif p.others and not p.shared and not p.mine and event.relay is None:
-            await self._await_owners(event, p)
 
     async def _await_owners(self, event: Event, p: Plan) -> None:
         """Devices only their owners drive: each owner answers and marks ✅. If none does
@@ -895,7 +896,7 @@ class Bot:
         if kind not in ("owned", "each") or event is None:
             log.warning("bus: ignoring a relay this bot cannot read")
             return
-        await self._handle(replace(event, relay=kind))
+        await self.handle(replace(event, relay=kind))
 
     async def _act(self, event: Event, actions: Sequence[Action], *, takeover: bool) -> list[str]:
         """Carry out actions on this bot's drivers, each recorded in the journal first;
@@ -905,10 +906,7 @@ class Bot:
         for action in actions:
             device = self.devices[action.device]
             if takeover and not action.idempotent:
-                lines.append(
-                    f"I did not {action.op} the {device.name}: the claiming bot may have done "
-                    "it already, and doing it twice would undo it. Check it and ask again."
-                )
+                lines.append(outcomes.render(outcomes.NotRepeated(device.name, action.op)))
                 continue
             if action.op == "query":
                 state = await self.device_state(device.name)
@@ -932,7 +930,7 @@ class Bot:
             plain = Action(device.name, action.op, tuple(sorted(kwargs.items())))
             done = await self._drive(event.channel, event.ts, plain, event.user)
             if done is None:  # its journal has it: done before a restart, now answered
-                lines.append(f"I had already done that to the {device.name} before I restarted.")
+                lines.append(outcomes.render(outcomes.AlreadyDone(device.name)))
                 continue
             if done.ok:
                 self._acted(device.name, event.ts)
@@ -952,7 +950,7 @@ class Bot:
         driver = self.drivers[self.devices[action.device].driver]
         origin = command_origin.set((channel, ts))
         try:
-            state = await self._run_driver(driver, action)
+            state = await driver.act(action.device, action)
         except DriverError as err:
             self.journal.action_end(channel, ts, action.device, action.op, False, str(err))
             return _Done(False, str(err))
@@ -969,10 +967,6 @@ class Bot:
     def _claim_lock(self, slackmq: SlackMQ) -> Lock:
         """The lock the coordinator claims commands with."""
         return slackmq
-
-    async def _run_driver(self, driver: Driver, action: Action) -> DeviceState:
-        """Hand one journaled action to its driver; the device's new state."""
-        return await driver.act(action.device, action)
 
     def _timer_delay(self, seconds: float) -> float:
         """How long to wait, in seconds, for a timed action due that far ahead."""

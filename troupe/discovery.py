@@ -274,8 +274,9 @@ class HomeAssistantDiscovery:
             self._worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._worker
-        for task in list(self._tasks):
+        for task in list(self._tasks):  # an announce in flight must not say "online" later
             task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         client = self._client
         if client is None or self._subscription is None:
             return
@@ -305,6 +306,8 @@ class HomeAssistantDiscovery:
 
     def _on_connected(self, session_kept: bool) -> None:
         self.connected, self._refused = True, None
+        if self._closing:  # a reconnect while stopping: "offline" is the last word
+            return
         if not session_kept:  # a kept session may redeliver its packets (DUP, same ids)
             self._session = secrets.token_hex(4)
             self._deliveries.clear()
@@ -418,6 +421,8 @@ class HomeAssistantDiscovery:
             sent.append(self._publish(entity.config_topic, json.dumps(payload, sort_keys=True)))
         for entity in self.entities.values():
             sent.append(await self._publish_state(entity))
+        if self._closing:
+            return
         sent.append(self._publish(self.status, ONLINE))
         await asyncio.to_thread(_wait_published, [i for i in sent if i is not None], STOP_WAIT_S)
         self._ready.set()

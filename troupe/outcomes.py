@@ -75,6 +75,22 @@ class LeaseLost:
 
 
 @dataclass(frozen=True)
+class NotRepeated:
+    """A taker's turn on an action that is not safe to repeat (a toggle, a relative step):
+    the holder may have done it already, and doing it twice would undo it."""
+
+    device: str
+    op: str
+
+
+@dataclass(frozen=True)
+class AlreadyDone:
+    """This bot's journal shows it did the action before a restart: answered, not redone."""
+
+    device: str
+
+
+@dataclass(frozen=True)
 class Acted:
     """A driver did the action; `state` is the device's state it returned."""
 
@@ -99,6 +115,8 @@ Outcome = (
     | ClaimFailed
     | Superseded
     | LeaseLost
+    | NotRepeated
+    | AlreadyDone
     | Acted
     | Queried
 )
@@ -171,4 +189,12 @@ def render(outcome: Outcome) -> str:
                 f"I did not get to the {device}: my hold on this command ran out while I"
                 " waited for Slack, so another bot finishes it."
             )
+        case NotRepeated(device, op):
+            verb = "change" if op == "step" else op
+            return (
+                f"I did not {verb} the {device}: the claiming bot may have done it already,"
+                " and doing it twice would undo it. Check it and ask again."
+            )
+        case AlreadyDone(device):
+            return f"I had already done that to the {device} before I restarted."
     raise TypeError(f"no words for {outcome!r}")

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
 
 from troupe.bot import Bot
 from troupe.federation import Action
-from troupe.plugin import DeviceState, Driver
+from troupe.plugin import DeviceState
 from troupe.slackmq import Lock, SlackMQ
 
 FAULTS = frozenset({"die-after-claim", "die-mid-action"})
@@ -43,6 +44,17 @@ class DieAfterClaim:
         return won
 
 
+def _dying(act: Callable[[str, Action], Awaitable[DeviceState]]) -> Any:
+    """A driver's act() that kills the process first: the bot has journaled the action as
+    begun, so this is a power cut between the journal and the device."""
+
+    async def act_and_die(device: str, action: Action) -> DeviceState:
+        _die()
+        return await act(device, action)
+
+    return act_and_die
+
+
 def chaos_bot(faults: Iterable[str] = (), timer_scale: float = 1.0) -> type[Bot]:
     """A Bot subclass with these faults and this timer speed-up."""
     wanted = frozenset(faults)
@@ -58,10 +70,11 @@ def chaos_bot(faults: Iterable[str] = (), timer_scale: float = 1.0) -> type[Bot]
                 return DieAfterClaim(lock)  # type: ignore[return-value]
             return lock
 
-        async def _run_driver(self, driver: Driver, action: Action) -> DeviceState:
+        async def _start_drivers(self) -> None:
+            await super()._start_drivers()
             if "die-mid-action" in wanted:
-                _die()
-            return await super()._run_driver(driver, action)
+                for driver in self.drivers.values():
+                    driver.act = _dying(driver.act)  # type: ignore[method-assign]
 
         def _timer_delay(self, seconds: float) -> float:
             return super()._timer_delay(seconds) / scale
