@@ -100,7 +100,8 @@ def test_an_app_token_not_in_the_file_is_read_from_the_bots_variable(
         build_bot(load(path), "hall-pi", journal_path=":memory:")
     assert (
         str(err.value)
-        == "environment variable HALL_PI_APP_TOKEN is not set (env:HALL_PI_APP_TOKEN)"
+        == "environment variable HALL_PI_APP_TOKEN is not set (env:HALL_PI_APP_TOKEN); set it in"
+        " the bot's environment (the unit's EnvironmentFile) or name a file:PATH instead"
     )
     monkeypatch.setenv("HALL_PI_APP_TOKEN", "xapp-from-env")
     bot = build_bot(load(path), "hall-pi", journal_path=":memory:")
