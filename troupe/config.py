@@ -27,6 +27,7 @@ from pydantic import (
     model_validator,
 )
 
+from troupe.automations import Automation, LocationSettings, ScheduleSettings
 from troupe.errors import TroupeError
 from troupe.secrets import Secret, SecretError, looks_like_slack_token
 from troupe.update import UpdateSettings
@@ -417,6 +418,9 @@ class Federation(_Frozen):
     access: AccessSettings = Field(default_factory=AccessSettings)
     update: UpdateSettings = Field(default_factory=UpdateSettings)
     plugins: tuple[Module, ...] = ()
+    location: LocationSettings = Field(default_factory=LocationSettings)
+    automations: tuple[Automation, ...] = ()
+    schedules: ScheduleSettings = Field(default_factory=ScheduleSettings)
 
     _source: str = PrivateAttr(default="")
 

@@ -153,6 +153,9 @@ def _build_bot(
         from troupe.discovery import attach as attach_discovery
 
         attach_discovery(bot, fed)
+    from troupe.scheduler import attach as attach_schedules
+
+    attach_schedules(bot, fed)
     if "troupe.plugins.devops" in bot.plugins.modules:
         from troupe.plugins.devops import FleetService
 
