@@ -5,10 +5,12 @@ fleet — with the bot that heard it removed, the bot due to fire killed, clocks
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import random
 import time
 from collections import Counter
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from pipekit import fleet
 from slack_sdk.web.async_client import AsyncWebClient
@@ -275,3 +277,30 @@ def firings_posted(f: Any) -> Any:
         return bool(await firings(f))
 
     return check
+
+
+async def test_the_files_automations_fire_once_on_time_and_on_a_device_change(tmp_path):
+    soon = dt.datetime.now(ZoneInfo("Europe/Paris")) + dt.timedelta(seconds=4)
+    automations = f"""\
+automations:
+  - alias: morning hall
+    trigger: {{platform: time, at: "{soon:%H:%M:%S}"}}
+    action: {{device: hall light, state: on}}
+  - alias: porch follows the kitchen
+    trigger: {{trigger: state, device: kitchen lamp, to: "on"}}
+    condition: {{condition: state, device: porch switch, state: "off"}}
+    action: {{command: turn on the porch switch}}
+"""
+    async with fleet(tmp_path, devices=HOUSE + automations, slackmq=FAST) as f:
+        await f.until(lambda: fired(f, "hall light"), 20, "the time trigger")
+        ts = await f.say("turn on the kitchen lamp")
+        await f.answered(ts)
+        await f.until(lambda: fired(f, "porch switch"), 20, "the state trigger")
+        await asyncio.sleep(1.5)
+        assert [a["op"] for a in fired(f, "hall light")] == ["on"]
+        assert [a["op"] for a in fired(f, "porch switch")] == ["on"]
+        titles = [m["text"].split(":")[0] for m in await firings(f)]
+        assert titles == [
+            "⏰ Automation “morning hall”",
+            "⏰ Automation “porch follows the kitchen”",
+        ]

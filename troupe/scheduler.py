@@ -150,7 +150,9 @@ class Scheduler:
     async def _catch_up(self, now: float) -> None:
         """At start: the newest firing of each schedule in the look-back window that has
         no firing message in Slack (every bot was down) is fired now, late (or reported,
-        past the grace). One conversations.history per channel concerned."""
+        past the grace). One conversations.history per channel concerned. An automation
+        of the file counts as missed only if it fired earlier in the window (it may just
+        have been added to the file)."""
         assert self.bot is not None
         start = now - self.settings.lookback_s
         missed = {}
@@ -167,12 +169,15 @@ class Scheduler:
             )
             if last is not None:
                 missed[key] = last
+        found: set[tuple[str, float]] = set()
         for channel in {self.jobs[k].channel for k in missed}:
-            oldest = min(at for k, at in missed.items() if self.jobs[k].channel == channel)
-            for key, due in await self._firings(channel, oldest - 60, None):
-                if missed.get(key) == due:
-                    del missed[key]
+            found |= set(await self._firings(channel, start - 60, None))
+        fired_keys = {key for key, _due in found}
         for key, due in missed.items():
+            if (key, due) in found:
+                continue
+            if key not in fired_keys and self.jobs[key].record_ts is None:
+                continue  # an automation with no firing in the window: maybe new in the file
             self._spawn(self._due(self.jobs[key], due))
 
     async def _firings(
