@@ -84,6 +84,12 @@ class Scheduler:
         now = bot.clock.now()
         main = next(iter(bot.channel_areas), "")
         for auto in self.automations.values():
+            unknown = sorted(auto.devices() - set(bot.devices))
+            if unknown:
+                raise ValueError(
+                    f"the automation “{auto.alias}” names {', '.join(unknown)}, which the "
+                    "federation file's devices do not have; fix the name in automations:"
+                )
             channel = _channel_id(bot, auto.channel) or main
             job = Job(
                 auto.key,
@@ -265,6 +271,8 @@ class Scheduler:
             result = await bot._claimed(event, candidates, work)
             if result is not None and result.value:
                 await bot.reply(event, "\n".join(result.value) + f"\n— {bot.name}")
+                if job.record_ts and job.next_after(due, self.where) is None:
+                    await self._retire(job)
         finally:
             bot.journal.finish(event.channel, event.ts, "done", f"firing {key}")
 
@@ -301,6 +309,16 @@ class Scheduler:
                 continue
             lines += await bot._act(event, actions, takeover=takeover)
         return lines
+
+    async def _retire(self, job: Job) -> None:
+        """A one-time schedule has fired: its record is unpinned, so pins do not pile up
+        (the record stays in the thread for people to read)."""
+        assert self.bot is not None
+        self.jobs.pop(job.key, None)
+        try:
+            await self.bot.web.pins_remove(channel=job.channel, timestamp=job.record_ts)
+        except SlackApiError as err:
+            log.warning("could not unpin the record of %s: %s", job.key, err)
 
     def _since(self, due: float) -> float:
         """Where to look for the firing messages of `due`: a minute before it (a bot's
