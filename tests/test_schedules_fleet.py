@@ -108,6 +108,7 @@ def record_bot(f: Any, message: dict[str, Any]) -> str:
 async def test_list_and_cancel_are_the_owners_or_an_admins(tmp_path):
     async with fleet(tmp_path, devices=HOUSE, slackmq=FAST) as f:
         bob = AsyncWebClient("xoxp-bob", base_url=f.ws.api_url)
+        chatter = [await f.say("dinner at 7:30"), await f.say("see you tomorrow at 6:30 pm")]
         made = await f.say("every weekday at 7:00 turn on the hall light", token="xoxp-bob")
         (answer,) = await f.answered(made)
         assert answer.startswith("Schedule 1: every weekday at 07:00 → turn on the hall light")
@@ -136,6 +137,7 @@ async def test_list_and_cancel_are_the_owners_or_an_admins(tmp_path):
         pins = await bob.pins_list(channel=f.home)
         records = [i for i in pins["items"] if i["message"]["text"].startswith("Schedule ")]
         assert [r["message"]["text"][:11] for r in records] == ["Schedule 2:"]
+        assert [await f.replies(ts) for ts in chatter] == [[], []]  # chatter is free
         gone = await f.say("cancel schedule 7")
         (none,) = await f.answered(gone)
         assert none == "There is no schedule 7; `list schedules` shows them."

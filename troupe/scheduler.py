@@ -68,7 +68,7 @@ class Scheduler:
             _spec("cancel schedule", CANCEL, self._cancel, "`cancel schedule 3`: cancel one"),
             _spec(
                 "schedule",
-                SCHEDULE,
+                _Understood(bot),  # type: ignore[arg-type]
                 self._make,
                 "`every weekday at 7:00 turn on the kitchen lamp`, `at sunset …`, "
                 "`tomorrow at 6:30 …`, `in 20 minutes …`: do it later",
@@ -473,6 +473,23 @@ class Scheduler:
             for action in self._actions(text, job.channel):
                 bots &= routes[action.device].bots
         return sorted(bots)
+
+
+class _Understood:
+    """The schedule phrase's pattern, matching only when the rest is a home command, so
+    "dinner at 7:30" stays chatter (no call, no answer)."""
+
+    pattern = SCHEDULE.pattern
+
+    def __init__(self, bot: Bot) -> None:
+        self.bot = bot
+
+    def fullmatch(self, text: str) -> re.Match[str] | None:
+        found = SCHEDULE.fullmatch(text)
+        if found is None:
+            return None
+        command = (found.group("then") or found.group("command")).strip(" ,")
+        return found if self.bot.recognizer.recognize(command) is not None else None
 
 
 def _spec(name: str, pattern: re.Pattern[str], func: Any, help: str) -> CommandSpec:
