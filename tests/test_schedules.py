@@ -250,3 +250,14 @@ def test_a_bad_time_zone_or_trigger_is_refused_at_load():
         Automation.model_validate(
             {"alias": "x", "trigger": {"platform": "time", "at": "7 ish"}, "action": []}
         )
+
+
+def test_a_sun_schedules_due_times_are_whole_seconds_and_never_repeat():
+    job = store.chat_job(1, When(sun="sunset"), "turn on the porch switch", "U0A", "C", "0")
+    t, dues = at(PARIS, 2026, 12, 1, 0, 0), []
+    for _ in range(3):
+        t = job.next_after(t, PARIS)
+        dues.append(t)
+    assert all(d == int(d) for d in dues) and len(set(dues)) == 3
+    assert dues[1] - dues[0] == pytest.approx(86400, abs=120)
+    assert job.last_at_or_before(dues[1] + 5, dues[0], PARIS) == dues[1]

@@ -165,14 +165,7 @@ class Scheduler:
         for key, job in self.jobs.items():
             if not job.whens:
                 continue
-            last = max(
-                (
-                    a
-                    for w in job.whens
-                    if (a := w.last_at_or_before(now, max(start, job.since), self.where))
-                ),
-                default=None,
-            )
+            last = job.last_at_or_before(now, start, self.where)
             if last is not None:
                 missed[key] = last
         found: set[tuple[str, float]] = set()
@@ -208,15 +201,17 @@ class Scheduler:
             if not cursor:
                 return [(k, d) for k, d, _ts in found]
 
-    async def _due(self, job: Job, due: float) -> None:
+    async def _due(self, job: Job, due: float, *, observed: bool = False) -> None:
         """Post the firing message if this bot is first in line (or the ones before it
-        posted none a lease each later), then take part in it like any bot."""
+        posted none a lease each later), then take part in it like any bot. A device
+        change (`observed`) is posted at once by the bot that saw it, the only one that
+        did, whether or not it can carry out the actions."""
         bot = self.bot
         assert bot is not None
         candidates = self._candidates(job)
-        if bot.name not in candidates:
+        if bot.name not in candidates and not observed:
             return
-        position = rank(f"{job.key}@{int(due)}", candidates).index(bot.name)
+        position = 0 if observed else rank(f"{job.key}@{int(due)}", candidates).index(bot.name)
         seen = self._seen.setdefault((job.key, due), asyncio.Event())
         if await first_set((seen,), position * bot.settings.lease_s):
             return
@@ -365,7 +360,8 @@ class Scheduler:
             ):
                 job = self.jobs.get(auto.key)
                 if job is not None:
-                    self._spawn(self._due(job, float(int(self.bot.clock.now()))))
+                    due = float(int(self.bot.clock.now()))
+                    self._spawn(self._due(job, due, observed=True))
 
     # chat -------------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ protocol runs on that message as on a person's command.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -52,8 +53,15 @@ class Job:
         return int(self.key[1:]) if self.key.startswith("s") else None
 
     def next_after(self, t: float, where: Location) -> float | None:
+        """Its first due time after `t`, in whole seconds (as firing messages carry it)."""
         times = [at for w in self.whens if (at := w.next_after(max(t, self.since), where))]
-        return min(times, default=None)
+        return float(math.ceil(min(times))) if times else None
+
+    def last_at_or_before(self, t: float, since: float, where: Location) -> float | None:
+        """Its newest due time in (since, t], in whole seconds."""
+        since = max(since, self.since)
+        times = [a for w in self.whens if (a := w.last_at_or_before(t, since, where))]
+        return float(math.ceil(max(times))) if times else None
 
 
 def record_text(number: int, when: When, command: str, owner: str) -> str:
