@@ -238,7 +238,8 @@ class Scheduler:
             self.jobs.pop(cancelled, None)
             self._wake.set()
         elif event.thread_ts and store.is_record(event.raw or {"text": event.text}):
-            job = store.read_record({"text": event.text, "ts": event.ts}, event.channel, self.where)
+            message = {"text": event.text, "ts": event.ts, "user": event.user}
+            job = store.read_record(message, event.channel, self.where)
             if job is not None and self.bot is not None:
                 self._cursor[job.key] = self.bot.clock.now()
                 self.jobs[job.key] = job
@@ -394,17 +395,32 @@ class Scheduler:
                 "No one bot can drive all of those devices; make one schedule per device."
             )
             return
-        number = max((j.number or 0 for j in self.jobs.values()), default=0) + 1
+        number = await self._next_number(event.channel)
         text = store.record_text(number, phrase.when, phrase.command, owner)
         next_at = phrase.when.next_after(now, self.where)
         if next_at is not None:
             text += f" Next: {local_time(next_at, self.where)}."
         resp = await bot.web.chat_postMessage(channel=event.channel, text=text, thread_ts=event.ts)
         await bot.web.pins_add(channel=event.channel, timestamp=resp["ts"])
-        job = store.chat_job(number, phrase.when, phrase.command, owner, event.channel, resp["ts"])
+        job = store.chat_job(
+            number, phrase.when, phrase.command, owner, event.channel, resp["ts"], bot.user_id
+        )
         self.jobs[job.key] = job
         self._cursor[job.key] = now
         self._wake.set()
+
+    async def _next_number(self, channel: str) -> int:
+        """One more than the highest schedule number known, this channel's pinned
+        records included (one pins.list): a record whose message has not reached this
+        bot yet still counts."""
+        assert self.bot is not None
+        numbers = {j.number or 0 for j in self.jobs.values()}
+        resp = await self.bot.web.pins_list(channel=channel)
+        for item in resp.get("items", []):
+            job = store.read_record(item.get("message") or {}, channel, self.where)
+            if job is not None:
+                numbers.add(job.number or 0)
+        return max(numbers, default=0) + 1
 
     async def _list(self, ctx: Context) -> None:
         now = ctx.bot.clock.now()
@@ -439,11 +455,9 @@ class Scheduler:
         except SlackApiError as err:
             if err.response.get("error") != "no_pin":
                 raise
-        await bot.web.chat_update(
-            channel=job.channel,
-            ts=job.record_ts,
-            text=f"~{original}~ Cancelled by <@{event.user}>.",
-        )
+        if job.poster == bot.user_id:  # Slack lets only the poster edit a message
+            struck = f"~{original}~ Cancelled by <@{event.user}>."
+            await bot.web.chat_update(channel=job.channel, ts=job.record_ts, text=struck)
         self.jobs.pop(key, None)
         self._wake.set()
         await ctx.say(store.cancelled_text(job, event.user or ""))

@@ -47,6 +47,8 @@ class Job:
     """Who made it (a user id); None for the file's automations."""
     record_ts: str | None = None
     """The pinned record's ts (chat schedules)."""
+    poster: str | None = None
+    """The fleet bot user that posted the record (only it may edit it)."""
 
     @property
     def number(self) -> int | None:
@@ -71,9 +73,17 @@ def record_text(number: int, when: When, command: str, owner: str) -> str:
     )
 
 
-def chat_job(number: int, when: When, command: str, owner: str, channel: str, ts: str) -> Job:
+def chat_job(
+    number: int,
+    when: When,
+    command: str,
+    owner: str,
+    channel: str,
+    ts: str,
+    poster: str | None = None,
+) -> Job:
     title = f"Schedule {number} ({when.describe()}, set by <@{owner}>)"
-    return Job(f"s{number}", (when,), (command,), channel, title, float(ts), owner, ts)
+    return Job(f"s{number}", (when,), (command,), channel, title, float(ts), owner, ts, poster)
 
 
 def read_record(message: Mapping[str, Any], channel: str, where: Location) -> Job | None:
@@ -86,7 +96,8 @@ def read_record(message: Mapping[str, Any], channel: str, where: Location) -> Jo
         when = read_clause(found.group("when"), float(ts), where, ahead=False)
     except ScheduleProblem:
         return None
-    return chat_job(int(found["id"]), when, found["command"], found["owner"], channel, ts)
+    owner, poster = found["owner"], message.get("user")
+    return chat_job(int(found["id"]), when, found["command"], owner, channel, ts, poster)
 
 
 def is_record(message: Mapping[str, Any]) -> bool:
