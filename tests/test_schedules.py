@@ -261,3 +261,20 @@ def test_a_sun_schedules_due_times_are_whole_seconds_and_never_repeat():
     assert all(d == int(d) for d in dues) and len(set(dues)) == 3
     assert dues[1] - dues[0] == pytest.approx(86400, abs=120)
     assert job.last_at_or_before(dues[1] + 5, dues[0], PARIS) == dues[1]
+
+
+def test_help_shows_the_schedule_phrases_readably():
+    from types import SimpleNamespace
+
+    from troupe.plugin import PluginSet, describe
+    from troupe.scheduler import Scheduler
+
+    bot = SimpleNamespace(
+        plugins=PluginSet(), services=[], fleet_messages=[], state_listeners=[], recognizer=None
+    )
+    Scheduler(PARIS).attach(bot)  # type: ignore[arg-type]
+    lines = describe(bot.plugins.commands)
+    assert lines[0].startswith("• `list/show [all/my/the] schedules")
+    assert lines[2].startswith("• `every <days> at <time>/at <time or sunset>/tomorrow at")
+    for line in lines:
+        assert not any(junk in line for junk in ("(?", "  ", "s+", "\\d"))

@@ -64,14 +64,14 @@ class Scheduler:
         """Add the chat phrases (ahead of the plugins' commands), the fleet-message
         listener and the device-state listener, and start with the bot."""
         specs = [
-            _spec("list schedules", LIST, self._list, "`list schedules`: what is scheduled"),
-            _spec("cancel schedule", CANCEL, self._cancel, "`cancel schedule 3`: cancel one"),
+            _spec("list schedules", LIST, self._list, "What is scheduled, and when next."),
+            _spec("cancel schedule", CANCEL, self._cancel, "Cancel one (its maker or an admin)."),
             _spec(
                 "schedule",
                 _Understood(bot),  # type: ignore[arg-type]
                 self._make,
-                "`every weekday at 7:00 turn on the kitchen lamp`, `at sunset …`, "
-                "`tomorrow at 6:30 …`, `in 20 minutes …`: do it later",
+                "Do a command later, once across the fleet: “every weekday at 7:00 turn on "
+                "the kitchen lamp”, “at sunset …”, “tomorrow at 6:30 …”, “in 20 minutes …”.",
             ),
         ]
         bot.plugins.commands[0:0] = specs
@@ -489,7 +489,10 @@ class _Understood:
     """The schedule phrase's pattern, matching only when the rest is a home command, so
     "dinner at 7:30" stays chatter (no call, no answer)."""
 
-    pattern = SCHEDULE.pattern
+    pattern = (
+        "(?:every <days> at <time>|at <time or sunset>|tomorrow at <time>|in <n> minutes) <command>"
+    )
+    """What `help` shows (troupe.plugin.describe reads it as a pattern)."""
 
     def __init__(self, bot: Bot) -> None:
         self.bot = bot

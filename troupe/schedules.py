@@ -148,9 +148,9 @@ SCHEDULE = re.compile(
 )
 """A home command with a time clause before or after it."""
 LIST = re.compile(
-    r"(?:list|show)(?:\s+(?:the|all|my))?\s+schedules|schedules|what(?:'s| is) scheduled", re.I
+    r"(?:list|show) (?:all |my |the )?schedules|schedules|what(?:'s| is) scheduled", re.I
 )
-CANCEL = re.compile(r"(?:cancel|delete|remove|stop)\s+schedule\s+#?(?P<id>\d+)", re.IGNORECASE)
+CANCEL = re.compile(r"(?:cancel|delete|remove|stop) schedule #?(?P<id>\d+)", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
