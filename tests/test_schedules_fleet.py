@@ -329,3 +329,25 @@ async def test_a_schedule_is_cancelled_after_the_bot_that_heard_it_is_gone(tmp_p
         await f.until(lambda: no_records(f), 10, "the record to be unpinned")
         (other,) = f.bots.values()
         assert scheduler(other).jobs == {}
+
+
+async def test_the_bot_that_posted_the_firing_dies_before_acting_and_another_acts(tmp_path):
+    async with fleet(tmp_path, devices=HOUSE, slackmq=FAST, prepare=quick) as f:
+        ts = await f.say("in 1 minute turn on the porch switch")
+        await f.answered(ts)
+        await f.until(lambda: all(scheduler(b).jobs for b in f.bots.values()), 10, "learning")
+        sched = scheduler(f.bots["hall-pi"])
+        due = sched.jobs["s1"].next_after(0, sched.where)
+        first = f.bots[rank(f"s1@{int(due)}", sorted(f.bots))[0]]
+
+        async def dead(_event: Any) -> None:  # posted, then gone before taking part
+            await first.transport.stop()
+
+        scheduler(first)._fire = dead  # type: ignore[method-assign]
+        await f.until(lambda: fired(f, "porch switch"), 20, "the firing")
+        await asyncio.sleep(2.5)
+        assert [a["op"] for a in fired(f, "porch switch")] == ["on"]
+        (firing,) = await firings(f)
+        assert record_bot(f, firing) == first.name
+        (report,) = await f.answered(firing["ts"])
+        assert f"— {first.name}" not in report
