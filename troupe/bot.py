@@ -48,6 +48,7 @@ from troupe.plugin import (
 from troupe.plugincontext import context_for
 from troupe.relaycheck import in_slack
 from troupe.roster import FleetUsers, fleet_user_ids
+from troupe.schedulestore import is_record
 from troupe.slackapi import ClockedWebClient, lock_client
 from troupe.slackclock import ClockUnknown, SlackClock
 from troupe.slackmq import DONE, TAKEOVER, WORKING, Lock, SlackMQ, holding
@@ -181,6 +182,8 @@ class Bot:
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self.services: list[Service] = []
         """Long-running companions started after the drivers (Home Assistant discovery)."""
+        self.fleet_messages: list[Callable[[Event], None]] = []
+        """Called with every message a fleet bot posts (the schedules' firings)."""
         self.state_listeners: list[Callable[[str, DeviceState], Awaitable[None]]] = []
         """Called after every successful action with the device's new state."""
         self.threads = Threads(recognizer, self._thread_text)
@@ -362,6 +365,8 @@ class Bot:
                 ts = message.get("ts")
                 if not ts or float(ts) > horizon or not self.is_fleet_user(item.get("created_by")):
                     continue
+                if is_record(message):  # a schedule kept in Slack, not a lock
+                    continue
                 try:
                     await self.web.pins_remove(channel=channel, timestamp=ts)
                 except SlackApiError as err:
@@ -465,6 +470,8 @@ class Bot:
                 return
             if event.from_bot and self.is_fleet_user(event.user):  # a 👍 question, maybe
                 self.confirmations.saw_question(event.channel, event.thread_ts, event.ts)
+                for listener in self.fleet_messages:
+                    listener(event)
             if not self._may_command(event):
                 return
             self.clock.saw_event(float(event.ts), self.clock.local())

@@ -161,6 +161,9 @@ def _build_bot(
         from troupe.discovery import attach as attach_discovery
 
         attach_discovery(bot, fed, client)
+    from troupe.scheduler import attach as attach_schedules
+
+    attach_schedules(bot, fed)
     for spec in declared_services(bot.plugins.modules):  # a plugin's @service (devops)
         settings = sections.get(spec.section) or fed.section(spec.section or "")
         bot.services.append(spec.factory(settings))

@@ -20,6 +20,7 @@ from pydantic import (
     model_validator,
 )
 
+from troupe.automations import Automation, LocationSettings, ScheduleSettings
 from troupe.config.wording import ConfigError, Loc, Problem, hint, key_of, sentence
 from troupe.mqttsettings import MqttSettings
 from troupe.secrets import Secret
@@ -343,6 +344,9 @@ class Federation(_Frozen):
     access: AccessSettings = Field(default_factory=AccessSettings)
     update: UpdateSettings = Field(default_factory=UpdateSettings)
     plugins: tuple[Module, ...] = ()
+    location: LocationSettings = Field(default_factory=LocationSettings)
+    automations: tuple[Automation, ...] = ()
+    schedules: ScheduleSettings = Field(default_factory=ScheduleSettings)
     driver_sections: dict[str, dict[str, Any]] = Field(default_factory=dict)
     """The drivers' own top-level sections (`hue:`), as written: each is validated by its
     driver's section_model, in `troupe check` and when a bot loads the driver."""
