@@ -23,14 +23,14 @@ from slack_sdk.errors import SlackApiError
 from troupe import schedulestore as store
 from troupe.automations import Automation, ScheduleSettings, StateTrigger
 from troupe.federation import Action, first_set, rank
-from troupe.plugin import CommandSpec, DeviceState
+from troupe.plugin import CommandSpec, Context, DeviceState
 from troupe.schedules import CANCEL, LIST, SCHEDULE, ScheduleProblem, local_time, parse
 from troupe.schedulestore import Job
 from troupe.sun import Location
 from troupe.transports.base import Event
 
 if TYPE_CHECKING:
-    from troupe.bot import Bot, Context
+    from troupe.bot import Bot
 
 log = logging.getLogger(__name__)
 
@@ -367,7 +367,8 @@ class Scheduler:
     # chat -------------------------------------------------------------------------------
 
     async def _make(self, ctx: Context) -> None:
-        bot, event = ctx.bot, ctx.event
+        assert self.bot is not None
+        bot, event = self.bot, ctx.message
         now = bot.clock.now()
         try:
             phrase = parse(ctx.match.group(0), now, self.where)
@@ -423,7 +424,8 @@ class Scheduler:
         return max(numbers, default=0) + 1
 
     async def _list(self, ctx: Context) -> None:
-        now = ctx.bot.clock.now()
+        assert self.bot is not None
+        now = self.bot.clock.now()
         lines = []
         for job in sorted(
             self.jobs.values(), key=lambda j: (j.number is None, j.number or 0, j.key)
@@ -436,7 +438,8 @@ class Scheduler:
         await ctx.say("\n".join(lines) if lines else "Nothing is scheduled.")
 
     async def _cancel(self, ctx: Context) -> None:
-        bot, event = ctx.bot, ctx.event
+        assert self.bot is not None
+        bot, event = self.bot, ctx.message
         key = f"s{int(ctx.match.group('id'))}"
         job = self.jobs.get(key)
         if job is None or job.record_ts is None:
