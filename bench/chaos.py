@@ -48,8 +48,9 @@ CLOCK_OFF_S = 600.0
 """How far the clock-off bot's clock is ahead: a Pi that booted with a wrong time."""
 
 LOST_ANSWERS = 2
-"""pins.add calls of one bot that Slack carries out and then answers 503 (the answer lost
-on the way back): slack_sdk retries and meets already_pinned."""
+"""Claim calls (pins.add, or the shared app's reactions.add) that Slack carries out and
+then answers 503 (the answer lost on the way back): slack_sdk retries and meets
+already_pinned or already_reacted."""
 
 KILL_AFTER_POST_S = 0.08
 """How long after the post returns the claimer is killed: about one event delivery plus
@@ -57,7 +58,7 @@ half an API round trip, so it dies while claiming or acting (mid-command)."""
 
 
 BURST_429 = 2
-"""pins.add calls answered 429 by one burst: SlackMQ 0.1.2's racing bots all meet it; troupe's
+"""Claim calls answered 429 by one burst: SlackMQ 0.1.2's racing bots all meet it; troupe's
 claimer waits Retry-After twice (about 2 s, under 80% of the quick profile's lease)."""
 
 
@@ -182,9 +183,9 @@ class Chaos:
         return True, f"dropped every bot's WebSocket ({total} connection(s))"
 
     def _burst_429(self, index: int, fault: Fault) -> tuple[bool, str]:
-        count = BURST_429
-        self.control("fail", method="pins.add", status=429, count=count, retry_after=1)
-        return True, f"next {count} pins.add calls answer 429 (Retry-After: 1)"
+        count, method = BURST_429, self.system.claim_method
+        self.control("fail", method=method, status=429, count=count, retry_after=1)
+        return True, f"next {count} {method} calls answer 429 (Retry-After: 1)"
 
     def _delay_one(self, index: int, fault: Fault) -> tuple[bool, str]:
         bot = self._next_bot()
@@ -214,14 +215,11 @@ class Chaos:
 
     def _lost_answers(self, index: int, fault: Fault) -> tuple[bool, str]:
         bot = self._next_bot()
-        app = self.system.own_app(bot)
-        if app is None:
-            return False, (
-                "skipped: the bots share one Slack user, so a lost answer cannot be told "
-                "from a peer's pin (docs/protocol.md, what is not promised)"
-            )
-        self.control("fail", method="pins.add", status=503, count=LOST_ANSWERS, after=True, app=app)
-        return True, f"{bot}'s next {LOST_ANSWERS} pins.add carried out, then answered 503"
+        app, method = self.system.own_app(bot), self.system.claim_method
+        if app is None:  # one shared app: the next claims of whichever bots make them
+            bot, app = "the shared app", self.system.apps(self.bots)[0]
+        self.control("fail", method=method, status=503, count=LOST_ANSWERS, after=True, app=app)
+        return True, f"{bot}'s next {LOST_ANSWERS} {method} carried out, then answered 503"
 
     def _slow_device(self, index: int, fault: Fault) -> tuple[bool, str]:
         if self.system.name == LEGACY:

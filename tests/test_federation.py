@@ -154,3 +154,75 @@ async def test_release_happens_at_ts_plus_linger():
 @pytest.mark.parametrize("op,idempotent", [("on", True), ("set", True), ("toggle", False)])
 def test_idempotence_of_actions(op, idempotent):
     assert Action("lamp", op).idempotent is idempotent
+
+
+# --- the shared user's 👀 claim (shared-app, rtm) through SlackMQ on the workspace -------
+
+
+def _shared_fleet(workspace, settings: Settings = FAST) -> tuple[dict[str, Coordinator], str, str]:
+    """Three bots of one shared app (one Slack user) on the workspace, and a command."""
+    from slack_sdk import WebClient
+
+    from troupe.slackapi import async_client
+    from troupe.slackmq import SlackMQ
+
+    alice = WebClient("xoxp-alice", base_url=workspace.api_url)
+    msg = alice.chat_postMessage(channel="#home", text="turn on the hall light")
+    bots = {
+        bot: Coordinator(
+            bot,
+            SlackMQ(
+                async_client("xoxb-troupe", workspace.api_url),
+                "U0TROUPE",
+                trusted={"U0TROUPE"}.__contains__,
+                shared_user=True,
+                now=time.time,
+            ),
+            settings,
+            clock=time.time,
+        )
+        for bot in BOTS
+    }
+    return bots, msg["channel"], msg["ts"]
+
+
+async def test_shared_user_command_costs_two_reactions_and_acts_once(workspace):
+    bots, channel, ts = _shared_fleet(workspace)
+    workspace.control("counters/reset")
+    log: list[tuple[str, bool]] = []
+    first, *later = rank(ts, BOTS)
+
+    async def run(bot: str):
+        async def work(takeover: bool) -> None:
+            log.append((bot, takeover))
+
+        return await bots[bot].coordinate(channel, ts, BOTS, work)
+
+    assert (await run(first)).outcome is Outcome.ACTED
+    calls = workspace.control("counters")["calls"]["A0TROUPE"]
+    assert calls == {"reactions.add": 2}  # 👀 and ✅: no pin to add, list or remove
+    late = later[0]  # its events came late: no stagger saw the 👀, so it meets it
+    bots[late].seen_done(channel, ts)
+    assert (await bots[late].lock.claim(channel, ts)) is False
+    assert (await run(late)).outcome is Outcome.PEER
+    assert log == [(first, False)]
+    for c in bots.values():
+        await c.close(release_due=False)
+    assert workspace.control("counters")["calls"]["A0TROUPE"] == {"reactions.add": 3}
+
+
+async def test_shared_user_holder_that_dies_is_taken_over_once(workspace):
+    bots, channel, ts = _shared_fleet(workspace)
+    holder, *peers = rank(ts, BOTS)
+    assert await bots[holder].lock.claim(channel, ts) is True  # then it dies: no ✅, no ⏳
+    log: list[tuple[str, bool]] = []
+
+    async def run(bot: str):
+        async def work(takeover: bool) -> None:
+            log.append((bot, takeover))
+
+        return await bots[bot].coordinate(channel, ts, BOTS, work)
+
+    results = await asyncio.gather(*(run(b) for b in peers))
+    assert [takeover for _, takeover in log] == [True]
+    assert sorted(r.outcome.value for r in results) == ["peer", "took_over"]

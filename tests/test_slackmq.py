@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
@@ -9,7 +10,7 @@ from slack_sdk import WebClient
 
 from troupe.errors import ClaimError
 from troupe.slackapi import async_client
-from troupe.slackmq import DONE, TAKEOVER, SlackMQ, holding, slackmq
+from troupe.slackmq import CLAIM, DONE, REDELIVERY_S, TAKEOVER, SlackMQ, holding, slackmq
 
 
 @pytest.fixture
@@ -83,3 +84,74 @@ async def test_any_other_claim_error_is_an_error_not_a_peer(posted):
     )
     with pytest.raises(ClaimError, match="channel_not_found"):
         await lock.claim("C0NOWHERE", ts)
+
+
+# --- the shared user's claim: a 👀 reaction (shared-app, rtm) ------------------------
+
+SHARED = {"U0TROUPE"}.__contains__
+
+
+def shared_bot(ws, *, now=None) -> SlackMQ:
+    """One bot of the shared app: every bot of it is the same Slack user, U0TROUPE."""
+    client = async_client("xoxb-troupe", ws.api_url)
+    return SlackMQ(client, "U0TROUPE", trusted=SHARED, shared_user=True, now=now or time.time)
+
+
+def app_calls(ws, app: str = "A0TROUPE") -> dict[str, int]:
+    return dict(ws.control("counters")["calls"].get(app, {}))
+
+
+async def test_a_shared_user_claims_with_one_reaction_and_never_pins(posted):
+    ws, channel, ts = posted
+    ws.control("counters/reset")
+    first, second = shared_bot(ws), shared_bot(ws)
+    assert await first.claim(channel, ts) is True
+    assert await second.claim(channel, ts) is False  # already_reacted: a peer holds it
+    await first.mark_done(channel, ts)
+    await first.release(channel, ts)  # the 👀 stays: nothing to release
+    assert app_calls(ws) == {"reactions.add": 3}  # two claims and the ✅: no pins call
+    msg = (await first.client.reactions_get(channel=channel, timestamp=ts))["message"]
+    assert [r["name"] for r in msg["reactions"]] == [CLAIM, DONE]
+    assert (await first.client.pins_list(channel=channel))["items"] == []
+
+
+async def test_two_shared_receivers_racing_one_holds_it(posted):
+    ws, channel, ts = posted
+    ws.control("counters/reset")
+    bots = [shared_bot(ws) for _ in range(6)]
+    won = await asyncio.gather(*(b.claim(channel, ts) for b in bots))
+    assert sorted(won) == [False] * 5 + [True]
+    assert app_calls(ws) == {"reactions.add": 6}  # one call each, Tier 3, no pins
+
+
+async def test_a_lost_claim_answer_on_a_first_delivery_is_this_bots_own(posted):
+    ws, channel, ts = posted
+    ws.control("counters/reset")
+    ws.control("fail", method="reactions.add", status=503, count=1, after=True, app="A0TROUPE")
+    receiver = shared_bot(ws)
+    receiver.delivered_first(channel, ts)  # shared-app: Slack handed it the first delivery
+    assert await receiver.claim(channel, ts) is True  # its retry met its own 👀
+    assert app_calls(ws) == {"reactions.add": 2}  # the lost answer, then already_reacted
+    assert await shared_bot(ws).claim(channel, ts) is False
+
+
+async def test_a_lost_claim_answer_is_not_taken_for_a_win_when_a_peer_can_have_it(posted):
+    ws, channel, ts = posted
+    late = lambda: float(ts) + REDELIVERY_S  # noqa: E731 - past Slack's first redelivery
+    for receiver in (shared_bot(ws), shared_bot(ws, now=late)):
+        ws.control("fail", method="reactions.add", status=503, count=1, after=True, app="A0TROUPE")
+        if receiver._now is late:
+            receiver.delivered_first(channel, ts)
+        # rtm (every bot has the message) or a redelivery's time: the 👀 may be a peer's
+        assert await receiver.claim(channel, ts) is False
+
+
+async def test_a_persons_eyes_are_no_claim(posted):
+    ws, channel, ts = posted
+    alice = WebClient("xoxp-alice", base_url=ws.api_url)
+    alice.reactions_add(channel=channel, timestamp=ts, name=CLAIM)  # a person says "on it"
+    first, second = shared_bot(ws), shared_bot(ws)
+    assert await first.claim(channel, ts) is True
+    assert await second.claim(channel, ts) is False
+    msg = (await first.client.reactions_get(channel=channel, timestamp=ts, full=True))["message"]
+    assert {r["name"]: r["users"] for r in msg["reactions"]}[CLAIM] == ["U0ALICE", "U0TROUPE"]

@@ -46,7 +46,7 @@ from troupe.relaycheck import in_slack
 from troupe.roster import FleetUsers, fleet_user_ids
 from troupe.slackapi import ClockedWebClient, lock_client
 from troupe.slackclock import ClockUnknown, SlackClock
-from troupe.slackmq import DONE, TAKEOVER, WORKING, SlackMQ, holding
+from troupe.slackmq import CLAIM, DONE, TAKEOVER, WORKING, SlackMQ, holding
 from troupe.transports.base import Ack, Event, Transport
 
 log = logging.getLogger(__name__)
@@ -450,6 +450,9 @@ class Bot:
         task = asyncio.current_task()
         if task is not None:
             self._inflight.add(task)
+        first = event.kind == "message" and event.retry_attempt == 0 and event.relay is None
+        if first and self.info.mode == "shared-app":
+            self.slackmq.delivered_first(event.channel, event.ts)  # resolves a lost claim answer
         try:
             await self._handle(event)
         finally:
@@ -569,11 +572,11 @@ class Bot:
     async def _observe_mark(self, event: Event) -> None:
         """Pins and reactions feed the claim protocol, but only the fleet's own."""
         assert self.coordinator is not None
-        mark = event.kind == "pin_added" or event.reaction in (DONE, TAKEOVER, WORKING)
+        mark = event.kind == "pin_added" or event.reaction in (CLAIM, DONE, TAKEOVER, WORKING)
         if not mark or not await self._recheck(event.user):
             return
         coordinator = self.coordinator
-        if event.kind == "pin_added":
+        if event.kind == "pin_added" or (event.kind, event.reaction) == ("reaction_added", CLAIM):
             coordinator.seen_pin(event.channel, event.ts)
         elif event.reaction == WORKING and event.kind in ("reaction_added", "reaction_removed"):
             coordinator.seen_renewal(event.channel, event.ts)

@@ -1,9 +1,16 @@
 """SlackMQ v2: claim, mark done, elect a taker and release one Slack message.
 
-A pin is the lock. `pins.add` succeeding means this bot won; Slack's `already_pinned`
-means a peer won (a normal False); every other answer is an error, never "not mine".
-The pin is released late (at the message's ts + linger, past the stale limit), so a late
-bot always meets `already_pinned` or finds the command stale.
+Where each bot is its own Slack user (app-per-bot) a pin is the lock: `pins.add`
+succeeding means this bot won; Slack's `already_pinned` means a peer won (a normal False);
+every other answer is an error, never "not mine". The pin is released late (at the
+message's ts + linger, past the stale limit), so a late bot always meets `already_pinned`
+or finds the command stale.
+
+Where the whole fleet is one Slack user (shared-app, rtm) the lock is that user's 👀
+reaction: `reactions.add` is Tier 3 (50 a minute, against pins.add's 20), and Slack lets
+one user add one emoji to a message once, so a second add meets `already_reacted` (a peer
+won). The reaction is never removed (it needs no release and fills no pin list), so a
+late bot always meets it.
 
 Only the fleet's marks count: a pin, ✅ or 🔄 from anyone else (a person, another app)
 is not a claim, a done mark or a ballot. An `already_pinned` or `already_reacted` that
@@ -39,6 +46,13 @@ DONE = "white_check_mark"
 TAKEOVER = "arrows_counterclockwise"
 """The takeover ballot: the first bot to react with it finishes a dead holder's command."""
 
+CLAIM = "eyes"
+"""The claim where the whole fleet is one Slack user (shared-app, rtm): 👀, "on it"."""
+
+REDELIVERY_S = 3.0
+"""Slack hands an unacknowledged Socket Mode event to another connection 3 s after it
+sent it (never sooner): until then a shared-app receiver is the only bot with it."""
+
 WORKING = "hourglass_flowing_sand"
 """The holder's lease renewal: added, then removed, then added again while it still acts,
 each change an event that restarts the peers' lease count."""
@@ -60,7 +74,8 @@ class Lock(Protocol):
     """
 
     async def claim(self, channel: str, ts: str) -> bool:
-        """Pin the message: True if this bot now holds it, False if a peer does."""
+        """Take the message (a pin, or the shared user's 👀): True if this bot now holds
+        it, False if a peer does."""
 
     async def mark_done(self, channel: str, ts: str) -> None:
         """Add the done mark."""
@@ -72,7 +87,7 @@ class Lock(Protocol):
         """Cast the takeover ballot: True if this bot is the first and no done mark exists."""
 
     async def release(self, channel: str, ts: str) -> None:
-        """Unpin (no error if already unpinned)."""
+        """Unpin (no error if already unpinned; nothing to do for a 👀 claim)."""
 
     async def renew(self, channel: str, ts: str) -> None:
         """Show the peers that the holder is still acting (a visible change they see)."""
@@ -83,7 +98,9 @@ class SlackMQ:
 
     `trusted(user_id)` says whether a user is one of the fleet's bot users; `shared_user`
     is True where every bot of the fleet posts as the same user (shared-app, rtm), so a
-    pin or reaction by that user cannot tell this bot from a peer.
+    pin or reaction by that user cannot tell this bot from a peer: there the claim is
+    the 👀 reaction, and a lost answer is resolved by who can have the message (see
+    `delivered_first`).
     """
 
     def __init__(
@@ -105,6 +122,27 @@ class SlackMQ:
         self._not_ours: set[tuple[str, str]] = set()
         """Messages pinned by someone outside the fleet: never unpinned by this bot."""
         self._renewals: dict[tuple[str, str], bool] = {}
+        self._now = now
+        self._first: dict[tuple[str, str], float] = {}
+        """Messages this bot received as Slack's first delivery (shared-app), by ts."""
+
+    def delivered_first(self, channel: str, ts: str) -> None:
+        """shared-app: Slack handed this bot the message's first delivery (retry 0).
+
+        Until REDELIVERY_S after the post (by Slack's clock) no other bot can have it, so
+        a claim whose answer was lost and whose retry met `already_reacted` in that time
+        met this bot's own 👀: it holds the command."""
+        horizon = float(ts) - 2 * REDELIVERY_S
+        for key in [k for k, at in self._first.items() if at < horizon]:
+            del self._first[key]
+        self._first[(channel, ts)] = float(ts)
+
+    def _alone(self, channel: str, ts: str) -> bool:
+        """Whether no other bot can have claimed the message yet (see delivered_first);
+        half a second kept for the uncertainty of Slack's clock."""
+        if (channel, ts) not in self._first or self._now is None:
+            return False
+        return self._now() < float(ts) + REDELIVERY_S - 0.5
 
     async def _call(
         self, method: str, ok_codes: frozenset[str] = frozenset(), **kw: Any
@@ -121,6 +159,8 @@ class SlackMQ:
         return "ok", doubtful(resp)
 
     async def claim(self, channel: str, ts: str) -> bool:
+        if self.shared_user:
+            return await self._react_claim(channel, ts)
         code, unsure = await self._call(
             "pins.add", frozenset({"already_pinned"}), channel=channel, timestamp=ts
         )
@@ -133,8 +173,26 @@ class SlackMQ:
             self._not_ours.add((channel, ts))
             return await self.elect(channel, ts)
         mine_now = pinner == self.user_id and pinned_at >= int(self.started)
-        if unsure and mine_now and not self.shared_user:
+        if unsure and mine_now:
             log.info("pins.add on %s/%s was carried out before its answer was lost", channel, ts)
+            return True
+        return False
+
+    async def _react_claim(self, channel: str, ts: str) -> bool:
+        """The shared user's 👀: `ok` holds it; `already_reacted` is a peer's, unless the
+        answer was doubtful (a retry after a lost answer) and no other bot can have the
+        message yet, so the 👀 is this bot's own first attempt."""
+        code, unsure = await self._call(
+            "reactions.add",
+            frozenset({"already_reacted"}),
+            channel=channel,
+            timestamp=ts,
+            name=CLAIM,
+        )
+        if code == "ok":
+            return True
+        if unsure and self._alone(channel, ts):
+            log.info("the 👀 on %s/%s was added before its answer was lost", channel, ts)
             return True
         return False
 
@@ -212,6 +270,8 @@ class SlackMQ:
 
     async def release(self, channel: str, ts: str) -> None:
         self._renewals.pop((channel, ts), None)
+        if self.shared_user:
+            return  # the 👀 stays: it keeps late bots out and fills no pin list
         if (channel, ts) in self._not_ours:
             self._not_ours.discard((channel, ts))
             return
