@@ -91,10 +91,18 @@ async def test_any_other_claim_error_is_an_error_not_a_peer(posted):
 SHARED = {"U0TROUPE"}.__contains__
 
 
-def shared_bot(ws, *, now=None) -> SlackMQ:
-    """One bot of the shared app: every bot of it is the same Slack user, U0TROUPE."""
+def shared_bot(ws, *, sole: bool = False, now=None) -> SlackMQ:
+    """One bot of the shared app: every bot of it is the same Slack user, U0TROUPE;
+    `sole` as in shared-app mode, where Slack hands each event to one connection."""
     client = async_client("xoxb-troupe", ws.api_url)
-    return SlackMQ(client, "U0TROUPE", trusted=SHARED, shared_user=True, now=now or time.time)
+    return SlackMQ(
+        client,
+        "U0TROUPE",
+        trusted=SHARED,
+        shared_user=True,
+        sole_receiver=sole,
+        now=now or time.time,
+    )
 
 
 def app_calls(ws, app: str = "A0TROUPE") -> dict[str, int]:
@@ -124,26 +132,26 @@ async def test_two_shared_receivers_racing_one_holds_it(posted):
     assert app_calls(ws) == {"reactions.add": 6}  # one call each, Tier 3, no pins
 
 
-async def test_a_lost_claim_answer_on_a_first_delivery_is_this_bots_own(posted):
+async def test_a_shared_app_first_delivery_holds_the_command_at_no_call(posted):
     ws, channel, ts = posted
     ws.control("counters/reset")
-    ws.control("fail", method="reactions.add", status=503, count=1, after=True, app="A0TROUPE")
-    receiver = shared_bot(ws)
-    receiver.delivered_first(channel, ts)  # shared-app: Slack handed it the first delivery
-    assert await receiver.claim(channel, ts) is True  # its retry met its own 👀
-    assert app_calls(ws) == {"reactions.add": 2}  # the lost answer, then already_reacted
-    assert await shared_bot(ws).claim(channel, ts) is False
+    receiver, redelivered = shared_bot(ws, sole=True), shared_bot(ws, sole=True)
+    receiver.delivered_first(channel, ts)  # Slack handed it the first delivery
+    assert await receiver.claim(channel, ts) is True
+    # Any other bot (a redelivery, a resume) cannot see that holder: it defers to the lease
+    assert await redelivered.claim(channel, ts) is False
+    assert app_calls(ws) == {}  # no pin, no reaction
+    late = shared_bot(ws, sole=True, now=lambda: float(ts) + REDELIVERY_S)
+    late.delivered_first(channel, ts)  # its first delivery came after Slack may redeliver
+    assert await late.claim(channel, ts) is False
 
 
-async def test_a_lost_claim_answer_is_not_taken_for_a_win_when_a_peer_can_have_it(posted):
+async def test_a_lost_claim_answer_of_a_shared_user_is_not_taken_for_a_win(posted):
     ws, channel, ts = posted
-    late = lambda: float(ts) + REDELIVERY_S  # noqa: E731 - past Slack's first redelivery
-    for receiver in (shared_bot(ws), shared_bot(ws, now=late)):
-        ws.control("fail", method="reactions.add", status=503, count=1, after=True, app="A0TROUPE")
-        if receiver._now is late:
-            receiver.delivered_first(channel, ts)
-        # rtm (every bot has the message) or a redelivery's time: the 👀 may be a peer's
-        assert await receiver.claim(channel, ts) is False
+    ws.control("fail", method="reactions.add", status=503, count=1, after=True, app="A0TROUPE")
+    # rtm: every bot has the message, and one user cannot say whose 👀 it met
+    assert await shared_bot(ws).claim(channel, ts) is False
+    assert app_calls(ws)["reactions.add"] == 2  # the lost answer, then already_reacted
 
 
 async def test_a_persons_eyes_are_no_claim(posted):

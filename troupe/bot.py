@@ -213,6 +213,7 @@ class Bot:
             self.user_id,
             trusted=self.is_fleet_user,
             shared_user=shared_user,
+            sole_receiver=self.info.mode == "shared-app",
             now=self.clock.now,
         )
         """The Slack lock, for plugins that coordinate more than commands (devops)."""

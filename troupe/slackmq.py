@@ -6,16 +6,18 @@ every other answer is an error, never "not mine". The pin is released late (at t
 message's ts + linger, past the stale limit), so a late bot always meets `already_pinned`
 or finds the command stale.
 
-Where the whole fleet is one Slack user (shared-app, rtm) the lock is that user's 👀
-reaction: `reactions.add` is Tier 3 (50 a minute, against pins.add's 20), and Slack lets
-one user add one emoji to a message once, so a second add meets `already_reacted` (a peer
-won). The reaction is never removed (it needs no release and fills no pin list), so a
-late bot always meets it.
+Where the whole fleet is one Slack user the lock is no pin (pins.add is Tier 2: 20 a
+minute for the whole fleet). In rtm mode it is that user's 👀 reaction: `reactions.add` is
+Tier 3 (50 a minute), and one user adds one emoji to a message once, so a second add meets
+`already_reacted` (a peer won); the 👀 is never removed (no release, no pin list to fill),
+so a late bot always meets it. In shared-app mode Slack itself hands each event to one
+connection: the receiver of the first delivery holds the command at no call, and anyone
+else (a redelivery) waits out a lease before the ballot.
 
 Only the fleet's marks count: a pin, ✅ or 🔄 from anyone else (a person, another app)
-is not a claim, a done mark or a ballot. An `already_pinned` or `already_reacted` that
-follows a retry (the first attempt may have been carried out, its answer lost) is checked
-against who pinned or reacted before this bot concludes that a peer holds the command.
+is not a claim, a done mark or a ballot. An `already_pinned` that follows a retry (the
+first attempt may have been carried out, its answer lost) is checked against who pinned
+before this bot concludes that a peer holds the command.
 
 Also the seed's API, `slackmq(token, channel, ts).ack() / .unack()`, made safe: no blocking
 sleep, no early unpin, and inside a command troupe already holds, ack() is simply True.
@@ -99,8 +101,8 @@ class SlackMQ:
     `trusted(user_id)` says whether a user is one of the fleet's bot users; `shared_user`
     is True where every bot of the fleet posts as the same user (shared-app, rtm), so a
     pin or reaction by that user cannot tell this bot from a peer: there the claim is
-    the 👀 reaction, and a lost answer is resolved by who can have the message (see
-    `delivered_first`).
+    the 👀 reaction (rtm) or, where Slack hands each event to one connection
+    (`sole_receiver`, shared-app), Slack's first delivery itself (see `delivered_first`).
     """
 
     def __init__(
@@ -110,6 +112,7 @@ class SlackMQ:
         *,
         trusted: Callable[[str | None], bool],
         shared_user: bool = False,
+        sole_receiver: bool = False,
         now: Callable[[], float] | None = None,
     ) -> None:
         self.client = client
@@ -119,6 +122,9 @@ class SlackMQ:
         """Slack's time when this process began: an own pin older than that is a pin the
         bot made before a restart, not the lost answer of a claim it just sent."""
         self.shared_user = shared_user
+        self.sole_receiver = sole_receiver
+        """shared-app: Slack hands each event to one connection, so the receiver of a
+        first delivery holds the command by Slack's own hand-out, at no call."""
         self._not_ours: set[tuple[str, str]] = set()
         """Messages pinned by someone outside the fleet: never unpinned by this bot."""
         self._renewals: dict[tuple[str, str], bool] = {}
@@ -127,19 +133,16 @@ class SlackMQ:
         """Messages this bot received as Slack's first delivery (shared-app), by ts."""
 
     def delivered_first(self, channel: str, ts: str) -> None:
-        """shared-app: Slack handed this bot the message's first delivery (retry 0).
-
-        Until REDELIVERY_S after the post (by Slack's clock) no other bot can have it, so
-        a claim whose answer was lost and whose retry met `already_reacted` in that time
-        met this bot's own 👀: it holds the command."""
+        """shared-app: Slack handed this bot the message's first delivery (retry 0)."""
         horizon = float(ts) - 2 * REDELIVERY_S
         for key in [k for k, at in self._first.items() if at < horizon]:
             del self._first[key]
         self._first[(channel, ts)] = float(ts)
 
     def _alone(self, channel: str, ts: str) -> bool:
-        """Whether no other bot can have claimed the message yet (see delivered_first);
-        half a second kept for the uncertainty of Slack's clock."""
+        """Whether this bot got the message's first delivery and Slack cannot have handed
+        it to another connection yet (REDELIVERY_S after the post, by Slack's clock, less
+        half a second for the clock's uncertainty)."""
         if (channel, ts) not in self._first or self._now is None:
             return False
         return self._now() < float(ts) + REDELIVERY_S - 0.5
@@ -159,6 +162,11 @@ class SlackMQ:
         return "ok", doubtful(resp)
 
     async def claim(self, channel: str, ts: str) -> bool:
+        if self.sole_receiver:
+            # The first receiver holds it while no other bot can have it; any other (a
+            # redelivery, a resume, a late receiver) cannot see that holder, so it waits
+            # out a lease, then the ballot decides (docs/protocol.md, shared-app).
+            return self._alone(channel, ts)
         if self.shared_user:
             return await self._react_claim(channel, ts)
         code, unsure = await self._call(
@@ -179,22 +187,17 @@ class SlackMQ:
         return False
 
     async def _react_claim(self, channel: str, ts: str) -> bool:
-        """The shared user's 👀: `ok` holds it; `already_reacted` is a peer's, unless the
-        answer was doubtful (a retry after a lost answer) and no other bot can have the
-        message yet, so the 👀 is this bot's own first attempt."""
-        code, unsure = await self._call(
+        """The shared user's 👀: `ok` holds it; `already_reacted` is a peer's. After a
+        lost answer the 👀 may be this bot's own, but one user for the whole fleet cannot
+        say whose: it is taken for a peer's (the lease, then the ballot, decide)."""
+        code, _ = await self._call(
             "reactions.add",
             frozenset({"already_reacted"}),
             channel=channel,
             timestamp=ts,
             name=CLAIM,
         )
-        if code == "ok":
-            return True
-        if unsure and self._alone(channel, ts):
-            log.info("the 👀 on %s/%s was added before its answer was lost", channel, ts)
-            return True
-        return False
+        return code == "ok"
 
     async def _pinned_by(self, channel: str, ts: str) -> tuple[str | None, float]:
         """Who pinned the message and when, by Slack's clock ((None, 0) if it is not pinned
