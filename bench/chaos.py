@@ -8,8 +8,8 @@ it lives in troupe's runtime (the wrong clock is libfaketime's, `apt install fak
 
 from __future__ import annotations
 
+import glob
 import importlib.util
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -60,6 +60,27 @@ half an API round trip, so it dies while claiming or acting (mid-command)."""
 BURST_429 = 2
 """Claim calls answered 429 by one burst: SlackMQ 0.1.2's racing bots all meet it; troupe's
 claimer waits Retry-After twice (about 2 s, under 80% of the quick profile's lease)."""
+
+
+def clock_ahead(seconds: float) -> dict[str, str]:
+    """The environment that sets a process's clock `seconds` ahead with libfaketime.
+
+    The library is preloaded into the bot itself rather than started through the
+    `faketime` program, which forks the bot as its child: killing the wrapper (a kill
+    fault, the end of a phase) would leave the bot running, still connected, acting on
+    later commands of the run."""
+    return {"LD_PRELOAD": FAKETIME_LIB, "FAKETIME": f"+{seconds:g}s"}
+
+
+FAKETIME_LIB = "/usr/$LIB/faketime/libfaketime.so.1"
+"""Where `apt install faketime` puts the library; the loader expands $LIB."""
+
+
+def faketime_installed() -> bool:
+    """Whether libfaketime is where FAKETIME_LIB points ($LIB: lib, lib64 or lib/<arch>)."""
+    return any(
+        glob.glob(f"/usr/{lib}/faketime/libfaketime.so.1") for lib in ("lib*", "lib/*-linux-gnu*")
+    )
 
 
 @dataclass(frozen=True)
@@ -200,18 +221,15 @@ class Chaos:
         return True, f"{bot}'s events delayed {fault.seconds:g} s for {fault.span} commands"
 
     def _clock_off(self, index: int, fault: Fault) -> tuple[bool, str]:
-        if shutil.which("faketime") is None:
-            return False, "skipped: faketime is not installed (apt install faketime)"
+        if not faketime_installed():
+            return False, "skipped: libfaketime is not installed (apt install faketime)"
         self.wait_restarted()  # never two bots down at once
         bot = self._next_bot()
-        plain = self.fleet.command
-        ahead = ["faketime", "-f", f"+{fault.seconds:g}s"]
-        self.fleet.command = lambda name: ahead * (name == bot) + plain(name)  # type: ignore[method-assign]
         self.fleet.kill(bot)
-        self.fleet.start(bot, wait=False)
+        self.fleet.start(bot, wait=False, env=clock_ahead(fault.seconds))
         self.restarted.append(bot)
         self.clock_offsets[bot] = fault.seconds
-        return True, f"{bot} restarted with its clock {fault.seconds:g} s ahead (faketime)"
+        return True, f"{bot} restarted with its clock {fault.seconds:g} s ahead (libfaketime)"
 
     def _lost_answers(self, index: int, fault: Fault) -> tuple[bool, str]:
         bot = self._next_bot()

@@ -86,3 +86,32 @@ def test_report_has_every_field_and_a_markdown_table(tmp_path: Path) -> None:
     assert "| slackmq-0.1.2 | slackbot-rtm | 2 | error: no |" in md
     assert (tmp_path / "latest.json").read_text() == (tmp_path / "smoke.json").read_text()
     assert tmp_path / "latest.md" in written
+
+
+def test_the_clock_off_bot_is_the_process_started_so_killing_it_leaves_nothing() -> None:
+    """The failover phase after the chaos phase found no taker: the `faketime` wrapper had
+    forked the clock-off bot as its child, and killing the wrapper left that bot running
+    (and acting, with the old counter file). The bot now runs under libfaketime itself."""
+    import subprocess
+    import sys
+    import time as clock
+
+    from bench.chaos import clock_ahead, faketime_installed
+
+    assert faketime_installed()  # CI installs faketime (apt install faketime)
+    code = "import os, time; print(os.getpid(), time.time())"
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        env={"PATH": "/usr/bin:/bin", **clock_ahead(600)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    _, seen = proc.stdout.split()
+    assert abs(float(seen) - clock.time() - 600) < 30
+    # The process that printed is the one started: no wrapper in between.
+    child = subprocess.Popen(
+        [sys.executable, "-c", code], env=clock_ahead(600), stdout=-1, text=True
+    )
+    out, _ = child.communicate(timeout=30)
+    assert int(out.split()[0]) == child.pid
