@@ -93,11 +93,11 @@ class Fault:
     span: int = 0
 
 
-def schedule(name: str, commands: int) -> list[Fault]:
+def schedule(name: str, commands: int, every: int = 3) -> list[Fault]:
     """A named fault schedule spread over `commands` commands.
 
     none: no fault. One kind's name: that one fault in the middle. quick: each kind of
-    QUICK_KINDS once. full: every kind in turn, one fault every 3 commands.
+    QUICK_KINDS once. full: every kind in turn, one fault every `every` commands.
     """
     if name == "none" or commands <= 0:
         return []
@@ -107,7 +107,8 @@ def schedule(name: str, commands: int) -> list[Fault]:
         step = max(1, commands // len(QUICK_KINDS))
         return [_fault(k, min(commands - 1, step * i + 1)) for i, k in enumerate(QUICK_KINDS)]
     if name == "full":
-        return [_fault(KINDS[j % len(KINDS)], at) for j, at in enumerate(range(2, commands, 3))]
+        spots = range(2, commands, max(1, every))
+        return [_fault(KINDS[j % len(KINDS)], at) for j, at in enumerate(spots)]
     raise ValueError(f"unknown fault schedule {name!r}; use none, quick, full or one of {KINDS}")
 
 
