@@ -307,7 +307,7 @@ def _phases(
     # 1. clean
     t.control("counters/reset")
     before = t.snap()
-    clean = _stream(t, poster, p.clean_commands, p.rate_per_min)
+    clean = _stream(t, poster, p.clean_commands, p.rate_per_min, on_post=on_post)
     _settle(t, clean)
     load = usage(before, t.snap())
     idle_from = t.snap()
