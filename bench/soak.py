@@ -144,11 +144,10 @@ def _stop_on_signals() -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
-def _reap_children() -> list[int]:
-    """Kill any process this one started that is still alive (a last resort after the
-    trial's own stop): found by its parent pid in /proc, killed by its pid."""
+def children() -> set[int]:
+    """The live (not zombie) processes whose parent is this one, from /proc."""
     mine = str(os.getpid())
-    killed = []
+    out = set()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -157,11 +156,20 @@ def _reap_children() -> list[int]:
         except OSError:
             continue
         if fields[1] == mine and fields[0] != "Z":
-            try:
-                os.kill(int(entry.name), signal.SIGKILL)
-                killed.append(int(entry.name))
-            except OSError:
-                pass
+            out.add(int(entry.name))
+    return out
+
+
+def _reap_children(spared: set[int]) -> list[int]:
+    """Kill what this soak started that is still alive (a last resort after the trial's
+    own stop): this process's children that were not there before it (`spared`)."""
+    killed = []
+    for pid in sorted(children() - spared):
+        try:
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+        except OSError:
+            pass
     return killed
 
 
@@ -316,6 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     progress = Progress(soak, args.every, started + 60 * soak.max_minutes)
     notes: list[str] = []
+    spared = children()
     _stop_on_signals()
     print(f"trial files in {workdir}", file=sys.stderr)
     try:
@@ -344,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
         notes.append("interrupted: the modes above finished; run again with --resume")
         print("\ninterrupted: stopping every bot", file=sys.stderr)
     finally:
-        leftover = _reap_children()
+        leftover = _reap_children(spared)
         if leftover:
             notes.append(f"{len(leftover)} leftover process(es) killed at the end")
     for path in _write(args.out, args.tag, results, soak, command, started, notes):
