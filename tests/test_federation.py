@@ -233,7 +233,7 @@ async def test_rtm_holder_that_dies_is_taken_over_once(workspace):
 async def test_shared_app_command_costs_one_reaction_and_acts_once(workspace):
     bots, channel, ts = _shared_fleet(workspace, "shared-app")
     receiver = BOTS[1]
-    bots[receiver].lock.delivered_first(channel, ts)  # Slack handed it to this bot
+    bots[receiver].lock.delivered(channel, ts, 0)  # Slack handed it to this bot
     log: list[tuple[str, bool]] = []
     result = await _work_log(bots, channel, ts, log, [receiver])(receiver)
     await bots[receiver].close(release_due=False)
@@ -244,8 +244,9 @@ async def test_shared_app_command_costs_one_reaction_and_acts_once(workspace):
 async def test_shared_app_receiver_that_dies_is_taken_over_once_by_a_redelivery(workspace):
     bots, channel, ts = _shared_fleet(workspace, "shared-app")
     receiver, other = BOTS[0], BOTS[2]
-    bots[receiver].lock.delivered_first(channel, ts)
+    bots[receiver].lock.delivered(channel, ts, 0)
     assert await bots[receiver].lock.claim(channel, ts) is True  # then it dies unacked
+    bots[other].lock.delivered(channel, ts, 1)
     log: list[tuple[str, bool]] = []
     # Slack redelivers to another connection: that bot waits out a lease, then votes
     result = await _work_log(bots, channel, ts, log, [other])(other)

@@ -136,14 +136,25 @@ async def test_a_shared_app_first_delivery_holds_the_command_at_no_call(posted):
     ws, channel, ts = posted
     ws.control("counters/reset")
     receiver, redelivered = shared_bot(ws, sole=True), shared_bot(ws, sole=True)
-    receiver.delivered_first(channel, ts)  # Slack handed it the first delivery
+    receiver.delivered(channel, ts, 0)  # Slack handed it the first delivery
     assert await receiver.claim(channel, ts) is True
-    # Any other bot (a redelivery, a resume) cannot see that holder: it defers to the lease
+    # A redelivery cannot see whether the first receiver lives: it defers to the lease
+    redelivered.delivered(channel, ts, 1)
     assert await redelivered.claim(channel, ts) is False
     assert app_calls(ws) == {}  # no pin, no reaction
     late = shared_bot(ws, sole=True, now=lambda: float(ts) + REDELIVERY_S)
-    late.delivered_first(channel, ts)  # its first delivery came after Slack may redeliver
-    assert await late.claim(channel, ts) is False
+    late.delivered(channel, ts, 0)  # its first delivery came after Slack may redeliver
+    assert await late.claim(channel, ts) is True  # so it claims with 👀 (no one had)
+    assert app_calls(ws) == {"reactions.add": 1}
+
+
+async def test_a_shared_app_claim_of_a_message_not_delivered_is_the_eyes(posted):
+    """A resume after a restart, a rollout's baton (devops): one bot wins, visibly."""
+    ws, channel, ts = posted
+    first, second = shared_bot(ws, sole=True), shared_bot(ws, sole=True)
+    assert await first.claim(channel, ts) is True
+    assert await second.claim(channel, ts) is False
+    assert app_calls(ws) == {"reactions.add": 2}
 
 
 async def test_a_lost_claim_answer_of_a_shared_user_is_not_taken_for_a_win(posted):

@@ -451,9 +451,9 @@ class Bot:
         task = asyncio.current_task()
         if task is not None:
             self._inflight.add(task)
-        first = event.kind == "message" and event.retry_attempt == 0 and event.relay is None
-        if first and self.info.mode == "shared-app":
-            self.slackmq.delivered_first(event.channel, event.ts)  # resolves a lost claim answer
+        slack = event.kind == "message" and event.relay is None and not event.from_bot
+        if slack and self.info.mode == "shared-app":  # Slack's hand-out is the claim
+            self.slackmq.delivered(event.channel, event.ts, event.retry_attempt)
         try:
             await self._handle(event)
         finally:

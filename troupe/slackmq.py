@@ -102,7 +102,7 @@ class SlackMQ:
     is True where every bot of the fleet posts as the same user (shared-app, rtm), so a
     pin or reaction by that user cannot tell this bot from a peer: there the claim is
     the 👀 reaction (rtm) or, where Slack hands each event to one connection
-    (`sole_receiver`, shared-app), Slack's first delivery itself (see `delivered_first`).
+    (`sole_receiver`, shared-app), Slack's first delivery itself (see `delivered`).
     """
 
     def __init__(
@@ -129,21 +129,23 @@ class SlackMQ:
         """Messages pinned by someone outside the fleet: never unpinned by this bot."""
         self._renewals: dict[tuple[str, str], bool] = {}
         self._now = now
-        self._first: dict[tuple[str, str], float] = {}
-        """Messages this bot received as Slack's first delivery (shared-app), by ts."""
+        self._delivered: dict[tuple[str, str], tuple[float, bool]] = {}
+        """shared-app: people's messages Slack handed this bot: (ts, first delivery)."""
 
-    def delivered_first(self, channel: str, ts: str) -> None:
-        """shared-app: Slack handed this bot the message's first delivery (retry 0)."""
-        horizon = float(ts) - 2 * REDELIVERY_S
-        for key in [k for k, at in self._first.items() if at < horizon]:
-            del self._first[key]
-        self._first[(channel, ts)] = float(ts)
+    def delivered(self, channel: str, ts: str, retry_attempt: int) -> None:
+        """shared-app: Slack handed this bot a person's message, first (retry_attempt 0)
+        or again (a redelivery: its first receiver may live and hold it unseen)."""
+        horizon = float(ts) - 120.0
+        for key in [k for k, (at, _) in self._delivered.items() if at < horizon]:
+            del self._delivered[key]
+        first = retry_attempt == 0 and self._delivered.get((channel, ts), (0, True))[1]
+        self._delivered[(channel, ts)] = (float(ts), first)
 
     def _alone(self, channel: str, ts: str) -> bool:
         """Whether this bot got the message's first delivery and Slack cannot have handed
         it to another connection yet (REDELIVERY_S after the post, by Slack's clock, less
         half a second for the clock's uncertainty)."""
-        if (channel, ts) not in self._first or self._now is None:
+        if not self._delivered.get((channel, ts), (0, False))[1] or self._now is None:
             return False
         return self._now() < float(ts) + REDELIVERY_S - 0.5
 
@@ -162,11 +164,14 @@ class SlackMQ:
         return "ok", doubtful(resp)
 
     async def claim(self, channel: str, ts: str) -> bool:
-        if self.sole_receiver:
-            # The first receiver holds it while no other bot can have it; any other (a
-            # redelivery, a resume, a late receiver) cannot see that holder, so it waits
-            # out a lease, then the ballot decides (docs/protocol.md, shared-app).
-            return self._alone(channel, ts)
+        if self.sole_receiver and (channel, ts) in self._delivered:
+            # The first receiver holds it while no other bot can have it; a redelivery
+            # cannot see whether that receiver lives: it waits out a lease, then the
+            # ballot decides (docs/protocol.md, step 9). Anything else claims with 👀.
+            if self._alone(channel, ts):
+                return True
+            if not self._delivered[(channel, ts)][1]:
+                return False
         if self.shared_user:
             return await self._react_claim(channel, ts)
         code, unsure = await self._call(
