@@ -80,6 +80,8 @@ class Profile:
     Slack; shorter compresses time, e.g. 6 s lets ten times Slack's rate through)."""
     fault_every: int = 3
     """The full fault schedule's spacing: one fault every this many chaos commands."""
+    warmup: bool = True
+    """Post one command before the clean phase, outside every count."""
 
     def phases(self) -> int:
         return 3 + bool(self.rate_steps) + self.failover
@@ -303,6 +305,11 @@ def _phases(
     p = t.profile
     poster = Poster(t.ws.api_url)
     out: dict[str, Any] = {}
+
+    # 0. one command, not counted: each bot's one-time look-ups (users.info about the
+    # person who posts) are start-up cost, not a cost per command
+    if p.warmup:
+        wait_until(all_acted([poster.post()], t.counter), 30)
 
     # 1. clean
     t.control("counters/reset")
