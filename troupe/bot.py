@@ -451,9 +451,10 @@ class Bot:
         task = asyncio.current_task()
         if task is not None:
             self._inflight.add(task)
-        slack = event.kind == "message" and event.relay is None and not event.from_bot
-        if slack and self.info.mode == "shared-app":  # Slack's hand-out is the claim
-            self.slackmq.delivered(event.channel, event.ts, event.retry_attempt)
+        lock = getattr(self, "slackmq", None)  # set at start
+        handed = event.kind == "message" and event.relay is None and not event.from_bot
+        if handed and lock is not None and lock.sole_receiver:  # Slack's hand-out claims
+            lock.delivered(event.channel, event.ts, event.retry_attempt)
         try:
             await self._handle(event)
         finally:
