@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # halve the wall time.
 TEST_WORKERS ?= 3
 
-.PHONY: demo test test-compat lint format lock bench bench-full clean
+.PHONY: demo test test-compat lint format lock bench bench-full soak clean
 
 DEMO_STAMP := $(VENV)/.demo
 
@@ -84,6 +84,13 @@ bench: $(BENCH_STAMP)
 
 bench-full: $(BENCH_STAMP)
 	$(BIN)/python -m bench --full
+
+# The soak: 10,000 commands per mode, 8 bots, every fault, time compressed (about 90
+# minutes on 2 CPUs; not part of `make test`). Size it with e.g.
+# SOAK_ARGS="--commands 300 --tag soak-short"; add --resume after an interruption.
+SOAK_ARGS ?=
+soak: $(BENCH_STAMP)
+	$(BIN)/python -m bench.soak $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) .venv-* build *.egg-info

@@ -129,7 +129,11 @@ def main(argv: list[str] | None = None) -> int:
         print("nothing to run", file=sys.stderr)
         return 2
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="troupe-bench-"))
-    bar = Bar(len(profile.bots) * len(chosen) * profile.phases())
+    grid = sorted(
+        ((n, i, system) for i, system in enumerate(chosen) for n in profile.bots_for(system.mode)),
+        key=lambda cell: cell[:2],
+    )
+    bar = Bar(len(grid) * profile.phases())
     print(f"trial files in {workdir}", file=sys.stderr)
     started = time.monotonic()
     footprints = None
@@ -137,26 +141,23 @@ def main(argv: list[str] | None = None) -> int:
         print("measuring one bot's footprint (python -m bench.footprint)", file=sys.stderr)
         footprints = footprint.measure(5 if args.full else 3, workdir / "footprint")
     rows = []
-    for n in profile.bots:
-        for system in chosen:
-            ticks = 0
+    for n, _, system in grid:
+        ticks = 0
 
-            def tick(phase: str, system=system, n=n) -> None:
-                nonlocal ticks
-                ticks += 1
-                bar.step(f"{system.label}, {n} bots: {phase}")
+        def tick(phase: str, system=system, n=n) -> None:
+            nonlocal ticks
+            ticks += 1
+            bar.step(f"{system.label}, {n} bots: {phase}")
 
-            bar.label = f"{system.label}, {n} bots: starting"
-            bar.draw()
-            try:
-                rows.append(run_trial(system, n, profile, workdir, tick))
-            except (RuntimeError, OSError, TimeoutError) as err:
-                rows.append(
-                    {"system": system.name, "mode": system.mode, "bots": n, "error": str(err)}
-                )
-                print(f"\n{system.label}, {n} bots failed: {err}", file=sys.stderr)
-                for _ in range(profile.phases() - ticks):
-                    bar.step(f"{system.label}, {n} bots: failed")
+        bar.label = f"{system.label}, {n} bots: starting"
+        bar.draw()
+        try:
+            rows.append(run_trial(system, n, profile, workdir, tick))
+        except (RuntimeError, OSError, TimeoutError) as err:
+            rows.append({"system": system.name, "mode": system.mode, "bots": n, "error": str(err)})
+            print(f"\n{system.label}, {n} bots failed: {err}", file=sys.stderr)
+            for _ in range(profile.phases() - ticks):
+                bar.step(f"{system.label}, {n} bots: failed")
     bar.close()
     t = profile.timings
     context = {

@@ -8,8 +8,8 @@ it lives in troupe's runtime (the wrong clock is libfaketime's, `apt install fak
 
 from __future__ import annotations
 
+import glob
 import importlib.util
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -48,8 +48,9 @@ CLOCK_OFF_S = 600.0
 """How far the clock-off bot's clock is ahead: a Pi that booted with a wrong time."""
 
 LOST_ANSWERS = 2
-"""pins.add calls of one bot that Slack carries out and then answers 503 (the answer lost
-on the way back): slack_sdk retries and meets already_pinned."""
+"""Claim calls (pins.add, or the shared app's reactions.add) that Slack carries out and
+then answers 503 (the answer lost on the way back): slack_sdk retries and meets
+already_pinned or already_reacted."""
 
 KILL_AFTER_POST_S = 0.08
 """How long after the post returns the claimer is killed: about one event delivery plus
@@ -57,8 +58,29 @@ half an API round trip, so it dies while claiming or acting (mid-command)."""
 
 
 BURST_429 = 2
-"""pins.add calls answered 429 by one burst: SlackMQ 0.1.2's racing bots all meet it; troupe's
+"""Claim calls answered 429 by one burst: SlackMQ 0.1.2's racing bots all meet it; troupe's
 claimer waits Retry-After twice (about 2 s, under 80% of the quick profile's lease)."""
+
+
+def clock_ahead(seconds: float) -> dict[str, str]:
+    """The environment that sets a process's clock `seconds` ahead with libfaketime.
+
+    The library is preloaded into the bot itself rather than started through the
+    `faketime` program, which forks the bot as its child: killing the wrapper (a kill
+    fault, the end of a phase) would leave the bot running, still connected, acting on
+    later commands of the run."""
+    return {"LD_PRELOAD": FAKETIME_LIB, "FAKETIME": f"+{seconds:g}s"}
+
+
+FAKETIME_LIB = "/usr/$LIB/faketime/libfaketime.so.1"
+"""Where `apt install faketime` puts the library; the loader expands $LIB."""
+
+
+def faketime_installed() -> bool:
+    """Whether libfaketime is where FAKETIME_LIB points ($LIB: lib, lib64 or lib/<arch>)."""
+    return any(
+        glob.glob(f"/usr/{lib}/faketime/libfaketime.so.1") for lib in ("lib*", "lib/*-linux-gnu*")
+    )
 
 
 @dataclass(frozen=True)
@@ -71,11 +93,11 @@ class Fault:
     span: int = 0
 
 
-def schedule(name: str, commands: int) -> list[Fault]:
+def schedule(name: str, commands: int, every: int = 3) -> list[Fault]:
     """A named fault schedule spread over `commands` commands.
 
     none: no fault. One kind's name: that one fault in the middle. quick: each kind of
-    QUICK_KINDS once. full: every kind in turn, one fault every 3 commands.
+    QUICK_KINDS once. full: every kind in turn, one fault every `every` commands.
     """
     if name == "none" or commands <= 0:
         return []
@@ -85,7 +107,8 @@ def schedule(name: str, commands: int) -> list[Fault]:
         step = max(1, commands // len(QUICK_KINDS))
         return [_fault(k, min(commands - 1, step * i + 1)) for i, k in enumerate(QUICK_KINDS)]
     if name == "full":
-        return [_fault(KINDS[j % len(KINDS)], at) for j, at in enumerate(range(2, commands, 3))]
+        spots = range(2, commands, max(1, every))
+        return [_fault(KINDS[j % len(KINDS)], at) for j, at in enumerate(spots)]
     raise ValueError(f"unknown fault schedule {name!r}; use none, quick, full or one of {KINDS}")
 
 
@@ -182,9 +205,9 @@ class Chaos:
         return True, f"dropped every bot's WebSocket ({total} connection(s))"
 
     def _burst_429(self, index: int, fault: Fault) -> tuple[bool, str]:
-        count = BURST_429
-        self.control("fail", method="pins.add", status=429, count=count, retry_after=1)
-        return True, f"next {count} pins.add calls answer 429 (Retry-After: 1)"
+        count, method = BURST_429, self.system.claim_method
+        self.control("fail", method=method, status=429, count=count, retry_after=1)
+        return True, f"next {count} {method} calls answer 429 (Retry-After: 1)"
 
     def _delay_one(self, index: int, fault: Fault) -> tuple[bool, str]:
         bot = self._next_bot()
@@ -199,29 +222,23 @@ class Chaos:
         return True, f"{bot}'s events delayed {fault.seconds:g} s for {fault.span} commands"
 
     def _clock_off(self, index: int, fault: Fault) -> tuple[bool, str]:
-        if shutil.which("faketime") is None:
-            return False, "skipped: faketime is not installed (apt install faketime)"
+        if not faketime_installed():
+            return False, "skipped: libfaketime is not installed (apt install faketime)"
         self.wait_restarted()  # never two bots down at once
         bot = self._next_bot()
-        plain = self.fleet.command
-        ahead = ["faketime", "-f", f"+{fault.seconds:g}s"]
-        self.fleet.command = lambda name: ahead * (name == bot) + plain(name)  # type: ignore[method-assign]
         self.fleet.kill(bot)
-        self.fleet.start(bot, wait=False)
+        self.fleet.start(bot, wait=False, env=clock_ahead(fault.seconds))
         self.restarted.append(bot)
         self.clock_offsets[bot] = fault.seconds
-        return True, f"{bot} restarted with its clock {fault.seconds:g} s ahead (faketime)"
+        return True, f"{bot} restarted with its clock {fault.seconds:g} s ahead (libfaketime)"
 
     def _lost_answers(self, index: int, fault: Fault) -> tuple[bool, str]:
         bot = self._next_bot()
-        app = self.system.own_app(bot)
-        if app is None:
-            return False, (
-                "skipped: the bots share one Slack user, so a lost answer cannot be told "
-                "from a peer's pin (docs/protocol.md, what is not promised)"
-            )
-        self.control("fail", method="pins.add", status=503, count=LOST_ANSWERS, after=True, app=app)
-        return True, f"{bot}'s next {LOST_ANSWERS} pins.add carried out, then answered 503"
+        app, method = self.system.own_app(bot), self.system.claim_method
+        if app is None:  # one shared app: the next claims of whichever bots make them
+            bot, app = "the shared app", self.system.apps(self.bots)[0]
+        self.control("fail", method=method, status=503, count=LOST_ANSWERS, after=True, app=app)
+        return True, f"{bot}'s next {LOST_ANSWERS} {method} carried out, then answered 503"
 
     def _slow_device(self, index: int, fault: Fault) -> tuple[bool, str]:
         if self.system.name == LEGACY:

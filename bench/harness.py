@@ -75,9 +75,26 @@ class Profile:
     latency_ms: float = 50.0
     jitter_ms: float = 20.0
     idle_s: float = 3.0
+    slack_window_s: float = 60.0
+    """The rate limiter's window: Slack's per-minute counts over this many seconds (60: as
+    Slack; shorter compresses time, e.g. 6 s lets ten times Slack's rate through)."""
+    fault_every: int = 3
+    """The full fault schedule's spacing: one fault every this many chaos commands."""
+    warmup: bool = True
+    """Post one command before the clean phase, outside every count."""
 
     def phases(self) -> int:
         return 3 + bool(self.rate_steps) + self.failover
+
+    def bots_for(self, mode: str) -> tuple[int, ...]:
+        """The bot counts run in one mode: shared-app stops at Slack's 10 Socket Mode
+        connections per app (a larger N runs as 10 there)."""
+        cap = MAX_BOTS.get(mode)
+        return tuple(dict.fromkeys(min(n, cap) if cap else n for n in self.bots))
+
+
+MAX_BOTS = {"shared-app": 10}
+"""Slack opens at most 10 Socket Mode connections per app: one shared app, 10 bots."""
 
 
 QUICK = Profile(
@@ -148,6 +165,10 @@ def _per_command(by_method: Counter[str], commands: int) -> tuple[float | None, 
     return round(sum(by_method.values()) / commands, 2), per
 
 
+OnPost = Callable[[int, int], bool]
+"""Called after each command posted (index, count): False stops the stream there."""
+
+
 def _stream(
     t: _Trial,
     poster: Poster,
@@ -155,6 +176,7 @@ def _stream(
     rate_per_min: float,
     faults: Sequence[Fault] = (),
     chaos: Chaos | None = None,
+    on_post: OnPost | None = None,
 ) -> list[Command]:
     """Post `count` commands at a steady rate, applying the faults due at each index."""
     interval = 60.0 / rate_per_min
@@ -176,6 +198,8 @@ def _stream(
         if chaos is not None:
             for fault in due.get(i, []):
                 chaos.after_post(i, fault, cmd.ts)
+        if on_post is not None and not on_post(i, count):
+            break
     return sent
 
 
@@ -234,6 +258,7 @@ def run_trial(
     progress: Progress | None = None,
     *,
     fault_schedule: str | None = None,
+    on_post: OnPost | None = None,
 ) -> dict[str, Any]:
     """Run one trial and return its report row (see bench/report.py for the fields)."""
     report = progress or (lambda _label: None)
@@ -261,9 +286,10 @@ def run_trial(
             ready = sorted(fleet.bots[b].ready_after_s or 0.0 for b in bots)
             row["ready_s"] = round(ready[-1], 2)
             row["ready_s_median"] = round(ready[len(ready) // 2], 2)
-            t.control("ratelimit")  # forget the start-up calls: each phase starts fresh
+            # forget the start-up calls (each phase starts fresh); a compressed window
+            t.control("ratelimit", window_s=profile.slack_window_s)
             tick("started")
-            row.update(_phases(t, fault_schedule or profile.faults, tick))
+            row.update(_phases(t, fault_schedule or profile.faults, tick, on_post))
         finally:
             t.fleet.stop_all()
             _keep_logs(t, "-failover" if t.fleet is not fleet else "")
@@ -273,15 +299,22 @@ def run_trial(
     return row
 
 
-def _phases(t: _Trial, fault_schedule: str, tick: Progress) -> dict[str, Any]:
+def _phases(
+    t: _Trial, fault_schedule: str, tick: Progress, on_post: OnPost | None = None
+) -> dict[str, Any]:
     p = t.profile
     poster = Poster(t.ws.api_url)
     out: dict[str, Any] = {}
 
+    # 0. one command, not counted: each bot's one-time look-ups (users.info about the
+    # person who posts) are start-up cost, not a cost per command
+    if p.warmup:
+        wait_until(all_acted([poster.post()], t.counter), 30)
+
     # 1. clean
     t.control("counters/reset")
     before = t.snap()
-    clean = _stream(t, poster, p.clean_commands, p.rate_per_min)
+    clean = _stream(t, poster, p.clean_commands, p.rate_per_min, on_post=on_post)
     _settle(t, clean)
     load = usage(before, t.snap())
     idle_from = t.snap()
@@ -293,10 +326,10 @@ def _phases(t: _Trial, fault_schedule: str, tick: Progress) -> dict[str, Any]:
 
     # 2. chaos
     t.control("counters/reset")
-    faults = schedule(fault_schedule, p.chaos_commands)
+    faults = schedule(fault_schedule, p.chaos_commands, every=p.fault_every)
     chaos = Chaos(t.system, t.fleet, t.bots, t.control, t.base_delays, api_url=t.ws.api_url)
     try:
-        noisy = _stream(t, poster, p.chaos_commands, p.rate_per_min, faults, chaos)
+        noisy = _stream(t, poster, p.chaos_commands, p.rate_per_min, faults, chaos, on_post)
     finally:
         chaos.undo_all()
     restarts = chaos.wait_restarted()
@@ -363,6 +396,7 @@ def _phases(t: _Trial, fault_schedule: str, tick: Progress) -> dict[str, Any]:
             "p99_ms": chaos_score.pct(99),
             "faults": chaos.log,
         },
+        killed_claimer_s=_killed_claimer_s(chaos.log, noisy, read_actions(t.counter)),
         ready_s_restart=round(max(restarts), 2) if restarts else None,
         load=asdict(load) if load else None,
         idle=asdict(idle) if idle else None,
@@ -377,6 +411,24 @@ def _phases(t: _Trial, fault_schedule: str, tick: Progress) -> dict[str, Any]:
     if p.failover:
         out["failover_s"], out["failover"] = _failover(t)
         tick("failover")
+    return out
+
+
+def _killed_claimer_s(
+    log: Sequence[dict[str, Any]], commands: Sequence[Command], actions: Sequence[dict[str, Any]]
+) -> list[float | None]:
+    """For each command whose claimer was killed mid-command: seconds from its post to
+    its first action (a takeover, or the claimer's own if it acted before it died); None
+    for one that never acted (it was answered as superseded, or lost)."""
+    first: dict[str, float] = {}
+    for action in actions:
+        ts, at = str(action.get("ts")), float(action.get("at", 0))
+        first[ts] = min(first.get(ts, at), at)
+    out: list[float | None] = []
+    for entry in log:
+        if entry["fault"] == "kill" and entry["applied"] and entry["at"] < len(commands):
+            ts = commands[entry["at"]].ts
+            out.append(round(first[ts] - float(ts), 2) if ts in first else None)
     return out
 
 
@@ -414,7 +466,7 @@ def _rate_steps(t: _Trial, poster: Poster) -> tuple[float | None, list[dict[str,
                 break
             best = rate
     finally:
-        t.control("ratelimit", window_s=60.0, multiplier=1.0)
+        t.control("ratelimit", window_s=p.slack_window_s, multiplier=1.0)
     return best, steps
 
 

@@ -38,6 +38,14 @@ RTT_MS = 50.0
 """One Web API round trip in the simulated network (the mean added latency per call)."""
 
 
+def machine() -> str:
+    """The machine a run was measured on, in one line."""
+    return (
+        f"{os.cpu_count()} CPUs, Python {platform.python_version()}, "
+        f"{platform.system()} {platform.release()}"
+    )
+
+
 def normalise(row: dict[str, Any]) -> dict[str, Any]:
     """The row with every report field present, in order, then the details."""
     return {**{k: row.get(k) for k in FIELDS}, **{k: v for k, v in row.items() if k not in FIELDS}}
@@ -113,8 +121,7 @@ def markdown(
         "",
         f"Command: `{command}`  ",
         f"Finished: {context.get('finished', '?')}, after {context.get('duration_s', '?')} s  ",
-        f"Machine: {os.cpu_count()} CPUs, Python {platform.python_version()}, "
-        f"{platform.system()} {platform.release()}  ",
+        f"Machine: {machine()}  ",
         f"Workload: {context.get('workload', '')}  ",
         f"Network: {context.get('network', '')}  ",
         f"Faults: {context.get('faults', '')}  ",

@@ -56,6 +56,12 @@ class System:
         """All bots share one app (so the control API cannot single out one bot)."""
         return self.mode != "app-per-bot"
 
+    @property
+    def claim_method(self) -> str:
+        """The Web API method that claims a command: troupe's shared Slack user claims
+        with a 👀 reaction (Tier 3); its own users and SlackMQ 0.1.2 pin (Tier 2)."""
+        return "reactions.add" if self.name == TROUPE and self.shared_identity else "pins.add"
+
     def fleet(
         self, api_url: str, folder: Path, bots: Sequence[str], timings: Timings, counter: Path
     ) -> Fleet:

@@ -86,3 +86,83 @@ def test_report_has_every_field_and_a_markdown_table(tmp_path: Path) -> None:
     assert "| slackmq-0.1.2 | slackbot-rtm | 2 | error: no |" in md
     assert (tmp_path / "latest.json").read_text() == (tmp_path / "smoke.json").read_text()
     assert tmp_path / "latest.md" in written
+
+
+def test_the_clock_off_bot_is_the_process_started_so_killing_it_leaves_nothing() -> None:
+    """The failover phase after the chaos phase found no taker: the `faketime` wrapper had
+    forked the clock-off bot as its child, and killing the wrapper left that bot running
+    (and acting, with the old counter file). The bot now runs under libfaketime itself."""
+    import subprocess
+    import sys
+    import time as clock
+
+    from bench.chaos import clock_ahead, faketime_installed
+
+    assert faketime_installed()  # CI installs faketime (apt install faketime)
+    code = "import os, time; print(os.getpid(), time.time())"
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        env={"PATH": "/usr/bin:/bin", **clock_ahead(600)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    _, seen = proc.stdout.split()
+    assert abs(float(seen) - clock.time() - 600) < 30
+    # The process that printed is the one started: no wrapper in between.
+    child = subprocess.Popen(
+        [sys.executable, "-c", code], env=clock_ahead(600), stdout=-1, text=True
+    )
+    out, _ = child.communicate(timeout=30)
+    assert int(out.split()[0]) == child.pid
+
+
+def test_shared_app_rows_stop_at_slacks_ten_socket_mode_connections() -> None:
+    from bench.harness import FULL
+
+    assert FULL.bots_for("app-per-bot") == (2, 4, 8, 16)
+    assert FULL.bots_for("shared-app") == (2, 4, 8, 10)
+    assert [f.at for f in schedule("full", 60, every=20)] == [2, 22, 42]
+
+
+def test_the_soak_compresses_time_and_says_so(tmp_path: Path) -> None:
+    from bench.soak import Soak, markdown, summary
+
+    soak = Soak(commands=300, bots=8, rate_per_min=400, scale=20)
+    p = soak.profile()
+    assert (p.clean_commands, p.chaos_commands, p.slack_window_s) == (100, 200, 3.0)
+    assert soak.slack_rate_per_min == 20
+    assert (p.timings.stale_s, p.timings.lease_s, p.timings.linger_s) == (6, 4, 7)  # floors
+    assert Soak(scale=2).timings.lease_s == 7.5  # the default lease, halved
+    row = {
+        "mode": "rtm",
+        "bots": 8,
+        "commands": 300,
+        "duplicates": 0,
+        "losses": 1,
+        "out_of_order": 0,
+        "unanswered": 0,
+        "killed_claimer_s": [1.5, None, 4.5],
+        "chaos": {"faults": [{"fault": "kill", "applied": True}], "lost_at": [7]},
+    }
+    result = summary(row, soak)
+    assert result["killed_claimer_s"] == {"count": 3, "acted": 2, "median": 4.5, "max": 4.5}
+    text = markdown(
+        [result], soak, {"command": "c", "finished": "f", "duration_s": 1, "machine": "m"}
+    )
+    assert "count over 3 s" in text and "20 commands per Slack minute" in text
+    assert "| rtm | 8 | 300 | 0 | 1 |" in text and "lost_at: [7]" in text
+
+
+def test_the_soak_stops_posting_at_its_deadline_and_reaps_what_it_started() -> None:
+    import subprocess
+    import sys
+
+    from bench.soak import Progress, Soak, _reap_children, children
+
+    progress = Progress(Soak(commands=10), every=5, deadline=0.0)  # already past
+    assert progress.on_post(0, 10) is False and progress.stopped_early
+    before = children()
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    assert _reap_children(before) == [child.pid]
+    assert child.wait(timeout=10) == -9

@@ -154,3 +154,101 @@ async def test_release_happens_at_ts_plus_linger():
 @pytest.mark.parametrize("op,idempotent", [("on", True), ("set", True), ("toggle", False)])
 def test_idempotence_of_actions(op, idempotent):
     assert Action("lamp", op).idempotent is idempotent
+
+
+# --- the shared user's 👀 claim (shared-app, rtm) through SlackMQ on the workspace -------
+
+
+def _shared_fleet(
+    workspace, mode: str, settings: Settings = FAST
+) -> tuple[dict[str, Coordinator], str, str]:
+    """Three bots of one shared app (one Slack user) on the workspace, and a command."""
+    from slack_sdk import WebClient
+
+    from troupe.slackapi import async_client
+    from troupe.slackmq import SlackMQ
+
+    alice = WebClient("xoxp-alice", base_url=workspace.api_url)
+    msg = alice.chat_postMessage(channel="#home", text="turn on the hall light")
+    bots = {
+        bot: Coordinator(
+            bot,
+            SlackMQ(
+                async_client("xoxb-troupe", workspace.api_url),
+                "U0TROUPE",
+                trusted={"U0TROUPE"}.__contains__,
+                shared_user=True,
+                sole_receiver=mode == "shared-app",
+                now=time.time,
+            ),
+            settings,
+            clock=time.time,
+        )
+        for bot in BOTS
+    }
+    workspace.control("counters/reset")
+    return bots, msg["channel"], msg["ts"]
+
+
+def _work_log(bots, channel, ts, log, candidates=BOTS):
+    async def run(bot: str):
+        async def work(takeover: bool) -> None:
+            log.append((bot, takeover))
+
+        return await bots[bot].coordinate(channel, ts, candidates, work)
+
+    return run
+
+
+def _calls(workspace) -> dict[str, int]:
+    return dict(workspace.control("counters")["calls"].get("A0TROUPE", {}))
+
+
+async def test_rtm_command_costs_two_reactions_and_acts_once(workspace):
+    bots, channel, ts = _shared_fleet(workspace, "rtm")
+    log: list[tuple[str, bool]] = []
+    run = _work_log(bots, channel, ts, log)
+    first, *later = rank(ts, BOTS)
+    assert (await run(first)).outcome is Outcome.ACTED
+    assert _calls(workspace) == {"reactions.add": 2}  # 👀 and ✅: no pin to add or remove
+    late = later[0]  # its events came late: no stagger saw the 👀, so it meets it
+    bots[late].seen_done(channel, ts)
+    assert (await run(late)).outcome is Outcome.PEER
+    for c in bots.values():
+        await c.close(release_due=False)
+    assert log == [(first, False)]
+    assert _calls(workspace) == {"reactions.add": 2}
+
+
+async def test_rtm_holder_that_dies_is_taken_over_once(workspace):
+    bots, channel, ts = _shared_fleet(workspace, "rtm")
+    holder, *peers = rank(ts, BOTS)
+    assert await bots[holder].lock.claim(channel, ts) is True  # then it dies: no ✅, no ⏳
+    log: list[tuple[str, bool]] = []
+    results = await asyncio.gather(*(_work_log(bots, channel, ts, log)(b) for b in peers))
+    assert [takeover for _, takeover in log] == [True]
+    assert sorted(r.outcome.value for r in results) == ["peer", "took_over"]
+
+
+async def test_shared_app_command_costs_one_reaction_and_acts_once(workspace):
+    bots, channel, ts = _shared_fleet(workspace, "shared-app")
+    receiver = BOTS[1]
+    bots[receiver].lock.delivered(channel, ts, 0)  # Slack handed it to this bot
+    log: list[tuple[str, bool]] = []
+    result = await _work_log(bots, channel, ts, log, [receiver])(receiver)
+    await bots[receiver].close(release_due=False)
+    assert result.outcome is Outcome.ACTED and log == [(receiver, False)]
+    assert _calls(workspace) == {"reactions.add": 1}  # the ✅ alone: Slack's hand-out claims
+
+
+async def test_shared_app_receiver_that_dies_is_taken_over_once_by_a_redelivery(workspace):
+    bots, channel, ts = _shared_fleet(workspace, "shared-app")
+    receiver, other = BOTS[0], BOTS[2]
+    bots[receiver].lock.delivered(channel, ts, 0)
+    assert await bots[receiver].lock.claim(channel, ts) is True  # then it dies unacked
+    bots[other].lock.delivered(channel, ts, 1)
+    log: list[tuple[str, bool]] = []
+    # Slack redelivers to another connection: that bot waits out a lease, then votes
+    result = await _work_log(bots, channel, ts, log, [other])(other)
+    assert result.outcome is Outcome.TOOK_OVER and log == [(other, True)]
+    assert _calls(workspace) == {"reactions.add": 2, "reactions.get": 1}  # 🔄, its check, ✅

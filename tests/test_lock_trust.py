@@ -38,8 +38,8 @@ async def test_a_claim_whose_answer_was_lost_is_known_as_this_bots_own(posted):
 
 async def test_a_lost_answer_in_a_shared_user_fleet_is_not_taken_for_a_win(posted):
     ws, _, channel, ts = posted
-    ws.control("fail", method="pins.add", status=503, count=1, after=True, app="A0KITCHEN")
-    kitchen = lock(ws, "kitchen", "U0KITCHEN", shared_user=True)
+    ws.control("fail", method="reactions.add", status=503, count=1, after=True, app="A0KITCHEN")
+    kitchen = lock(ws, "kitchen", "U0KITCHEN", shared_user=True)  # claims with 👀
     assert await kitchen.claim(channel, ts) is False
 
 

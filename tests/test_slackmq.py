@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
@@ -9,7 +10,7 @@ from slack_sdk import WebClient
 
 from troupe.errors import ClaimError
 from troupe.slackapi import async_client
-from troupe.slackmq import DONE, TAKEOVER, SlackMQ, holding, slackmq
+from troupe.slackmq import CLAIM, DONE, REDELIVERY_S, TAKEOVER, SlackMQ, holding, slackmq
 
 
 @pytest.fixture
@@ -83,3 +84,93 @@ async def test_any_other_claim_error_is_an_error_not_a_peer(posted):
     )
     with pytest.raises(ClaimError, match="channel_not_found"):
         await lock.claim("C0NOWHERE", ts)
+
+
+# --- the shared user's claim: a 👀 reaction (shared-app, rtm) ------------------------
+
+SHARED = {"U0TROUPE"}.__contains__
+
+
+def shared_bot(ws, *, sole: bool = False, now=None) -> SlackMQ:
+    """One bot of the shared app: every bot of it is the same Slack user, U0TROUPE;
+    `sole` as in shared-app mode, where Slack hands each event to one connection."""
+    client = async_client("xoxb-troupe", ws.api_url)
+    return SlackMQ(
+        client,
+        "U0TROUPE",
+        trusted=SHARED,
+        shared_user=True,
+        sole_receiver=sole,
+        now=now or time.time,
+    )
+
+
+def app_calls(ws, app: str = "A0TROUPE") -> dict[str, int]:
+    return dict(ws.control("counters")["calls"].get(app, {}))
+
+
+async def test_a_shared_user_claims_with_one_reaction_and_never_pins(posted):
+    ws, channel, ts = posted
+    ws.control("counters/reset")
+    first, second = shared_bot(ws), shared_bot(ws)
+    assert await first.claim(channel, ts) is True
+    assert await second.claim(channel, ts) is False  # already_reacted: a peer holds it
+    await first.mark_done(channel, ts)
+    await first.release(channel, ts)  # the 👀 stays: nothing to release
+    assert app_calls(ws) == {"reactions.add": 3}  # two claims and the ✅: no pins call
+    msg = (await first.client.reactions_get(channel=channel, timestamp=ts))["message"]
+    assert [r["name"] for r in msg["reactions"]] == [CLAIM, DONE]
+    assert (await first.client.pins_list(channel=channel))["items"] == []
+
+
+async def test_two_shared_receivers_racing_one_holds_it(posted):
+    ws, channel, ts = posted
+    ws.control("counters/reset")
+    bots = [shared_bot(ws) for _ in range(6)]
+    won = await asyncio.gather(*(b.claim(channel, ts) for b in bots))
+    assert sorted(won) == [False] * 5 + [True]
+    assert app_calls(ws) == {"reactions.add": 6}  # one call each, Tier 3, no pins
+
+
+async def test_a_shared_app_first_delivery_holds_the_command_at_no_call(posted):
+    ws, channel, ts = posted
+    ws.control("counters/reset")
+    receiver, redelivered = shared_bot(ws, sole=True), shared_bot(ws, sole=True)
+    receiver.delivered(channel, ts, 0)  # Slack handed it the first delivery
+    assert await receiver.claim(channel, ts) is True
+    # A redelivery cannot see whether the first receiver lives: it defers to the lease
+    redelivered.delivered(channel, ts, 1)
+    assert await redelivered.claim(channel, ts) is False
+    assert app_calls(ws) == {}  # no pin, no reaction
+    late = shared_bot(ws, sole=True, now=lambda: float(ts) + REDELIVERY_S)
+    late.delivered(channel, ts, 0)  # its first delivery came after Slack may redeliver
+    assert await late.claim(channel, ts) is True  # so it claims with 👀 (no one had)
+    assert app_calls(ws) == {"reactions.add": 1}
+
+
+async def test_a_shared_app_claim_of_a_message_not_delivered_is_the_eyes(posted):
+    """A resume after a restart, a rollout's baton (devops): one bot wins, visibly."""
+    ws, channel, ts = posted
+    first, second = shared_bot(ws, sole=True), shared_bot(ws, sole=True)
+    assert await first.claim(channel, ts) is True
+    assert await second.claim(channel, ts) is False
+    assert app_calls(ws) == {"reactions.add": 2}
+
+
+async def test_a_lost_claim_answer_of_a_shared_user_is_not_taken_for_a_win(posted):
+    ws, channel, ts = posted
+    ws.control("fail", method="reactions.add", status=503, count=1, after=True, app="A0TROUPE")
+    # rtm: every bot has the message, and one user cannot say whose 👀 it met
+    assert await shared_bot(ws).claim(channel, ts) is False
+    assert app_calls(ws)["reactions.add"] == 2  # the lost answer, then already_reacted
+
+
+async def test_a_persons_eyes_are_no_claim(posted):
+    ws, channel, ts = posted
+    alice = WebClient("xoxp-alice", base_url=ws.api_url)
+    alice.reactions_add(channel=channel, timestamp=ts, name=CLAIM)  # a person says "on it"
+    first, second = shared_bot(ws), shared_bot(ws)
+    assert await first.claim(channel, ts) is True
+    assert await second.claim(channel, ts) is False
+    msg = (await first.client.reactions_get(channel=channel, timestamp=ts, full=True))["message"]
+    assert {r["name"]: r["users"] for r in msg["reactions"]}[CLAIM] == ["U0ALICE", "U0TROUPE"]

@@ -51,7 +51,7 @@ from troupe.roster import FleetUsers, fleet_user_ids
 from troupe.schedulestore import is_record
 from troupe.slackapi import ClockedWebClient, lock_client
 from troupe.slackclock import ClockUnknown, SlackClock
-from troupe.slackmq import DONE, TAKEOVER, WORKING, Lock, SlackMQ, holding
+from troupe.slackmq import CLAIM, DONE, TAKEOVER, WORKING, Lock, SlackMQ, holding
 from troupe.tasks import spawn
 from troupe.transports.base import Ack, Event, Transport
 
@@ -219,6 +219,7 @@ class Bot:
             self.user_id,
             trusted=self.is_fleet_user,
             shared_user=shared_user,
+            sole_receiver=self.info.mode == "shared-app",
             now=self.clock.now,
         )
         """The Slack lock, for plugins that coordinate more than commands (devops)."""
@@ -461,6 +462,17 @@ class Bot:
         task = asyncio.current_task()
         if task is not None:
             self._inflight.add(task)
+        lock = getattr(self, "slackmq", None)  # set at start
+        # Handed out by Slack (a transport's delivery, which comes with an ack), not read
+        # back by the catch-up or a resume, nor relayed over the bus.
+        handed = (
+            ack is not None
+            and event.kind == "message"
+            and event.relay is None
+            and not event.from_bot
+        )
+        if handed and lock is not None and lock.sole_receiver:  # Slack's hand-out claims
+            lock.delivered(event.channel, event.ts, event.retry_attempt)
         try:
             if self.coordinator is None:
                 return
@@ -596,11 +608,11 @@ class Bot:
     async def _observe_mark(self, event: Event) -> None:
         """Pins and reactions feed the claim protocol, but only the fleet's own."""
         assert self.coordinator is not None
-        mark = event.kind == "pin_added" or event.reaction in (DONE, TAKEOVER, WORKING)
+        mark = event.kind == "pin_added" or event.reaction in (CLAIM, DONE, TAKEOVER, WORKING)
         if not mark or not await self._recheck(event.user):
             return
         coordinator = self.coordinator
-        if event.kind == "pin_added":
+        if event.kind == "pin_added" or (event.kind, event.reaction) == ("reaction_added", CLAIM):
             coordinator.seen_pin(event.channel, event.ts)
         elif event.reaction == WORKING and event.kind in ("reaction_added", "reaction_removed"):
             coordinator.seen_renewal(event.channel, event.ts)

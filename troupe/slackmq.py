@@ -1,14 +1,23 @@
 """SlackMQ v2: claim, mark done, elect a taker and release one Slack message.
 
-A pin is the lock. `pins.add` succeeding means this bot won; Slack's `already_pinned`
-means a peer won (a normal False); every other answer is an error, never "not mine".
-The pin is released late (at the message's ts + linger, past the stale limit), so a late
-bot always meets `already_pinned` or finds the command stale.
+Where each bot is its own Slack user (app-per-bot) a pin is the lock: `pins.add`
+succeeding means this bot won; Slack's `already_pinned` means a peer won (a normal False);
+every other answer is an error, never "not mine". The pin is released late (at the
+message's ts + linger, past the stale limit), so a late bot always meets `already_pinned`
+or finds the command stale.
+
+Where the whole fleet is one Slack user the lock is no pin (pins.add is Tier 2: 20 a
+minute for the whole fleet). In rtm mode it is that user's 👀 reaction: `reactions.add` is
+Tier 3 (50 a minute), and one user adds one emoji to a message once, so a second add meets
+`already_reacted` (a peer won); the 👀 is never removed (no release, no pin list to fill),
+so a late bot always meets it. In shared-app mode Slack itself hands each event to one
+connection: the receiver of the first delivery holds the command at no call, and anyone
+else (a redelivery) waits out a lease before the ballot.
 
 Only the fleet's marks count: a pin, ✅ or 🔄 from anyone else (a person, another app)
-is not a claim, a done mark or a ballot. An `already_pinned` or `already_reacted` that
-follows a retry (the first attempt may have been carried out, its answer lost) is checked
-against who pinned or reacted before this bot concludes that a peer holds the command.
+is not a claim, a done mark or a ballot. An `already_pinned` that follows a retry (the
+first attempt may have been carried out, its answer lost) is checked against who pinned
+before this bot concludes that a peer holds the command.
 
 Also the seed's API, `slackmq(token, channel, ts).ack() / .unack()`, made safe: no blocking
 sleep, no early unpin, and inside a command troupe already holds, ack() is simply True.
@@ -39,6 +48,13 @@ DONE = "white_check_mark"
 TAKEOVER = "arrows_counterclockwise"
 """The takeover ballot: the first bot to react with it finishes a dead holder's command."""
 
+CLAIM = "eyes"
+"""The claim where the whole fleet is one Slack user (shared-app, rtm): 👀, "on it"."""
+
+REDELIVERY_S = 3.0
+"""Slack hands an unacknowledged Socket Mode event to another connection 3 s after it
+sent it (never sooner): until then a shared-app receiver is the only bot with it."""
+
 WORKING = "hourglass_flowing_sand"
 """The holder's lease renewal: added, then removed, then added again while it still acts,
 each change an event that restarts the peers' lease count."""
@@ -60,7 +76,8 @@ class Lock(Protocol):
     """
 
     async def claim(self, channel: str, ts: str) -> bool:
-        """Pin the message: True if this bot now holds it, False if a peer does."""
+        """Take the message (a pin, or the shared user's 👀): True if this bot now holds
+        it, False if a peer does."""
 
     async def mark_done(self, channel: str, ts: str) -> None:
         """Add the done mark."""
@@ -72,7 +89,7 @@ class Lock(Protocol):
         """Cast the takeover ballot: True if this bot is the first and no done mark exists."""
 
     async def release(self, channel: str, ts: str) -> None:
-        """Unpin (no error if already unpinned)."""
+        """Unpin (no error if already unpinned; nothing to do for a 👀 claim)."""
 
     async def renew(self, channel: str, ts: str) -> None:
         """Show the peers that the holder is still acting (a visible change they see)."""
@@ -83,7 +100,9 @@ class SlackMQ:
 
     `trusted(user_id)` says whether a user is one of the fleet's bot users; `shared_user`
     is True where every bot of the fleet posts as the same user (shared-app, rtm), so a
-    pin or reaction by that user cannot tell this bot from a peer.
+    pin or reaction by that user cannot tell this bot from a peer: there the claim is
+    the 👀 reaction (rtm) or, where Slack hands each event to one connection
+    (`sole_receiver`, shared-app), Slack's first delivery itself (see `delivered`).
     """
 
     def __init__(
@@ -93,6 +112,7 @@ class SlackMQ:
         *,
         trusted: Callable[[str | None], bool],
         shared_user: bool = False,
+        sole_receiver: bool = False,
         now: Callable[[], float] | None = None,
     ) -> None:
         self.client = client
@@ -102,9 +122,32 @@ class SlackMQ:
         """Slack's time when this process began: an own pin older than that is a pin the
         bot made before a restart, not the lost answer of a claim it just sent."""
         self.shared_user = shared_user
+        self.sole_receiver = sole_receiver
+        """shared-app: Slack hands each event to one connection, so the receiver of a
+        first delivery holds the command by Slack's own hand-out, at no call."""
         self._not_ours: set[tuple[str, str]] = set()
         """Messages pinned by someone outside the fleet: never unpinned by this bot."""
         self._renewals: dict[tuple[str, str], bool] = {}
+        self._now = now
+        self._delivered: dict[tuple[str, str], tuple[float, bool]] = {}
+        """shared-app: people's messages Slack handed this bot: (ts, first delivery)."""
+
+    def delivered(self, channel: str, ts: str, retry_attempt: int) -> None:
+        """shared-app: Slack handed this bot a person's message, first (retry_attempt 0)
+        or again (a redelivery: its first receiver may live and hold it unseen)."""
+        horizon = float(ts) - 120.0
+        for key in [k for k, (at, _) in self._delivered.items() if at < horizon]:
+            del self._delivered[key]
+        first = retry_attempt == 0 and self._delivered.get((channel, ts), (0, True))[1]
+        self._delivered[(channel, ts)] = (float(ts), first)
+
+    def _alone(self, channel: str, ts: str) -> bool:
+        """Whether this bot got the message's first delivery and Slack cannot have handed
+        it to another connection yet (REDELIVERY_S after the post, by Slack's clock, less
+        half a second for the clock's uncertainty)."""
+        if not self._delivered.get((channel, ts), (0, False))[1] or self._now is None:
+            return False
+        return self._now() < float(ts) + REDELIVERY_S - 0.5
 
     async def _call(
         self, method: str, ok_codes: frozenset[str] = frozenset(), **kw: Any
@@ -121,6 +164,16 @@ class SlackMQ:
         return "ok", doubtful(resp)
 
     async def claim(self, channel: str, ts: str) -> bool:
+        if self.sole_receiver and (channel, ts) in self._delivered:
+            # The first receiver holds it while no other bot can have it; a redelivery
+            # cannot see whether that receiver lives: it waits out a lease, then the
+            # ballot decides (docs/protocol.md, step 9). Anything else claims with 👀.
+            if self._alone(channel, ts):
+                return True
+            if not self._delivered[(channel, ts)][1]:
+                return False
+        if self.shared_user:
+            return await self._react_claim(channel, ts)
         code, unsure = await self._call(
             "pins.add", frozenset({"already_pinned"}), channel=channel, timestamp=ts
         )
@@ -133,10 +186,23 @@ class SlackMQ:
             self._not_ours.add((channel, ts))
             return await self.elect(channel, ts)
         mine_now = pinner == self.user_id and pinned_at >= int(self.started)
-        if unsure and mine_now and not self.shared_user:
+        if unsure and mine_now:
             log.info("pins.add on %s/%s was carried out before its answer was lost", channel, ts)
             return True
         return False
+
+    async def _react_claim(self, channel: str, ts: str) -> bool:
+        """The shared user's 👀: `ok` holds it; `already_reacted` is a peer's. After a
+        lost answer the 👀 may be this bot's own, but one user for the whole fleet cannot
+        say whose: it is taken for a peer's (the lease, then the ballot, decide)."""
+        code, _ = await self._call(
+            "reactions.add",
+            frozenset({"already_reacted"}),
+            channel=channel,
+            timestamp=ts,
+            name=CLAIM,
+        )
+        return code == "ok"
 
     async def _pinned_by(self, channel: str, ts: str) -> tuple[str | None, float]:
         """Who pinned the message and when, by Slack's clock ((None, 0) if it is not pinned
@@ -212,6 +278,8 @@ class SlackMQ:
 
     async def release(self, channel: str, ts: str) -> None:
         self._renewals.pop((channel, ts), None)
+        if self.shared_user:
+            return  # the 👀 stays: it keeps late bots out and fills no pin list
         if (channel, ts) in self._not_ours:
             self._not_ours.discard((channel, ts))
             return
