@@ -210,6 +210,8 @@ class Broker:
                     f"before listening on {self.address}:\n{self.output()[-2000:]}"
                 )
             try:
+                if self.kind == "mosquitto" and not self._mosquitto_running():
+                    raise OSError("not listening yet")
                 with socket.create_connection((self.host, self.port), timeout=0.5):
                     pass
             except OSError:
@@ -225,6 +227,13 @@ class Broker:
             time.sleep(0.2)
             if self._process.poll() is None:
                 return
+
+    def _mosquitto_running(self) -> bool:
+        """mosquitto says it listens on our port, then that it runs: only then is whatever
+        answers on the port this broker (another test's broker may have taken the same
+        free port first, and ours is about to exit on "Address already in use")."""
+        log = self.output()
+        return f"listen socket on port {self.port}." in log and " running" in log
 
     # configuration --------------------------------------------------------------------
 

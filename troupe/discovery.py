@@ -280,10 +280,10 @@ class HomeAssistantDiscovery:
         client = self._client
         if client is None or self._subscription is None:
             return
+        client.unsubscribe(self._subscription)  # our own "offline" must not come back to us
         if self.connected:
             info = client.publish(self.status, OFFLINE, qos=1, retain=True)
             await asyncio.to_thread(_wait_published, [info], STOP_WAIT_S)
-        client.unsubscribe(self._subscription)
         await client.stop()
         self.connected = False
 
@@ -347,7 +347,7 @@ class HomeAssistantDiscovery:
         if entity is not None:
             self._on_command(entity, payload, message.retain, message.dup, message.mid)
         elif topic == self.status:
-            if payload != ONLINE.encode() and self.connected:
+            if payload != ONLINE.encode() and self.connected and not self._closing:
                 self._publish(self.status, ONLINE)  # a late will of an old connection
         elif topic == f"{self.prefix}/status":
             if payload.strip() == ONLINE.encode():
