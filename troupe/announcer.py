@@ -174,6 +174,9 @@ class Announcer:
         if event.kind not in rule.kinds:
             return
         group = group_of(event.kind)
+        if group == "availability":  # before it, the device was the other way
+            other = "online" if event.kind == "offline" else "offline"
+            self._availability.setdefault(event.device, other)
         key = (event.device, group)
         mine = self._latest[key] = self._latest.get(key, 0) + 1
         if rule.debounce_s:

@@ -35,6 +35,7 @@ from troupe.plugins.mqtt.options import (
 from troupe.plugins.mqtt.shelly import Shelly
 from troupe.plugins.mqtt.tasmota import Tasmota
 from troupe.plugins.mqtt.zigbee2mqtt import Zigbee2Mqtt
+from troupe.tasks import spawn
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +159,7 @@ class MqttDriver(Driver):
 
     def _on_message(self, topic: str, payload: bytes) -> None:
         for device in self._routes.get(topic, ()):
+            was = _availability(device)
             try:
                 heard = device.receive(topic, payload)
             except Malformed as err:
@@ -169,6 +171,10 @@ class MqttDriver(Driver):
                     payload[:120],
                 )
                 continue
+            now = _availability(device)
+            if was is not None and now is not None and was != now:  # not the first word
+                word = "online" if now else "offline"
+                spawn(self.emit(device.name, word, ""), f"the {word} event of the {device.name}")
             if device.waiters and (problem := self._unreachable(device)):
                 self._fail(device, DriverError(problem))
             if heard is None:
@@ -238,3 +244,12 @@ class MqttDriver(Driver):
         if not self.connected:
             return DeviceState(online=False, detail=self._unreachable(target) or "")
         return target.snapshot()
+
+
+def _availability(device: Device) -> bool | None:
+    """Whether the device says it is online (its own availability, or Zigbee2MQTT's);
+    None until it has said. A change between two known answers is an online or offline
+    event; the first answer after a (re)connect is not."""
+    if isinstance(device, Zigbee2Mqtt) and device.offline_reason():
+        return False
+    return device.available
