@@ -16,6 +16,7 @@ from troupe.announcer import quiet, words
 from troupe.eventsettings import EventsSettings, rule_for
 from troupe.federation import rank
 from troupe.hardware import gpio
+from troupe.hardware.hue import running_bridge
 from troupe.hardware.mqtt import TasmotaPlug
 
 APPS = {"kitchen-pi": "A0KITCHEN", "hall-pi": "A0HALL", "garage-pi": "A0GARAGE"}
@@ -164,6 +165,47 @@ async def test_debounce_swallows_offline_then_online_within_it(
     finally:
         plug.stop()
         broker.stop()
+
+
+async def test_a_hue_light_unplugged_makes_one_message_also_with_the_first_bot_down(
+    tmp_path: Any,
+) -> None:
+    key = tmp_path / "hue-user"
+    key.write_text("troupe-test-user\n")
+    key.chmod(0o600)
+    with running_bridge(4, usernames=["troupe-test-user"]) as bridge:
+        devices = (
+            f"hue: {{bridge: '{bridge.address}', username: 'file:{key}', poll_s: 0.2}}\n"
+            "devices:\n"
+            "  sofa lamp: {kind: light, area: kitchen, driver: hue, light: 1}\n"
+            "areas: {kitchen: []}\n"
+        )
+        extra = "events: {watch_s: 0.4}\n"
+        async with fleet(tmp_path, devices=devices, extra=extra, slackmq=FAST) as f:
+            kitchen = {c.name: c.id for c in f.ws.workspace.config.channels}["kitchen"]
+            await asyncio.sleep(0.6)  # every bot has polled the bridge once: the baseline
+            f.ws.control("counters/reset")
+            bridge.model.set_reachable("1", False)
+            await f.until(lambda: _has(f, kitchen, "the sofa lamp went offline"), 10, "offline")
+            await settle(f, 3 * 0.4 + 0.5)
+            assert await channel_texts(f, kitchen) == ["the sofa lamp went offline"]
+            assert _merged(fleet_calls(f)) == {"chat.postMessage": 1}
+
+            first = rank("sofa lamp\0availability", BOTS)[0]
+            await f.bots[first].stop()
+            f.bots[first].ready.clear()
+            f.ws.control("counters/reset")
+            bridge.model.set_reachable("1", True)
+            await f.until(lambda: _has(f, kitchen, "the sofa lamp is back online"), 10, "online")
+            await settle(f, 3 * 0.4 + 0.5)
+            assert await channel_texts(f, kitchen) == [
+                "the sofa lamp went offline",
+                "the sofa lamp is back online",
+            ]
+            assert _merged(fleet_calls(f)) == {
+                "chat.postMessage": 1,
+                "conversations.history": 1,
+            }
 
 
 def test_rules_inherit_device_over_area_over_the_section() -> None:

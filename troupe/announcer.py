@@ -133,6 +133,8 @@ class Announcer:
             self._note(_Post(event.channel, event.text, float(event.ts), found[0]), found[1])
 
     def _note(self, post: _Post, kind: str) -> None:
+        if any(p.channel == post.channel and p.at == post.at for p in self.posts):
+            return  # this bot's own post, come back as an event
         self.posts.append(post)
         if post.device is not None and group_of(kind) == "availability":
             self._availability[post.device] = kind
