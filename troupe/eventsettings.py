@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import zoneinfo
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -66,6 +67,30 @@ class EventsSettings(EventRule):
     """How long each later-ranked bot waits for the fleet's post of a shared device's event."""
     areas: dict[Annotated[str, BeforeValidator(_name)], EventRule] = Field(default_factory=dict)
     devices: dict[Annotated[str, BeforeValidator(_name)], EventRule] = Field(default_factory=dict)
+
+    def problems(
+        self, devices: Collection[str], areas: Collection[str], channels: Collection[str]
+    ) -> Iterator[tuple[tuple[str | int, ...], str]]:
+        """Names this section uses that the file does not declare: (where, sentence)."""
+        from troupe.config.wording import hint  # the config package imports this module
+
+        for section, known, what in (("devices", devices, "device"), ("areas", areas, "area")):
+            for name in getattr(self, section):
+                if name not in known:
+                    yield (
+                        ("events", section, name),
+                        f"there is no {what} called {name!r}; name one of the file's "
+                        f"{section}{hint(name, list(known))}",
+                    )
+        rules = [(("events",), self)]
+        rules += [(("events", "areas", n), r) for n, r in self.areas.items()]
+        rules += [(("events", "devices", n), r) for n, r in self.devices.items()]
+        for where, rule in rules:
+            if rule.channel is not None and rule.channel not in channels:
+                yield (
+                    (*where, "channel"),
+                    f"{rule.channel} is not a channel of the federation; add it under channels",
+                )
 
 
 @dataclass(frozen=True)
