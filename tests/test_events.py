@@ -167,6 +167,29 @@ async def test_debounce_swallows_offline_then_online_within_it(
         broker.stop()
 
 
+async def test_a_plug_switched_at_its_own_button_is_one_message_a_command_is_none(
+    tmp_path: Any, board: gpio.GpioBoard
+) -> None:
+    broker = mosquitto_broker()
+    plug = TasmotaPlug("desk", broker.host, broker.port).start()
+    try:
+        extra = "events: {watch_s: 0.3}\n"
+        async with fleet(tmp_path, devices=house(broker.port), extra=extra, slackmq=FAST) as f:
+            kitchen = {c.name: c.id for c in f.ws.workspace.config.channels}["kitchen"]
+            await asyncio.sleep(0.5)
+            plug.press()
+            changed = "the desk plug was turned on at the device"
+            await f.until(lambda: _has(f, kitchen, changed), 10, "the change")
+            ts = await f.say("turn off the desk plug")
+            assert await f.answered(ts) == ["Turned off the desk plug."]
+            await settle(f, 3 * 0.3 + 0.7)
+            assert await channel_texts(f, kitchen) == [changed]
+            assert plug.on is False
+    finally:
+        plug.stop()
+        broker.stop()
+
+
 async def test_a_hue_light_unplugged_makes_one_message_also_with_the_first_bot_down(
     tmp_path: Any,
 ) -> None:
