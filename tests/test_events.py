@@ -6,6 +6,7 @@ also with the first-ranked bot stopped; flapping makes at most the configured nu
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import pytest
@@ -185,6 +186,35 @@ async def test_a_plug_switched_at_its_own_button_is_one_message_a_command_is_non
             await settle(f, 3 * 0.3 + 0.7)
             assert await channel_texts(f, kitchen) == [changed]
             assert plug.on is False
+    finally:
+        plug.stop()
+        broker.stop()
+
+
+async def test_quiet_hours_and_kinds_hold_back_what_they_name(
+    tmp_path: Any, board: gpio.GpioBoard
+) -> None:
+    hour = time.gmtime().tm_hour
+    span = f"{(hour - 1) % 24:02d}:00-{(hour + 2) % 24:02d}:00"  # now, in UTC
+    extra = (
+        "events: {watch_s: 0.3, devices: {hall motion: {quiet_hours: '" + span + "'},"
+        " desk plug: {kinds: [online]}}}\n"
+    )
+    broker = mosquitto_broker()
+    plug = TasmotaPlug("desk", broker.host, broker.port).start()
+    try:
+        async with fleet(tmp_path, devices=house(broker.port), extra=extra, slackmq=FAST) as f:
+            await asyncio.sleep(0.5)
+            board.motion(22)
+            plug.crash()
+            board.press(5)
+            await f.until(
+                lambda: _has(f, f.home, "hall lamp turned on at the wall switch"), 10, "press"
+            )
+            await settle(f, 3 * 0.3 + 0.7)
+            kitchen = {c.name: c.id for c in f.ws.workspace.config.channels}["kitchen"]
+            assert await channel_texts(f, f.home) == ["hall lamp turned on at the wall switch"]
+            assert await channel_texts(f, kitchen) == []
     finally:
         plug.stop()
         broker.stop()

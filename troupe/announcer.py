@@ -110,14 +110,24 @@ class Announcer:
     async def start(self, bot: Bot) -> None:
         self.bot = bot
         for name, device in bot.devices.items():
+            details = {
+                "pressed": ("", "on", "off"),
+                "changed": ("", "on", "off"),
+                "motion": (str(device.options.get("message") or ""),),
+            }
             for kind in KINDS:
-                for detail in ("", "on", "off", str(device.options.get("message") or "")):
+                for detail in details.get(kind, ("",)):
                     self._texts.setdefault(words(name, kind, detail), (name, kind))
             self.channel_of(name)  # a channel not in the federation stops the start
         bot.event_listeners.append(self.on_event)
         bot.message_watchers.append(self.saw)
 
     async def stop(self) -> None:
+        if self.bot is not None:
+            if self.on_event in self.bot.event_listeners:
+                self.bot.event_listeners.remove(self.on_event)
+            if self.saw in self.bot.message_watchers:
+                self.bot.message_watchers.remove(self.saw)
         for task in list(self._tasks):
             task.cancel()
 
