@@ -103,17 +103,27 @@ async def test_motion_switch_and_offline_each_make_one_message_also_with_the_fir
             await f.until(
                 lambda: _count(f, f.home, "motion in the hall", 2), 10, "the second motion"
             )
+            board.release(5)
+            board.press(5)
+            await f.until(
+                lambda: _has(f, f.home, "hall lamp turned off at the wall switch"), 10, "press"
+            )
             await settle(f, 3 * 0.4 + 0.5)
             assert await channel_texts(f, kitchen) == [
                 "the desk plug went offline",
                 "the desk plug is back online",
             ]
-            assert (await channel_texts(f, f.home)).count("motion in the hall") == 2
+            assert await channel_texts(f, f.home) == [
+                "motion in the hall",
+                "hall lamp turned on at the wall switch",
+                "motion in the hall",
+                "hall lamp turned off at the wall switch",
+            ]
             calls = fleet_calls(f)
             # The second-ranked bot (hall-pi, also the sensor's owner) read the channel once
             # and posted; the third saw the post come by and made no call.
             assert (first, second) == ("kitchen-pi", "hall-pi")
-            assert calls == {"A0HALL": {"conversations.history": 1, "chat.postMessage": 2}}
+            assert calls == {"A0HALL": {"conversations.history": 1, "chat.postMessage": 3}}
     finally:
         plug.stop()
         broker.stop()
