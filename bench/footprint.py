@@ -7,8 +7,14 @@ their modules byte-compiled first as an installed package has them:
   simulated hardware) — the bot issue 14 sets the goals for;
 - troupe's benchmark bot (app-per-bot, devices on the counter driver only);
 - a SlackMQ 0.1.2 bot (slackbot 1.0.5 with the seed's plugin, bench/legacy);
-- two floors that run no troupe code (FLOOR): the libraries kitchen-pi needs, imported,
-  then also Home Assistant's English sentences parsed.
+- four floors that run no troupe code (FLOOR): the libraries kitchen-pi needs, imported;
+  then also the English sentences of the intents troupe acts on parsed (what kitchen-pi
+  parses at start), or of every intent; and the first without aiohttp (what slack_sdk's
+  AsyncWebClient and its Socket Mode client run on): slack_sdk's blocking client, its
+  websocket-client Socket Mode and one verified TLS context instead.
+
+For kitchen-pi also where its memory and CPU go (STAGES): its start path run in one
+process, read after each step.
 
 For each: CPU seconds from exec to the ready line (utime + stime in /proc/PID/stat, read
 when the line arrives), resident memory (VmRSS in /proc/PID/status) SETTLE_S after the
@@ -36,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.procstat import sample
+from troupe.intents import SUPPORTED_INTENTS
 
 REPORTS = Path(__file__).resolve().parent / "reports"
 SETTLE_S = 2.0
@@ -44,7 +51,10 @@ RSS_GOAL_MB = 55.0
 CPU_GOAL_S = 0.5
 GOAL_BOT = "troupe demo kitchen-pi"
 """The row the goals of issue 14 (item 6) apply to."""
-FLOOR_BOT = "floor: + HA's English sentences"
+FLOOR_BOT = "floor: + the intents troupe acts on"
+"""The floor to set kitchen-pi against: its libraries, and the sentences it parses at start."""
+FLOOR_ALL_BOT = "floor: + every HA English sentence"
+LEAN_FLOOR_BOT = "floor without aiohttp: + the intents troupe acts on"
 
 
 def measure_process(
@@ -151,11 +161,18 @@ def legacy_bot(folder: Path) -> Iterator[Started]:
 
 FLOOR = """\
 import sys, time
-import asyncio, sqlite3, yaml, pydantic, aiohttp
-import slack_sdk.web.async_client, slack_sdk.socket_mode.aiohttp
+import asyncio, sqlite3, ssl, yaml, pydantic
+if "lean" in sys.argv[1:]:
+    import slack_sdk, slack_sdk.socket_mode.websocket_client
+    context = ssl.create_default_context()
+else:
+    import aiohttp, slack_sdk.web.async_client, slack_sdk.socket_mode.aiohttp
 import hassil.recognize, home_assistant_intents, paho.mqtt.client, gpiozero, phue
-if sys.argv[1:] == ["en"]:
+if "en" in sys.argv[1:]:
     intents = hassil.Intents.from_dict(home_assistant_intents.get_intents("en"))
+    if "supported" in sys.argv[1:]:
+        names = set(sys.argv[sys.argv.index("supported") + 1 :])
+        intents = hassil.filter_intents(intents, intent_names=names)
     for intent in intents.intents.values():
         for data in intent.data:
             data.sentences
@@ -163,11 +180,20 @@ print("floor ready", flush=True)
 time.sleep(60)
 """
 """What no troupe code can go below: the libraries kitchen-pi needs, imported and nothing
-else; then also Home Assistant's English sentences parsed, as the recognizer does."""
+else; with `en` also Home Assistant's English sentences parsed, as the recognizer does;
+with `lean` slack_sdk's blocking client and websocket-client Socket Mode instead of its
+aiohttp ones, and the one verified TLS context a client of https://slack.com needs (aiohttp
+makes its own two at import); with `supported` (then the intent names) only the intents
+troupe acts on are parsed, as kitchen-pi does at start: the others keep chatter that names
+them silent ("7", "set a timer") and are parsed at the first near miss."""
+
+
+SUPPORTED = ("supported", *sorted(SUPPORTED_INTENTS))
+"""FLOOR's arguments for parsing only the intents troupe acts on, as kitchen-pi does at start."""
 
 
 def floor(*args: str) -> Starter:
-    """A floor row: the FLOOR script, with `en` to parse the sentences too."""
+    """A floor row: the FLOOR script with its arguments (`en`, `lean`)."""
 
     @contextmanager
     def start(_folder: Path) -> Iterator[Started]:
@@ -176,12 +202,70 @@ def floor(*args: str) -> Starter:
     return start
 
 
+STAGES = """\
+import json, sys, time
+
+def mark(stage):
+    rss = next(line for line in open("/proc/self/status") if line.startswith("VmRSS:"))
+    stages.append({"stage": stage, "rss_mb": int(rss.split()[1]) / 1024,
+                   "cpu_s": time.process_time()})
+
+stages = []
+mark("interpreter")
+import asyncio, troupe.cli, troupe.runner
+from troupe.config import load
+mark("imports (troupe.cli, troupe.runner)")
+fed = load(sys.argv[1])
+mark("federation file loaded")
+bot = troupe.runner.build_bot(fed, sys.argv[2], journal_path=sys.argv[3])
+mark("bot built (its drivers, journal)")
+bot.recognizer.warm()
+mark("intents warmed")
+
+async def connect():
+    await bot.start()
+    mark("connected to Slack, ready")
+    bot.recognizer.recognize(sys.argv[4])
+    mark("a first unknown device named (other intents parsed)")
+    await bot.stop()
+
+asyncio.run(connect())
+print(json.dumps(stages))
+"""
+"""kitchen-pi's start path in one process: resident memory and CPU seconds
+(time.process_time, from exec) after each step; then what the first command naming an
+unknown device adds (the intents troupe does not act on are parsed then)."""
+
+NEAR_MISS = "turn on the gazebo lights"
+"""A command naming a device nobody set up, in English: the demo's language."""
+
+
+def stages(cmd: Sequence[str], env: Mapping[str, str], cwd: Path) -> list[dict[str, Any]]:
+    """STAGES for the bot `cmd` starts (`python -m troupe run --config F --bot B ...`)."""
+    config, bot = cmd[cmd.index("--config") + 1], cmd[cmd.index("--bot") + 1]
+    journal = cwd / f"{bot}.stages.sqlite3"
+    done = subprocess.run(
+        [sys.executable, "-c", STAGES, config, bot, str(journal), NEAR_MISS],
+        capture_output=True,
+        text=True,
+        env=dict(env),
+        cwd=cwd,
+        timeout=120,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"the start path failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.splitlines()[-1])
+
+
 BOTS: dict[str, tuple[str, Starter]] = {
     GOAL_BOT: ("gpio_relay, hue, mqtt: 7 devices", demo_kitchen),
     "troupe bench bot-1": ("counter: 6 devices", bench_bot),
     "slackmq-0.1.2 bot-1": ("the seed's plugin", legacy_bot),
     "floor: the libraries alone": ("no troupe code: kitchen-pi's imports only", floor()),
-    FLOOR_BOT: ("and every sentence parsed", floor("en")),
+    FLOOR_BOT: ("and the 5 intents' sentences parsed", floor("en", *SUPPORTED)),
+    FLOOR_ALL_BOT: ("and all 43 intents' sentences parsed", floor("en")),
+    LEAN_FLOOR_BOT: ("no aiohttp; the 5 intents parsed", floor("en", "lean", *SUPPORTED)),
 }
 
 
@@ -207,12 +291,26 @@ def measure(runs: int = 5, workdir: Path | None = None) -> list[dict[str, Any]]:
         folder = base / name.replace(" ", "-")
         folder.mkdir(parents=True, exist_ok=True)
         samples = []
+        steps: list[list[dict[str, Any]]] = []
         with start(folder) as (cmd, env, ready):
             for _ in range(runs):
                 samples.append(measure_process(cmd, env, folder, ready))
+            if name == GOAL_BOT:
+                steps = [stages(cmd, env, folder) for _ in range(runs)]
         row: dict[str, Any] = {"bot": name, "devices": devices, "runs": runs}
         for key in ("cpu_s", "ready_s", "rss_mb", "peak_mb"):
             row[key] = round(statistics.median(s[key] for s in samples), 2)
+        if steps:
+            row["stages"] = [
+                {
+                    "stage": step["stage"],
+                    **{
+                        key: round(statistics.median(run[i][key] for run in steps), 2)
+                        for key in ("rss_mb", "cpu_s")
+                    },
+                }
+                for i, step in enumerate(steps[0])
+            ]
         rows.append(row)
     return rows
 
@@ -240,9 +338,15 @@ def markdown(rows: Sequence[dict[str, Any]] | None) -> list[str]:
         f"{SETTLE_S:g} s after the ready line; peak: VmHWM (/proc/PID/status). The floor "
         "rows run no troupe code: the libraries kitchen-pi needs are imported (asyncio, "
         "aiohttp, slack_sdk, pydantic, PyYAML, hassil, sqlite3, paho, gpiozero, phue), then "
-        "Home Assistant's English sentences are parsed, as the recognizer does at start.",
+        "Home Assistant's English sentences are parsed: those of the intents troupe acts "
+        "on, as the recognizer does at start, or all of them. "
+        "The floor without aiohttp imports slack_sdk's blocking client and its "
+        "websocket-client Socket Mode instead, and makes the one verified TLS context a "
+        "client of https://slack.com needs.",
     ]
-    goal = next((r for r in rows if r["bot"] == GOAL_BOT), None)
+    by_bot = {r["bot"]: r for r in rows}
+    goal, floor = by_bot.get(GOAL_BOT), by_bot.get(FLOOR_BOT)
+    lean, every = by_bot.get(LEAN_FLOOR_BOT), by_bot.get(FLOOR_ALL_BOT)
     if goal is not None:
         rss_ok = goal["rss_mb"] <= RSS_GOAL_MB
         cpu_ok = goal["cpu_s"] <= CPU_GOAL_S
@@ -253,14 +357,59 @@ def markdown(rows: Sequence[dict[str, Any]] | None) -> list[str]:
             f"- Start to ready <= {CPU_GOAL_S:g} CPU-seconds: {goal['cpu_s']:.2f} s "
             f"({'met' if cpu_ok else 'NOT met'}).",
         ]
-    floor = next((r for r in rows if r["bot"] == FLOOR_BOT), None)
     if goal is not None and floor is not None:
         lines.append(
-            f"- troupe's own share (kitchen-pi less the floor with the sentences): "
+            f"- troupe's own share (kitchen-pi less the floor with the intents it acts on): "
             f"{goal['rss_mb'] - floor['rss_mb']:.1f} MB, "
             f"{goal['cpu_s'] - floor['cpu_s']:.2f} CPU-seconds."
         )
+    if floor is not None and floor["rss_mb"] > RSS_GOAL_MB:
+        lines.append(
+            f"- That floor, no troupe code at all, is already {floor['rss_mb']:.1f} MB: over "
+            f"the {RSS_GOAL_MB:g} MB goal before troupe builds anything."
+        )
+    if goal is not None and floor is not None and lean is not None:
+        rss_left = goal["rss_mb"] - (floor["rss_mb"] - lean["rss_mb"])
+        cpu_left = goal["cpu_s"] - (floor["cpu_s"] - lean["cpu_s"])
+        lines.append(
+            f"- aiohttp's share (that floor less the same without aiohttp): "
+            f"{floor['rss_mb'] - lean['rss_mb']:.1f} MB, "
+            f"{floor['cpu_s'] - lean['cpu_s']:.2f} CPU-seconds; kitchen-pi without it would "
+            f"be about {rss_left:.1f} MB ({_verdict(rss_left, RSS_GOAL_MB)}) and "
+            f"{cpu_left:.2f} CPU-seconds ({_verdict(cpu_left, CPU_GOAL_S)})."
+        )
+    if floor is not None and every is not None:
+        lines.append(
+            f"- The other intents' sentences (every sentence less the intents troupe acts "
+            f"on), parsed at the first near miss, which they may silence: "
+            f"{every['rss_mb'] - floor['rss_mb']:.1f} MB, "
+            f"{every['cpu_s'] - floor['cpu_s']:.2f} CPU-seconds."
+        )
+    if goal is not None and goal.get("stages"):
+        lines += [
+            "",
+            "Where kitchen-pi's start goes: its start path run in one process "
+            "(bench.footprint.STAGES), read after each step, medians (a run of its own, so "
+            "the ready line differs a little from the row above); the last line is after "
+            f"a first command naming an unknown device ({NEAR_MISS!r}), which parses the "
+            "intents troupe does not act on:",
+            "",
+            "| step | RSS MB | + MB | CPU s | + CPU s |",
+            "|---|--:|--:|--:|--:|",
+        ]
+        before = {"rss_mb": 0.0, "cpu_s": 0.0}
+        for step in goal["stages"]:
+            lines.append(
+                f"| {step['stage']} | {step['rss_mb']:.1f} | "
+                f"{step['rss_mb'] - before['rss_mb']:+.1f} | {step['cpu_s']:.2f} | "
+                f"{step['cpu_s'] - before['cpu_s']:+.2f} |"
+            )
+            before = step
     return lines
+
+
+def _verdict(value: float, goal: float) -> str:
+    return "under the goal" if value <= goal else "still over the goal"
 
 
 def write(rows: Sequence[dict[str, Any]], out: Path, command: str) -> list[Path]:

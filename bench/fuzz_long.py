@@ -36,7 +36,10 @@ MODEL_PATH = Path(__file__).resolve().parent.parent / "tests" / "test_model.py"
 
 
 def _model() -> ModuleType:
-    """tests/test_model.py, imported by path (tests/ is not a package)."""
+    """tests/test_model.py, imported by path (tests/ is not a package; its helpers are
+    imported from beside it)."""
+    if str(MODEL_PATH.parent) not in sys.path:
+        sys.path.insert(0, str(MODEL_PATH.parent))
     spec = importlib.util.spec_from_file_location("troupe_claim_model", MODEL_PATH)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections import Counter
 from contextlib import ExitStack
@@ -20,30 +21,65 @@ WORKLOAD = {
 }
 
 
+OWNERS = {"kitchen lamp": "kitchen-pi", "garage light": "garage-pi"}
+SUPERSEDED = re.compile(r"I did not change the (.+?): the newer command at \S+ already did\.")
+"""A command whose part reached its bot late, after a newer command on that device had
+acted: it is answered and left undone (docs/protocol.md, per-device order)."""
+
+
+def _superseded(h, ts: str) -> set[str]:
+    return {m[1] for r in h.replies(ts) for m in SUPERSEDED.finditer(r["text"])}
+
+
 def _run_workload(h, n: int) -> dict[str, set[str]]:
+    """Send n commands; wait until each device of each is acted on or superseded."""
     texts = list(WORKLOAD)
     sent = {}
     for i in range(n):
         text = texts[i % len(texts)]
         sent[h.say(text)] = WORKLOAD[text]
         time.sleep(0.05)
-    expected = sum(len(d) for d in sent.values())
-    h.wait_for(lambda: len(h.actions()) >= expected, 120, f"{expected} device actions")
+
+    seen = {"actions": -1, "read": 0.0}
+
+    def settled() -> bool:
+        actions = h.actions()
+        acted = {(a.get("ts"), a["device"]) for a in actions}
+        left = [(ts, d) for ts, ds in sent.items() for d in ds if (ts, d) not in acted]
+        # Threads are read only once the devices stopped moving, at most once a second.
+        moving, seen["actions"] = len(actions) != seen["actions"], len(actions)
+        if not left or moving or time.monotonic() - seen["read"] < 1.0:
+            return not left
+        seen["read"] = time.monotonic()
+        return all(d in _superseded(h, ts) for ts, d in left)
+
+    h.wait_for(settled, 120, "every device action acted on or superseded")
     return sent
 
 
 def _assert_exactly_once(h, sent: dict[str, set[str]], *, shared_user: bool = False) -> None:
+    """Each device action once, or superseded by a newer command that acted on the device;
+    one answer per bot that acted or said so."""
     per = h.per_command()
     assert all(count == 1 for count in per.values()), [k for k, c in per.items() if c > 1]
+    skipped = 0
     for ts, devices in sent.items():
-        assert {d for (t, d) in per if t == ts} == devices, ts
-    for ts in sent:
+        acted = {d for (t, d) in per if t == ts}
+        superseded = _superseded(h, ts) if acted != devices else set()
+        assert acted | superseded == devices and not acted & superseded, (ts, acted, superseded)
+        for device in superseded:  # a newer command did act on it
+            assert any(float(t) > float(ts) and d == device for (t, d) in per), (ts, device)
+        skipped += len(superseded)
         acting = {a["bot"] for a in h.actions() if a.get("ts") == ts}
-        h.wait_for(lambda ts=ts, acting=acting: len(h.replies(ts)) >= len(acting), 30, "replies")
+        shared = {a["bot"] for a in h.actions() if a.get("ts") == ts and a["device"] not in OWNERS}
+        answering = acting | {OWNERS.get(d) or next(iter(shared), "holder") for d in superseded}
+        wanted = len(answering)
+        h.wait_for(lambda ts=ts, wanted=wanted: len(h.replies(ts)) >= wanted, 30, "replies")
         replies = h.replies(ts)
-        assert len(replies) == len(acting), (ts, replies, acting)
-        if not shared_user:
-            assert {r["user"] for r in replies} == {USER_OF[b] for b in acting}
+        assert len(replies) == len(answering), (ts, replies, answering)
+        if not shared_user and "holder" not in answering:
+            assert {r["user"] for r in replies} == {USER_OF[b] for b in answering}
+    assert len(h.actions()) == sum(len(d) for d in sent.values()) - skipped
 
 
 @pytest.mark.timeout(300)
@@ -53,29 +89,6 @@ def test_fifty_commands_each_device_action_once(tmp_path, mode):
         sent = _run_workload(h, 50)
         time.sleep(1.5)  # settle: a duplicate would have to show up within the stagger
         _assert_exactly_once(h, sent, shared_user=mode != "app-per-bot")
-        assert len(h.actions()) == sum(len(d) for d in sent.values())
-
-
-@pytest.mark.timeout(180)
-def test_chatter_costs_nothing_unknown_text_to_a_bot_gets_its_answer_bots_are_ignored(
-    tmp_path,
-):
-    with house(tmp_path) as h:
-        h.ws.control("counters/reset")
-        chatter = h.say("please make me a sandwich")
-        asked = h.say("<@U0HALL> please make me a sandwich")
-        h.wait_for(lambda: len(h.replies(asked)) >= 1, 30, "an answer")
-        bot_ts = h.say("turn on the hall light", token="xoxb-kitchen")
-        ok_ts = h.say("turn on the porch switch")
-        h.wait_for(lambda: any(a.get("ts") == ok_ts for a in h.actions()), 30, "porch switch")
-        time.sleep(1.0)
-        assert h.replies(chatter) == []
-        replies = h.replies(asked)
-        assert [(r["user"], r["text"]) for r in replies] == [
-            ("U0HALL", "I don't know that — try `help`.")
-        ]
-        assert not [a for a in h.actions() if a.get("ts") == bot_ts]
-        assert h.replies(bot_ts) == []
 
 
 @pytest.mark.timeout(180)
@@ -133,17 +146,3 @@ def test_seed_plugin_says_hello_once_per_hello(tmp_path, monkeypatch, mode):
         h.wait_for(lambda: len(hellos()) >= len(sent), 60, "five hellos")
         time.sleep(1.0)
         assert len(hellos()) == len(sent)
-
-
-@pytest.mark.timeout(180)
-def test_a_bot_the_file_allows_may_command(tmp_path):
-    access = '{admins: [U0ALICE], users: ["*"], bots: [U0TROUPE]}'
-    with house(tmp_path, access=access) as h:
-        alarm = h.say("turn on the porch switch", token="xoxb-troupe")
-        other = h.say("turn on the hall light", token="xoxb-classic")
-        h.wait_for(
-            lambda: any(a.get("ts") == alarm for a in h.actions()), 30, "the alarm's command"
-        )
-        time.sleep(1.0)
-        assert [a["device"] for a in h.actions()] == ["porch switch"]
-        assert h.replies(other) == []

@@ -19,7 +19,6 @@ def test_shared_app_with_a_real_mosquitto_bus_acts_once_per_device(tmp_path):
             sent = _run_workload(h, 50)
             time.sleep(1.5)
             _assert_exactly_once(h, sent, shared_user=True)
-            assert len(h.actions()) == sum(len(d) for d in sent.values())
             # Slack handed each event to one connection: the owned parts came by relay.
             relayed = {a["bot"] for a in h.actions() if a["device"] == "garage light"}
             assert relayed == {"garage-pi"}

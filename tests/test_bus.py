@@ -200,6 +200,67 @@ async def _no_deliver(_message: dict[str, Any]) -> None:
     raise AssertionError("nothing may be delivered")
 
 
+def _sealed(bus: Bus, sender: str, to: str, body: Any, sent: float, **change: Any) -> bytes:
+    envelope = seal(KEY.encode(), sender, to, body, sent)
+    envelope.update(change)
+    return json.dumps(envelope).encode()
+
+
+def test_unseal_takes_only_a_sealed_fresh_first_seen_relay_and_says_why_not() -> None:
+    """No broker: the envelope rules, one refusal reason each."""
+    settings = {"host": "127.0.0.1", "bus_key": "env:TEST_BUS_KEY"}
+    hall = Bus("test", "hall-pi", settings, window_s=30)
+    hall._key = KEY.encode()  # what start() reads from bus_key
+    now = time.time()
+    topic = hall.inbox("hall-pi", "kitchen-pi")
+    body = {"kind": "owned", "event": {**_event(), "ts": f"{now:.6f}"}}
+    good = _sealed(hall, "kitchen-pi", "hall-pi", body, now)
+    assert hall.unseal(topic, good, now + 1) == (body, "")
+    assert hall.unseal(topic, good, now + 2) == (None, "a replay of a relay already taken")
+    forged = json.dumps({**json.loads(good), "body": {"kind": "each"}}).encode()
+    old_event = {**body, "event": {**body["event"], "ts": f"{now - 60:.6f}"}}
+    cases = {
+        b"not json": "not JSON",
+        b"[1, 2]": "not sealed with the bus key",
+        forged: "its seal does not match the bus key",
+        _sealed(hall, "garage-pi", "hall-pi", body, now): (
+            "sealed for another sender or recipient than its topic names"
+        ),
+        _sealed(hall, "kitchen-pi", "garage-pi", body, now): (
+            "sealed for another sender or recipient than its topic names"
+        ),
+        _sealed(hall, "kitchen-pi", "hall-pi", body, now - 31): "sent outside the 30 s window",
+        _sealed(hall, "kitchen-pi", "hall-pi", old_event, now): (
+            "about a Slack message outside the 30 s window"
+        ),
+        _sealed(hall, "kitchen-pi", "hall-pi", {"kind": "owned"}, now): (
+            "about a Slack message outside the 30 s window"
+        ),
+    }
+    for payload, why in cases.items():
+        assert hall.unseal(topic, payload, now) == (None, why), payload
+    # A relay as old as the window allows is taken; the window is read on Slack's clock.
+    hall.clock = lambda: now + 29
+    later = _sealed(hall, "kitchen-pi", "hall-pi", body, now + 0.5)
+    assert hall.unseal(topic, later) == (body, "")
+
+
+async def test_a_broker_nobody_listens_on_is_one_sentence() -> None:
+    import socket
+
+    with socket.socket() as probe:  # a free loopback port, closed again: nothing listens
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    settings = {"host": "127.0.0.1", "port": port, "bus_key": "env:TEST_BUS_KEY"}
+    bus = Bus("test", "hall-pi", settings, connect_timeout=1)
+    with pytest.raises(BusError) as err:
+        await bus.start(_no_deliver)
+    assert str(err.value) == (
+        f"the MQTT bus at 127.0.0.1:{port} did not accept the connection; "
+        "start the broker or fix mqtt: in the federation file"
+    )
+
+
 @pytest.mark.parametrize("protocol", ["5", "3.1.1"])
 async def test_the_bus_honours_tls_its_ca_file_and_the_protocol(tmp_path: Path, protocol: str):
     files = await asyncio.to_thread(mqttkit.make_tls_files, tmp_path)

@@ -690,9 +690,10 @@ def test_check_for_a_bot_names_missing_variables(
 
     problems = check(write(tmp_path, EXAMPLE), bot="garage-pi")
 
+    fix = "; set it in the bot's environment (the unit's EnvironmentFile) or name a file:PATH"
     assert [p.message for p in problems] == [
-        "environment variable GARAGE_PI_BOT_TOKEN is not set (env:GARAGE_PI_BOT_TOKEN).",
-        "environment variable GARAGE_PI_APP_TOKEN is not set (env:GARAGE_PI_APP_TOKEN).",
+        f"environment variable {name} is not set (env:{name}){fix} instead."
+        for name in ("GARAGE_PI_BOT_TOKEN", "GARAGE_PI_APP_TOKEN")
     ]
 
 

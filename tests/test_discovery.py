@@ -32,6 +32,7 @@ from troupe.journal import Journal
 from troupe.mqttclient import Message
 from troupe.plugin import DriverError, load_plugins
 from troupe.runner import build_bot
+from troupe.scheduler import Scheduler
 from troupe.secrets import Secret
 
 pytest_plugins = ("mqttkit",)
@@ -533,7 +534,10 @@ def test_troupe_run_builds_the_bot_with_discovery(tmp_path: Path) -> None:
     )
     bot = build_bot(load(path), "kitchen-pi", journal_path=tmp_path / "j.sqlite3")
     bot.journal.close()
-    assert [type(s) for s in bot.services] == [HomeAssistantDiscovery, Announcer]
+    assert [type(s) for s in bot.services if type(s) is not Scheduler] == [
+        HomeAssistantDiscovery,
+        Announcer,
+    ]
 
 
 # three bot processes end to end ------------------------------------------------------------------

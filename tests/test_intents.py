@@ -489,3 +489,22 @@ def test_a_language_without_troupes_words_keeps_unknown_names_silent() -> None:
     assert command(recognizer, "allume la lampe").devices == ("lampe",)
     assert recognizer.recognize("allume la télé") is None
     assert recognizer.recognize("salut tout le monde") is None
+
+
+@pytest.mark.parametrize(
+    ("language", "text", "intent"),
+    [
+        ("en", "all lights off", "HassTurnOff"),
+        ("en", "please, all the lights off", "HassTurnOff"),
+        ("en", "are all lights off", "HassGetState"),
+        ("en", "all lights off?", "HassGetState"),
+        ("de", "alle lichter aus", "HassTurnOff"),
+        ("de", "sind alle lichter aus", "HassGetState"),
+    ],
+)
+def test_a_state_without_a_question_is_an_order(language, text, intent):
+    """Home Assistant's sentences read "all lights off" as "are all lights off?"."""
+    from bench.corpus import house
+
+    command = house(language).recognize(text)
+    assert command is not None and command.intent == intent

@@ -26,16 +26,23 @@ from troupe.config import load
 from troupe.runner import build_bot
 
 bot = build_bot(load(sys.argv[1]), "kitchen-pi", journal_path=sys.argv[2])
+bot.recognizer.warm()
 print(json.dumps({
     "modules": sorted(m for m in sys.modules if m in sys.argv[3:]),
     "drivers": sorted(bot.plugins.drivers),
     "commands": sorted(spec.name for spec in bot.plugins.commands),
+    "parsed": sorted(
+        name
+        for name, intent in bot.recognizer._full.intents.items()
+        if any("sentences" in vars(data) for data in intent.data)
+    ),
 }))
 """
 
 
 def built(tmp_path: Path, extra: str = "") -> dict[str, list[str]]:
-    """Build kitchen-pi from a federation file in a fresh interpreter: what it imported."""
+    """Build and warm kitchen-pi from a federation file in a fresh interpreter: what it
+    imported and which intents' sentences it parsed."""
     path = write_federation(tmp_path, "http://127.0.0.1:9/api/", extra=extra)
     journal = tmp_path / "kitchen.sqlite3"
     cmd = [sys.executable, "-c", BUILD, str(path), str(journal), *LIBRARIES]
@@ -49,6 +56,8 @@ def test_a_bot_whose_devices_use_the_counter_imports_no_other_driver_nor_slackbo
     assert seen["modules"] == []
     assert seen["drivers"] == ["counter"]
     assert {"help_", "roll_call"} <= set(seen["commands"])
+    # Warmed, it has parsed the sentences of the intents it acts on, and no others.
+    assert seen["parsed"] and set(seen["parsed"]) <= intents.SUPPORTED_INTENTS
 
 
 def test_the_hue_section_brings_pair_hue_before_any_hue_device(tmp_path):
@@ -92,6 +101,35 @@ def test_a_recognizer_reads_its_own_language_only(monkeypatch, language):
     assert read and set(read) == {language}
 
 
+def test_a_recognizer_parses_the_intents_it_does_not_act_on_only_when_a_near_miss_needs_them():
+    recognizer = Recognizer(
+        [DeviceInfo("küchenlampe", "light", "küche")], {"küche": []}, language="de"
+    )
+    recognizer.warm()
+
+    def parsed() -> set[str]:
+        """Intents whose sentence templates hassil has parsed (a cached property)."""
+        full = recognizer._full
+        assert full is not None
+        return {
+            name
+            for name, intent in full.intents.items()
+            if any("sentences" in vars(data) for data in intent.data)
+        }
+
+    acted_on = set(recognizer._supported.intents) if recognizer._supported else set()
+    assert acted_on and acted_on <= intents.SUPPORTED_INTENTS
+    assert parsed() == acted_on
+    command = recognizer.recognize("küchenlampe an")
+    assert command is not None and command.devices == ("küchenlampe",)
+    assert recognizer.recognize("hallo zusammen") is None
+    assert parsed() == acted_on
+    # "7" nearly fits "set the light to 7 (kelvin)", and exactly fits another intent:
+    # chatter, as before; that question parses the other intents.
+    assert recognizer.recognize("7") is None
+    assert parsed() > acted_on
+
+
 def _row(bot: str, rss_mb: float, cpu_s: float) -> dict[str, object]:
     row = {"bot": bot, "devices": "-", "runs": 1, "cpu_s": cpu_s, "ready_s": 1.0}
     return {**row, "rss_mb": rss_mb, "peak_mb": rss_mb}
@@ -109,6 +147,59 @@ def test_the_footprint_section_holds_kitchen_pi_to_the_goals_and_shows_troupes_s
     under = "\n".join(footprint.markdown([_row(footprint.GOAL_BOT, 54.0, 0.45)]))
     assert under.count("(met)") == 2 and "NOT met" not in under
     assert footprint.markdown(None) == []
+
+
+def test_the_footprint_section_says_what_aiohttp_and_the_other_intents_cost():
+    rows = [
+        _row(footprint.GOAL_BOT, 62.3, 0.54),
+        _row(footprint.FLOOR_BOT, 56.5, 0.37),
+        _row(footprint.FLOOR_ALL_BOT, 59.5, 0.47),
+        _row(footprint.LEAN_FLOOR_BOT, 47.6, 0.26),
+    ]
+    text = "\n".join(footprint.markdown(rows))
+    assert "That floor, no troupe code at all, is already 56.5 MB: over the 55 MB goal" in text
+    assert (
+        "aiohttp's share (that floor less the same without aiohttp): 8.9 MB, 0.11 "
+        "CPU-seconds; kitchen-pi without it would be about 53.4 MB (under the goal) "
+        "and 0.43 CPU-seconds (under the goal)."
+    ) in text
+    assert "parsed at the first near miss, which they may silence: 3.0 MB, 0.10" in text
+    under = "\n".join(footprint.markdown([_row(footprint.FLOOR_BOT, 54.0, 0.4)]))
+    assert "already" not in under and "aiohttp's share" not in under
+
+
+def test_the_footprint_section_shows_kitchen_pis_start_step_by_step():
+    goal = _row(footprint.GOAL_BOT, 66.4, 0.60)
+    goal["stages"] = [
+        {"stage": "interpreter", "rss_mb": 10.8, "cpu_s": 0.02},
+        {"stage": "imports (troupe.cli, troupe.runner)", "rss_mb": 53.3, "cpu_s": 0.42},
+    ]
+    text = footprint.markdown([goal])
+    assert "| interpreter | 10.8 | +10.8 | 0.02 | +0.02 |" in text
+    assert "| imports (troupe.cli, troupe.runner) | 53.3 | +42.5 | 0.42 | +0.40 |" in text
+
+
+def test_kitchen_pis_start_path_is_read_after_each_step(tmp_path, workspace):
+    path = write_federation(tmp_path, workspace.api_url)
+    cmd = ["python", "-m", "troupe", "run", "--config", str(path), "--bot", "kitchen-pi"]
+    steps = footprint.stages(cmd, os.environ, tmp_path)
+    assert [s["stage"] for s in steps] == [
+        "interpreter",
+        "imports (troupe.cli, troupe.runner)",
+        "federation file loaded",
+        "bot built (its drivers, journal)",
+        "intents warmed",
+        "connected to Slack, ready",
+        "a first unknown device named (other intents parsed)",
+    ]
+    cpu = [s["cpu_s"] for s in steps]
+    assert cpu == sorted(cpu) and all(s["rss_mb"] > 0 for s in steps)
+
+
+def test_a_start_path_that_fails_is_an_error_with_its_output(tmp_path):
+    cmd = ["python", "-m", "troupe", "run", "--config", str(tmp_path / "nowhere.yaml")]
+    with pytest.raises(RuntimeError, match=r"nowhere\.yaml"):
+        footprint.stages([*cmd, "--bot", "kitchen-pi"], os.environ, tmp_path)
 
 
 def test_a_process_sample_has_its_peak_memory():

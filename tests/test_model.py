@@ -27,10 +27,6 @@ import asyncio
 import contextlib
 import contextvars
 import random
-import selectors
-import time
-import types
-import unittest.mock
 from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -40,9 +36,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from slack_sdk.errors import SlackApiError
+from virtualtime import BASE, Deadlock, VirtualLoop, virtual_time
 
-from troupe import bot as bot_module
-from troupe import federation, people, roster
 from troupe.bot import Bot, DeviceSpec
 from troupe.federation import Action, Coordinator, Settings, rank
 from troupe.intents import Command
@@ -52,8 +47,6 @@ from troupe.slackclock import SlackClock
 from troupe.slackmq import DONE, TAKEOVER, SlackMQ
 from troupe.transports.base import Event
 
-BASE = 1_700_000_000.0
-"""Slack's clock at virtual time 0."""
 CHANNEL = "C0HOME"
 ALICE = "U0ALICE"
 SHARED_USER = "U0TROUPE"
@@ -68,59 +61,6 @@ OWNED = "garage"
 """A device only its owner drives (GPIO on its Pi): the first bot's, in app-per-bot mode."""
 STALE_WORDS = "past the 30 s limit"
 INTENTS = {"on": "HassTurnOn", "off": "HassTurnOff", "toggle": "HassToggle", "set": "HassLightSet"}
-
-
-# --- a deterministic event loop on a virtual clock ---------------------------------------
-
-
-class Deadlock(RuntimeError):
-    """The loop has nothing to run and no timer: something waits forever."""
-
-
-class _VirtualSelector(selectors.BaseSelector):
-    """A selector with no I/O: waiting for `timeout` moves the virtual clock instead."""
-
-    def __init__(self, clock: list[float]) -> None:
-        self._clock = clock
-        self._keys: dict[int, selectors.SelectorKey] = {}
-
-    @staticmethod
-    def _fd(fileobj: Any) -> int:
-        return fileobj if isinstance(fileobj, int) else int(fileobj.fileno())
-
-    def register(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
-        key = selectors.SelectorKey(fileobj, self._fd(fileobj), events, data)
-        self._keys[key.fd] = key
-        return key
-
-    def unregister(self, fileobj: Any) -> selectors.SelectorKey:
-        return self._keys.pop(self._fd(fileobj))
-
-    def get_key(self, fileobj: Any) -> selectors.SelectorKey:
-        return self._keys[self._fd(fileobj)]
-
-    def select(self, timeout: float | None = None) -> list[Any]:
-        if timeout is None:
-            raise Deadlock("nothing is scheduled and nothing is ready")
-        self._clock[0] += max(0.0, timeout)
-        return []
-
-    def get_map(self) -> Mapping[Any, selectors.SelectorKey]:
-        return types.MappingProxyType(self._keys)
-
-    def close(self) -> None:
-        self._keys.clear()
-
-
-class VirtualLoop(asyncio.SelectorEventLoop):
-    """An event loop whose time() is virtual and jumps to the next timer at once."""
-
-    def __init__(self) -> None:
-        self._virtual = [0.0]
-        super().__init__(selector=_VirtualSelector(self._virtual))
-
-    def time(self) -> float:
-        return self._virtual[0]
 
 
 # --- scenarios ----------------------------------------------------------------------
@@ -852,30 +792,12 @@ def _command(cmd: Cmd, index: int) -> Command:
     return Command(INTENTS[cmd.op], cmd.devices, f"command {index}", brightness=brightness)
 
 
-def _sync_to_thread(func: Callable[..., Any], /, *args: Any, **kw: Any) -> Any:
-    """asyncio.to_thread on the virtual loop: threads would escape virtual time."""
-
-    async def call() -> Any:
-        return func(*args, **kw)
-
-    return call()
-
-
 def run(scenario: Scenario) -> Sim:
     """Play a scenario to the end on a fresh virtual loop."""
     loop = VirtualLoop()
     loop.set_exception_handler(lambda _loop, _context: None)
     try:
-        fake_time = types.SimpleNamespace(
-            monotonic=loop.time,
-            time=lambda: BASE + loop.time(),
-            strftime=time.strftime,
-            localtime=time.localtime,
-        )
-        with contextlib.ExitStack() as stack:
-            for module in (federation, bot_module, roster, people):
-                stack.enter_context(unittest.mock.patch.object(module, "time", fake_time))
-            stack.enter_context(unittest.mock.patch.object(asyncio, "to_thread", _sync_to_thread))
+        with virtual_time(loop, BASE):
             sim = Sim(scenario, loop)
             loop.run_until_complete(asyncio.sleep(sim.schedule()))
             stuck = [

@@ -3,11 +3,17 @@ throughout; then a broken version B' that is rolled back and stops the rollout."
 
 from __future__ import annotations
 
+import base64
+import fcntl
+import hashlib
+import os
+import re
 import shutil
 import subprocess
 import sys
 import threading
 import time
+import zipfile
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -24,11 +30,13 @@ from troupe.update import UpdateSource
 
 ROOT = Path(__file__).resolve().parent.parent
 A, B, BROKEN = "0.1.1", "0.1.2", "0.1.3"
+WHEEL_VERSION = re.compile(r"^troupe-([^-]+)-py3-none-any\.whl$")
 COMMANDS = ("turn on the hall light", "turn off the porch switch", "set the hall light to 40%")
 
 
-def _build(version: str, dist: Path, work: Path, *, broken: bool = False) -> Path:
-    """troupe from this checkout, as a wheel of `version` (B' exits when imported)."""
+def _build(version: str, dist: Path, work: Path) -> Path:
+    """troupe from this checkout, as a wheel of `version`, built offline with this
+    environment's setuptools."""
     src = work / f"src-{version}"
     src.mkdir(parents=True)
     for name in ("pyproject.toml", "README.md"):
@@ -39,12 +47,10 @@ def _build(version: str, dist: Path, work: Path, *, broken: bool = False) -> Pat
     (src / "pyproject.toml").write_text(
         project.replace('version = "0.1.0"', f'version = "{version}"', 1)
     )
-    init = f'"""troupe."""\n\n__version__ = "{version}"\n'
-    if broken:
-        init += 'raise SystemExit("this troupe build is broken on purpose")\n'
-    (src / "troupe" / "__init__.py").write_text(init)
+    (src / "troupe" / "__init__.py").write_text(f'"""troupe."""\n\n__version__ = "{version}"\n')
+    offline = ("--no-deps", "--no-index", "--no-build-isolation")  # this venv's setuptools
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(dist), str(src)],
+        [sys.executable, "-m", "pip", "wheel", "-q", *offline, "-w", str(dist), str(src)],
         check=True,
         capture_output=True,
         timeout=240,
@@ -52,15 +58,57 @@ def _build(version: str, dist: Path, work: Path, *, broken: bool = False) -> Pat
     return dist / f"troupe-{version}-py3-none-any.whl"
 
 
+def _reversion(wheel: Path, version: str, *, broken: bool = False) -> Path:
+    """The same wheel as another version (what building it again would give, in a fraction
+    of a second): the dist-info renamed, its METADATA, troupe/__init__.py and RECORD
+    rewritten. B' exits when imported."""
+    old = WHEEL_VERSION.search(wheel.name)
+    assert old is not None, wheel.name
+    old_info, new_info = f"troupe-{old[1]}.dist-info/", f"troupe-{version}.dist-info/"
+    init = f'"""troupe."""\n\n__version__ = "{version}"\n'
+    if broken:
+        init += 'raise SystemExit("this troupe build is broken on purpose")\n'
+    files: dict[str, bytes] = {}
+    with zipfile.ZipFile(wheel) as zf:
+        for name in zf.namelist():
+            data = zf.read(name)
+            name = name.replace(old_info, new_info)
+            if name == new_info + "METADATA":
+                data = data.replace(
+                    f"\nVersion: {old[1]}\n".encode(), f"\nVersion: {version}\n".encode(), 1
+                )
+            elif name == "troupe/__init__.py":
+                data = init.encode()
+            files[name] = data
+    record = []
+    for name, data in files.items():
+        if name != new_info + "RECORD":
+            digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=")
+            record.append(f"{name},sha256={digest.decode()},{len(data)}")
+    files[new_info + "RECORD"] = ("\n".join([*record, f"{new_info}RECORD,,"]) + "\n").encode()
+    out = wheel.with_name(f"troupe-{version}-py3-none-any.whl")
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in files.items():
+            zf.writestr(name, data)
+    return out
+
+
 @pytest.fixture(scope="module")
 def wheels(tmp_path_factory) -> Path:
-    work = tmp_path_factory.mktemp("wheels")
-    dist = work / "dist"
-    with ThreadPoolExecutor(3) as pool:
-        built = list(pool.map(lambda v: _build(v, dist, work, broken=v == BROKEN), (A, B, BROKEN)))
-    assert all(w.exists() for w in built), built
-    for wheel in built:  # each release carries its hashes (the dependencies are installed)
-        write_lock(wheel)
+    """Versions A, B and B', built once for the session: pytest-xdist's workers share the
+    parent of their base temporary directories, and the first to take the lock builds."""
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent
+    dist = shared / "rolling-update-wheels"
+    with open(shared / "rolling-update-wheels.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (dist / "built").exists():
+            first = _build(A, dist, tmp_path_factory.mktemp("wheels"))
+            built = [first, _reversion(first, B), _reversion(first, BROKEN, broken=True)]
+            for wheel in built:  # each release carries its hashes (dependencies installed)
+                write_lock(wheel)
+            (dist / "built").touch()
     return dist
 
 

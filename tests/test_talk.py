@@ -235,3 +235,19 @@ def test_help_has_no_garbled_pattern_lines():
 
 
 USER_APPS = ("A0KITCHEN", "A0HALL", "A0GARAGE")
+
+
+async def test_a_list_and_a_confirmation_in_shared_app_mode(tmp_path):
+    """One app for every bot: Slack hands each event, the 👍 too, to one bot only."""
+    async with fleet(tmp_path, "shared-app", devices=HOUSE, slackmq=FAST) as f:
+        ts, question = await _ask(f)
+        await f.alice.reactions_add(channel=f.home, timestamp=question, name="thumbsup")
+        await f.until(lambda: f.actions(), 20, "the garage door")
+        await f.answered(ts, 2)
+        await asyncio.sleep(1.5)
+        assert [(a["device"], a["op"]) for a in f.actions()] == [("garage door", "on")]
+        assert len(await f.replies(ts)) == 2  # the question and one answer
+        ts = await f.say("turn on the hall light and the porch switch")
+        replies = await settle(f, ts)
+        assert len(replies) == 1
+        assert acted(f, ts) == Counter({"hall light": 1, "porch switch": 1})

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_deploy import fake_wheel
+from deploykit import fake_wheel
 
 from troupe.release import LockError, check_version, is_older, write_lock
 from troupe.update import (

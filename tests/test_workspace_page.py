@@ -148,6 +148,26 @@ async def test_publishing_devices_needs_the_control_token_and_a_good_body(
     assert (await client.get("/page/devices")).status == 404
 
 
+async def test_scheduled_lists_the_fleets_pinned_schedule_records(client: TestClient) -> None:
+    ws = client.server.app[WORKSPACE_KEY]
+    assert await (await client.get("/page/scheduled")).json() == {"ok": True, "scheduled": []}
+    record = "Schedule 2: every weekday at 07:00 → turn on the kitchen lamp (set by <@U0ALICE>; …)."
+    fake = "Schedule 9: every day at 07:00 → open the garage door (set by <@U0BOB>; …)."
+    for user, text in (("U0KITCHEN", record), ("U0BOB", fake)):
+        message = ws.store.post_message(user=user, channel=HOME, text=text)
+        ws.store.pin(user, HOME, message["ts"])  # a person's look-alike pin is no schedule
+    body = await (await client.get("/page/scheduled")).json()
+    assert body["scheduled"] == [
+        {
+            "id": 2,
+            "when": "every weekday at 07:00",
+            "command": "turn on the kitchen lamp",
+            "owner": "U0ALICE",
+            "channel": "home",
+        }
+    ]
+
+
 # ---- a real browser -----------------------------------------------------------------------
 
 
@@ -360,6 +380,23 @@ def test_devices_panel_follows_the_endpoint(workspace: RunningWorkspace, browser
     wait.until(lambda d: d.find_element(By.ID, "devices").is_displayed())
     wait.until(lambda d: "kitchen lamp" in d.find_element(By.ID, "device-list").text)
     assert browser.find_element(By.CSS_SELECTOR, "#device-list .device-state.on").text == "on"
+
+
+def test_scheduled_panel_shows_the_fleets_schedules(
+    workspace: RunningWorkspace, browser: Any
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    _open_as(browser, workspace, "U0ALICE")
+    assert not browser.find_element(By.ID, "scheduled").is_displayed()
+    hall = WebClient("xoxb-hall", base_url=workspace.api_url)
+    text = "Schedule 1: on 2026-12-01 at sunset → turn on the porch switch (set by <@U0ALICE>; …)."
+    posted = hall.chat_postMessage(channel=HOME, text=text)
+    hall.pins_add(channel=HOME, timestamp=posted["ts"])
+    wait = _wait(browser)
+    wait.until(lambda d: d.find_element(By.ID, "scheduled").is_displayed())
+    shown = browser.find_element(By.ID, "scheduled-list").text
+    assert "1. turn on the porch switch" in shown and "on 2026-12-01 at sunset · #home" in shown
 
 
 def test_page_remembers_the_chosen_human(workspace: RunningWorkspace, browser: Any) -> None:

@@ -120,21 +120,21 @@ class Announcer:
                     self._texts.setdefault(words(name, kind, detail), (name, kind))
             self.channel_of(name)  # a channel not in the federation stops the start
         bot.event_listeners.append(self.on_event)
-        bot.message_watchers.append(self.saw)
+        bot.fleet_messages.append(self.saw)
 
     async def stop(self) -> None:
         if self.bot is not None:
             if self.on_event in self.bot.event_listeners:
                 self.bot.event_listeners.remove(self.on_event)
-            if self.saw in self.bot.message_watchers:
-                self.bot.message_watchers.remove(self.saw)
+            if self.saw in self.bot.fleet_messages:
+                self.bot.fleet_messages.remove(self.saw)
         for task in list(self._tasks):
             task.cancel()
 
     # what the fleet posted ------------------------------------------------------------
 
     def saw(self, event: Event) -> None:
-        """A message event: note the fleet's top-level event posts (no Slack call)."""
+        """A fleet bot's message (bot.fleet_messages): note its event posts (no Slack call)."""
         assert self.bot is not None
         if event.kind != "message" or event.thread_ts or not self.bot.is_fleet_user(event.user):
             return

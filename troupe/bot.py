@@ -48,6 +48,7 @@ from troupe.plugin import (
 from troupe.plugincontext import context_for
 from troupe.relaycheck import in_slack
 from troupe.roster import FleetUsers, fleet_user_ids
+from troupe.schedulestore import is_record
 from troupe.slackapi import ClockedWebClient, lock_client
 from troupe.slackclock import ClockUnknown, SlackClock
 from troupe.slackmq import DONE, TAKEOVER, WORKING, Lock, SlackMQ, holding
@@ -181,12 +182,12 @@ class Bot:
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self.services: list[Service] = []
         """Long-running companions started after the drivers (Home Assistant discovery)."""
+        self.fleet_messages: list[Callable[[Event], None]] = []
+        """Called with every message a fleet bot posts (the schedules' firings)."""
         self.state_listeners: list[Callable[[str, DeviceState], Awaitable[None]]] = []
         """Called after every successful action with the device's new state."""
         self.event_listeners: list[devents.Listener] = []
         """Called (each in its own task) with every DeviceEvent a driver of this bot emits."""
-        self.message_watchers: list[Callable[[Event], None]] = []
-        """Shown every message event before it is filtered (the announcer sees the fleet's)."""
         self.threads = Threads(recognizer, self._thread_text)
         """The command of each recent thread, for follow-ups ("turn it off")."""
         self.confirmations = confirm.Confirmations()
@@ -366,6 +367,8 @@ class Bot:
                 ts = message.get("ts")
                 if not ts or float(ts) > horizon or not self.is_fleet_user(item.get("created_by")):
                     continue
+                if is_record(message):  # a schedule kept in Slack, not a lock
+                    continue
                 try:
                     await self.web.pins_remove(channel=channel, timestamp=ts)
                 except SlackApiError as err:
@@ -468,10 +471,10 @@ class Bot:
                 await self._observe_mark(event)
                 await confirm.on_reaction(self, event)
                 return
-            for watcher in self.message_watchers:
-                watcher(event)
             if event.from_bot and self.is_fleet_user(event.user):  # a 👍 question, maybe
                 self.confirmations.saw_question(event.channel, event.thread_ts, event.ts)
+                for listener in self.fleet_messages:
+                    listener(event)
             if not self._may_command(event):
                 return
             self.clock.saw_event(float(event.ts), self.clock.local())

@@ -128,6 +128,8 @@ async def on_reaction(bot: Bot, event: Event) -> None:
     if event.kind != "reaction_added" or event.reaction not in YES:
         return
     found = bot.confirmations.waiting(event.channel, event.ts)
+    if found is None and bot.is_fleet_user(event.raw.get("item_user")):
+        found = await recall(bot, event.channel, event.ts)
     if found is None:
         return
     pending, asked = found
@@ -152,6 +154,29 @@ async def on_reaction(bot: Bot, event: Event) -> None:
         return
     await bot._run_devices(confirmed, pending.command)
     bot.journal.finish(confirmed.channel, confirmed.ts, "done", "confirmed")
+
+
+async def recall(bot: Bot, channel: str, ts: str) -> tuple[Pending, str] | None:
+    """A 👍 on a fleet message this bot never saw asked (shared-app: Slack hands the
+    command, the question and the 👍 each to one bot only): read the question and the
+    command it answers from Slack (two conversations.replies calls). None unless it is a
+    fleet question in the thread of a command that waits for a 👍."""
+    try:
+        asked = (await bot.web.conversations_replies(channel=channel, ts=ts, limit=1))["messages"]
+        root = asked[0].get("thread_ts") if asked else None
+        if not root or root == ts or not bot.is_fleet_user(asked[0].get("user")):
+            return None
+        head = (await bot.web.conversations_replies(channel=channel, ts=root, limit=1))["messages"]
+    except SlackApiError as err:
+        log.warning("cannot read the question %s/%s: %s", channel, ts, err.response.get("error"))
+        return None
+    if not head or head[0].get("ts") != root or bot.is_fleet_user(head[0].get("user")):
+        return None
+    text = str(head[0].get("text") or "")
+    command = bot.recognizer.recognize(text, area=bot.channel_areas.get(channel))
+    if command is None or not asks(bot.devices, command):
+        return None
+    return Pending(channel, root, head[0].get("user"), command, float(root) + WINDOW_S), ts
 
 
 def _slack_time(raw: Mapping[str, Any], now: float) -> float:

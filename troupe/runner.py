@@ -162,6 +162,9 @@ def _build_bot(
 
         attach_discovery(bot, fed, client)
     announcer.attach(bot, fed.events)  # device events to chat, once across the fleet
+    from troupe.scheduler import attach as attach_schedules
+
+    attach_schedules(bot, fed)
     for spec in declared_services(bot.plugins.modules):  # a plugin's @service (devops)
         settings = sections.get(spec.section) or fed.section(spec.section or "")
         bot.services.append(spec.factory(settings))

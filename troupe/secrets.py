@@ -83,10 +83,16 @@ class Secret:
         if self.kind == "env":
             value = os.environ.get(self.where)
             if value is None:
-                raise SecretError(f"environment variable {self.where} is not set ({self.ref})")
+                raise SecretError(
+                    f"environment variable {self.where} is not set ({self.ref}); set it in the"
+                    " bot's environment (the unit's EnvironmentFile) or name a file:PATH instead"
+                )
             value = value.rstrip("\r\n")
             if not value:
-                raise SecretError(f"environment variable {self.where} is empty ({self.ref})")
+                raise SecretError(
+                    f"environment variable {self.where} is empty ({self.ref}); give it the"
+                    " secret's value, or name a file:PATH instead"
+                )
             return value
         return _read_file(self.path)  # type: ignore[arg-type]
 

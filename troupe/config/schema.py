@@ -20,6 +20,7 @@ from pydantic import (
     model_validator,
 )
 
+from troupe.automations import Automation, LocationSettings, ScheduleSettings
 from troupe.config.wording import ConfigError, Loc, Problem, hint, key_of, sentence
 from troupe.eventsettings import EventsSettings
 from troupe.mqttsettings import MqttSettings
@@ -344,6 +345,9 @@ class Federation(_Frozen):
     access: AccessSettings = Field(default_factory=AccessSettings)
     update: UpdateSettings = Field(default_factory=UpdateSettings)
     plugins: tuple[Module, ...] = ()
+    location: LocationSettings = Field(default_factory=LocationSettings)
+    automations: tuple[Automation, ...] = ()
+    schedules: ScheduleSettings = Field(default_factory=ScheduleSettings)
     events: EventsSettings = Field(default_factory=EventsSettings)
     """Device events to chat (troupe.eventsettings, troupe.announcer)."""
     driver_sections: dict[str, dict[str, Any]] = Field(default_factory=dict)

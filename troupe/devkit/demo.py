@@ -61,6 +61,11 @@ scenes:
                living room lamp: off}}
 aliases: {{goodnight: turn off all lights}}
 access: {{admins: [U0ALICE], users: ["*"]}}
+location: {{latitude: 48.8566, longitude: 2.3522, timezone: Europe/Paris}}
+automations:
+  - alias: porch light at dusk
+    trigger: {{platform: sun, event: sunset, offset: "-00:15:00"}}
+    action: {{device: porch switch, state: on}}
 """
 
 

@@ -1,4 +1,4 @@
-"""The workspace's web chat page: `GET /`, its static files and two small JSON endpoints.
+"""The workspace's web chat page: `GET /`, its static files and small JSON endpoints.
 
 The page is a plain Slack client in the browser: it talks to the same Web API and RTM as
 any other client, with a human's token. The only things it gets from here that real Slack
@@ -11,6 +11,8 @@ from another process (the demo's bots), with
 `{"id": "kitchen lamp", "name": "kitchen lamp", "room": "kitchen", "state": "on"}` to set one
 device, `{"id": ..., "remove": true}` to forget one, or `{"devices": [{...}, ...]}` to
 replace them all. The state is shown as given: a string, a boolean (on/off) or a dict.
+`GET /page/scheduled` lists the fleet's schedules as the bots keep them: the pinned
+records (troupe.schedulestore) that a fleet bot pinned.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any
 from aiohttp import web
 
 from troupe.devkit.workspace.core import Workspace
+from troupe.schedulestore import RECORD
 
 STATIC_DIR = Path(__file__).parent / "static"
 STATIC_FILES = frozenset({"app.js", "style.css", "favicon.svg"})
@@ -90,7 +93,8 @@ def is_local_request(request: web.Request) -> bool:
 
 
 def setup(app: web.Application, ws: Workspace) -> None:
-    """Register `GET /`, `GET /static/<file>`, `GET /page/humans` and `GET /page/devices`."""
+    """Register `GET /`, `GET /static/<file>`, `GET /page/humans`, `GET /page/devices` and
+    `GET /page/scheduled`."""
     app[DEVICES] = DevicesBoard()
 
     async def index(request: web.Request) -> web.StreamResponse:
@@ -131,6 +135,10 @@ def setup(app: web.Application, ws: Workspace) -> None:
             board.publish(str(body["id"]), {k: v for k, v in body.items() if k != "id"})
         return web.json_response({"ok": True, "devices": board.snapshot()})
 
+    async def scheduled(request: web.Request) -> web.Response:
+        """The fleet's schedules, read as every bot reads them: the pinned records."""
+        return web.json_response({"ok": True, "scheduled": scheduled_items(ws)})
+
     async def static(request: web.Request) -> web.StreamResponse:
         name = request.match_info["name"]
         if name not in STATIC_FILES:
@@ -142,6 +150,26 @@ def setup(app: web.Application, ws: Workspace) -> None:
     app.router.add_get("/page/humans", humans)
     app.router.add_get("/page/devices", devices)
     app.router.add_post("/page/devices", publish_devices)
+    app.router.add_get("/page/scheduled", scheduled)
+
+
+def scheduled_items(ws: Workspace) -> list[dict[str, Any]]:
+    """Every channel's pinned schedule records (troupe.schedulestore), by number."""
+    items = []
+    for conf in ws.config.channels:
+        for pin in ws.store.pins(conf.id):
+            found = RECORD.match(str(pin["message"].get("text") or ""))
+            if found is not None and ws.store.app_for_user(str(pin.get("created_by"))):
+                items.append(
+                    {
+                        "id": int(found["id"]),
+                        "when": found["when"],
+                        "command": found["command"],
+                        "owner": found["owner"],
+                        "channel": conf.name,
+                    }
+                )
+    return sorted(items, key=lambda item: item["id"])
 
 
 def _devices_body_error(body: object) -> str | None:

@@ -603,7 +603,7 @@
   }
 
   function updateSidePanel() {
-    $("side-panel").hidden = $("thread").hidden && $("devices").hidden;
+    $("side-panel").hidden = $("thread").hidden && $("devices").hidden && $("scheduled").hidden;
   }
 
   function setConnection(kind) {
@@ -1027,6 +1027,43 @@
     }
   }
 
+  // ---- scheduled panel: the fleet's pinned schedule records -------------------------------
+
+  function renderScheduled(items) {
+    reconcile(
+      $("scheduled-list"),
+      items.map((s) => ({
+        key: `${s.channel}/${s.id}`,
+        sig: JSON.stringify(s),
+        build: () => {
+          const li = el("li", "device");
+          const head = el("div", "device-head");
+          head.append(el("span", "device-name", `${s.id}. ${s.command}`));
+          li.append(head);
+          li.append(el("div", "device-room", `${s.when} · #${s.channel}`));
+          return li;
+        },
+      })),
+    );
+    $("scheduled").hidden = items.length === 0;
+  }
+
+  async function scheduledLoop() {
+    for (;;) {
+      try {
+        const resp = await fetch("/page/scheduled", { cache: "no-store" });
+        if (resp.ok) {
+          const data = await resp.json();
+          if (Array.isArray(data.scheduled)) renderScheduled(data.scheduled);
+        }
+      } catch (_err) {
+        // the workspace is restarting: try again next round
+      }
+      updateSidePanel();
+      await sleep(DEVICES_MS);
+    }
+  }
+
   // ---- start ---------------------------------------------------------------------------
 
   async function main() {
@@ -1049,6 +1086,7 @@
       if (!state.live && state.me && state.channel) scheduleRefresh();
     }, POLL_MS);
     devicesLoop();
+    scheduledLoop();
 
     const humans = await loadHumans();
     if (!humans || !humans.length) {

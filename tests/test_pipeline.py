@@ -1,0 +1,394 @@
+"""The dispatch pipeline's decisions, in-process on virtual time (tests/botkit.py): answers,
+Slack calls, access, chatter, staleness, built-in commands and timed actions."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+from botkit import ALICE, BOB, BOTS, HOME, KITCHEN, home, run
+from fleetkit import DEVICES
+from test_chatter import DE_AREAS, DE_DEVICES, EN_AREAS, EN_DEVICES, corpus
+
+from troupe.access import OUTSIDER
+from troupe.devkit.workspace.config import Human
+from troupe.federation import Action, rank
+from troupe.slackmq import DONE, TAKEOVER
+from troupe.transports.base import Event
+
+
+def test_chatter_costs_nothing_unknown_text_to_a_bot_gets_its_answer_bots_are_ignored(
+    tmp_path,
+):
+    async def main(_loop):
+        async with home(tmp_path) as h:
+            h.reset_calls()
+            chatter = await h.say("please make me a sandwich")
+            assert h.calls() == {}
+            asked = await h.say("<@U0HALL> please make me a sandwich")
+            bot_ts = await h.say("turn on the hall light", user="U0KITCHEN")
+            ok_ts = await h.say("turn on the porch switch")
+            assert h.answers(chatter) == []
+            assert h.answered_by(asked) == [("U0HALL", "I don't know that — try `help`.")]
+            assert h.answers(bot_ts) == []
+            assert [a["ts"] for a in h.actions()] == [ok_ts]
+            assert len(h.answers(ok_ts)) == 1
+
+    run(main)
+
+
+def test_a_bot_the_file_allows_may_command(tmp_path):
+    access = '{admins: [U0ALICE], users: ["*"], bots: [U0TROUPE]}'
+
+    async def main(_loop):
+        async with home(tmp_path, access=access) as h:
+            alarm = await h.say("turn on the porch switch", user="U0TROUPE")
+            other = await h.say("turn on the hall light", user="U0CLASSIC")
+            assert [(a["ts"], a["device"]) for a in h.actions()] == [(alarm, "porch switch")]
+            assert h.answers(other) == []
+
+    run(main)
+
+
+def test_help_devices_status_history_and_roll_call(tmp_path):
+    async def main(_loop):
+        async with home(tmp_path) as h:
+            on = await h.say("turn on the hall light")
+            asks = {t: await h.say(t) for t in ("help", "devices", "status", "history hall light")}
+            roll = await h.say("roll call")
+            [help_] = h.answers(asks["help"])
+            assert "hall light" in help_ and "*Devices:*" in help_
+            [listing] = h.answers(asks["devices"])
+            assert "kitchen lamp (light, kitchen) — counter, kitchen-pi" in listing
+            status = "\n".join(h.answers(asks["status"]))
+            for device in ("kitchen lamp", "garage light", "hall light", "porch switch"):
+                assert f"The {device} is" in status
+            assert "The hall light is on." in status
+            history = h.answers(asks["history hall light"])
+            assert len(history) == 1  # one bot answers for the whole fleet
+            assert history[0].startswith("What the fleet did to the hall light, newest first:")
+            assert "“turn on the hall light” — asked by <@U0ALICE>" in history[0]
+            assert sorted(t.split(" on ")[0] for t in h.answers(roll)) == sorted(BOTS)
+            assert h.answers(on) == ["Turned on the hall light."]
+
+    run(main)
+
+
+def test_roll_call_shows_each_bots_clock(tmp_path):
+    async def main(_loop):
+        async with home(tmp_path, offsets={"garage-pi": -120.0}) as h:
+            texts = h.answers(await h.say("roll call"))
+            garage = next(t for t in texts if t.startswith("garage-pi"))
+            assert "clock 120" in garage and "behind Slack's" in garage
+
+    run(main)
+
+
+def test_timed_action_undoes_itself_and_a_later_command_cancels_it(tmp_path):
+    async def main(_loop):
+        async with home(tmp_path) as h:
+            ts = await h.say("turn on the hall light for 1 minute")
+            ops = [(a["device"], a["op"]) for a in h.actions()]
+            assert ops == [("hall light", "on"), ("hall light", "off")]
+            assert h.answers(ts) == [
+                "Turned on the hall light for 1 minute.",
+                "Turned off the hall light (its time was up).",
+            ]
+            cancel = await h.say("turn on the porch switch for 2 minutes", settle=False)
+            await h.settle(30)
+            await h.say("turn on the porch switch")
+            await h.settle(300)  # past the two minutes: a timer left running would fire
+            porch = [a["op"] for a in h.actions() if a["device"] == "porch switch"]
+            assert porch == ["on", "on"]
+            assert len(h.answers(cancel)) == 1
+
+    run(main)
+
+
+GUESTS = (
+    Human(id="U0GWEN", name="gwen", token="xoxp-gwen", guest="multi"),
+    Human(id="U0OLAF", name="olaf", token="xoxp-olaf", team_id="T0OTHER"),
+    Human(id="U0LENA", name="lena", token="xoxp-lena", guest="single"),
+)
+
+
+def test_guests_and_other_teams_are_refused_unless_listed_by_id(tmp_path, caplog):
+    access = "{admins: ['@alice'], users: ['*', U0LENA]}"
+
+    async def main(_loop):
+        async with home(tmp_path, access=access, humans=GUESTS) as h:
+            for user in ("U0GWEN", "U0OLAF"):
+                ts = await h.say("turn on the hall light", user=user)
+                assert h.answers(ts) == [f"Sorry, {OUTSIDER}."]
+            ts = await h.say("turn on the hall light", user="U0LENA")
+            assert h.answers(ts) == ["Turned on the hall light."]
+            assert [a["device"] for a in h.actions()] == ["hall light"]
+
+    run(main)
+    assert "refused U0GWEN" in caplog.text and "refused U0OLAF" in caplog.text
+    assert caplog.text.count("names @alice by handle") == 3  # once per bot, at start
+
+
+# Names and ids mixed, as people write them: the bots look the names up at start.
+ACCESS = (
+    "{admins: ['@alice'], users: [Alice, U0BOB], "
+    "rules: [{users: ['@Bob'], what: [garage], allow: false}]}"
+)
+
+
+def test_refusals_are_answered_once_and_nothing_moves(tmp_path, caplog):
+    async def main(_loop):
+        async with home(tmp_path, access=ACCESS) as h:
+            garage = await h.say("turn on the garage light", user=BOB)
+            assert h.answers(garage) == ["Sorry, you may not ask for garage here."]
+            hall = await h.say("turn on the hall light", user=BOB)
+            long = await h.say("turn on the hall light " + "please " * 700)
+            assert h.answers(long) == ["Sorry, a command may be 4,000 characters at most."]
+            too_long = await h.say("turn on the porch switch for 30 hours")
+            assert h.answers(too_long) == ["Sorry, timed commands may last 24 hours at most."]
+            assert [a["device"] for a in h.actions()] == ["hall light"]
+            assert h.answers(hall) == ["Turned on the hall light."]
+
+    run(main)
+    assert "refused U0BOB in" in caplog.text and "garage" in caplog.text
+
+
+def test_direct_messages_only_from_listed_people(tmp_path):
+    async def main(_loop):
+        async with home(tmp_path) as h:
+            ts = await h.say("turn on the porch switch", channel="D0ALICE", to=("kitchen-pi",))
+            assert [a["bot"] for a in h.actions()] == ["kitchen-pi"]
+            assert h.answers(ts, "D0ALICE") == ["Turned on the porch switch."]
+            refused = await h.say(
+                "turn on the hall light", user=BOB, channel="D0BOB", to=("kitchen-pi",)
+            )
+            assert h.answers(refused, "D0BOB") == [
+                "Sorry, I only take direct messages from the people the federation file lists."
+            ]
+            assert len(h.actions()) == 1
+
+    run(main)
+
+
+def test_a_command_in_an_area_channel_means_that_area(tmp_path):
+    async def main(_loop):
+        async with home(tmp_path) as h:
+            ts = await h.say("turn on the lights", channel=KITCHEN)
+            assert [a["device"] for a in h.actions()] == ["kitchen lamp"]
+            assert h.answered_by(ts, KITCHEN) == [("U0KITCHEN", "Turned on the kitchen lamp.")]
+
+    run(main)
+
+
+# --- moved from the in-process fleet on the local workspace (tests/pipekit.py) ---------------
+
+FAST = "{stale_s: 30, lease_s: 3, stagger_s: 0.3, linger_s: 45}"
+
+
+HOUSES = {"en": (EN_DEVICES, EN_AREAS), "de": (DE_DEVICES, DE_AREAS)}
+
+
+def house_of(language: str) -> str:
+    """The corpora's test house (tests/test_chatter.py) as the federation file's devices."""
+    devices, areas = HOUSES[language]
+    lines = ["devices:"]
+    for d in devices:
+        aliases = f", aliases: [{', '.join(d.aliases)}]" if d.aliases else ""
+        lines.append(f"  {d.name}: {{kind: {d.kind}, area: {d.area}, driver: counter{aliases}}}")
+    lines.append("areas:")
+    lines += [f"  {area}: [{', '.join(names)}]" for area, names in areas.items()]
+    if "kitchen" not in areas:
+        lines.append("  kitchen: []")  # fleetkit's #kitchen channel names it
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("language", ["en", "de"])
+def test_chatter_costs_no_call_and_gets_no_answer(tmp_path, language):
+    lines = corpus(f"chatter_{language}.txt")
+    assert len(lines) >= 150
+
+    async def main(_loop):
+        async with home(tmp_path, devices=house_of(language), extra=f"language: {language}\n") as h:
+            h.reset_calls()
+            sent = [await h.say(line, settle=False) for line in lines]
+            marker = await h.say("<@U0HALL> hello there")  # unknown text to a bot: its answer
+            assert len(h.answers(marker)) == 1
+            for bot in h.bots.values():  # every line was read (journaled) and let be
+                statuses = {lines[i]: bot.journal.status(HOME, ts) for i, ts in enumerate(sent)}
+                assert {line: st for line, st in statuses.items() if st != "skipped"} == {}
+            assert h.calls() == {("U0HALL", "chat.postMessage"): 1}
+            assert [ts for ts in sent if h.answers(ts)] == []
+
+    run(main)
+
+
+def test_each_near_miss_gets_one_helpful_answer(tmp_path):
+    lines = corpus("nearmiss_en.txt")[::3]  # a sample: tests/test_chatter.py reads them all
+
+    async def main(_loop):
+        async with home(tmp_path, devices=house_of("en")) as h:
+            sent = {await h.say(line, settle=False): line for line in lines}
+            await h.settle()
+            for ts, line in sent.items():
+                texts = h.answers(ts)
+                assert len(texts) == 1, (line, texts)
+                assert texts[0].startswith(("I don't know a device or area", "I can't do that")), (
+                    line
+                )
+            assert h.actions() == []
+
+    run(main)
+
+
+def test_a_device_whose_owner_is_down_is_answered_by_a_live_bot(tmp_path):
+    async def main(_loop):
+        async with home(tmp_path, start=("kitchen-pi", "hall-pi"), slackmq=FAST) as h:
+            ts = await h.say("turn on the garage light")
+            assert h.answers(ts) == [
+                "The garage light belongs to garage-pi, which has not answered; nothing was done:"
+                " check that Pi and ask again."
+            ]
+            assert h.actions() == []
+
+    run(main)
+
+
+def test_an_owned_device_command_gets_its_done_mark(tmp_path):
+    async def main(_loop):
+        async with home(tmp_path) as h:
+            ts = await h.say("turn on the kitchen lamp")
+            assert h.answered_by(ts) == [("U0KITCHEN", "Turned on the kitchen lamp.")]
+            assert h.marks(ts) == {DONE: ["kitchen-pi"]}
+            assert ("U0KITCHEN", "pins.add") not in h.calls()  # its own device: no claim
+
+    run(main)
+
+
+def test_slow_devices_keep_the_lease_and_nobody_takes_over(tmp_path):
+    slow = (
+        "  slow one: {kind: switch, driver: counter, delay_s: 1.5}\n"
+        "  slow two: {kind: switch, driver: counter, delay_s: 1.5}\n"
+        "  slow three: {kind: switch, driver: counter, delay_s: 1.5}\n"
+    )
+    scene = "scenes:\n  slow start: {slow one: on, slow two: on, slow three: on}\n"
+    devices = DEVICES.replace("areas:", slow + "areas:")
+
+    async def main(_loop):
+        async with home(tmp_path, slackmq=FAST, devices=devices, extra=scene) as h:
+            ts = await h.say("slow start")
+            assert Counter(a["device"] for a in h.actions()) == {
+                "slow one": 1,
+                "slow two": 1,
+                "slow three": 1,
+            }
+            assert TAKEOVER not in h.marks(ts)
+            assert len(h.answers(ts)) == 1
+
+    run(main)
+
+
+def test_a_late_action_never_overrides_a_newer_command_on_the_same_device(tmp_path):
+    async def main(_loop):
+        async with home(tmp_path, slackmq=FAST) as h:
+            older = await h.say("good morning")  # its ts stands for a command held up
+            newer = await h.say("turn off the porch switch")
+            assert DONE in h.marks(newer)
+            bot = h.bots["garage-pi"]
+            bot._newest.clear()  # as if it had been down while the newer command acted
+            held = Event("message", HOME, older, user=ALICE, text="turn on the porch switch")
+            lines = await bot._act(held, [Action("porch switch", "on")], takeover=True)
+            at = bot._local_time(newer)
+            assert lines == [
+                f"I did not change the porch switch: the newer command at {at} already did."
+            ]
+            assert [a["op"] for a in h.actions() if a["device"] == "porch switch"] == ["off"]
+            # A device no newer command touched is still acted on, late or not.
+            lines = await bot._act(held, [Action("hall light", "on")], takeover=True)
+            assert lines == ["Turned on the hall light."]
+
+    run(main)
+
+
+# --- moved from the bot-process fleet (tests/fleetkit.py) ------------------------------------
+
+
+def test_one_bots_events_five_seconds_late(tmp_path):
+    async def main(_loop):
+        async with home(tmp_path) as h:
+            h.delays["hall-pi"] = 5.0
+            h.board.delays["hall-pi"] = 5.0
+            sent = []
+            for i in range(12):
+                text = ("turn on the hall light", "turn off the porch switch")[i % 2]
+                sent.append(await h.say(text, settle=False))
+                await h.settle(0.1)
+            await h.settle()
+            assert Counter(a["ts"] for a in h.actions()) == dict.fromkeys(sent, 1)
+            assert all(h.bots["hall-pi"].journal.status(HOME, ts) for ts in sent)
+            # Where the late bot ranks first it still tries, and meets the peer's pin.
+            first = sum(rank(ts, BOTS)[0] == "hall-pi" for ts in sent)
+            assert first > 0
+            assert h.calls()[("U0HALL", "pins.add")] == first
+            assert not [a for a in h.actions() if a["bot"] == "hall-pi"]
+
+    run(main)
+
+
+# --- staleness, scenes and per-device order ---------------------------------------------------
+
+
+def test_a_command_every_bot_gets_late_is_answered_once_and_never_run(tmp_path):
+    async def main(_loop):
+        async with home(tmp_path) as h:
+            h.delays.update(dict.fromkeys(BOTS, 40.0))  # Slack held it up 40 s (stale_s 30)
+            ts = await h.say("turn on the hall light")
+            assert h.answers(ts) == [
+                "That command is 40 s old, past the 30 s limit, so I did not run it."
+            ]
+            assert h.actions() == []
+            assert all(bot.journal.status(HOME, ts) == "skipped" for bot in h.bots.values())
+
+    run(main)
+
+
+def test_a_scene_sets_each_device_once_and_its_owner_answers_for_its_own(tmp_path):
+    scene = (
+        "scenes:\n  evening: {hall light: {brightness: 30}, porch switch: off, kitchen lamp: on}\n"
+    )
+
+    async def main(_loop):
+        async with home(tmp_path, extra=scene) as h:
+            ts = await h.say("evening")
+            acts = sorted((a["device"], a["op"], a["bot"]) for a in h.actions())
+            holder = next(a["bot"] for a in h.actions() if a["device"] == "hall light")
+            assert acts == sorted(
+                [
+                    ("hall light", "set", holder),
+                    ("porch switch", "off", holder),
+                    ("kitchen lamp", "on", "kitchen-pi"),
+                ]
+            )
+            answers = h.answered_by(ts)
+            assert ("U0KITCHEN", "Turned on the kitchen lamp.") in answers
+            shared = [t for _, t in answers if "hall light" in t]
+            assert shared == ["Set the hall light to 30%.\nTurned off the porch switch."]
+            assert len(answers) == (1 if holder == "kitchen-pi" else 2)
+
+    run(main)
+
+
+def test_commands_on_one_device_act_in_the_order_they_were_sent(tmp_path):
+    async def main(_loop):
+        async with home(tmp_path) as h:
+            # Each bot hears of the commands a little late and in its own order.
+            h.delays.update({"kitchen-pi": 0.2, "hall-pi": 0.5, "garage-pi": 1.0})
+            sent = []
+            for i in range(6):
+                op = "on" if i % 2 == 0 else "off"
+                sent.append(await h.say(f"turn {op} the porch switch", settle=False))
+                await h.settle(0.05)
+            await h.settle()
+            acted = [(a["ts"], a["op"]) for a in h.actions()]
+            assert acted == [(ts, "on" if i % 2 == 0 else "off") for i, ts in enumerate(sent)]
+
+    run(main)
