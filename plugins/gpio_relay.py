@@ -1,8 +1,10 @@
 """The gpio_relay driver: relays on a Pi's GPIO pins, their wall switches and motion sensors.
 
 A relay device (`pin: 17`) is a gpiozero OutputDevice; `button: 5` adds a wall switch that
-toggles it and says so in the channel; a sensor device (`motion: 22`) is a PIR
-MotionSensor that says "motion in the hall" at most once per `interval_s`.
+toggles it and emits a `pressed` event; a sensor device (`motion: 22`) is a PIR
+MotionSensor that emits a `motion` event at most once per `interval_s`. The runtime words
+and posts the events (troupe.announcer), so this driver never writes to chat but to
+report a switch that failed.
 gpiozero calls back from its own threads; those calls cross into the bot's event loop
 with call_soon_threadsafe, and every gpiozero call from the loop runs in a thread with a
 bounded wait. See docs/devices-gpio.md.
@@ -39,7 +41,6 @@ T = TypeVar("T")
 TIMEOUT_S = 3.0
 """How long a GPIO call may take before the device is reported as not answering."""
 BOUNCE_S = 0.05
-MOTION_WORDS = ("motion", "sensor", "detector", "pir")
 
 BcmPin = Annotated[int, Field(strict=True, ge=0, le=27)]
 
@@ -78,7 +79,7 @@ _HINTS = {
     "motion": "the motion sensor's BCM GPIO number, 0 to 27",
     "active_high": "true, or false for an active-low relay board",
     "initial": "restore, off or on",
-    "interval_s": "seconds between two motion messages, more than 0",
+    "interval_s": "seconds between two motion events, more than 0",
     "message": "the text to post on motion",
 }
 
@@ -251,7 +252,7 @@ class GpioRelayDriver(Driver):
             return found
 
         device = await self._open(name, opts.motion, "motion sensor", sensor)
-        self._motions[name] = _Motion(name, opts, device, opts.message or _motion_text(name))
+        self._motions[name] = _Motion(name, opts, device, opts.message or "")
         self._label(Wire(name, "motion sensor", opts.motion, active_high=True))
 
     def _initial(self, name: str, opts: RelayOptions) -> bool:
@@ -381,7 +382,7 @@ class GpioRelayDriver(Driver):
             log.error("the wall switch of the %s could not toggle it: %s", name, err)
             await self.notify(f"the wall switch of the {name} was pressed, but {err}")
             return
-        await self.notify(f"{name} turned {'on' if on else 'off'} at the wall switch")
+        await self.emit(name, "pressed", "on" if on else "off")
         await self.changed(name)
 
     def _moved(self, name: str) -> None:
@@ -394,7 +395,7 @@ class GpioRelayDriver(Driver):
             log.debug("motion at the %s within %gs of the last message", name, now - last)
             return
         motion.announced_at = now
-        self._spawn(self.notify(motion.text), f"the motion message of the {name}")
+        self._spawn(self.emit(name, "motion", motion.text), f"the motion event of the {name}")
 
 
 # options --------------------------------------------------------------------------------------
@@ -447,17 +448,6 @@ def _check_pins(parsed: Mapping[str, RelayOptions | MotionOptions]) -> None:
                     f"{users[pin]} and {who} both use GPIO {pin}; give each its own pin"
                 )
             users[pin] = who
-
-
-def _motion_text(name: str) -> str:
-    """What a sensor says, from its name: words like motion and sensor are dropped to
-    find the place ("hall motion" says "motion in the hall"); with none, "motion at the
-    porch eye". The device's `message` option overrides it."""
-    words = name.split()
-    place = [w for w in words if w.lower() not in MOTION_WORDS]
-    if place and len(place) < len(words):
-        return f"motion in the {' '.join(place)}"
-    return f"motion at the {name}"
 
 
 def _settled(sensor: MotionSensor, timeout: float = 1.0) -> MotionSensor:

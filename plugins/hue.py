@@ -130,6 +130,9 @@ class HueSection(BaseModel):
 
     bridge: StrictStr
     username: Secret | None = None
+    poll_s: float = Field(default=30.0, ge=0)
+    """How often each bot asks the bridge which lights are reachable (an unplugged light
+    is an offline event, plugged back an online one); 0: never."""
 
 
 class HueDevice(BaseModel):
@@ -156,6 +159,17 @@ class _Target:
     ref: str
     transitiontime: int | None
     ident: str | None = None
+
+
+def _named(table: Mapping[str, Any], name: str) -> Any:
+    """The bridge's entry of the light called `name` (spaces and case ignored)."""
+    wanted = " ".join(name.split()).casefold()
+    for info in table.values():
+        if isinstance(info, dict) and " ".join(str(info.get("name", "")).split()).casefold() == (
+            wanted
+        ):
+            return info
+    return None
 
 
 def _option_problem(device: str, err: ValidationError) -> str:
@@ -216,6 +230,38 @@ class HueDriver(Driver):
             )
         self.bridge = section.bridge.strip()
         self.username = section.username
+        if section.poll_s and any(t.kind == "light" for t in self.targets.values()):
+            self._poller = spawn(
+                self._watch_reachable(section.poll_s), "watching the Hue lights", logger=log
+            )
+
+    async def stop(self) -> None:
+        poller = getattr(self, "_poller", None)
+        if poller is not None:
+            poller.cancel()
+
+    async def _watch_reachable(self, every_s: float) -> None:
+        """Every `every_s`, one request for all lights: a light whose `reachable` changed
+        since the last answer is an offline or online event (the first answer is not)."""
+        known: dict[str, bool] = {}
+        while True:
+            await asyncio.sleep(every_s)
+            try:
+                table = self._object("the lights", await self._call(lambda b: b.get_light()))
+            except DriverError as err:
+                log.debug("cannot poll the Hue lights: %s", err)
+                continue
+            for device, target in self.targets.items():
+                if target.kind != "light":
+                    continue
+                info = table.get(target.ident) if target.ident else _named(table, target.ref)
+                state = info.get("state") if isinstance(info, dict) else None
+                reachable = state.get("reachable") if isinstance(state, dict) else None
+                if not isinstance(reachable, bool):
+                    continue
+                was, known[device] = known.get(device), reachable
+                if was is not None and was != reachable:
+                    await self.emit(device, "online" if reachable else "offline", "")
 
     # talking to the bridge ---------------------------------------------------------------
 

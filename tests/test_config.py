@@ -810,3 +810,26 @@ def test_an_empty_roster_is_refused(tmp_path: Path) -> None:
 
     assert (problem.key, problem.line) == ("bots", 3)
     assert "the roster is empty" in problem.message
+
+
+def test_the_events_section_names_only_devices_areas_and_channels_the_file_declares(
+    tmp_path: Path,
+) -> None:
+    text = EXAMPLE + (
+        "events:\n"
+        "  per_minute: 2\n"
+        "  areas: {hall: {channel: '#hall'}}\n"
+        "  devices: {hall lihgt: {kinds: [offline]}}\n"
+    )
+    problems = check(write(tmp_path, text))
+    assert sorted((p.key, p.message) for p in problems) == [
+        (
+            "events.areas.hall.channel",
+            "#hall is not a channel of the federation; add it under channels.",
+        ),
+        (
+            "events.devices.hall lihgt",
+            "there is no device called 'hall lihgt'; name one of the file's devices; "
+            "did you mean 'hall light'?",
+        ),
+    ]

@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import signal
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ import fleetkit
 import pytest
 from mqttkit import Watcher, mosquitto_broker, until
 
+from troupe.announcer import Announcer
 from troupe.bot import Bot, DeviceSpec
 from troupe.config import load
 from troupe.discovery import (
@@ -145,7 +147,15 @@ async def test_owned_relays_are_announced_retained_with_what_ha_needs(
         await until(lambda: all(late.on(t) for t in CONFIG.values()), what="three configs")
         await until(lambda: bool(late.on(f"{BASE}/status")), what="the availability")
         configs = [s for s in late.seen if s.topic.endswith("/config")]
-        assert sorted(s.topic for s in configs) == sorted(CONFIG.values())
+        relays = [s for s in configs if "/binary_sensor/" not in s.topic]
+        assert sorted(s.topic for s in relays) == sorted(CONFIG.values())
+        motion = [json.loads(s.payload) for s in configs if "/binary_sensor/" in s.topic]
+        assert [(m["name"], m["device_class"], m["state_topic"]) for m in motion] == [
+            ("hall motion", "motion", f"{BASE}/hall_motion/motion")
+        ]
+        assert motion[0]["availability_topic"] == f"{BASE}/status"
+        assert "command_topic" not in motion[0]
+        assert texts(late, f"{BASE}/hall_motion/motion") == ["OFF"]
         assert all(s.retain for s in late.seen)
         assert texts(late, f"{BASE}/status") == ["online"]
         for device in ("kitchen fan", "kitchen lamp", "kitchen socket"):
@@ -216,7 +226,7 @@ async def test_a_chat_action_updates_the_state_topic(
     assert board.history(PINS["kitchen lamp"]) == [False, True, False]
     # a device that is not announced publishes nothing
     await bot._drive("C0HOME", "1700000000.000300", Action("hall light", "on"), "U0ALICE")
-    assert not [s for s in home.seen if "hall" in s.topic]
+    assert not [s for s in home.seen if "hall_light" in s.topic]
 
 
 async def test_a_redelivered_command_acts_once(
@@ -470,7 +480,10 @@ def test_only_the_owners_relays_are_entities_and_slugs_stay_unique() -> None:
         spec("a-b", "switch", "gpio_relay", "kitchen-pi", pin=5),
         spec("a b", "light", "gpio_relay", "kitchen-pi", pin=6),
     ]
-    found = plan_entities("my-home", "kitchen-pi", devices, PREFIX)
+    planned = plan_entities("my-home", "kitchen-pi", devices, PREFIX)
+    found = [e for e in planned if e.command_topic]
+    inputs = [(e.device, e.component) for e in planned if not e.command_topic]
+    assert inputs == [("hall motion", "binary_sensor")]  # GPIO inputs: HA sees them too
     names = [e.device for e in found]
     assert names == ["a b", "a-b", "kitchen fan", "kitchen lamp", "kitchen socket"]
     ids = [e.object_id for e in found]
@@ -521,7 +534,10 @@ def test_troupe_run_builds_the_bot_with_discovery(tmp_path: Path) -> None:
     )
     bot = build_bot(load(path), "kitchen-pi", journal_path=tmp_path / "j.sqlite3")
     bot.journal.close()
-    assert [type(s) for s in bot.services if type(s) is not Scheduler] == [HomeAssistantDiscovery]
+    assert [type(s) for s in bot.services if type(s) is not Scheduler] == [
+        HomeAssistantDiscovery,
+        Announcer,
+    ]
 
 
 # three bot processes end to end ------------------------------------------------------------------
@@ -615,3 +631,15 @@ def test_three_bots_each_announce_and_drive_only_their_own_relays(
             assert last(home, f"{base['kitchen-pi']}/status") == "online"
     finally:
         home.close()
+
+
+async def test_motion_turns_the_binary_sensor_on(
+    relay_bot: tuple[Bot, GpioBoard], ha: HomeAssistantDiscovery, home: Watcher
+) -> None:
+    bot, board = relay_bot
+    topic = f"{BASE}/hall_motion/motion"
+    await saw(home, topic, "OFF")
+    now = time.time()
+    bot.clock.saw_stamp(now, now, now)  # Slack's time, as its first answer teaches it
+    board.motion(5)
+    await saw(home, topic, "ON")

@@ -16,6 +16,7 @@ from gpiozero import OutputDevice
 from gpiozero.exc import BadPinFactory
 from gpiozero.pins.mock import MockFactory
 
+from troupe.announcer import words
 from troupe.federation import Action
 from troupe.hardware import gpio
 from troupe.hardware.gpio import BoardError, GpioBoard, Wire
@@ -27,7 +28,8 @@ WAIT_S = 5.0
 
 
 class Notes:
-    """Collects what the driver posts in the channel; `next()` waits for one (bounded)."""
+    """Collects what the driver says: its messages, and its device events as the runtime
+    words them (troupe.announcer.words); `next()` waits for one (bounded)."""
 
     def __init__(self) -> None:
         self.texts: list[str] = []
@@ -39,6 +41,9 @@ class Notes:
 
     async def next(self) -> str:
         return await asyncio.wait_for(self._queue.get(), WAIT_S)
+
+    async def event(self, device: str, kind: str, detail: str = "") -> None:
+        await self(words(device, kind, detail))
 
 
 def record(action: str, status: str = "done", state: dict | None = None) -> ActionRecord:
@@ -56,7 +61,13 @@ def make(
     **kwargs: Any,
 ) -> GpioRelayDriver:
     return GpioRelayDriver(
-        "kitchen-pi", notify=notes, recall=recall, pin_factory=board, clock=clock, **kwargs
+        "kitchen-pi",
+        notify=notes,
+        emit=notes and notes.event,
+        recall=recall,
+        pin_factory=board,
+        clock=clock,
+        **kwargs,
     )
 
 
@@ -515,7 +526,7 @@ async def test_stop_closes_every_device_and_frees_the_pins(board: GpioBoard) -> 
 async def test_gpiozero_mock_env_uses_the_bots_board(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GPIOZERO_PIN_FACTORY", "mock")
     notes = Notes()
-    driver = GpioRelayDriver("test-gpio-pi", notify=notes)
+    driver = GpioRelayDriver("test-gpio-pi", notify=notes, emit=notes.event)
     try:
         await driver.start(
             {"kitchen lamp": {"pin": 17, "button": 5}, "hall motion": {"motion": 22}}

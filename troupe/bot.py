@@ -15,7 +15,7 @@ from typing import Any, Protocol
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from troupe import __version__, confirm, outcomes, relative
+from troupe import __version__, confirm, devents, outcomes, relative
 from troupe.access import Access, Person
 from troupe.bus import Bus
 from troupe.errors import ClaimError
@@ -186,6 +186,8 @@ class Bot:
         """Called with every message a fleet bot posts (the schedules' firings)."""
         self.state_listeners: list[Callable[[str, DeviceState], Awaitable[None]]] = []
         """Called after every successful action with the device's new state."""
+        self.event_listeners: list[devents.Listener] = []
+        """Called (each in its own task) with every DeviceEvent a driver of this bot emits."""
         self.threads = Threads(recognizer, self._thread_text)
         """The command of each recent thread, for follow-ups ("turn it off")."""
         self.confirmations = confirm.Confirmations()
@@ -437,6 +439,7 @@ class Bot:
                 notify=self.announce,
                 recall=self.journal.last_state,
                 changed=self._changed,
+                emit=self.emit_event,
                 **({"client": self.clients[name]} if name in self.clients else {}),
             )
             await driver.start(devices)
@@ -997,6 +1000,15 @@ class Bot:
             state = state or await self.device_state(device)
             for listener in self.state_listeners:
                 await listener(device, state)
+
+    async def emit_event(self, device: str, kind: devents.Kind, detail: str = "") -> None:
+        """A driver saw a device do something by itself: stamp it with Slack's time and
+        hand it to the event listeners."""
+        if not self.clock.known:
+            log.warning("%s: the %s of the %s came before Slack's time", self.name, kind, device)
+            return
+        event = devents.DeviceEvent(device, kind, self.clock.now(), detail, self.name)
+        devents.dispatch(self.event_listeners, event)
 
     async def drive(self, action: Action, *, origin: tuple[str, str]) -> str:
         """Carry out an action on a device this bot drives, from outside chat (Home

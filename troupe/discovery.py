@@ -19,7 +19,7 @@ import re
 import secrets
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import paho.mqtt.client as mqtt
@@ -36,6 +36,7 @@ from troupe.tasks import spawn
 if TYPE_CHECKING:
     from troupe.bot import Bot, DeviceSpec
     from troupe.config import Federation
+    from troupe.devents import DeviceEvent
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,12 @@ PAYLOAD_ON, PAYLOAD_OFF = "ON", "OFF"
 OPS = {PAYLOAD_ON: "on", PAYLOAD_OFF: "off"}
 ORIGIN = "ha"
 """The journal's channel for actions Home Assistant asked for."""
+
+
+PRESS = "press"
+"""The one event type of a wall switch's event entity."""
+MOTION_HOLD_S = 60.0
+"""How long HA shows motion after a motion event (the sensor's interval_s, if set)."""
 
 
 class DiscoveryError(TroupeError, ValueError):
@@ -72,7 +79,9 @@ class Entity:
     object_id: str
     config_topic: str
     command_topic: str
+    """Empty for an input (a motion sensor, a wall switch): HA cannot command it."""
     state_topic: str
+    options: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
 def plan_entities(
@@ -83,7 +92,7 @@ def plan_entities(
     Two names with the same slug ("a-b", "a b") get a short hash each, so every entity
     keeps topics and an id of its own."""
     mine = sorted(
-        (d for d in devices if d.owner == bot and d.driver == DRIVER and "motion" not in d.options),
+        (d for d in devices if d.owner == bot and d.driver == DRIVER),
         key=lambda d: d.name,
     )
     slugs = [slug(d.name) for d in mine]
@@ -93,8 +102,13 @@ def plan_entities(
         if slugs.count(base) > 1:
             part += "_" + hashlib.sha1(device.name.encode()).hexdigest()[:6]
         object_id = slug(f"troupe_{federation}_{bot}_{part}")
-        component = "light" if device.kind == "light" else "switch"
         topic = f"troupe/{federation}/{bot}/{part}"
+        if "motion" in device.options:  # a PIR sensor: HA's binary_sensor, device class motion
+            found.append(_input(device, "binary_sensor", object_id, topic, prefix))
+            continue
+        if device.options.get("button") is not None:  # its wall switch: HA's event entity
+            found.append(_input(device, "event", object_id + "_wall_switch", topic, prefix))
+        component = "light" if device.kind == "light" else "switch"
         found.append(
             Entity(
                 device=device.name,
@@ -107,6 +121,21 @@ def plan_entities(
             )
         )
     return found
+
+
+def _input(device: DeviceSpec, component: str, object_id: str, topic: str, prefix: str) -> Entity:
+    """A GPIO input as HA sees it: a motion sensor or a wall switch; no command topic."""
+    leaf = "motion" if component == "binary_sensor" else "wall_switch"
+    return Entity(
+        device=device.name,
+        kind=device.kind,
+        component=component,
+        object_id=object_id,
+        config_topic=f"{prefix}/{component}/{object_id}/config",
+        command_topic="",
+        state_topic=f"{topic}/{leaf}",
+        options=device.options,
+    )
 
 
 def config_payload(entity: Entity, federation: str, bot: str) -> dict[str, Any]:
@@ -138,6 +167,21 @@ def config_payload(entity: Entity, federation: str, bot: str) -> dict[str, Any]:
     }
     if entity.kind == "outlet":
         payload["device_class"] = "outlet"
+    if entity.component == "binary_sensor":
+        for key in ("command_topic", "payload_on", "payload_off", "optimistic"):
+            payload.pop(key)
+        payload.update(
+            device_class="motion",
+            payload_on=PAYLOAD_ON,
+            payload_off=PAYLOAD_OFF,
+            off_delay=max(1, round(float(entity.options.get("interval_s", MOTION_HOLD_S)))),
+        )
+    elif entity.component == "event":
+        for key in ("command_topic", "payload_on", "payload_off", "optimistic"):
+            payload.pop(key)
+        payload.update(
+            name=f"{entity.device} wall switch", event_types=[PRESS], device_class="button"
+        )
     return payload
 
 
@@ -225,8 +269,9 @@ class HomeAssistantDiscovery:
         self.status = status_topic(self.federation, bot.name)
         self.device_id = device_id(self.federation, bot.name)
         found = plan_entities(self.federation, bot.name, bot.devices.values(), self.prefix)
-        self.entities = {e.device: e for e in found}
-        self._by_command = {e.command_topic: e for e in found}
+        self.entities = {e.device: e for e in found if e.command_topic}
+        self.inputs = {(e.device, e.component): e for e in found if not e.command_topic}
+        self._by_command = {e.command_topic: e for e in found if e.command_topic}
         self._config_topics = {e.config_topic for e in found}
         if self._client is None:
             self._client = self.own_client(bot.name)
@@ -242,6 +287,7 @@ class HomeAssistantDiscovery:
             on_denied=self._on_subscriptions_refused,
         )
         bot.state_listeners.append(self._on_state)
+        bot.event_listeners.append(self._on_event)
         self._worker = spawn(self._work(), "Home Assistant's command queue", self._tasks)
         self._client.subscribe(self._subscription)
         await self._client.start()
@@ -268,6 +314,8 @@ class HomeAssistantDiscovery:
         bot = self._bot
         if bot is not None and self._on_state in bot.state_listeners:
             bot.state_listeners.remove(self._on_state)
+        if bot is not None and self._on_event in bot.event_listeners:
+            bot.event_listeners.remove(self._on_event)
         if self._worker is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._queue.join(), STOP_WAIT_S)
@@ -419,6 +467,11 @@ class HomeAssistantDiscovery:
         for entity in self.entities.values():
             payload = config_payload(entity, self.federation, self.bot_name)
             sent.append(self._publish(entity.config_topic, json.dumps(payload, sort_keys=True)))
+        for entity in self.inputs.values():
+            payload = config_payload(entity, self.federation, self.bot_name)
+            sent.append(self._publish(entity.config_topic, json.dumps(payload, sort_keys=True)))
+            if entity.component == "binary_sensor":
+                sent.append(self._publish(entity.state_topic, PAYLOAD_OFF))
         for entity in self.entities.values():
             sent.append(await self._publish_state(entity))
         if self._closing:
@@ -456,6 +509,16 @@ class HomeAssistantDiscovery:
         entity = self.entities.get(device)
         if entity is not None:
             self._publish_value(entity, state)
+
+    async def _on_event(self, event: DeviceEvent) -> None:
+        """A bot event listener: motion turns the binary_sensor on (HA's off_delay turns it
+        off); a wall switch's press is an event entity's `press` (never retained)."""
+        if event.kind == "motion" and (entity := self.inputs.get((event.device, "binary_sensor"))):
+            self._publish(entity.state_topic, PAYLOAD_ON)
+        elif event.kind == "pressed" and (entity := self.inputs.get((event.device, "event"))):
+            body = json.dumps({"event_type": PRESS, "state": event.detail})
+            if self._client is not None:
+                self._client.publish(entity.state_topic, body, qos=1, retain=False)
 
     async def _publish_state(self, entity: Entity) -> mqtt.MQTTMessageInfo | None:
         assert self._bot is not None

@@ -30,6 +30,7 @@ from troupe import _imp_shim
 from troupe.errors import TroupeError
 
 if TYPE_CHECKING:
+    from troupe.devents import Emit
     from troupe.federation import Action
     from troupe.journal import ActionRecord
 
@@ -352,6 +353,7 @@ class Driver(abc.ABC):
         recall: Callable[[str], ActionRecord | None] | None = None,
         changed: Callable[[str], Awaitable[None]] | None = None,
         client: Any = None,
+        emit: Emit | None = None,
     ) -> None:
         """`options` is the federation file's section named like the driver (`hue:`,
         `mqtt:`), secrets still wrapped (call .reveal()). `notify(text)` posts in the
@@ -360,13 +362,17 @@ class Driver(abc.ABC):
         `changed(device)` tells the bot a device changed by itself (a wall switch), so
         whoever watches states (Home Assistant, the demo page) hears of it. `client` is
         the bot's shared connection for that section, if it has one (the mqtt driver gets
-        the bot's one MQTT client, troupe.mqttclient); a driver given none opens its own."""
+        the bot's one MQTT client, troupe.mqttclient); a driver given none opens its own.
+        `emit(device, kind, detail)` reports what a device did by itself (troupe.devents:
+        pressed, motion, offline, online, changed): the runtime posts it in chat, once
+        across the fleet, and automations may trigger on it."""
         self.bot = bot
         self.options = dict(options or {})
         self.notify = notify or _quiet
         self.recall = recall or (lambda _device: None)
         self.changed = changed or _quiet
         self.client = client
+        self.emit: Emit = emit or _no_event
 
     async def start(self, devices: Mapping[str, Mapping[str, Any]]) -> None:
         """Set up the devices this bot drives: name -> the device's options."""
@@ -387,6 +393,10 @@ class Driver(abc.ABC):
 
 
 async def _quiet(_text: str) -> None:
+    return None
+
+
+async def _no_event(_device: str, _kind: str, _detail: str = "") -> None:
     return None
 
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from slack_sdk.errors import SlackApiError
 
-from troupe import systemd
+from troupe import announcer, systemd
 from troupe.access import Access
 from troupe.bot import Bot, DeviceSpec, device_infos
 from troupe.config import ConfigError, Federation
@@ -161,6 +161,7 @@ def _build_bot(
         from troupe.discovery import attach as attach_discovery
 
         attach_discovery(bot, fed, client)
+    announcer.attach(bot, fed.events)  # device events to chat, once across the fleet
     from troupe.scheduler import attach as attach_schedules
 
     attach_schedules(bot, fed)

@@ -35,11 +35,14 @@ from troupe.plugins.mqtt.options import (
 from troupe.plugins.mqtt.shelly import Shelly
 from troupe.plugins.mqtt.tasmota import Tasmota
 from troupe.plugins.mqtt.zigbee2mqtt import Zigbee2Mqtt
+from troupe.tasks import spawn
 
 log = logging.getLogger(__name__)
 
 CONNECT_WAIT_S = 3.0
 """How long start() waits for the broker before going on with the devices offline."""
+COMMANDED_S = 5.0
+"""A state change this soon after a command to the device (from anyone) is that command's."""
 
 
 class MqttDriver(Driver):
@@ -82,6 +85,13 @@ class MqttDriver(Driver):
         for device in self.devices.values():
             for topic in device.subscriptions():
                 self._routes.setdefault(topic, []).append(device)
+        self._commanded: dict[str, list[Device]] = {}
+        """Command topics -> devices: a command from anyone (a bot, Home Assistant) is
+        heard, so only a change that follows none is a `changed` event."""
+        self._commanded_at: dict[str, float] = {}
+        for device in self.devices.values():
+            if (topic := _command_topic(device)) and topic not in self._routes:
+                self._commanded.setdefault(topic, []).append(device)
         self.connected = False
         self.refused: str | None = None
         self._ready = asyncio.Event()
@@ -90,7 +100,8 @@ class MqttDriver(Driver):
         except MqttClientError as err:
             raise DriverError(str(err)) from None
         self._subscription = Subscription(
-            [(topic, 1) for topic in sorted(self._routes)],
+            [(topic, 1) for topic in sorted(self._routes)]
+            + [(topic, 0) for topic in sorted(self._commanded)],
             on_message=lambda message: self._on_message(message.topic, message.payload),
             on_connected=lambda _kept: self._on_connected(),
             on_disconnected=self._on_disconnected,
@@ -157,7 +168,11 @@ class MqttDriver(Driver):
             )
 
     def _on_message(self, topic: str, payload: bytes) -> None:
+        if payload.strip():  # an empty one only asks for the state (Tasmota's refresh)
+            for device in self._commanded.get(topic, ()):
+                self._commanded_at[device.name] = self._loop.time()
         for device in self._routes.get(topic, ()):
+            was, was_on = _availability(device), device.on
             try:
                 heard = device.receive(topic, payload)
             except Malformed as err:
@@ -169,6 +184,13 @@ class MqttDriver(Driver):
                     payload[:120],
                 )
                 continue
+            now = _availability(device)
+            if was is not None and now is not None and was != now:  # not the first word
+                word = "online" if now else "offline"
+                spawn(self.emit(device.name, word, ""), f"the {word} event of the {device.name}")
+            if heard is not None and self._by_itself(device, was_on):
+                word = "on" if device.on else "off"
+                spawn(self.emit(device.name, "changed", word), f"the change of the {device.name}")
             if device.waiters and (problem := self._unreachable(device)):
                 self._fail(device, DriverError(problem))
             if heard is None:
@@ -176,6 +198,13 @@ class MqttDriver(Driver):
             for confirms, future in list(device.waiters):
                 if not future.done() and confirms(heard):
                     future.set_result(heard)
+
+    def _by_itself(self, device: Device, was_on: bool | None) -> bool:
+        """The device switched with no command heard just before (its own button, its app)."""
+        if was_on is None or device.on is None or device.on == was_on or device.waiters:
+            return False
+        since = self._loop.time() - self._commanded_at.get(device.name, float("-inf"))
+        return since > COMMANDED_S
 
     def _fail(self, device: Device, error: DriverError) -> None:
         for _, future in device.waiters:
@@ -238,3 +267,20 @@ class MqttDriver(Driver):
         if not self.connected:
             return DeviceState(online=False, detail=self._unreachable(target) or "")
         return target.snapshot()
+
+
+def _availability(device: Device) -> bool | None:
+    """Whether the device says it is online (its own availability, or Zigbee2MQTT's);
+    None until it has said. A change between two known answers is an online or offline
+    event; the first answer after a (re)connect is not."""
+    if isinstance(device, Zigbee2Mqtt) and device.offline_reason():
+        return False
+    return device.available
+
+
+def _command_topic(device: Device) -> str | None:
+    """Where the device takes its on/off commands (what an "on" would be published to)."""
+    try:
+        return device.command(Action(device.name, "on")).topic
+    except DriverError:
+        return None

@@ -9,6 +9,7 @@ from typing import Any
 from troupe.config.schema import DEVICE_FIELDS, SlackmqSettings, SlackSettings
 from troupe.config.sections import Sections
 from troupe.config.wording import Loc, hint
+from troupe.eventsettings import EventsSettings
 from troupe.mqttsettings import MqttSettings
 from troupe.secrets import looks_like_slack_token
 
@@ -24,6 +25,10 @@ def cross_checks(s: Sections) -> Iterator[tuple[Loc, str]]:
     for channel, area in s.entries("channels").items():
         if area is not None and area not in areas:
             yield ("channels", channel), _unknown_area(area, areas)
+    events, slack = s.values.get("events"), s.values.get("slack")
+    if isinstance(events, EventsSettings):
+        channels = set(s.entries("channels")) | ({slack.channel} if slack else set())
+        yield from events.problems(set(s.entries("devices")), set(areas), channels)
     slackmq = s.values.get("slackmq")
     if isinstance(slackmq, SlackmqSettings) and slackmq.linger_s <= slackmq.stale_s:
         yield (

@@ -22,6 +22,7 @@ from pydantic import (
 
 from troupe.automations import Automation, LocationSettings, ScheduleSettings
 from troupe.config.wording import ConfigError, Loc, Problem, hint, key_of, sentence
+from troupe.eventsettings import EventsSettings
 from troupe.mqttsettings import MqttSettings
 from troupe.secrets import Secret
 from troupe.update import UpdateSettings
@@ -347,6 +348,8 @@ class Federation(_Frozen):
     location: LocationSettings = Field(default_factory=LocationSettings)
     automations: tuple[Automation, ...] = ()
     schedules: ScheduleSettings = Field(default_factory=ScheduleSettings)
+    events: EventsSettings = Field(default_factory=EventsSettings)
+    """Device events to chat (troupe.eventsettings, troupe.announcer)."""
     driver_sections: dict[str, dict[str, Any]] = Field(default_factory=dict)
     """The drivers' own top-level sections (`hue:`), as written: each is validated by its
     driver's section_model, in `troupe check` and when a bot loads the driver."""
