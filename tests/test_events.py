@@ -310,3 +310,30 @@ def _merged(calls: dict[str, dict[str, int]]) -> dict[str, int]:
         for method, n in methods.items():
             total[method] = total.get(method, 0) + n
     return total
+
+
+async def test_motion_fires_an_automation_once(tmp_path: Any, board: gpio.GpioBoard) -> None:
+    """`automations:` with a motion trigger: the sensor's owner sees the motion, the fleet
+    fires the automation once, and the lamp goes on once."""
+    devices = (
+        "devices:\n"
+        "  hall motion: {kind: sensor, area: hall, driver: gpio_relay, owner: hall-pi,"
+        " motion: 22, interval_s: 0.01}\n"
+        "  hall lamp: {kind: light, area: hall, driver: gpio_relay, owner: hall-pi, pin: 17}\n"
+        "areas: {kitchen: [], hall: []}\n"
+    )
+    extra = (
+        "automations:\n"
+        "  - alias: light on motion\n"
+        "    trigger: {trigger: state, device: hall motion, to: 'on'}\n"
+        "    action: {device: hall lamp, state: 'on'}\n"
+    )
+    async with fleet(tmp_path, devices=devices, extra=extra, slackmq=FAST) as f:
+        assert board.level(17) is False
+        board.clear_history(17)
+        board.motion(22)
+        await f.until(lambda: board.level(17), 15, "the hall lamp on")
+        await asyncio.sleep(2.0)  # time for a second firing, if there were one
+        assert board.history(17).count(True) == 1
+        texts = await channel_texts(f, f.home)
+        assert sum("light on motion" in t for t in texts) == 1, texts

@@ -31,6 +31,7 @@ from troupe.transports.base import Event
 
 if TYPE_CHECKING:
     from troupe.bot import Bot
+    from troupe.devents import DeviceEvent
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,7 @@ class Scheduler:
         bot.services.append(self)
         bot.fleet_messages.append(self.saw)
         bot.state_listeners.append(self._state_changed)
+        bot.event_listeners.append(self._device_event)
 
     async def start(self, bot: Bot) -> None:
         self.bot = bot
@@ -363,6 +365,23 @@ class Scheduler:
                 if job is not None:
                     due = float(int(self.bot.clock.now()))
                     self._spawn(self._due(job, due, observed=True))
+
+    async def _device_event(self, event: DeviceEvent) -> None:
+        """Motion is the sensor turning on; a device switched at its own button is its new
+        state. An owned device's event reaches its owner alone; a shared one's reaches every
+        bot, and the first-ranked for it fires (when that bot is down, the trigger is missed:
+        docs/automations.md)."""
+        bot = self.bot
+        spec = bot.devices.get(event.device) if bot is not None else None
+        if bot is None or spec is None:
+            return
+        if spec.owner is None and rank(f"{event.device}\0{event.kind}", bot.roster)[0] != bot.name:
+            return
+        if event.kind == "motion":
+            self._states[event.device] = "off"
+            await self._state_changed(event.device, DeviceState(on=True))
+        elif event.kind == "changed" and event.detail in ("on", "off"):
+            await self._state_changed(event.device, DeviceState(on=event.detail == "on"))
 
     # chat -------------------------------------------------------------------------------
 
