@@ -47,7 +47,8 @@ def test_an_app_per_bot_bot_is_built_from_its_file(tmp_path: Path) -> None:
     assert bot.devices["kitchen lamp"].owner == "kitchen-pi"
     # Only the drivers its devices use are loaded (a Pi Zero's memory), and no sections.
     assert set(bot.plugins.drivers) == {"counter"} and bot.driver_options == {}
-    assert bot.services == []
+    # Every bot runs the fleet's schedules and announces device events; nothing else here.
+    assert sorted(type(s).__name__ for s in bot.services) == ["Announcer", "Scheduler"]
     bot.journal.close()
 
 

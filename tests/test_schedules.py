@@ -270,7 +270,12 @@ def test_help_shows_the_schedule_phrases_readably():
     from troupe.scheduler import Scheduler
 
     bot = SimpleNamespace(
-        plugins=PluginSet(), services=[], fleet_messages=[], state_listeners=[], recognizer=None
+        plugins=PluginSet(),
+        services=[],
+        fleet_messages=[],
+        state_listeners=[],
+        event_listeners=[],
+        recognizer=None,
     )
     Scheduler(PARIS).attach(bot)  # type: ignore[arg-type]
     lines = describe(bot.plugins.commands)
