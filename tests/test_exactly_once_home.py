@@ -163,3 +163,17 @@ async def test_429_on_the_claim_waits_and_retries(tmp_path):
         assert Counter(a["ts"] for a in f.actions()) == dict.fromkeys(sent, 1)
         limited = f.ws.control("counters")["http_429"]
         assert sum(v.get("pins.add", 0) for v in limited.values()) == 3
+
+
+async def test_a_claim_and_a_ballot_both_refused_still_get_one_answer(tmp_path):
+    """Slack keeps failing the claim and the ballot (its 5xx, past every retry): the
+    first-ranked bot (no Slack call decides it) answers once, and nothing acts."""
+    async with fleet(tmp_path) as f:
+        for method in ("pins.add", "reactions.add"):
+            f.ws.control("fail", method=method, status=503, count=1000)
+        ts = await f.say("turn on the hall light")
+        await f.answered(ts, timeout=30)
+        await asyncio.sleep(2.0)
+        texts = [m["text"] for m in await f.replies(ts)]
+        assert len(texts) == 1 and "I could not take this command" in texts[0], texts
+        assert f.actions() == []

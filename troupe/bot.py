@@ -4,6 +4,7 @@ mark done -> reply -> release. The pipeline reads top to bottom in `Bot.handle`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import socket
@@ -718,9 +719,14 @@ class Bot:
             log.error("claim of %s/%s failed: %s", event.channel, event.ts, err)
             # The fleet's first ballot answers (a full pin list leaves reactions free),
             # whichever bots received the message; its ✅ stops a later claim.
-            if await self.coordinator.lock.elect(event.channel, event.ts):
+            try:
+                first = await self.coordinator.lock.elect(event.channel, event.ts)
+            except ClaimError:  # Slack refused the ballot too (still rate-limited): by rank
+                first = rank(event.ts, claimants)[0] == self.name
+            if first:
                 await self._answer(event, outcomes.ClaimFailed(err.code, "this channel"))
-                await self.coordinator.lock.mark_done(event.channel, event.ts)
+                with contextlib.suppress(ClaimError):
+                    await self.coordinator.lock.mark_done(event.channel, event.ts)
             self.journal.finish(event.channel, event.ts, "failed", str(err))
             return None
         if result.outcome is Outcome.STALE:  # it went stale while this bot waited
