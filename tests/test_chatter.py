@@ -6,52 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from troupe.intents import DeviceInfo, Recognizer
+from bench.corpus import DE_AREAS, DE_DEVICES, EN_AREAS, EN_DEVICES
+from troupe.intents import Recognizer
 
 DATA = Path(__file__).parent / "data"
 
-# The demo house (troupe/devkit/demo.py) plus its garage door.
-EN_DEVICES = (
-    DeviceInfo("kitchen lamp", "light", "kitchen", ("kitchen light",)),
-    DeviceInfo("kitchen fan", "fan", "kitchen"),
-    DeviceInfo("garage light", "light", "garage"),
-    DeviceInfo("garage door", "cover", "garage"),
-    DeviceInfo("hall light", "light", "hall"),
-    DeviceInfo("living room lamp", "light", "living room"),
-    DeviceInfo("porch switch", "switch", "porch"),
-    DeviceInfo("bedroom bulb", "light", "bedroom"),
-    DeviceInfo("garden pump", "switch", "garden"),
-)
-EN_AREAS = {
-    "kitchen": ["cuisine"],
-    "hall": ["hallway"],
-    "garage": [],
-    "porch": [],
-    "garden": [],
-    "living room": ["lounge"],
-    "bedroom": [],
-}
-# The same house, set up in German.
-DE_DEVICES = (
-    DeviceInfo("küchenlampe", "light", "küche", ("küchenlicht",)),
-    DeviceInfo("ventilator", "fan", "küche"),
-    DeviceInfo("garagenlicht", "light", "garage"),
-    DeviceInfo("garagentor", "cover", "garage"),
-    DeviceInfo("flurlicht", "light", "flur"),
-    DeviceInfo("stehlampe", "light", "wohnzimmer"),
-    DeviceInfo("verandaschalter", "switch", "veranda"),
-    DeviceInfo("schlafzimmerlampe", "light", "schlafzimmer"),
-    DeviceInfo("gartenpumpe", "switch", "garten"),
-)
-DE_AREAS = {
-    "küche": [],
-    "flur": ["diele"],
-    "garage": [],
-    "veranda": [],
-    "garten": [],
-    "wohnzimmer": [],
-    "schlafzimmer": [],
-}
+# The demo house plus its garage door, in English and in German: bench/corpus.py's.
 # A channel without an area, and one whose commands default to the kitchen.
 CHANNEL_AREAS = {"en": (None, "kitchen"), "de": (None, "küche")}
 

@@ -9,7 +9,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from troupe import __version__
 
@@ -74,7 +74,7 @@ def run_one(
     """`troupe run ARGV` with another Bot class and a step before it starts: for the
     development kit's bot runner (troupe.devkit.botrun), which adds faults and the demo page."""
     args = build_parser().parse_args(["run", *argv])
-    status = _configure_logging(args)
+    status = start_logging(args)
     return status if status is not None else _run(args, bot_class, prepare)
 
 
@@ -115,10 +115,12 @@ FEDERATION_HELP = (
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="troupe", description="A federation of Slack bots that run a home from chat."
-    )
+def command_line(
+    prog: str, description: str
+) -> tuple[argparse.ArgumentParser, Any, argparse.ArgumentParser]:
+    """A parser with --version and -v, its subcommands, and the parent that gives each
+    subcommand -v too (troupe's and troupe-dev's command lines)."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("--version", action="version", version=f"troupe {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     # -v after the subcommand too; SUPPRESS keeps a subcommand from resetting the one before it.
@@ -126,7 +128,13 @@ def build_parser() -> argparse.ArgumentParser:
     verbose.add_argument(
         "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="log debug messages"
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    return parser, parser.add_subparsers(dest="command", required=True), verbose
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser, sub, verbose = command_line(
+        "troupe", "A federation of Slack bots that run a home from chat."
+    )
 
     man = sub.add_parser(
         "manifest", parents=[verbose], help="print the Slack app manifest (YAML) for one bot"
@@ -163,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _configure_logging(args: argparse.Namespace) -> int | None:
+def start_logging(args: argparse.Namespace) -> int | None:
     from troupe.systemd import configure_logging
 
     try:
@@ -176,7 +184,7 @@ def _configure_logging(args: argparse.Namespace) -> int | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    status = _configure_logging(args)
+    status = start_logging(args)
     return status if status is not None else int(args.func(args) or 0)
 
 

@@ -11,7 +11,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from troupe import __version__
+from troupe.cli import start_logging, command_line
 
 
 def _workspace(args: argparse.Namespace) -> int:
@@ -81,16 +81,9 @@ def _hardware(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="troupe-dev", description="troupe's development kit: a local Slack, a demo house."
+    parser, sub, verbose = command_line(
+        "troupe-dev", "troupe's development kit: a local Slack, a demo house."
     )
-    parser.add_argument("--version", action="version", version=f"troupe {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
-    verbose = argparse.ArgumentParser(add_help=False)
-    verbose.add_argument(
-        "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="log debug messages"
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
 
     ws = sub.add_parser(
         "workspace", parents=[verbose], help="serve a local Slack-compatible workspace"
@@ -127,10 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from troupe.cli import _configure_logging
-
     args = build_parser().parse_args(argv)
-    status = _configure_logging(args)
+    status = start_logging(args)
     return status if status is not None else int(args.func(args) or 0)
 
 
