@@ -11,7 +11,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from troupe.cli import start_logging, command_line
+from troupe.cli import command_line, start_logging
 
 
 def _workspace(args: argparse.Namespace) -> int:
