@@ -3,9 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# Most tests wait on sockets and bot processes, not the CPU: three workers on two cores
+# Most tests wait on sockets and bot processes, not the CPU: five workers on two cores
 # halve the wall time.
-TEST_WORKERS ?= 3
+TEST_WORKERS ?= 5
 
 .PHONY: demo test test-compat lint format lock bench bench-full soak clean
 
