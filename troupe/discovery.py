@@ -354,8 +354,6 @@ class HomeAssistantDiscovery:
 
     def _on_connected(self, session_kept: bool) -> None:
         self.connected, self._refused = True, None
-        if self._closing:  # a reconnect while stopping: "offline" is the last word
-            return
         if not session_kept:  # a kept session may redeliver its packets (DUP, same ids)
             self._session = secrets.token_hex(4)
             self._deliveries.clear()
@@ -474,8 +472,6 @@ class HomeAssistantDiscovery:
                 sent.append(self._publish(entity.state_topic, PAYLOAD_OFF))
         for entity in self.entities.values():
             sent.append(await self._publish_state(entity))
-        if self._closing:
-            return
         sent.append(self._publish(self.status, ONLINE))
         await asyncio.to_thread(_wait_published, [i for i in sent if i is not None], STOP_WAIT_S)
         self._ready.set()
@@ -536,6 +532,9 @@ class HomeAssistantDiscovery:
         return self._client.publish(topic, payload, qos=1, retain=True)
 
     def _spawn(self, coro: Any, what: str) -> None:
+        if self._closing:  # stopping: no announce may start after stop() cancelled them
+            coro.close()
+            return
         spawn(coro, what, self._tasks, logger=log)
 
 
