@@ -104,7 +104,7 @@ QUICK = Profile(
     chaos_commands=12,
     rate_per_min=48,
     faults="quick",
-    timings=Timings(stale_s=6, lease_s=4, stagger_s=0.4, linger_s=7),
+    timings=Timings(stale_s=8, lease_s=4, stagger_s=0.4, linger_s=10),
 )
 """Under 3 minutes for the three systems: short timings so takeovers and pin releases
 fit, no rate steps."""
@@ -505,5 +505,5 @@ def _failover(t: _Trial) -> tuple[float | None, dict[str, Any]]:
 
 def _keep_logs(t: _Trial, suffix: str) -> None:
     """Each bot's output beside the trial's files, for a look after the run."""
-    for name, bot in t.fleet.bots.items():
-        (t.folder / f"{name}{suffix}.log").write_text(bot.output() + "\n")
+    for name in t.fleet.bots:
+        (t.folder / f"{name}{suffix}.log").write_text(t.fleet.history(name) + "\n")

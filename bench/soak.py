@@ -8,8 +8,8 @@ Each mode is one trial of the bench (bench/harness.py): a clean phase, then the 
 with every fault kind in turn (one every `--fault-every` commands), then the failover
 phase. Time is compressed, and the report says by how much: Slack's rate limits count
 their per-minute budgets over 60/scale seconds, and the protocol's timings are the
-defaults divided by the same scale, but never below the quick profile's (stale 6 s,
-lease 4 s, linger 7 s, stagger 0.4 s: a bot restart and a loaded CPU take seconds, not
+defaults divided by the same scale, but never below the quick profile's (stale 8 s,
+lease 4 s, linger 10 s, stagger 0.4 s: a bot restart and a loaded CPU take seconds, not
 fractions). Progress goes to stderr every `--every` commands. Each mode's row is written
 to <tag>.json as soon as it finishes, so an interrupted soak keeps what it measured and
 `--resume` runs the rest. Every process it starts is stopped when it ends, is interrupted

@@ -132,7 +132,7 @@ def test_the_soak_compresses_time_and_says_so(tmp_path: Path) -> None:
     p = soak.profile()
     assert (p.clean_commands, p.chaos_commands, p.slack_window_s) == (100, 200, 3.0)
     assert soak.slack_rate_per_min == 20
-    assert (p.timings.stale_s, p.timings.lease_s, p.timings.linger_s) == (6, 4, 7)  # floors
+    assert (p.timings.stale_s, p.timings.lease_s, p.timings.linger_s) == (8, 4, 10)  # floors
     assert Soak(scale=2).timings.lease_s == 7.5  # the default lease, halved
     row = {
         "mode": "rtm",

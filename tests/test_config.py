@@ -350,6 +350,14 @@ CASES = [
         id="linger-not-above-stale",
     ),
     pytest.param(
+        "lease_s: 15",
+        "lease_s: 28",
+        "slackmq.stale_s",
+        "slackmq:",
+        "must be greater than lease_s + 3 (31): a command whose holder died is taken over",
+        id="stale-not-above-lease-and-redelivery",
+    ),
+    pytest.param(
         "journal: ~",
         "jornal: ~",
         "jornal",

@@ -351,6 +351,31 @@ def test_a_command_every_bot_gets_late_is_answered_once_and_never_run(tmp_path):
     run(main)
 
 
+def test_a_command_only_one_bot_had_is_answered_when_it_comes_back_too_late(tmp_path):
+    """A bot took a command (acked it: Slack hands it to no one else), then stopped before
+    any device action began; it came back past the stale limit. Nobody else ever had the
+    command, so this bot says it was not run: silence would leave the person waiting."""
+
+    async def main(loop):
+        async with home(tmp_path) as h:
+            text = "turn on the hall light"
+            message = h.slack.post(HOME, ALICE, text)
+            while rank(message["ts"], BOTS)[0] != "hall-pi":  # hall-pi answers stale ones
+                message = h.slack.post(HOME, ALICE, text)
+            ts, bot = str(message["ts"]), h.bots["hall-pi"]
+            assert bot.journal.begin(HOME, ts, text, ALICE)
+            assert [c[1] for c in bot.journal.interrupt()] == [ts]  # the stop
+            await h.settle(40.0)  # back 40 s later (stale_s 30)
+            await bot._resume(HOME, ts, text, ALICE)
+            await h.settle()
+            [answer] = h.answers(ts)
+            assert "past the 30 s limit, so I did not run it" in answer
+            assert h.actions() == []
+            assert DONE in h.marks(ts)  # a redelivery or a peer's catch-up stays quiet
+
+    run(main)
+
+
 def test_a_scene_sets_each_device_once_and_its_owner_answers_for_its_own(tmp_path):
     scene = (
         "scenes:\n  evening: {hall light: {brightness: 30}, porch switch: off, kitchen lamp: on}\n"

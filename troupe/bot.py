@@ -280,7 +280,10 @@ class Bot:
         While it is fresh it goes through the pipeline again, so the claim decides who
         finishes it and a peer that already took over is not repeated; the journal lets
         only the interrupted actions run again. Past the stale limit it is reported in
-        its thread, once, by the bot whose device actions were cut short.
+        its thread, once: by the bot whose device actions were cut short, or, when none
+        had begun, through the pipeline, which finds it stale and has one bot say so (in
+        shared-app mode this bot may be the only one that ever received it: Slack does
+        not hand out again an event it saw acknowledged).
         """
         event = Event.from_slack(
             {"type": "message", "channel": channel, "ts": ts, "text": text, "user": user}
@@ -288,13 +291,16 @@ class Bot:
         assert event is not None and self.coordinator is not None
         lock = self.coordinator.lock
         if self.coordinator.is_stale(ts):
-            # Finished in the journal before any await, so a redelivery meanwhile is seen.
             cut = self.journal.interrupted_actions(channel, ts)
+            if not cut:
+                await self.handle(event)
+                return
+            # Finished in the journal before any await, so a redelivery meanwhile is seen.
             self.journal.finish(channel, ts, "failed", "interrupted by a stop; too old to finish")
             log.warning(
                 "%s/%s %r was interrupted by the last stop, too old to finish", channel, ts, text
             )
-            if not cut or await lock.is_done(channel, ts):
+            if await lock.is_done(channel, ts):
                 return
             for action in cut:
                 self.journal.action_end(

@@ -12,6 +12,7 @@ from troupe.config.wording import Loc, hint
 from troupe.eventsettings import EventsSettings
 from troupe.mqttsettings import MqttSettings
 from troupe.secrets import looks_like_slack_token
+from troupe.slackmq import REDELIVERY_S
 
 
 def cross_checks(s: Sections) -> Iterator[tuple[Loc, str]]:
@@ -30,7 +31,22 @@ def cross_checks(s: Sections) -> Iterator[tuple[Loc, str]]:
         channels = set(s.entries("channels")) | ({slack.channel} if slack else set())
         yield from events.problems(set(s.entries("devices")), set(areas), channels)
     slackmq = s.values.get("slackmq")
-    if isinstance(slackmq, SlackmqSettings) and slackmq.linger_s <= slackmq.stale_s:
+    if isinstance(slackmq, SlackmqSettings):
+        yield from _check_timings(slackmq)
+
+
+def _check_timings(slackmq: SlackmqSettings) -> Iterator[tuple[Loc, str]]:
+    takeover = slackmq.lease_s + REDELIVERY_S
+    if slackmq.stale_s <= takeover:
+        yield (
+            ("slackmq", "stale_s"),
+            (
+                f"must be greater than lease_s + {REDELIVERY_S:g} ({takeover:g}): a command "
+                f"whose holder died is taken over one lease after Slack hands it out again "
+                f"({REDELIVERY_S:g} s after sending it), and must not go stale before that"
+            ),
+        )
+    if slackmq.linger_s <= slackmq.stale_s:
         yield (
             ("slackmq", "linger_s"),
             (

@@ -61,6 +61,8 @@ class Fleet:
         self.env = {**os.environ, **(env or {})}
         self.echo = echo
         self.bots: dict[str, BotProcess] = {}
+        self.earlier: dict[str, list[BotProcess]] = {}
+        """Each bot's processes before its latest (restarted after a kill), oldest first."""
 
     def command(self, name: str) -> list[str]:
         """The bot's command line: `troupe run` with a journal of its own in the workdir."""
@@ -86,6 +88,8 @@ class Fleet:
             cwd=self.workdir,
         )
         bot = BotProcess(name, proc)
+        if name in self.bots:
+            self.earlier.setdefault(name, []).append(self.bots[name])
         threading.Thread(
             target=bot._pump, args=(self.echo,), name=f"pump-{name}", daemon=True
         ).start()
@@ -102,6 +106,13 @@ class Fleet:
                 raise RuntimeError(
                     f"{name} did not become ready (exit code {bot.proc.poll()}):\n{bot.output()}"
                 )
+
+    def history(self, name: str) -> str:
+        """Everything a bot printed over all its runs, so a killed run's last words are kept."""
+        runs = [*self.earlier.get(name, []), self.bots[name]]
+        if len(runs) == 1:
+            return runs[0].output()
+        return "\n".join(f"--- run {i} ---\n{bot.output()}" for i, bot in enumerate(runs, 1))
 
     def start_all(self, names: Sequence[str], timeout: float = 60.0) -> None:
         for name in names:
