@@ -386,6 +386,7 @@ def _phases(
             "superseded": chaos_score.superseded,
             "unanswered_at": [at[ts] for ts in chaos_score.unanswered],
             "lost_at": [at[ts] for ts in chaos_score.lost],
+            "out_of_order_at": [at[ts] for ts in chaos_score.disordered if ts in at],
             "duplicated_at": [at[ts] for ts in chaos_score.duplicated],
             "api_calls_per_command": chaos_per_command,
             "calls_by_method": chaos_methods,

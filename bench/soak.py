@@ -209,6 +209,7 @@ def summary(row: dict[str, Any], soak: Soak) -> dict[str, Any]:
         "faults_applied": applied,
         "superseded": chaos.get("superseded"),
         "lost_at": chaos.get("lost_at"),
+        "out_of_order_at": chaos.get("out_of_order_at"),
         "duplicated_at": chaos.get("duplicated_at"),
         "unanswered_at": chaos.get("unanswered_at"),
         "phase_s": row.get("phase_s"),
@@ -272,7 +273,7 @@ def markdown(results: list[dict[str, Any]], soak: Soak, context: dict[str, Any])
         lines.append(f"- {r['mode']}: {applied or 'none'}")
         for note in r.get("notes") or []:
             lines.append(f"  - {note}")
-        for what in ("lost_at", "duplicated_at", "unanswered_at"):
+        for what in ("lost_at", "duplicated_at", "unanswered_at", "out_of_order_at"):
             if r.get(what):
                 lines.append(f"  - {what}: {r[what][:20]}")
     return "\n".join(lines) + "\n"

@@ -109,6 +109,8 @@ class Tally:
     duplicated: list[str] = field(default_factory=list)
     out_of_order: int = 0
     """Actions that landed after a newer command's action on the same device."""
+    disordered: list[str] = field(default_factory=list)
+    """The commands whose action landed after a newer one's (out_of_order of them)."""
     superseded: int = 0
     """Commands left alone, and answered so, because a newer one had set the device."""
     unanswered: list[str] = field(default_factory=list)
@@ -153,6 +155,7 @@ def tally(
         if key in asked and per[key] == 1:
             if float(key[0]) < newest.get(key[1], 0.0):
                 result.out_of_order += 1
+                result.disordered.append(key[0])
             newest[key[1]] = max(newest.get(key[1], 0.0), float(key[0]))
     for cmd in commands:
         result.commands += 1

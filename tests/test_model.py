@@ -1281,6 +1281,19 @@ def test_an_older_command_arriving_after_a_newer_one_acted_leaves_the_device_alo
     assert "the newer command at" in _texts(sim, scenario, 0)[0]
 
 
+@pytest.mark.parametrize("gap", [0.3, 0.9, 2.0])
+def test_a_newer_command_waits_for_the_taker_of_an_older_one(gap: float) -> None:
+    """The older command's holder dies before acting; a peer takes it over a lease later.
+    The newer command on the same device, held by a bot that lost the older one's ballot,
+    acts after the taker, never before (per-device order, not only "no override")."""
+    older, newer = Cmd(1.0, "on", ("plug",)), Cmd(1.0 + gap, "off", ("plug",))
+    holder = _holder(_plain(older, newer))
+    scenario = _plain(older, newer, crashes=(Crash(holder, "claimed"),))
+    sim, _ = _kept(scenario)
+    runs = sorted(sim.executions, key=lambda e: e.at)
+    assert [(e.cmd, e.op, e.takeover) for e in runs] == [(0, "on", True), (1, "off", False)]
+
+
 def test_the_judge_catches_a_duplicate_an_inversion_and_a_silence() -> None:
     """The checker can fail: forged runs and a forged silence are reported."""
     scenario = _plain(ONE, Cmd(1.5, "off", ("lamp",)))

@@ -302,7 +302,16 @@ def test_a_late_action_never_overrides_a_newer_command_on_the_same_device(tmp_pa
                 f"I did not change the porch switch: the newer command at {at} already did."
             ]
             assert [a["op"] for a in h.actions() if a["device"] == "porch switch"] == ["off"]
-            # A device no newer command touched is still acted on, late or not.
+            # Past the stale limit a taker runs nothing: a newer command may have acted
+            # while it waited (the peers' per-device wait ends there).
+            lines = await bot._act(held, [Action("hall light", "on")], takeover=True)
+            assert lines == [
+                "I did not change the hall light: the command passed the 30 s limit before"
+                " I could take it over, so it is not run."
+            ]
+            # A device no newer command touched is still acted on by a taker in time.
+            recent = await h.say("good evening", settle=False)
+            held = Event("message", HOME, recent, user=ALICE, text="turn on the hall light")
             lines = await bot._act(held, [Action("hall light", "on")], takeover=True)
             assert lines == ["Turned on the hall light."]
 

@@ -63,6 +63,9 @@ _ARGUMENTS = tuple(dict.fromkeys(a.name for op in OPERATIONS.values() for a in o
 
 MAX_TEXT = 4000
 """Longer messages are not read as commands (Slack itself allows 40,000 characters)."""
+CLOCK_MARGIN_S = 0.5
+"""How far two bots' readings of Slack's clock may differ (each is within a round trip):
+a wait for an older command to go stale lasts this much longer than its takers' check."""
 STATUS = re.compile(r"status|what(?:'s| is) on", re.IGNORECASE)
 """Every device's state: owners answer for theirs, one claimed bot for the shared ones."""
 INTERRUPTED = (
@@ -639,11 +642,15 @@ class Bot:
             self._newest[device] = ts
 
     async def _in_turn(self, event: Event, device: str) -> None:
-        """Per-device order across the fleet: before acting, wait (a lease at most) for the
-        older commands on the same device that this bot has seen to be marked done, so a
-        command whose claim answer came back slowly still acts before the next one."""
+        """Per-device order across the fleet: before acting, wait for the older commands on
+        the same device that this bot has seen to be marked done, so one whose holder died
+        (taken over after a lease) or whose claim answer came back slowly still acts
+        before this one. Each wait ends once the older command is past the stale limit
+        (a taker or a resumed command never acts after it: see `_act`), and before this
+        one is."""
         assert self.coordinator is not None
-        deadline = time.monotonic() + self.settings.lease_s
+        limit = self.settings.stale_s
+        own_end = float(event.ts) + limit - CLOCK_MARGIN_S
         for (channel, ts), devices in sorted(self._touches.items(), key=lambda kv: kv[0][1]):
             if float(ts) >= float(event.ts) or device not in devices:
                 continue
@@ -651,10 +658,8 @@ class Bot:
             finished = self._finished.get((channel, ts))
             if done.is_set() or finished is None or finished.is_set():
                 continue
-            if self.coordinator.is_stale(ts):
-                continue
-            if not await first_set((done, finished), deadline - time.monotonic()):
-                return
+            until = min(float(ts) + limit + CLOCK_MARGIN_S, own_end)
+            await first_set((done, finished), until - self.clock.now())
 
     def _late(self, event: Event, takeover: bool) -> bool:
         """Whether an action is carried out late (a takeover, a resume after a restart, a
@@ -871,6 +876,7 @@ class Bot:
             for device in self._touches[key]:  # its ✅ came before this bot read it
                 self._acted(device, event.ts)
         self._finished[key] = finished = asyncio.Event()
+        peer_acts = False  # a peer won the ballot: its ✅, not this bot's end, says it acted
         try:
             for action in actions:
                 if action.op != "query":
@@ -887,6 +893,7 @@ class Bot:
                     return await self._act(event, p.shared, takeover=takeover)
 
                 result = await self._claimed(event, p.candidates, work)
+                peer_acts = result is not None and result.outcome is Outcome.PEER
                 if result is not None and result.value:
                     if result.outcome is Outcome.TOOK_OVER:
                         lines.insert(0, "The bot that claimed this went silent, so I took over:")
@@ -898,7 +905,8 @@ class Bot:
             elif p.others and not p.shared and not p.mine and event.relay is None:
                 await self._await_owners(event, p)
         finally:
-            finished.set()
+            if not peer_acts:
+                finished.set()
 
     async def _await_owners(self, event: Event, p: Plan) -> None:
         """Devices only their owners drive: each owner answers and marks ✅. If none does
@@ -956,6 +964,10 @@ class Bot:
                 continue
             if not self.coordinator.lease_alive(event.channel, event.ts):
                 lines.append(outcomes.render(outcomes.LeaseLost(device.name)))
+                continue
+            resumed = (event.channel, event.ts) in self._resumed
+            if (takeover or resumed) and self.coordinator.is_stale(event.ts):
+                lines.append(outcomes.render(outcomes.TooLate(device.name, self.settings.stale_s)))
                 continue
             if action.op == relative.STEP:  # from the state now, as late as can be
                 action = relative.absolute(action, await self.device_state(device.name))

@@ -75,6 +75,15 @@ class LeaseLost:
 
 
 @dataclass(frozen=True)
+class TooLate:
+    """A taken-over or resumed command that passed the stale limit before this device's
+    turn: a newer command may already have acted, so it is not run."""
+
+    device: str
+    limit: float
+
+
+@dataclass(frozen=True)
 class NotRepeated:
     """A taker's turn on an action that is not safe to repeat (a toggle, a relative step):
     the holder may have done it already, and doing it twice would undo it."""
@@ -115,6 +124,7 @@ Outcome = (
     | ClaimFailed
     | Superseded
     | LeaseLost
+    | TooLate
     | NotRepeated
     | AlreadyDone
     | Acted
@@ -188,6 +198,11 @@ def render(outcome: Outcome) -> str:
             return (
                 f"I did not get to the {device}: my hold on this command ran out while I"
                 " waited for Slack, so another bot finishes it."
+            )
+        case TooLate(device, limit):
+            return (
+                f"I did not change the {device}: the command passed the {limit:.0f} s limit"
+                " before I could take it over, so it is not run."
             )
         case NotRepeated(device, op):
             verb = "change" if op == "step" else op
