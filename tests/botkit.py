@@ -163,11 +163,22 @@ class FakeWeb:
                 for n, us in marks.items()
                 if us
             ]
-            found.append({**m, "reactions": reactions})
+            pinned = {"pinned_to": [channel]} if (channel, m["ts"]) in self.board.pins else {}
+            found.append({**m, "reactions": reactions, **pinned})
         return {"ok": True, "messages": found[::-1][:limit]}
 
     def _pins_list(self, channel: str) -> dict[str, Any]:
-        return {"ok": True, "items": []}  # the board's pins are the lock's (MemoryLock)
+        """The board's pins (the lock's, MemoryLock) with who made them."""
+        items = [
+            {"message": {"ts": ts}, "created_by": USER_OF.get(by, by)}
+            for (c, ts), by in self.board.pinners.items()
+            if c == channel and (c, ts) in self.board.pins
+        ]
+        return {"ok": True, "items": items}
+
+    def _pins_remove(self, channel: str, timestamp: str) -> dict[str, Any]:
+        self.board.pins.discard((channel, timestamp))
+        return {"ok": True}
 
 
 class FakeTransport:
@@ -195,8 +206,8 @@ class FakeTransport:
     async def _ack(self) -> None:
         self.acks += 1
 
-    def deliver(self, raw: Mapping[str, Any]) -> None:
-        event = Event.from_slack(raw)
+    def deliver(self, raw: Mapping[str, Any], retry_attempt: int = 0) -> None:
+        event = Event.from_slack(raw, retry_attempt)
         if self.handler is None or event is None:
             return
         ack: Ack = self._ack

@@ -351,7 +351,11 @@ class Bot:
     async def _sweep_forever(self) -> None:
         """After the sweep at start, release the fleet's own leftover pins every linger_s,
         so leaked pins never fill the channel's 100 (Slack's limit). One bot sweeps each
-        window (ranked like a command), so the fleet's cost does not grow with N."""
+        window (ranked like a command), so the fleet's cost does not grow with N. Where the
+        fleet is one Slack user (shared-app, rtm) no claim is a pin, so there is nothing to
+        leak: the sweep at start (pins left by an earlier app-per-bot fleet) is enough."""
+        if self.info.mode != "app-per-bot":
+            return
         while True:
             await asyncio.sleep(self.settings.linger_s)
             window = int(self.clock.now() // self.settings.linger_s)
@@ -662,16 +666,20 @@ class Bot:
             await first_set((done, finished), until - self.clock.now())
 
     def _late(self, event: Event, takeover: bool) -> bool:
-        """Whether an action is carried out late (a takeover, a resume after a restart, a
-        claim held up by rate limits): then a newer command that already acted wins."""
-        if takeover or (event.channel, event.ts) in self._resumed:
+        """Whether an action is carried out late (a takeover, a redelivery: Slack hands out
+        again what a dropped connection did not acknowledge, after newer commands; a resume
+        after a restart; a claim held up by rate limits): then a newer command wins."""
+        if takeover or event.retry_attempt or (event.channel, event.ts) in self._resumed:
             return True
         return self.clock.now() - float(event.ts) > self.settings.lease_s / 3
 
     async def _learn_newer(self, event: Event) -> None:
         """Before a late action: read what the channel did after this command (one call),
-        so a newer command this bot never saw act (it was down, or in shared-app mode
-        another bot received it) still wins its devices."""
+        so a newer command this bot never saw act (it was down, its events came late after
+        a reconnect, or in shared-app mode another bot received it) still wins its devices.
+        A newer command counts once the fleet marked it done, or claimed it (its holder
+        acts, perhaps this very moment): the claim's 👀, or a pin that pins.list shows a
+        fleet bot made (one more call, only when such a pin is there)."""
         key = (event.channel, event.ts)
         if key in self._learned:
             return
@@ -683,18 +691,42 @@ class Bot:
         except SlackApiError as err:
             log.warning("cannot read %s after %s: %s", event.channel, event.ts, err)
             return
+        pinned: list[tuple[str, Command]] = []
         for message in resp.get("messages", []):
             later = Event.from_slack({**message, "type": "message", "channel": event.channel})
             if later is None or float(later.ts) <= float(event.ts):
                 continue
-            if DONE not in self._fleet_marks(message):
+            marked = bool({DONE, CLAIM} & self._fleet_marks(message))
+            if not marked and event.channel not in message.get("pinned_to", ()):
                 continue
             command = await self._understand(later, _strip_mention(later.text, self.user_id))
             if command is None or command.unknown or command.problem:
                 continue
-            for action in self.actions_for(command):
-                if action.op != "query":
-                    self._acted(action.device, later.ts)
+            if marked:
+                self._newer_set(command, later.ts)
+            else:
+                pinned.append((later.ts, command))
+        if pinned:
+            for ts in await self._fleet_pins(event.channel) & {ts for ts, _ in pinned}:
+                self._newer_set(dict(pinned)[ts], ts)
+
+    def _newer_set(self, command: Command, ts: str) -> None:
+        for action in self.actions_for(command):
+            if action.op != "query":
+                self._acted(action.device, ts)
+
+    async def _fleet_pins(self, channel: str) -> set[str]:
+        """The messages of a channel pinned by the fleet's own bot users."""
+        try:
+            resp = await self.web.pins_list(channel=channel)
+        except SlackApiError as err:
+            log.warning("cannot list pins in %s: %s", channel, err.response.get("error"))
+            return set()
+        return {
+            str((item.get("message") or {}).get("ts"))
+            for item in resp.get("items", [])
+            if self.is_fleet_user(item.get("created_by"))
+        }
 
     def _superseded(self, device: str, ts: str) -> str | None:
         """The ts of a newer command that already acted on the device, if any."""

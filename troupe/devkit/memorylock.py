@@ -20,6 +20,8 @@ class MemoryBoard:
     """The shared pins and reactions, plus per-bot event delays."""
 
     pins: set[tuple[str, str]] = field(default_factory=set)
+    pinners: dict[tuple[str, str], str] = field(default_factory=dict)
+    """Who made each pin (a bot's name), as pins.list's created_by says."""
     reactions: dict[tuple[str, str], dict[str, list[str]]] = field(
         default_factory=lambda: defaultdict(lambda: defaultdict(list))
     )
@@ -56,6 +58,7 @@ class MemoryLock:
         if key in self.board.pins:
             return False
         self.board.pins.add(key)
+        self.board.pinners[key] = self.user
         self.board._emit("pin", key)
         return True
 
