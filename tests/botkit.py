@@ -167,11 +167,15 @@ class FakeWeb:
             found.append({**m, "reactions": reactions, **pinned})
         return {"ok": True, "messages": found[::-1][:limit]}
 
+    def _conversations_replies(self, channel: str, ts: str, **_: Any) -> dict[str, Any]:
+        parent = [m for m in self.slack.messages.get(channel, []) if m["ts"] == ts]
+        return {"ok": True, "messages": [*parent, *self.slack.thread(channel, ts)]}
+
     def _pins_list(self, channel: str) -> dict[str, Any]:
         """The board's pins (the lock's, MemoryLock) with who made them."""
         items = [
-            {"message": {"ts": ts}, "created_by": USER_OF.get(by, by)}
-            for (c, ts), by in self.board.pinners.items()
+            {"message": {"ts": ts}, "created_by": USER_OF.get(by, by), "created": created}
+            for (c, ts), (by, created) in self.board.pinners.items()
             if c == channel and (c, ts) in self.board.pins
         ]
         return {"ok": True, "items": items}
@@ -378,6 +382,7 @@ async def home(
     fed = load_federation(path)
     slack = FakeSlack(loop, humans)
     board = MemoryBoard()
+    board.now = slack.now
     bots: dict[str, KitBot] = {}
     transports: dict[str, FakeTransport] = {}
     for name in start:

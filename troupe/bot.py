@@ -68,6 +68,7 @@ CLOCK_MARGIN_S = 0.5
 a wait for an older command to go stale lasts this much longer than its takers' check."""
 STATUS = re.compile(r"status|what(?:'s| is) on", re.IGNORECASE)
 """Every device's state: owners answer for theirs, one claimed bot for the shared ones."""
+TOOK_OVER = "The bot that claimed this went silent, so I took over:"
 INTERRUPTED = (
     "I was stopped while I was going to {what}, and the command is now past the {limit:.0f} s"
     " limit, so I did not finish it: check the device and ask again if you still want it."
@@ -677,9 +678,10 @@ class Bot:
         """Before a late action: read what the channel did after this command (one call),
         so a newer command this bot never saw act (it was down, its events came late after
         a reconnect, or in shared-app mode another bot received it) still wins its devices.
-        A newer command counts once the fleet marked it done, or claimed it (its holder
-        acts, perhaps this very moment): the claim's 👀, or a pin that pins.list shows a
-        fleet bot made (one more call, only when such a pin is there)."""
+        A newer command counts once the fleet marked it done, or, in app-per-bot mode, once
+        a fleet bot pinned it in an earlier second than this one was pinned: its holder
+        claimed it before anyone held this one, so it may be acting without having waited
+        for it (pins.list, one more call, only when such a pin is there)."""
         key = (event.channel, event.ts)
         if key in self._learned:
             return
@@ -691,39 +693,43 @@ class Bot:
         except SlackApiError as err:
             log.warning("cannot read %s after %s: %s", event.channel, event.ts, err)
             return
-        pinned: list[tuple[str, Command]] = []
+        pinned: dict[str, Command] = {}
         for message in resp.get("messages", []):
             later = Event.from_slack({**message, "type": "message", "channel": event.channel})
             if later is None or float(later.ts) <= float(event.ts):
                 continue
-            marked = bool({DONE, CLAIM} & self._fleet_marks(message))
-            if not marked and event.channel not in message.get("pinned_to", ()):
+            done = DONE in self._fleet_marks(message)
+            if not done and event.channel not in message.get("pinned_to", ()):
                 continue
             command = await self._understand(later, _strip_mention(later.text, self.user_id))
             if command is None or command.unknown or command.problem:
                 continue
-            if marked:
+            if done:
                 self._newer_set(command, later.ts)
             else:
-                pinned.append((later.ts, command))
+                pinned[later.ts] = command
         if pinned:
-            for ts in await self._fleet_pins(event.channel) & {ts for ts, _ in pinned}:
-                self._newer_set(dict(pinned)[ts], ts)
+            pins = await self._fleet_pins(event.channel)
+            mine = pins.get(event.ts)
+            for ts, command in pinned.items():
+                if mine is not None and ts in pins and pins[ts] < mine:
+                    self._newer_set(command, ts)
 
     def _newer_set(self, command: Command, ts: str) -> None:
         for action in self.actions_for(command):
             if action.op != "query":
                 self._acted(action.device, ts)
 
-    async def _fleet_pins(self, channel: str) -> set[str]:
-        """The messages of a channel pinned by the fleet's own bot users."""
+    async def _fleet_pins(self, channel: str) -> dict[str, int]:
+        """The messages of a channel the fleet's own bot users pinned, and when (Slack's
+        time, in whole seconds)."""
         try:
             resp = await self.web.pins_list(channel=channel)
         except SlackApiError as err:
             log.warning("cannot list pins in %s: %s", channel, err.response.get("error"))
-            return set()
+            return {}
         return {
-            str((item.get("message") or {}).get("ts"))
+            str((item.get("message") or {}).get("ts")): int(item.get("created") or 0)
             for item in resp.get("items", [])
             if self.is_fleet_user(item.get("created_by"))
         }
@@ -919,18 +925,26 @@ class Bot:
             lines: list[str] = []
             if p.mine:
                 lines += await self._act(event, p.mine, takeover=False)
+            answered = False
             if p.shared and event.relay is None:
 
-                async def work(takeover: bool) -> list[str]:
-                    return await self._act(event, p.shared, takeover=takeover)
+                async def work(takeover: bool) -> bool:
+                    """Act, then answer before the ✅ (which `_hold` puts after): a holder
+                    that dies between the two leaves no silence, and its taker, finding
+                    the answer, repeats nothing."""
+                    if takeover and await self._answered(event):
+                        return True  # it acted and answered, and stopped before its ✅
+                    shared = await self._act(event, p.shared, takeover=takeover)
+                    if not shared and not lines:
+                        return False
+                    head = [TOOK_OVER] if takeover and shared else []
+                    await self.reply(event, "\n".join([*head, *lines, *shared]))
+                    return True
 
                 result = await self._claimed(event, p.candidates, work)
                 peer_acts = result is not None and result.outcome is Outcome.PEER
-                if result is not None and result.value:
-                    if result.outcome is Outcome.TOOK_OVER:
-                        lines.insert(0, "The bot that claimed this went silent, so I took over:")
-                    lines += result.value
-            if lines:
+                answered = result is not None and bool(result.value)
+            if lines and not answered:
                 await self.reply(event, "\n".join(lines))
                 if not p.shared and self.coordinator is not None:
                     await self.coordinator.lock.mark_done(event.channel, event.ts)
@@ -939,6 +953,18 @@ class Bot:
         finally:
             if not peer_acts:
                 finished.set()
+
+    async def _answered(self, event: Event) -> bool:
+        """Whether the fleet already answered in the command's thread (one call)."""
+        try:
+            resp = await self.web.conversations_replies(channel=event.channel, ts=event.ts)
+        except SlackApiError as err:
+            log.warning("cannot read the thread of %s: %s", event.ts, err.response.get("error"))
+            return False
+        return any(
+            m.get("ts") != event.ts and self.is_fleet_user(m.get("user"))
+            for m in resp.get("messages", [])
+        )
 
     async def _await_owners(self, event: Event, p: Plan) -> None:
         """Devices only their owners drive: each owner answers and marks ✅. If none does
