@@ -9,6 +9,7 @@ on its own topics, and act() returns only once the device has confirmed the chan
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import re
@@ -41,6 +42,11 @@ log = logging.getLogger(__name__)
 
 CONNECT_WAIT_S = 3.0
 """How long start() waits for the broker before going on with the devices offline."""
+RECONNECT_WAIT_S = 10.0
+"""How long act() waits for a connection that just dropped to come back before it says the
+broker is not reachable: a broker restart (an upgrade, a crash and its service starting it
+again) takes a second or two, and the connection retries at most every 5 s. The bot renews
+its claim meanwhile, as for any slow device; a broker away longer fails at once."""
 COMMANDED_S = 5.0
 """A state change this soon after a command to the device (from anyone) is that command's."""
 
@@ -95,6 +101,9 @@ class MqttDriver(Driver):
         self.connected = False
         self.refused: str | None = None
         self._ready = asyncio.Event()
+        self._up = asyncio.Event()
+        self._lost_at: float | None = None
+        """When the connection dropped (the loop's clock), while it is down."""
         try:  # the bot's shared connection, or one of its own (a driver on its own)
             self._client = self.client or MqttClient(self.settings, self._src, self.bot)
         except MqttClientError as err:
@@ -141,8 +150,9 @@ class MqttDriver(Driver):
     def _on_connected(self) -> None:
         if not self.connected:
             log.info("connected to the MQTT broker at %s", self.settings.address)
-        self.connected, self.refused = True, None
+        self.connected, self.refused, self._lost_at = True, None, None
         self._ready.set()
+        self._up.set()
         for device in self.devices.values():
             for topic, payload in device.refresh():
                 self._client.publish(topic, payload)
@@ -157,6 +167,9 @@ class MqttDriver(Driver):
     def _on_disconnected(self, reason: str) -> None:
         was = self.connected
         self.connected = False
+        self._up.clear()
+        if was:
+            self._lost_at = self._loop.time()
         for device in self.devices.values():
             device.forget()
         if was:
@@ -228,9 +241,19 @@ class MqttDriver(Driver):
             return f"the {device.name} is offline"
         return None
 
+    async def _back(self) -> None:
+        """A connection that dropped less than RECONNECT_WAIT_S ago: wait for it that long."""
+        if self.connected or self.refused or self._lost_at is None:
+            return
+        left = self._lost_at + RECONNECT_WAIT_S - self._loop.time()
+        if left > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._up.wait(), left)
+
     async def act(self, device: str, action: Action) -> DeviceState:
         target = self.devices[device]
         async with target.lock:
+            await self._back()
             command = target.command(action)
             problem = self._unreachable(target)
             if problem:
