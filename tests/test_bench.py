@@ -8,6 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from mqttkit import require_mosquitto
 
 from bench import report
 from bench.chaos import KINDS, Chaos, Fault, schedule
@@ -23,6 +24,7 @@ SMOKE = replace(QUICK, clean_commands=3, chaos_commands=7, failover=False)
 @pytest.mark.timeout(300)
 def test_troupe_acts_exactly_once_when_one_bots_events_come_late(tmp_path: Path) -> None:
     """SlackMQ 0.1.2's hole: a bot that hears of a command seconds late must not run it."""
+    require_mosquitto()  # troupe's trials drive the porch light over MQTT
     row = run_trial(System(TROUPE, "app-per-bot"), 3, SMOKE, tmp_path, fault_schedule="delay-one")
     applied = [f["fault"] for f in row["chaos"]["faults"] if f["applied"]]
     assert applied == ["delay-one"]
@@ -37,6 +39,7 @@ def test_a_broker_restart_with_a_command_in_flight_loses_nothing(tmp_path: Path)
     """troupe's bots drive the porch light over the trial's mosquitto: the mqtt-restart
     fault kills it while a command to that light is in flight and starts it again; the
     command still acts once, counted like the counter devices' actions."""
+    require_mosquitto()
     row = run_trial(
         System(TROUPE, "app-per-bot"), 2, SMOKE, tmp_path, fault_schedule="mqtt-restart"
     )
@@ -50,6 +53,7 @@ def test_a_broker_restart_with_a_command_in_flight_loses_nothing(tmp_path: Path)
 
 
 def test_the_broker_rig_restarts_on_the_same_port_and_close_stops_everything() -> None:
+    require_mosquitto()
     rig = MqttRig.start()
     try:
         port, before = rig.port, rig.broker.running

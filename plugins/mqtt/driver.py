@@ -9,7 +9,6 @@ on its own topics, and act() returns only once the device has confirmed the chan
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 import re
@@ -47,6 +46,7 @@ RECONNECT_WAIT_S = 10.0
 broker is not reachable: a broker restart (an upgrade, a crash and its service starting it
 again) takes a second or two, and the connection retries at most every 5 s. The bot renews
 its claim meanwhile, as for any slow device; a broker away longer fails at once."""
+RECONNECT_POLL_S = 0.05
 COMMANDED_S = 5.0
 """A state change this soon after a command to the device (from anyone) is that command's."""
 
@@ -101,9 +101,8 @@ class MqttDriver(Driver):
         self.connected = False
         self.refused: str | None = None
         self._ready = asyncio.Event()
-        self._up = asyncio.Event()
-        self._lost_at: float | None = None
-        """When the connection dropped (the loop's clock), while it is down."""
+        self._dropped_at: float | None = None
+        """When the connection last dropped (the loop's clock)."""
         try:  # the bot's shared connection, or one of its own (a driver on its own)
             self._client = self.client or MqttClient(self.settings, self._src, self.bot)
         except MqttClientError as err:
@@ -150,9 +149,8 @@ class MqttDriver(Driver):
     def _on_connected(self) -> None:
         if not self.connected:
             log.info("connected to the MQTT broker at %s", self.settings.address)
-        self.connected, self.refused, self._lost_at = True, None, None
+        self.connected, self.refused = True, None
         self._ready.set()
-        self._up.set()
         for device in self.devices.values():
             for topic, payload in device.refresh():
                 self._client.publish(topic, payload)
@@ -167,9 +165,8 @@ class MqttDriver(Driver):
     def _on_disconnected(self, reason: str) -> None:
         was = self.connected
         self.connected = False
-        self._up.clear()
         if was:
-            self._lost_at = self._loop.time()
+            self._dropped_at = self._loop.time()
         for device in self.devices.values():
             device.forget()
         if was:
@@ -241,19 +238,22 @@ class MqttDriver(Driver):
             return f"the {device.name} is offline"
         return None
 
-    async def _back(self) -> None:
-        """A connection that dropped less than RECONNECT_WAIT_S ago: wait for it that long."""
-        if self.connected or self.refused or self._lost_at is None:
+    async def _back(self, device: Device) -> None:
+        """Within RECONNECT_WAIT_S of a dropped connection (a broker restarting), wait for
+        the connection, then for the device to say again that it is online: the devices
+        reconnect too, and a command sent before they are back is lost."""
+        if self._dropped_at is None:
             return
-        left = self._lost_at + RECONNECT_WAIT_S - self._loop.time()
-        if left > 0:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._up.wait(), left)
+        deadline = self._dropped_at + RECONNECT_WAIT_S
+        while self._loop.time() < deadline and not self.refused:
+            if self.connected and (device.available is not None or not device.tells_online):
+                return
+            await asyncio.sleep(RECONNECT_POLL_S)
 
     async def act(self, device: str, action: Action) -> DeviceState:
         target = self.devices[device]
         async with target.lock:
-            await self._back()
+            await self._back(target)
             command = target.command(action)
             problem = self._unreachable(target)
             if problem:
