@@ -726,6 +726,25 @@ async def test_a_command_during_a_broker_restart_waits_for_it_and_acts_once(
             assert plug.history == [False, True]
 
 
+async def test_after_a_broker_restart_a_command_waits_for_its_device_to_be_back(
+    broker: Broker,
+) -> None:
+    """The bot may reconnect before the plug: a command sent then would be lost (QoS 0, no
+    one subscribed), so it waits for the plug to say it is online again."""
+    with powered(tasmota(broker)) as plug:
+        async with mqtt_driver(broker, {"porch switch": PLUG}) as driver:
+            await asyncio.to_thread(broker.kill)
+            plug.crash()  # the plug stays away after the broker is back
+            await asyncio.to_thread(broker.start)
+            await until(lambda: driver.connected, 20, "the driver to reconnect")
+            acting = asyncio.ensure_future(act(driver, do("porch switch", "on")))
+            await asyncio.sleep(1.5)  # longer than the plug's confirm_s
+            assert not acting.done()
+            with powered(tasmota(broker)) as back:
+                assert await asyncio.wait_for(acting, 20) == "turned on the porch switch"
+                assert [c.text for c in back.commands if c.payload.strip()] == ["ON"]
+
+
 async def test_broker_going_away_ends_the_wait_for_a_confirmation(broker: Broker) -> None:
     with powered(tasmota(broker, "porch")) as plug:
         options = {**PLUG, "confirm_s": 30}
