@@ -9,7 +9,6 @@ it lives in troupe's runtime (the wrong clock is libfaketime's, `apt install fak
 from __future__ import annotations
 
 import glob
-import importlib.util
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -17,7 +16,8 @@ from typing import Any
 
 from slack_sdk import WebClient
 
-from bench.files import CHANNEL_ID, HUMAN_TOKEN
+from bench.files import CHANNEL_ID, HUMAN_TOKEN, MQTT_DEVICE, SLOW_DEVICE
+from bench.mqttrig import MqttRig
 from bench.systems import LEGACY, System
 from troupe.devkit.fleet import Fleet
 
@@ -60,6 +60,10 @@ half an API round trip, so it dies while claiming or acting (mid-command)."""
 BURST_429 = 2
 """Claim calls answered 429 by one burst: SlackMQ 0.1.2's racing bots all meet it; troupe's
 claimer waits Retry-After twice (about 2 s, under 80% of the quick profile's lease)."""
+
+
+AFTER_POST = ("kill", "person-reacts", "mqtt-restart")
+"""Faults that strike once the command is posted, while it is in flight."""
 
 
 def clock_ahead(seconds: float) -> dict[str, str]:
@@ -130,6 +134,8 @@ class Chaos:
     control: Callable[..., dict[str, Any]]
     base_delays: dict[str, float]
     api_url: str = ""
+    mqtt: MqttRig | None = None
+    """The trial's broker and MQTT device (troupe's systems): what mqtt-restart restarts."""
     log: list[dict[str, Any]] = field(default_factory=list)
     restarted: list[str] = field(default_factory=list)
     clock_offsets: dict[str, float] = field(default_factory=dict)
@@ -139,14 +145,17 @@ class Chaos:
 
     def before_post(self, index: int, fault: Fault) -> None:
         """Apply a fault that must be in place before command `index` is posted."""
-        if fault.kind in ("kill", "person-reacts"):
+        if fault.kind in AFTER_POST:
             return
         handler = getattr(self, "_" + fault.kind.replace("-", "_"))
         self._note(index, fault, *handler(index, fault))
 
     def after_post(self, index: int, fault: Fault, ts: str) -> None:
         """Apply a fault that strikes while command `index` is in flight (kill, a person's
-        reactions)."""
+        reactions, a broker restart)."""
+        if fault.kind == "mqtt-restart":
+            self._note(index, fault, *self._mqtt_restart(index, fault))
+            return
         if fault.kind == "person-reacts":
             human = WebClient(HUMAN_TOKEN, base_url=self.api_url, timeout=30)
             for name in ("arrows_counterclockwise", "white_check_mark"):
@@ -162,9 +171,15 @@ class Chaos:
         self.restarted.append(victim)
         self._note(index, fault, True, f"SIGKILL {victim} mid-command, restarted")
 
-    def slow(self, faults: Sequence[Fault]) -> bool:
-        """Whether this command goes to the slow device (which SlackMQ 0.1.2's bots lack)."""
-        return self.system.name != LEGACY and any(f.kind == "slow-device" for f in faults)
+    def device_for(self, faults: Sequence[Fault]) -> str | None:
+        """The device this command goes to instead of the stream's: the slow device (which
+        SlackMQ 0.1.2's bots lack), or the MQTT device while its broker restarts."""
+        kinds = {f.kind for f in faults}
+        if self.system.name != LEGACY and "slow-device" in kinds:
+            return SLOW_DEVICE[0]
+        if self.mqtt is not None and "mqtt-restart" in kinds:
+            return MQTT_DEVICE
+        return None
 
     def undo_due(self, index: int) -> None:
         """Undo the faults whose span ends before command `index`."""
@@ -246,9 +261,10 @@ class Chaos:
         return True, "the command goes to the cellar light, which takes 1.5 leases to act"
 
     def _mqtt_restart(self, index: int, fault: Fault) -> tuple[bool, str]:
-        if importlib.util.find_spec("troupe.bus") is None:
-            return False, "skipped: troupe has no MQTT bus (troupe/bus.py) to restart a broker for"
-        return False, "skipped: the harness does not run an MQTT broker yet"
+        if self.mqtt is None:
+            return False, "skipped: SlackMQ 0.1.2's bots drive no MQTT device"
+        note = self.mqtt.crash_and_restart()  # as the post returns: before the bots act
+        return not note.startswith("skipped"), f"{note}, the {MQTT_DEVICE} command in flight"
 
     def _note(self, index: int, fault: Fault, applied: bool, note: str) -> None:
         self.log.append({"at": index, "fault": fault.kind, "applied": applied, "note": note})

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
+from bench.mqttdriver import NAME as COUNTED_MQTT
+from bench.mqttrig import PLUG_TOPIC
 from troupe.devkit.workspace.config import App, Channel, Human, WorkspaceConfig
 
 CHANNEL = "home"
@@ -32,6 +34,11 @@ DEVICES: dict[str, str] = {
 }
 """Every benchmark device is shared (no owner): any bot may drive it, so each command goes
 through the claim protocol, which is what is measured. All use the counting driver."""
+
+MQTT_DEVICE = "porch light"
+"""The one device troupe's bots reach over MQTT (a simulated Tasmota plug on the trial's
+mosquitto, bench.mqttrig), so a broker restart sits on its commands' path; its actions are
+counted like the others' (bench.mqttdriver)."""
 
 SLOW_DEVICE = ("cellar light", "cellar")
 """A device that takes 1.5 leases to act (the counting driver's `delay_s`): an unreachable
@@ -119,9 +126,15 @@ def _secret(folder: Path, name: str, value: str) -> str:
 
 
 def write_federation(
-    folder: Path, api_url: str, mode: str, bots: Sequence[str], timings: Timings
+    folder: Path,
+    api_url: str,
+    mode: str,
+    bots: Sequence[str],
+    timings: Timings,
+    mqtt_port: int | None = None,
 ) -> Path:
-    """The federation file of `bots` in one delivery mode, secrets in 0600 files beside it."""
+    """The federation file of `bots` in one delivery mode, secrets in 0600 files beside it;
+    with `mqtt_port`, the MQTT_DEVICE is the plug on the broker at 127.0.0.1:mqtt_port."""
     secrets = folder / "secrets"
     secrets.mkdir(parents=True, exist_ok=True)
     roster = []
@@ -142,6 +155,9 @@ def write_federation(
         )
     devices = "\n".join(
         f"  {name}: {{kind: light, area: {area}, driver: counter}}"
+        if name != MQTT_DEVICE or mqtt_port is None
+        else f"  {name}: {{kind: light, area: {area}, driver: {COUNTED_MQTT},"
+        f" protocol: tasmota, topic: {PLUG_TOPIC}}}"
         for name, area in DEVICES.items()
     )
     slow, cellar = SLOW_DEVICE
@@ -164,6 +180,10 @@ def write_federation(
         f"areas: {{{areas}}}\n"
         f"devices:\n{devices}\n"
     )
+    if mqtt_port is not None:
+        text += (
+            f"plugins: [bench.mqttdriver]\n{COUNTED_MQTT}: {{host: 127.0.0.1, port: {mqtt_port}}}\n"
+        )
     path = folder / f"federation-{mode}.yaml"
     path.write_text(text)
     return path

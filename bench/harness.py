@@ -13,6 +13,7 @@ the bots as processes, then runs:
 
 from __future__ import annotations
 
+import contextlib
 import random
 import time
 from collections import Counter
@@ -22,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.chaos import BURST_429, Chaos, Fault, schedule
-from bench.files import Timings, bot_names, workspace_config
+from bench.files import MQTT_DEVICE, Timings, bot_names, workspace_config
+from bench.mqttrig import MqttRig
 from bench.procstat import Sample, snapshot, usage
 from bench.systems import LEGACY, System
 from bench.workload import (
@@ -131,7 +133,13 @@ class _Trial:
     counter: Path
     folder: Path
     base_delays: dict[str, float]
+    mqtt: MqttRig | None = None
+    """mosquitto and the plug troupe's bots reach over it (None for SlackMQ 0.1.2)."""
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def mqtt_port(self) -> int | None:
+        return self.mqtt.port if self.mqtt is not None else None
 
     def control(self, action: str, **body: Any) -> dict[str, Any]:
         return self.ws.control(action, **body)
@@ -193,7 +201,7 @@ def _stream(
             chaos.undo_due(i)
             for fault in due.get(i, []):
                 chaos.before_post(i, fault)
-        cmd = poster.post(slow=chaos is not None and chaos.slow(due.get(i, [])))
+        cmd = poster.post(device=chaos.device_for(due.get(i, [])) if chaos else None)
         sent.append(cmd)
         if chaos is not None:
             for fault in due.get(i, []):
@@ -277,10 +285,14 @@ def run_trial(
     counter = folder / "actions.jsonl"
     counter.unlink(missing_ok=True)
     row: dict[str, Any] = {"system": system.name, "mode": system.mode, "bots": n}
-    with running_workspace(workspace_config(n)) as ws:
+    with running_workspace(workspace_config(n)) as ws, contextlib.ExitStack() as stack:
         delays = _setup_network(ws, profile, f"{system.label}/{n}")
-        fleet = system.fleet(ws.api_url, folder, bots, profile.timings, counter)
-        t = _Trial(system, bots, profile, ws, fleet, counter, folder, delays)
+        rig = MqttRig.start() if system.uses_mqtt else None
+        if rig is not None:
+            stack.callback(rig.close)  # after the bots stop, also on Ctrl-C or a failure
+        port = rig.port if rig is not None else None
+        fleet = system.fleet(ws.api_url, folder, bots, profile.timings, counter, port)
+        t = _Trial(system, bots, profile, ws, fleet, counter, folder, delays, rig)
         try:
             fleet.start_all(bots, timeout=240)
             ready = sorted(fleet.bots[b].ready_after_s or 0.0 for b in bots)
@@ -333,11 +345,15 @@ def _phases(
     # 2. chaos
     t.control("counters/reset")
     faults = schedule(fault_schedule, p.chaos_commands, every=p.fault_every)
-    chaos = Chaos(t.system, t.fleet, t.bots, t.control, t.base_delays, api_url=t.ws.api_url)
+    chaos = Chaos(
+        t.system, t.fleet, t.bots, t.control, t.base_delays, api_url=t.ws.api_url, mqtt=t.mqtt
+    )
     try:
         noisy = _stream(t, poster, p.chaos_commands, p.rate_per_min, faults, chaos, on_post)
     finally:
         chaos.undo_all()
+    if t.mqtt is not None and not t.mqtt.wait_up():
+        t.notes.append("mosquitto did not come back after a restart: " + "; ".join(t.mqtt.restarts))
     restarts = chaos.wait_restarted()
     _settle(t, noisy)
     _until_released(t, noisy, p.timings.lease_s + 2 * p.timings.stagger_s * len(t.bots) + 2)
@@ -403,6 +419,7 @@ def _phases(
             "p99_ms": chaos_score.pct(99),
             "faults": chaos.log,
         },
+        mqtt=_mqtt_counts(t, clean + noisy),
         killed_claimer_s=_killed_claimer_s(chaos.log, noisy, read_actions(t.counter)),
         ready_s_restart=round(max(restarts), 2) if restarts else None,
         load=asdict(load) if load else None,
@@ -419,6 +436,23 @@ def _phases(
         out["failover_s"], out["failover"] = _failover(t)
         tick("failover")
     return out
+
+
+def _mqtt_counts(t: _Trial, commands: Sequence[Command]) -> dict[str, Any] | None:
+    """The MQTT device's commands: sent to it, counted by the bots (confirmed by the plug),
+    and received by the plug (more than counted: a command reached it whose confirmation
+    was lost, or reached it twice)."""
+    if t.mqtt is None:
+        return None
+    ours = {c.ts for c in commands if c.device == MQTT_DEVICE}
+    counted = [a for a in read_actions(t.counter) if a.get("device") == MQTT_DEVICE]
+    return {
+        "device": MQTT_DEVICE,
+        "commands": len(ours),
+        "counted": sum(1 for a in counted if a.get("ts") in ours),
+        "received": t.mqtt.commands_received(),
+        "broker_restarts": list(t.mqtt.restarts),
+    }
 
 
 def _killed_claimer_s(
@@ -484,7 +518,7 @@ def _failover(t: _Trial) -> tuple[float | None, dict[str, Any]]:
     _keep_logs(t, "")
     counter = t.folder / "failover.jsonl"
     counter.unlink(missing_ok=True)
-    fleet = t.system.fleet(t.ws.api_url, t.folder, t.bots, p.timings, counter)
+    fleet = t.system.fleet(t.ws.api_url, t.folder, t.bots, p.timings, counter, t.mqtt_port)
     t.fleet = fleet
     t.control("ratelimit")
     for name in t.bots:

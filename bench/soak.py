@@ -5,7 +5,8 @@ python -m bench.soak --commands 300 --bots 8 --tag soak-short
 python -m bench.soak --resume                         # run only the modes not yet in soak.json
 
 Each mode is one trial of the bench (bench/harness.py): a clean phase, then the chaos phase
-with every fault kind in turn (one every `--fault-every` commands), then the failover
+with every fault kind in turn (one every `--fault-every` commands; mqtt-restart restarts
+the trial's mosquitto with a command to the MQTT device in flight), then the failover
 phase. Time is compressed, and the report says by how much: Slack's rate limits count
 their per-minute budgets over 60/scale seconds, and the protocol's timings are the
 defaults divided by the same scale, but never below the quick profile's (stale 8 s,
@@ -207,6 +208,7 @@ def summary(row: dict[str, Any], soak: Soak) -> dict[str, Any]:
         },
         "http_429": row.get("http_429"),
         "faults_applied": applied,
+        "mqtt": row.get("mqtt"),
         "superseded": chaos.get("superseded"),
         "lost_at": chaos.get("lost_at"),
         "out_of_order_at": chaos.get("out_of_order_at"),
@@ -229,8 +231,10 @@ def markdown(results: list[dict[str, Any]], soak: Soak, context: dict[str, Any])
         f"Machine: {context['machine']}  ",
         f"Workload: {soak.commands} commands per mode ({min(soak.clean, soak.commands)} "
         f"without faults first), {soak.bots} bots, posted at {soak.rate_per_min:g} a minute; "
-        f"every fault kind in turn, one every {soak.fault_every} commands; then the "
-        "failover phase (every bot dies right after winning a claim; one command)  ",
+        f"every fault kind in turn, one every {soak.fault_every} commands (mqtt-restart: "
+        "mosquitto SIGKILLed with a command to the MQTT device in flight, started again "
+        "1.5 s later on the same port); then the failover phase (every bot dies right "
+        "after winning a claim; one command)  ",
         f"Compressed time: Slack's per-minute rate limits count over {60 / soak.scale:g} s "
         f"(time runs {soak.scale:g} times faster for them: the posting rate is "
         f"{soak.slack_rate_per_min:g} commands per Slack minute); timings stale_s "
@@ -271,6 +275,13 @@ def markdown(results: list[dict[str, Any]], soak: Soak, context: dict[str, Any])
     for r in results:
         applied = ", ".join(f"{k} {v}" for k, v in sorted((r["faults_applied"] or {}).items()))
         lines.append(f"- {r['mode']}: {applied or 'none'}")
+        if m := r.get("mqtt"):
+            lines.append(
+                f"  - MQTT device ({m['device']}, a Tasmota plug on the trial's mosquitto): "
+                f"{m['commands']} commands, {m['counted']} actions counted, {m['received']} "
+                f"commands received by the plug; {len(m['broker_restarts'])} broker "
+                "restart(s)"
+            )
         for note in r.get("notes") or []:
             lines.append(f"  - {note}")
         for what in ("lost_at", "duplicated_at", "unanswered_at", "out_of_order_at"):

@@ -8,6 +8,7 @@ the same way.
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -62,13 +63,27 @@ class System:
         with a 👀 reaction (Tier 3); its own users and SlackMQ 0.1.2 pin (Tier 2)."""
         return "reactions.add" if self.name == TROUPE and self.shared_identity else "pins.add"
 
+    @property
+    def uses_mqtt(self) -> bool:
+        """troupe's bots reach one device over MQTT (bench.mqttrig); SlackMQ 0.1.2's none."""
+        return self.name == TROUPE
+
     def fleet(
-        self, api_url: str, folder: Path, bots: Sequence[str], timings: Timings, counter: Path
+        self,
+        api_url: str,
+        folder: Path,
+        bots: Sequence[str],
+        timings: Timings,
+        counter: Path,
+        mqtt_port: int | None = None,
     ) -> Fleet:
         env = {"TROUPE_COUNTER_FILE": str(counter)}
         if self.name == LEGACY:
             return LegacyFleet(api_url, folder, env)
-        config = write_federation(folder, api_url, self.mode, bots, timings)
+        config = write_federation(folder, api_url, self.mode, bots, timings, mqtt_port)
+        if mqtt_port is not None:  # the bots load bench.mqttdriver from this checkout
+            path = (str(REPO), os.environ.get("PYTHONPATH", ""))
+            env["PYTHONPATH"] = ":".join(p for p in path if p)
         return Fleet(config, folder, env)
 
     def apps(self, bots: Sequence[str]) -> list[str]:

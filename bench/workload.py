@@ -18,7 +18,7 @@ from typing import Any
 
 from slack_sdk import WebClient
 
-from bench.files import CHANNEL, CHANNEL_ID, DEVICES, HUMAN_TOKEN, SLOW_DEVICE
+from bench.files import CHANNEL, CHANNEL_ID, DEVICES, HUMAN_TOKEN
 
 ALICE_ID = "U0ALICE"
 SUPERSEDED = "the newer command at"
@@ -50,13 +50,14 @@ class Poster:
         self.client = WebClient(HUMAN_TOKEN, base_url=api_url, timeout=30)
         self.count = 0
 
-    def post(self, *, slow: bool = False) -> Command:
-        """The next command of the stream; with slow, the same turned to the slow device."""
-        text, device, op = nth_text(self.count)
+    def post(self, *, device: str | None = None) -> Command:
+        """The next command of the stream; with `device`, the same op turned to that device
+        (the slow device, the MQTT device while its broker restarts)."""
+        text, stream_device, op = nth_text(self.count)
         self.count += 1
-        if slow:
-            device = SLOW_DEVICE[0]
+        if device is not None and device != stream_device:
             text = f"turn {op} the {device}"
+        device = device or stream_device
         ts = self.client.chat_postMessage(channel=f"#{CHANNEL}", text=text)["ts"]
         return Command(ts, text, device, op)
 

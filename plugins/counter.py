@@ -57,11 +57,7 @@ class CounterDriver(Driver):
         self.memory[device] = new
         path = self._path(device)
         if path is not None:
-            record = {"device": device, "op": action.op, "args": args, "bot": self.bot}
-            origin = command_origin.get()
-            if origin:
-                record.update(channel=origin[0], ts=origin[1])
-            await asyncio.to_thread(_append, path, json.dumps({**record, "at": time.time()}))
+            await count(path, self.bot, device, action)
         return new
 
     async def state(self, device: str) -> DeviceState:
@@ -69,6 +65,16 @@ class CounterDriver(Driver):
         if path is None:
             return self.memory[device]
         return await asyncio.to_thread(_replay, path, device)
+
+
+async def count(path: Path, bot: str, device: str, action: Action) -> None:
+    """Append one action, with the command it serves (channel, ts) and when, to the
+    counter file: the benchmark's MQTT device counts its confirmed actions here too."""
+    record = {"device": device, "op": action.op, "args": action.kwargs, "bot": bot}
+    origin = command_origin.get()
+    if origin:
+        record.update(channel=origin[0], ts=origin[1])
+    await asyncio.to_thread(_append, path, json.dumps({**record, "at": time.time()}))
 
 
 def _append(path: Path, line: str) -> None:

@@ -28,13 +28,19 @@ from troupe.hardware.broker import Broker, TlsFiles, find_mosquitto, start_broke
 from troupe.plugins.mqtt import MqttDriver
 
 
-def mosquitto_broker(**kwargs: object) -> Broker:
-    """A mosquitto broker, or skip (fail on CI) if mosquitto is not installed."""
+def require_mosquitto() -> None:
+    """Skip (fail on CI) unless mosquitto is installed: the MQTT tests and the bench's
+    troupe trials (which run one) need it."""
     if find_mosquitto() is None:
         message = "mosquitto is not installed (apt-get install mosquitto)"
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(f"{message}; .ci/run must install it", pytrace=False)
         pytest.skip(message)
+
+
+def mosquitto_broker(**kwargs: object) -> Broker:
+    """A mosquitto broker, or skip (fail on CI) if mosquitto is not installed."""
+    require_mosquitto()
     return start_broker(embedded=False, **kwargs)  # type: ignore[arg-type]
 
 

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from mqttkit import require_mosquitto
 
 from bench import report
-from bench.chaos import KINDS, schedule
+from bench.chaos import KINDS, Chaos, Fault, schedule
 from bench.harness import QUICK, run_trial
-from bench.systems import TROUPE, System
+from bench.mqttrig import MqttRig
+from bench.systems import LEGACY, LEGACY_MODE, TROUPE, System
 from bench.workload import Command, nth_text, tally
+from troupe.devkit.fleet import Fleet
 
 SMOKE = replace(QUICK, clean_commands=3, chaos_commands=7, failover=False)
 
@@ -20,6 +24,7 @@ SMOKE = replace(QUICK, clean_commands=3, chaos_commands=7, failover=False)
 @pytest.mark.timeout(300)
 def test_troupe_acts_exactly_once_when_one_bots_events_come_late(tmp_path: Path) -> None:
     """SlackMQ 0.1.2's hole: a bot that hears of a command seconds late must not run it."""
+    require_mosquitto()  # troupe's trials drive the porch light over MQTT
     row = run_trial(System(TROUPE, "app-per-bot"), 3, SMOKE, tmp_path, fault_schedule="delay-one")
     applied = [f["fault"] for f in row["chaos"]["faults"] if f["applied"]]
     assert applied == ["delay-one"]
@@ -27,6 +32,56 @@ def test_troupe_acts_exactly_once_when_one_bots_events_come_late(tmp_path: Path)
     assert (row["duplicates"], row["losses"]) == (0, 0), row["chaos"]
     assert row["calls_by_method"]["pins.add"] >= 1
     assert row["http_429"] == 0
+
+
+@pytest.mark.timeout(300)
+def test_a_broker_restart_with_a_command_in_flight_loses_nothing(tmp_path: Path) -> None:
+    """troupe's bots drive the porch light over the trial's mosquitto: the mqtt-restart
+    fault kills it while a command to that light is in flight and starts it again; the
+    command still acts once, counted like the counter devices' actions."""
+    require_mosquitto()
+    row = run_trial(
+        System(TROUPE, "app-per-bot"), 2, SMOKE, tmp_path, fault_schedule="mqtt-restart"
+    )
+    faults = row["chaos"]["faults"]
+    assert [f["fault"] for f in faults if f["applied"]] == ["mqtt-restart"], faults
+    assert (row["duplicates"], row["losses"], row["unanswered"]) == (0, 0, 0), row["chaos"]
+    mqtt = row["mqtt"]
+    assert mqtt["broker_restarts"] and mqtt["broker_restarts"][0].startswith("mosquitto back")
+    assert mqtt["commands"] >= 2  # the fault's command and the stream's own
+    assert mqtt["counted"] == mqtt["received"] == mqtt["commands"], mqtt
+
+
+def test_the_broker_rig_restarts_on_the_same_port_and_close_stops_everything() -> None:
+    require_mosquitto()
+    rig = MqttRig.start()
+    try:
+        port, before = rig.port, rig.broker.running
+        assert rig.crash_and_restart(0.2).startswith("SIGKILL mosquitto")
+        assert not rig.broker.running
+        assert rig.wait_up(10) and rig.port == port and before
+        assert rig.restarts[0].startswith("mosquitto back")
+        assert rig.crash_and_restart(5).startswith("SIGKILL")  # closed before it is back
+    finally:
+        rig.close()
+    assert not rig.broker.running and not rig.plug.connection.connected
+    assert rig.crash_and_restart() == "skipped: the trial is over"
+    time.sleep(0.3)
+    assert not rig.broker.running
+
+
+def test_slackmq_0_1_2_has_no_broker_to_restart() -> None:
+    chaos = Chaos(System(LEGACY, LEGACY_MODE), Fleet("", "."), ["bot-1"], dict, {})
+    chaos.after_post(3, Fault(3, "mqtt-restart"), "1.0")
+    assert chaos.log == [
+        {
+            "at": 3,
+            "fault": "mqtt-restart",
+            "applied": False,
+            "note": "skipped: SlackMQ 0.1.2's bots drive no MQTT device",
+        }
+    ]
+    assert chaos.device_for([Fault(3, "mqtt-restart")]) is None
 
 
 def test_tally_counts_duplicates_losses_and_keys_by_ts_and_device() -> None:

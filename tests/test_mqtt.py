@@ -681,7 +681,10 @@ async def test_malformed_device_payloads_are_logged_and_ignored(
 # the connection -----------------------------------------------------------------------------
 
 
-async def test_broker_down_and_back_reconnects_and_resubscribes(broker: Broker) -> None:
+async def test_broker_down_and_back_reconnects_and_resubscribes(
+    broker: Broker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(mqtt_plugin, "RECONNECT_WAIT_S", 0.3)  # away longer than that
     with powered(tasmota(broker)) as plug:
         async with mqtt_driver(broker, {"porch switch": PLUG}) as driver:
             await asyncio.to_thread(broker.stop)
@@ -701,6 +704,45 @@ async def test_broker_down_and_back_reconnects_and_resubscribes(broker: Broker) 
             plug.press()  # heard only through the renewed subscriptions
             await until(lambda: driver.devices["porch switch"].on is False)
             assert plug.history == [False, True, False]
+
+
+async def test_a_command_during_a_broker_restart_waits_for_it_and_acts_once(
+    broker: Broker,
+) -> None:
+    """mosquitto restarting (an upgrade, a crash) for a second: the command waits for the
+    connection to come back instead of failing, and reaches the device once."""
+    with powered(tasmota(broker)) as plug:
+        async with mqtt_driver(broker, {"porch switch": PLUG}) as driver:
+            await asyncio.to_thread(broker.kill)
+            await until(lambda: not driver.connected)
+            sent = plug.count
+            acting = asyncio.ensure_future(act(driver, do("porch switch", "on")))
+            await asyncio.sleep(1.0)
+            assert not acting.done()  # waiting for the broker, not failed
+            await asyncio.to_thread(broker.start)
+            assert await asyncio.wait_for(acting, 20) == "turned on the porch switch"
+            commands = [c.text for c in plug.commands[sent:] if c.payload.strip()]
+            assert commands == ["ON"]
+            assert plug.history == [False, True]
+
+
+async def test_after_a_broker_restart_a_command_waits_for_its_device_to_be_back(
+    broker: Broker,
+) -> None:
+    """The bot may reconnect before the plug: a command sent then would be lost (QoS 0, no
+    one subscribed), so it waits for the plug to say it is online again."""
+    with powered(tasmota(broker)) as plug:
+        async with mqtt_driver(broker, {"porch switch": PLUG}) as driver:
+            await asyncio.to_thread(broker.kill)
+            plug.crash()  # the plug stays away after the broker is back
+            await asyncio.to_thread(broker.start)
+            await until(lambda: driver.connected, 20, "the driver to reconnect")
+            acting = asyncio.ensure_future(act(driver, do("porch switch", "on")))
+            await asyncio.sleep(1.5)  # longer than the plug's confirm_s
+            assert not acting.done()
+            with powered(tasmota(broker)) as back:
+                assert await asyncio.wait_for(acting, 20) == "turned on the porch switch"
+                assert [c.text for c in back.commands if c.payload.strip()] == ["ON"]
 
 
 async def test_broker_going_away_ends_the_wait_for_a_confirmation(broker: Broker) -> None:

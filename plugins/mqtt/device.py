@@ -69,6 +69,9 @@ class Device:
         self.options = options
         self.available: bool | None = None
         """None until the device has said (a retained LWT or availability message)."""
+        self.tells_online = False
+        """Whether the device has said if it is online since troupe started: after a
+        reconnect, a command waits (bounded) for it to say so again."""
         self.on: bool | None = None
         self.brightness: int | None = None
         self.color: str | None = None
@@ -91,6 +94,7 @@ class Device:
 
     def forget(self) -> None:
         """The connection dropped: retained availability will be sent again."""
+        self.tells_online = self.tells_online or self.available is not None
         self.available = None
 
     def snapshot(self) -> DeviceState:

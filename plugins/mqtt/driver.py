@@ -41,6 +41,12 @@ log = logging.getLogger(__name__)
 
 CONNECT_WAIT_S = 3.0
 """How long start() waits for the broker before going on with the devices offline."""
+RECONNECT_WAIT_S = 10.0
+"""How long act() waits for a connection that just dropped to come back before it says the
+broker is not reachable: a broker restart (an upgrade, a crash and its service starting it
+again) takes a second or two, and the connection retries at most every 5 s. The bot renews
+its claim meanwhile, as for any slow device; a broker away longer fails at once."""
+RECONNECT_POLL_S = 0.05
 COMMANDED_S = 5.0
 """A state change this soon after a command to the device (from anyone) is that command's."""
 
@@ -95,6 +101,8 @@ class MqttDriver(Driver):
         self.connected = False
         self.refused: str | None = None
         self._ready = asyncio.Event()
+        self._dropped_at: float | None = None
+        """When the connection last dropped (the loop's clock)."""
         try:  # the bot's shared connection, or one of its own (a driver on its own)
             self._client = self.client or MqttClient(self.settings, self._src, self.bot)
         except MqttClientError as err:
@@ -157,6 +165,8 @@ class MqttDriver(Driver):
     def _on_disconnected(self, reason: str) -> None:
         was = self.connected
         self.connected = False
+        if was:
+            self._dropped_at = self._loop.time()
         for device in self.devices.values():
             device.forget()
         if was:
@@ -228,9 +238,22 @@ class MqttDriver(Driver):
             return f"the {device.name} is offline"
         return None
 
+    async def _back(self, device: Device) -> None:
+        """Within RECONNECT_WAIT_S of a dropped connection (a broker restarting), wait for
+        the connection, then for the device to say again that it is online: the devices
+        reconnect too, and a command sent before they are back is lost."""
+        if self._dropped_at is None:
+            return
+        deadline = self._dropped_at + RECONNECT_WAIT_S
+        while self._loop.time() < deadline and not self.refused:
+            if self.connected and (device.available is not None or not device.tells_online):
+                return
+            await asyncio.sleep(RECONNECT_POLL_S)
+
     async def act(self, device: str, action: Action) -> DeviceState:
         target = self.devices[device]
         async with target.lock:
+            await self._back(target)
             command = target.command(action)
             problem = self._unreachable(target)
             if problem:
