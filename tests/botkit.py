@@ -163,8 +163,7 @@ class FakeWeb:
                 for n, us in marks.items()
                 if us
             ]
-            pinned = {"pinned_to": [channel]} if (channel, m["ts"]) in self.board.pins else {}
-            found.append({**m, "reactions": reactions, **pinned})
+            found.append({**m, "reactions": reactions})
         return {"ok": True, "messages": found[::-1][:limit]}
 
     def _conversations_replies(self, channel: str, ts: str, **_: Any) -> dict[str, Any]:
@@ -172,17 +171,7 @@ class FakeWeb:
         return {"ok": True, "messages": [*parent, *self.slack.thread(channel, ts)]}
 
     def _pins_list(self, channel: str) -> dict[str, Any]:
-        """The board's pins (the lock's, MemoryLock) with who made them."""
-        items = [
-            {"message": {"ts": ts}, "created_by": USER_OF.get(by, by), "created": created}
-            for (c, ts), (by, created) in self.board.pinners.items()
-            if c == channel and (c, ts) in self.board.pins
-        ]
-        return {"ok": True, "items": items}
-
-    def _pins_remove(self, channel: str, timestamp: str) -> dict[str, Any]:
-        self.board.pins.discard((channel, timestamp))
-        return {"ok": True}
+        return {"ok": True, "items": []}  # the board's pins are the lock's (MemoryLock)
 
 
 class FakeTransport:
@@ -196,6 +185,8 @@ class FakeTransport:
         self.handler: EventHandler | None = None
         self.acks = 0
         self.tasks: list[asyncio.Task[None]] = []
+        self.connected_since: float | None = None
+        """None: connected since long before the test (no look-back); a test sets it."""
 
     async def start(self, handler: EventHandler) -> None:
         self.handler = handler
@@ -382,7 +373,6 @@ async def home(
     fed = load_federation(path)
     slack = FakeSlack(loop, humans)
     board = MemoryBoard()
-    board.now = slack.now
     bots: dict[str, KitBot] = {}
     transports: dict[str, FakeTransport] = {}
     for name in start:

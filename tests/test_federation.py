@@ -100,6 +100,45 @@ async def test_dead_holder_is_taken_over_once_after_the_lease():
     assert sorted(r.outcome.value for r in results) == ["peer", "took_over"]
 
 
+async def test_a_holder_that_sees_a_peers_ballot_stops_and_a_late_renewal_keeps_no_lease():
+    """Two ways a holder learns a taker may act (so it must not): a peer's 🔄 ballot, and
+    a renewal that only landed after the lease ran out (Slack's rate limits held it up)."""
+    board = MemoryBoard()
+    bots = _federation(board)
+    ts, seen = now_ts(), []
+
+    class SlowRenewals(MemoryLock):
+        async def renew(self, channel: str, ts: str) -> None:
+            await asyncio.sleep(FAST.lease_s)  # held up past the lease, then applied
+            await super().renew(channel, ts)
+
+    holder = bots[rank(ts, BOTS)[0]]
+    holder.lock = SlowRenewals(board, holder.me)
+
+    async def work(takeover: bool) -> None:
+        seen.append(holder.lease_alive("C1", ts))
+        await asyncio.sleep(FAST.lease_s * 1.2)
+        seen.append(holder.lease_alive("C1", ts))  # the renewal came after the lease ended
+
+    await holder.coordinate("C1", ts, [holder.me], work)
+    assert seen == [True, False]
+
+    other = now_ts()
+    await asyncio.sleep(0.001)
+    verdicts = []
+
+    async def voted_on(takeover: bool) -> None:
+        verdicts.append(holder.lease_alive("C1", other))
+        holder.seen_ballot("C1", other)  # a peer's 🔄, as its event reaches the holder
+        verdicts.append(holder.lease_alive("C1", other))
+
+    holder.lock = MemoryLock(board, holder.me)
+    await holder.coordinate("C1", other, [holder.me], voted_on)
+    assert verdicts == [True, False]
+    for c in bots.values():
+        await c.close(release_due=False)
+
+
 async def test_done_mark_stops_the_takeover():
     board = MemoryBoard()
     bots = _federation(board)

@@ -3,10 +3,11 @@ Slack calls, access, chatter, staleness, built-in commands and timed actions."""
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 
 import pytest
-from botkit import ALICE, BOB, BOTS, HOME, KITCHEN, home, run
+from botkit import ALICE, BOB, BOTS, HOME, KITCHEN, USER_OF, home, run
 from fleetkit import DEVICES
 from test_chatter import DE_AREAS, DE_DEVICES, EN_AREAS, EN_DEVICES, corpus
 
@@ -318,26 +319,29 @@ def test_a_late_action_never_overrides_a_newer_command_on_the_same_device(tmp_pa
     run(main)
 
 
-def test_a_redelivered_command_leaves_a_device_a_newer_claimed_command_is_setting(tmp_path):
-    """After a reconnect Slack hands out again what was not acknowledged, after newer
-    commands: a newer command on the device that a peer claimed before this one was
-    claimed (its pin, an earlier second; no ✅ yet: it is acting right now, never having
-    seen the older one) wins over the older one."""
+def test_a_bot_just_reconnected_waits_for_an_older_command_it_never_received(tmp_path):
+    """Every socket dropped; the older command reached the others (2 s late), the newer
+    one reached its holder, which had just reconnected and never got the older one. It
+    reads the channel back (one call) and acts after the older one, in the order sent."""
 
-    async def main(_loop):
+    async def main(loop):
         async with home(tmp_path, slackmq=FAST) as h:
-            older = h.slack.post(HOME, ALICE, "turn on the porch switch")
-            newer = h.slack.post(HOME, ALICE, "turn off the porch switch")
-            key = (HOME, newer["ts"])
-            h.board.pins.add(key)
-            h.board.pinners[key] = ("kitchen-pi", int(h.slack.now()))
-            await h.settle(2.0)
-            for transport in h.transports.values():
-                transport.deliver(dict(older), retry_attempt=1)
+            text = "turn on the porch switch"
+            older = h.slack.post(HOME, ALICE, text)
+            h.slack.messages[HOME].pop()
+            holder = rank(f"{float(older['ts']) + 0.5:.6f}", BOTS)[0]
+            others = tuple(b for b in BOTS if b != holder)
+            h.transports[holder].connected_since = loop.time()
+            h.delays.update(dict.fromkeys(others, 2.0))
+            first = await h.say(text, to=others, settle=False)
+            await asyncio.sleep(0.5)
+            second = await h.say("turn off the porch switch", to=(holder,), settle=False)
             await h.settle()
-            assert h.actions() == []
-            [answer] = h.answers(older["ts"])
-            assert answer.startswith("I did not change the porch switch: the newer command at")
+            assert [(a["ts"], a["op"]) for a in h.actions()] == [(first, "on"), (second, "off")]
+            back = [
+                c for c in h.slack.calls if c[1] == "conversations.history" and "latest" in c[2]
+            ]
+            assert [(c[0], c[2]["latest"]) for c in back] == [(USER_OF[holder], second)]
 
     run(main)
 

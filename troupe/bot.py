@@ -178,6 +178,7 @@ class Bot:
         self._sweeper: asyncio.Task[Any] | None = None
         self._resumed: set[tuple[str, str]] = set()
         self._learned: set[tuple[str, str]] = set()
+        self._looked_back: set[tuple[str, str]] = set()
         """Late commands for which the channel's newer commands were read already."""
         self.user_id = ""
         self.bot_id = ""
@@ -646,6 +647,43 @@ class Bot:
         if float(ts) > float(self._newest.get(device, "0")):
             self._newest[device] = ts
 
+    async def _look_back(self, event: Event) -> None:
+        """Before acting on a command from this bot's first stale_s on a connection (after
+        a start or a reconnect): read the channel before it (one call), so the older
+        commands this bot never received, posted while it was away (Slack hands them out
+        again only 3 s later, RTM never), are waited for in turn like the ones it saw."""
+        since = getattr(self.transport, "connected_since", None)
+        key = (event.channel, event.ts)
+        if since is None or key in self._looked_back:
+            return
+        # by Slack's clock (`since` is on the loop's clock: time.monotonic)
+        connected_at = self.clock.now() - (asyncio.get_running_loop().time() - since)
+        oldest = float(event.ts) - self.settings.stale_s
+        if connected_at <= oldest:
+            return  # connected for the whole window: every older command reached this bot
+        self._looked_back.add(key)
+        try:
+            resp = await self.web.conversations_history(
+                channel=event.channel, oldest=f"{oldest:.6f}", latest=event.ts, limit=100
+            )
+        except SlackApiError as err:
+            log.warning("cannot read %s before %s: %s", event.channel, event.ts, err)
+            return
+        for message in resp.get("messages", []):
+            older = Event.from_slack({**message, "type": "message", "channel": event.channel})
+            if older is None or float(older.ts) >= float(event.ts):
+                continue
+            if (event.channel, older.ts) in self._touches or not self._may_command(older):
+                continue
+            if DONE in self._fleet_marks(message):
+                continue
+            command = await self._understand(older, _strip_mention(older.text, self.user_id))
+            if command is None or command.unknown or command.problem:
+                continue
+            touched = tuple(a.device for a in self.actions_for(command) if a.op != "query")
+            if touched:
+                self._touches[(event.channel, older.ts)] = touched
+
     async def _in_turn(self, event: Event, device: str) -> None:
         """Per-device order across the fleet: before acting, wait for the older commands on
         the same device that this bot has seen to be marked done, so one whose holder died
@@ -660,11 +698,11 @@ class Bot:
             if float(ts) >= float(event.ts) or device not in devices:
                 continue
             done = self.coordinator.watch(channel, ts).done
-            finished = self._finished.get((channel, ts))
-            if done.is_set() or finished is None or finished.is_set():
+            finished = self._finished.get((channel, ts))  # None: read back, never received
+            if done.is_set() or (finished is not None and finished.is_set()):
                 continue
-            until = min(float(ts) + limit + CLOCK_MARGIN_S, own_end)
-            await first_set((done, finished), until - self.clock.now())
+            until = min(float(ts) + limit + CLOCK_MARGIN_S, own_end) - self.clock.now()
+            await first_set([e for e in (done, finished) if e is not None], until)
 
     def _late(self, event: Event, takeover: bool) -> bool:
         """Whether an action is carried out late (a takeover, a redelivery: Slack hands out
@@ -677,11 +715,7 @@ class Bot:
     async def _learn_newer(self, event: Event) -> None:
         """Before a late action: read what the channel did after this command (one call),
         so a newer command this bot never saw act (it was down, its events came late after
-        a reconnect, or in shared-app mode another bot received it) still wins its devices.
-        A newer command counts once the fleet marked it done, or, in app-per-bot mode, once
-        a fleet bot pinned it in an earlier second than this one was pinned: its holder
-        claimed it before anyone held this one, so it may be acting without having waited
-        for it (pins.list, one more call, only when such a pin is there)."""
+        a reconnect, or in shared-app mode another bot received it) still wins its devices."""
         key = (event.channel, event.ts)
         if key in self._learned:
             return
@@ -693,46 +727,18 @@ class Bot:
         except SlackApiError as err:
             log.warning("cannot read %s after %s: %s", event.channel, event.ts, err)
             return
-        pinned: dict[str, Command] = {}
         for message in resp.get("messages", []):
             later = Event.from_slack({**message, "type": "message", "channel": event.channel})
             if later is None or float(later.ts) <= float(event.ts):
                 continue
-            done = DONE in self._fleet_marks(message)
-            if not done and event.channel not in message.get("pinned_to", ()):
+            if DONE not in self._fleet_marks(message):
                 continue
             command = await self._understand(later, _strip_mention(later.text, self.user_id))
             if command is None or command.unknown or command.problem:
                 continue
-            if done:
-                self._newer_set(command, later.ts)
-            else:
-                pinned[later.ts] = command
-        if pinned:
-            pins = await self._fleet_pins(event.channel)
-            mine = pins.get(event.ts)
-            for ts, command in pinned.items():
-                if mine is not None and ts in pins and pins[ts] < mine:
-                    self._newer_set(command, ts)
-
-    def _newer_set(self, command: Command, ts: str) -> None:
-        for action in self.actions_for(command):
-            if action.op != "query":
-                self._acted(action.device, ts)
-
-    async def _fleet_pins(self, channel: str) -> dict[str, int]:
-        """The messages of a channel the fleet's own bot users pinned, and when (Slack's
-        time, in whole seconds)."""
-        try:
-            resp = await self.web.pins_list(channel=channel)
-        except SlackApiError as err:
-            log.warning("cannot list pins in %s: %s", channel, err.response.get("error"))
-            return {}
-        return {
-            str((item.get("message") or {}).get("ts")): int(item.get("created") or 0)
-            for item in resp.get("items", [])
-            if self.is_fleet_user(item.get("created_by"))
-        }
+            for action in self.actions_for(command):
+                if action.op != "query":
+                    self._acted(action.device, later.ts)
 
     def _superseded(self, device: str, ts: str) -> str | None:
         """The ts of a newer command that already acted on the device, if any."""
@@ -909,6 +915,7 @@ class Bot:
             del self._touches[old]
             self._finished.pop(old, None)
             self._learned.discard(old)
+            self._looked_back.discard(old)
         self._touches[key] = tuple(a.device for a in actions if a.op != "query")
         if self.coordinator is not None and self.coordinator.watch(*key).done.is_set():
             for device in self._touches[key]:  # its ✅ came before this bot read it
@@ -1012,6 +1019,7 @@ class Bot:
                 state = await self.device_state(device.name)
                 lines.append(outcomes.render(outcomes.Queried(device.name, state)))
                 continue
+            await self._look_back(event)
             await self._in_turn(event, device.name)
             if self._late(event, takeover):
                 await self._learn_newer(event)

@@ -140,6 +140,8 @@ class _Watch:
     created: float = field(default_factory=time.monotonic)
     lease_until: float | None = None
     """While this bot holds the message: when its lease ends (monotonic)."""
+    taker: bool = False
+    """This bot holds the message as the taker its own ballot made it."""
 
 
 async def first_set(events: Sequence[asyncio.Event], timeout: float) -> bool:
@@ -219,8 +221,12 @@ class Coordinator:
 
     def lease_alive(self, channel: str, ts: str) -> bool:
         """Whether this bot still holds the message safely (checked before each action):
-        False once its lease has run out without a renewal, when a taker may act."""
-        until = self._watch(channel, ts).lease_until
+        False once its lease has run out without a renewal, or once a peer's takeover
+        ballot was seen: a taker may act."""
+        watch = self._watch(channel, ts)
+        if watch.ballot.is_set() and not watch.taker:
+            return False  # peers voted to take it over: one of them acts, not this bot
+        until = watch.lease_until
         return until is None or time.monotonic() < until - self.settings.lease_s * 0.1
 
     # the protocol ------------------------------------------------------------------
@@ -302,6 +308,7 @@ class Coordinator:
         watch = self._watch(channel, ts)
         lease = self.settings.lease_s
         watch.lease_until = since + lease
+        watch.taker = takeover
 
         async def keep_alive() -> None:
             due = since + lease / 3  # counted from the claim: peers count from its pin
@@ -313,6 +320,11 @@ class Coordinator:
                     await self.lock.renew(channel, ts)
                 except Exception as err:  # the lease then runs out: lease_alive() says so
                     log.warning("could not renew the lease on %s/%s: %s", channel, ts, err)
+                    continue
+                if watch.lease_until is None or time.monotonic() >= watch.lease_until:
+                    # It landed after the lease ran out (rate limits held it up): peers
+                    # may be voting already, so the lease is not extended.
+                    log.warning("the lease on %s/%s ran out before its renewal", channel, ts)
                     continue
                 watch.lease_until = sent + lease
 

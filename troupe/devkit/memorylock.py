@@ -8,9 +8,7 @@ happened, each after its own delay, the way Slack's events would.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import defaultdict
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from troupe.federation import Coordinator
@@ -22,10 +20,6 @@ class MemoryBoard:
     """The shared pins and reactions, plus per-bot event delays."""
 
     pins: set[tuple[str, str]] = field(default_factory=set)
-    pinners: dict[tuple[str, str], tuple[str, int]] = field(default_factory=dict)
-    """Who made each pin (a bot's name) and when (whole seconds of `now`), as pins.list's
-    created_by and created say."""
-    now: Callable[[], float] = time.time
     reactions: dict[tuple[str, str], dict[str, list[str]]] = field(
         default_factory=lambda: defaultdict(lambda: defaultdict(list))
     )
@@ -62,7 +56,6 @@ class MemoryLock:
         if key in self.board.pins:
             return False
         self.board.pins.add(key)
-        self.board.pinners[key] = (self.user, int(self.board.now()))
         self.board._emit("pin", key)
         return True
 

@@ -101,6 +101,10 @@ class Transport(Protocol):
 
     mode: str
     on_reconnect: Reconnected | None
+    connected_since: float | None
+    """When the current connection opened (time.monotonic, the event loop's clock), None
+    before the first: for a
+    while after it the bot reads back what it may have missed (Bot._look_back)."""
 
     async def start(self, handler: EventHandler) -> None:
         """Connect (returns once the first connection is up) and deliver events."""

@@ -13,6 +13,7 @@ import asyncio
 import json
 import logging
 import threading
+import time
 from typing import Any
 
 import requests
@@ -77,6 +78,8 @@ class RtmTransport:
         self._tasks: set[asyncio.Task[Any]] = set()
         self.on_reconnect: Reconnected | None = None
         """RTM does not replay what was said while a connection was down: this catches up."""
+        self.connected_since: float | None = None
+        """When the current connection opened (time.monotonic)."""
 
     async def start(self, handler: EventHandler) -> None:
         self._handler = handler
@@ -92,6 +95,7 @@ class RtmTransport:
         client.list_users_and_channels()
         _rtm_connect(client)
         client.websocket.settimeout(0.5)
+        self.connected_since = time.monotonic()
         self._connected.set()
         return client
 
@@ -106,6 +110,7 @@ class RtmTransport:
                 assert self._client is not None
                 _rtm_connect(self._client)
                 self._client.websocket.settimeout(0.5)
+                self.connected_since = time.monotonic()
                 self._connected.set()
                 log.info("RTM reconnected")
                 if self.on_reconnect is not None and self._loop is not None:
