@@ -174,3 +174,29 @@ async def test_a_persons_eyes_are_no_claim(posted):
     assert await second.claim(channel, ts) is False
     msg = (await first.client.reactions_get(channel=channel, timestamp=ts, full=True))["message"]
     assert {r["name"]: r["users"] for r in msg["reactions"]}[CLAIM] == ["U0ALICE", "U0TROUPE"]
+
+
+def test_no_answer_from_slack_is_a_claim_error_never_a_crash():
+    """A call that times out after the client's own retries (a loaded Pi, lost Wi-Fi) is
+    a ClaimError like any refusal, so the command is answered once instead of failing."""
+
+    class Silent:
+        async def reactions_add(self, **_):
+            raise TimeoutError
+
+        async def reactions_get(self, **_):
+            raise TimeoutError
+
+        async def pins_add(self, **_):
+            raise OSError("Network is unreachable")
+
+    async def main():
+        lock = SlackMQ(Silent(), "U0KITCHEN", trusted=lambda u: True)  # type: ignore[arg-type]
+        with pytest.raises(ClaimError, match="timeout"):
+            await lock.claim("C0HOME", "1.000001")
+        with pytest.raises(ClaimError, match="timeout"):
+            await lock.mark_done("C0HOME", "1.000001")
+        with pytest.raises(ClaimError, match="timeout"):
+            await lock.is_done("C0HOME", "1.000001")
+
+    asyncio.run(main())

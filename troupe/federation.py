@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+from troupe.errors import ClaimError
 from troupe.operations import OPERATIONS
 from troupe.slackmq import Lock, message_age
 from troupe.tasks import spawn
@@ -334,7 +335,10 @@ class Coordinator:
         finally:
             renewer.cancel()
             watch.lease_until = None
-        await self._finish(channel, ts)
+        try:
+            await self._finish(channel, ts)
+        except ClaimError as err:  # done and answered: a taker finds the answer, repeats nothing
+            log.warning("could not mark %s/%s done: %s", channel, ts, err)
         return value
 
     async def _finish(self, channel: str, ts: str) -> None:

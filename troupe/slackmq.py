@@ -161,6 +161,8 @@ class SlackMQ:
             if code in ok_codes:
                 return code, doubtful(err.response)
             raise ClaimError(method, code) from err
+        except (TimeoutError, OSError) as err:  # no answer, after the client's own retries
+            raise ClaimError(method, "timeout") from err
         return "ok", doubtful(resp)
 
     async def claim(self, channel: str, ts: str) -> bool:
@@ -211,6 +213,8 @@ class SlackMQ:
             resp = await self.client.pins_list(channel=channel)
         except SlackApiError as err:
             raise ClaimError("pins.list", str(err.response.get("error"))) from err
+        except (TimeoutError, OSError) as err:
+            raise ClaimError("pins.list", "timeout") from err
         for item in resp.get("items", []):
             if (item.get("message") or {}).get("ts") == ts:
                 return str(item.get("created_by") or ""), float(item.get("created") or 0)
@@ -245,6 +249,8 @@ class SlackMQ:
             resp = await self.client.reactions_get(channel=channel, timestamp=ts, full=True)
         except SlackApiError as err:
             raise ClaimError("reactions.get", str(err.response.get("error"))) from err
+        except (TimeoutError, OSError) as err:
+            raise ClaimError("reactions.get", "timeout") from err
         message = resp.get("message") or {}
         marks: dict[str, list[str]] = {}
         for reaction in message.get("reactions", []):
