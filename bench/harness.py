@@ -328,6 +328,9 @@ def _phases(
             warm.append(poster.post())
             time.sleep(1.0)
         wait_until(all_acted(warm, t.counter), 30)
+        # A bot reads the channel back before acting in its first stale_s on a connection
+        # (commands it may have missed while away): start-up cost too, waited out here.
+        time.sleep(p.timings.stale_s)
 
     # 1. clean
     t.control("counters/reset")

@@ -1,7 +1,8 @@
 """troupe/transports: Slack's events read into the one Event, Socket Mode's envelopes
 acknowledged once (when the bot is done, or at the deadline), RTM's frames crossing from
-its reader thread into the loop, and the reconnect backoff. No sockets: the clients'
-callbacks are called as slack_sdk and slackbot call them."""
+its reader thread into the loop, and the reconnect backoff. No sockets (the clients'
+callbacks are called as slack_sdk and slackbot call them), but for the last test: when a
+Socket Mode connection opened, against the local workspace."""
 
 from __future__ import annotations
 
@@ -9,11 +10,14 @@ import asyncio
 import json
 import logging
 import threading
+import time
+from typing import Any
 
 import pytest
 from slack_sdk.socket_mode.request import SocketModeRequest
 from virtualtime import run
 
+from troupe.slackapi import async_client
 from troupe.transports.base import Backoff, Event
 from troupe.transports.rtm import RtmTransport
 from troupe.transports.socketmode import ACK_DEADLINE_S, SocketModeTransport
@@ -225,3 +229,32 @@ def test_slacker_is_pointed_at_the_configured_web_api(monkeypatch, base_url) -> 
     monkeypatch.setattr(slacker, "get_api_url", slacker.get_api_url)
     point_slacker_at(base_url)
     assert slacker.get_api_url("rtm.connect") == "http://127.0.0.1:9/api/rtm.connect"
+
+
+async def test_socket_mode_says_when_its_connection_opened_and_reopened(workspace) -> None:
+    """Bot._look_back reads the channel back for a while after each connection opens:
+    the transport stamps the open from Slack's hello, and again after a drop."""
+    web = async_client("xoxb-kitchen", base_url=workspace.api_url)
+    transport = SocketModeTransport("xapp-kitchen", web_client=web, ping_interval=0.5)
+
+    async def ignore(_event: Event, ack: Any = None) -> None:
+        if ack is not None:
+            await ack()
+
+    before = time.monotonic()
+    await transport.start(ignore)
+    try:
+        for _ in range(100):
+            if transport.connected_since is not None:
+                break
+            await asyncio.sleep(0.05)
+        first = transport.connected_since
+        assert first is not None and first >= before
+        await asyncio.to_thread(workspace.control, "drop", app="A0KITCHEN")
+        for _ in range(200):
+            if (transport.connected_since or 0) > first:
+                break
+            await asyncio.sleep(0.05)
+        assert (transport.connected_since or 0) > first
+    finally:
+        await transport.stop()

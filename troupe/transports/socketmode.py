@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 from slack_sdk.socket_mode.aiohttp import SocketModeClient
@@ -51,6 +52,8 @@ class SocketModeTransport:
         self._client: _Client | None = None
         self._handler: EventHandler | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.connected_since: float | None = None
+        """When Slack's hello opened the current connection (time.monotonic)."""
 
     async def start(self, handler: EventHandler) -> None:
         self._handler = handler
@@ -61,9 +64,16 @@ class SocketModeTransport:
             auto_reconnect_enabled=True,
         )
         client.backoff = Backoff()
+        client.message_listeners.append(self._on_message)
         client.socket_mode_request_listeners.append(self._on_request)
         self._client = client
         await client.connect()
+
+    async def _on_message(
+        self, _client: SocketModeClient, message: dict[str, Any], _raw: str
+    ) -> None:
+        if message.get("type") == "hello":  # a new connection: what came meanwhile is late
+            self.connected_since = time.monotonic()
 
     async def _on_request(self, client: SocketModeClient, req: SocketModeRequest) -> None:
         if isinstance(self._client, _Client):
