@@ -328,6 +328,8 @@ def _phases(
             warm.append(poster.post())
             time.sleep(1.0)
         wait_until(all_acted(warm, t.counter), 30)
+        if t.mqtt is not None:
+            t.mqtt.forget_received()
         # A bot reads the channel back before acting in its first stale_s on a connection
         # (commands it may have missed while away): start-up cost too, waited out here.
         time.sleep(p.timings.stale_s)

@@ -34,6 +34,7 @@ class MqttRig:
     _closed: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _timers: list[threading.Timer] = field(default_factory=list)
+    _received_before: int = 0
 
     @classmethod
     def start(cls) -> MqttRig:
@@ -51,8 +52,16 @@ class MqttRig:
         return self.broker.port
 
     def commands_received(self) -> int:
-        """Commands that reached the plug (the driver's empty state queries left out)."""
+        """Commands that reached the plug since `forget_received` (the driver's empty state
+        queries left out)."""
+        return self._received() - self._received_before
+
+    def _received(self) -> int:
         return sum(1 for c in self.plug.commands if c.payload.strip())
+
+    def forget_received(self) -> None:
+        """Start counting received commands afresh (after the uncounted warm-up)."""
+        self._received_before = self._received()
 
     def crash_and_restart(self, gap_s: float = RESTART_GAP_S) -> str:
         """SIGKILL the broker now (every connection drops, commands in flight with it) and

@@ -745,7 +745,8 @@ class Sim:
         self.received[index].add(bot)
         self.got.setdefault((bot, self.life[bot], index), self.loop.time())
         age = self.loop.time() - self.sc.commands[index].posted
-        if age <= SETTINGS.stale_s:  # as Coordinator.is_stale: older than stale_s is stale
+        # as Coordinator.is_stale (older than stale_s is stale), to the bot clock's precision
+        if age <= SETTINGS.stale_s + 0.001:
             self.fresh[index].add(bot)
         if age < SETTINGS.stale_s - 5:
             self.got_fresh.setdefault((bot, self.life[bot], index), self.loop.time())

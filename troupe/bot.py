@@ -654,8 +654,8 @@ class Bot:
         again only 3 s later, RTM never), are waited for in turn like the ones it saw."""
         since = getattr(self.transport, "connected_since", None)
         key = (event.channel, event.ts)
-        if since is None or key in self._looked_back:
-            return
+        if since is None or event.from_bot or key in self._looked_back:
+            return  # (the fleet's own messages, a schedule's firing, come in its order)
         # by Slack's clock (`since` is on the loop's clock: time.monotonic)
         connected_at = self.clock.now() - (asyncio.get_running_loop().time() - since)
         oldest = float(event.ts) - self.settings.stale_s
