@@ -80,7 +80,7 @@ def test_pins_and_reactions_are_about_the_message_they_mark() -> None:
 
 
 class _Client:
-    """The slack_sdk client's side a request listener uses: the acknowledgements sent."""
+    """Where the transport sends acknowledgements: those sent, at the loop's time."""
 
     def __init__(self) -> None:
         self.acked: list[tuple[str, float]] = []
@@ -106,7 +106,7 @@ def test_an_envelope_is_acked_once_when_the_handler_is_done() -> None:
             await ack()  # a second ack is not sent again
 
         transport._handler = handler
-        await transport._on_request(client, _envelope("e1", MESSAGE, retry=2))  # type: ignore[arg-type]
+        transport._received(_envelope("e1", MESSAGE, retry=2), client.send_socket_mode_response)
         assert client.acked == []  # not before the bot has done its part
         await asyncio.sleep(5)
         assert client.acked == [("e1", 1.0)]
@@ -125,7 +125,7 @@ def test_a_slow_handler_is_acked_at_the_deadline_and_not_again() -> None:
             await asyncio.sleep(20)  # a slow device: Slack must not redeliver meanwhile
 
         transport._handler = handler
-        await transport._on_request(client, _envelope("e2", MESSAGE))  # type: ignore[arg-type]
+        transport._received(_envelope("e2", MESSAGE), client.send_socket_mode_response)
         await asyncio.sleep(30)
         assert client.acked == [("e2", ACK_DEADLINE_S)]
         await transport.stop()
@@ -142,7 +142,7 @@ def test_a_failed_handler_is_logged_and_its_envelope_acked(caplog) -> None:
             raise RuntimeError("a bug in the pipeline")
 
         transport._handler = handler
-        await transport._on_request(client, _envelope("e3", MESSAGE))  # type: ignore[arg-type]
+        transport._received(_envelope("e3", MESSAGE), client.send_socket_mode_response)
         await asyncio.sleep(1)
         assert [e for e, _ in client.acked] == ["e3"]
         await transport.stop()
@@ -163,8 +163,11 @@ def test_envelopes_troupe_does_not_use_are_acked_at_once_unhandled() -> None:
 
         transport._handler = handler
         typing = {"type": "user_typing", "channel": "C0HOME"}
-        await transport._on_request(client, _envelope("e4", typing))  # type: ignore[arg-type]
-        await transport._on_request(client, _envelope("e5", MESSAGE, kind="slash_commands"))  # type: ignore[arg-type]
+        transport._received(_envelope("e4", typing), client.send_socket_mode_response)
+        transport._received(
+            _envelope("e5", MESSAGE, kind="slash_commands"), client.send_socket_mode_response
+        )
+        await asyncio.sleep(0)
         assert [e for e, _ in client.acked] == ["e4", "e5"]
         assert seen == []
 
