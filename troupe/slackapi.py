@@ -14,6 +14,8 @@ import contextlib
 import contextvars
 import functools
 import itertools
+import os
+import re
 import ssl
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -127,8 +129,31 @@ async def in_thread(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
 @functools.cache
 def tls_context() -> ssl.SSLContext:
     """The one verified TLS context every client of the process shares (loading the CA
-    store again for each call or connection would cost memory and CPU on a Pi)."""
+    store again for each call or connection would cost memory and CPU on a Pi).
+
+    Where the system keeps its CA certificates in a hashed directory (Debian, Raspberry
+    Pi OS: /etc/ssl/certs), OpenSSL is pointed at that directory alone and reads the one
+    root a handshake needs when it needs it, instead of parsing all ~150 at start (1.5 MB
+    and 0.02 CPU-seconds on this machine): the same roots, verified the same way.
+    Anywhere else, or where SSL_CERT_FILE names another bundle than the system's, Python's
+    default context."""
+    paths = ssl.get_default_verify_paths()  # SSL_CERT_FILE and SSL_CERT_DIR included
+    system_file = os.path.realpath(paths.openssl_cafile)
+    own_file = paths.cafile is not None and os.path.realpath(paths.cafile) != system_file
+    if paths.capath and not own_file and _hashed(paths.capath):
+        return ssl.create_default_context(capath=paths.capath)
     return ssl.create_default_context()
+
+
+def _hashed(folder: str) -> bool:
+    """Whether `folder` holds CA certificates under OpenSSL's hash names (c_rehash)."""
+    try:
+        return any(_HASH_NAME.fullmatch(name) for name in os.listdir(folder))
+    except OSError:
+        return False
+
+
+_HASH_NAME = re.compile(r"[0-9a-f]{8}\.[0-9]+")
 
 
 class ClockedWebClient:
