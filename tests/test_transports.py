@@ -174,6 +174,40 @@ def test_envelopes_troupe_does_not_use_are_acked_at_once_unhandled() -> None:
     run(main)
 
 
+async def test_socket_mode_envelopes_cross_from_slack_sdks_threads_and_acks_leave_in_one():
+    """slack_sdk's builtin client calls its listeners in its own threads and sends on a
+    blocking socket: the event reaches the loop, the ack is sent off the loop."""
+    transport = SocketModeTransport("xapp-test", web_client=None)  # type: ignore[arg-type]
+    transport._loop = asyncio.get_running_loop()
+    loop_thread = threading.current_thread()
+    handled = asyncio.Event()
+    seen: list[tuple[str, bool]] = []
+
+    class BlockingClient:
+        sent: list[tuple[str, str]] = []
+
+        def send_socket_mode_response(self, response) -> None:
+            self.sent.append((response.envelope_id, threading.current_thread().name))
+
+    async def handler(event: Event, ack) -> None:
+        seen.append((event.ts, threading.current_thread() is loop_thread))
+        await ack()
+        handled.set()
+
+    transport._handler = handler
+    client = BlockingClient()
+    reader = threading.Thread(
+        target=transport._on_request, args=(client, _envelope("e6", MESSAGE)), name="sdk"
+    )
+    reader.start()
+    reader.join()
+    await asyncio.wait_for(handled.wait(), 10)
+    await transport.stop()
+    assert seen == [("1.000100", True)]
+    assert [envelope for envelope, _ in client.sent] == ["e6"]
+    assert client.sent[0][1].startswith("troupe-slack-")
+
+
 # --- RTM -------------------------------------------------------------------------------
 
 
