@@ -198,8 +198,10 @@ class ClockedWebClient:
 
     def __getattr__(self, name: str) -> Any:
         """Every Web API method of WebClient (`chat_postMessage`, ...), awaitable."""
+        if name.startswith("_") or name in ("sync", "clock"):  # not set up (yet): no recursion
+            raise AttributeError(name)
         method = getattr(self.sync, name)
-        if name.startswith("_") or not callable(method):
+        if not callable(method):
             return method
 
         async def call(*args: Any, **kw: Any) -> Any:
