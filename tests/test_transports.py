@@ -262,3 +262,26 @@ def test_slacker_is_pointed_at_the_configured_web_api(monkeypatch, base_url) -> 
     monkeypatch.setattr(slacker, "get_api_url", slacker.get_api_url)
     point_slacker_at(base_url)
     assert slacker.get_api_url("rtm.connect") == "http://127.0.0.1:9/api/rtm.connect"
+
+
+async def test_socket_mode_stops_with_its_threads_and_its_connection_closed(workspace) -> None:
+    """A stopping bot's timers and drivers wait on the transport's stop: slack_sdk's threads
+    are woken (the reader from its socket, the message thread from its queue), not waited
+    out."""
+    from troupe.slackapi import async_client
+
+    transport = SocketModeTransport("xapp-kitchen", async_client("xoxb-kitchen", workspace.api_url))
+
+    async def handler(event: Event, ack) -> None:
+        await ack()
+
+    await transport.start(handler)
+    client = transport._client
+    assert client is not None and transport.connected
+    runners = [client.current_session_runner, client.message_processor, client.current_app_monitor]
+    threads = [runner.thread for runner in runners]
+    await transport.stop()
+    assert not transport.connected
+    assert [thread.is_alive() for thread in threads] == [False, False, False]
+    summary = workspace.control("connections")
+    assert summary["apps"]["A0KITCHEN"]["socket_mode"] == 0

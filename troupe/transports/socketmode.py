@@ -39,8 +39,9 @@ class _Client(SocketModeClient):
         return super().issue_new_wss_url(*args, **kwargs)
 
     def close(self) -> None:
-        """Stop at once: the reader thread is woken from its blocking receive (slack_sdk's
-        own close waits out the socket's 3 s receive timeout)."""
+        """Stop at once: the reader thread is woken from its blocking receive and the
+        message thread from its queue (slack_sdk's own close waits out the socket's 3 s
+        receive timeout and the queue's 1 s: a bot's stop, then its timers, would wait)."""
         self.stopping.set()
         self.closed = True
         self.auto_reconnect_enabled = False
@@ -49,6 +50,7 @@ class _Client(SocketModeClient):
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
+        self.message_queue.put(None)  # read as "nothing", then the loop sees `closed`
         super().close()
 
 
