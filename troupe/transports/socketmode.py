@@ -97,6 +97,7 @@ class SocketModeTransport:
             web_client=self.web_client.sync,
             ping_interval=self.ping_interval,
             auto_reconnect_enabled=True,
+            concurrency=1,  # envelopes reach the loop in Slack's order: the listener hands over
         )
         client.backoff = Backoff()
         client.stopping = threading.Event()
