@@ -7,11 +7,12 @@ their modules byte-compiled first as an installed package has them:
   simulated hardware) — the bot issue 14 sets the goals for;
 - troupe's benchmark bot (app-per-bot, devices on the counter driver only);
 - a SlackMQ 0.1.2 bot (slackbot 1.0.5 with the seed's plugin, bench/legacy);
-- four floors that run no troupe code (FLOOR): the libraries kitchen-pi needs, imported;
+- four floors that run no troupe code (FLOOR): the libraries kitchen-pi needs, imported
+  (slack_sdk's blocking client and builtin Socket Mode, and one verified TLS context);
   then also the English sentences of the intents troupe acts on parsed (what kitchen-pi
-  parses at start), or of every intent; and the first without aiohttp (what slack_sdk's
-  AsyncWebClient and its Socket Mode client run on): slack_sdk's blocking client, its
-  websocket-client Socket Mode and one verified TLS context instead.
+  parses at start), or of every intent; and the second with slack_sdk's aiohttp clients
+  instead (AsyncWebClient and the aiohttp Socket Mode: what troupe ran on before), which
+  says what aiohttp would cost.
 
 For kitchen-pi also where its memory and CPU go (STAGES): its start path run in one
 process, read after each step.
@@ -54,7 +55,7 @@ GOAL_BOT = "troupe demo kitchen-pi"
 FLOOR_BOT = "floor: + the intents troupe acts on"
 """The floor to set kitchen-pi against: its libraries, and the sentences it parses at start."""
 FLOOR_ALL_BOT = "floor: + every HA English sentence"
-LEAN_FLOOR_BOT = "floor without aiohttp: + the intents troupe acts on"
+AIOHTTP_FLOOR_BOT = "floor with aiohttp: + the intents troupe acts on"
 
 
 def measure_process(
@@ -162,11 +163,11 @@ def legacy_bot(folder: Path) -> Iterator[Started]:
 FLOOR = """\
 import sys, time
 import asyncio, sqlite3, ssl, yaml, pydantic
-if "lean" in sys.argv[1:]:
-    import slack_sdk, slack_sdk.socket_mode.websocket_client
-    context = ssl.create_default_context()
-else:
+if "aiohttp" in sys.argv[1:]:
     import aiohttp, slack_sdk.web.async_client, slack_sdk.socket_mode.aiohttp
+else:
+    import slack_sdk, slack_sdk.socket_mode.builtin
+    context = ssl.create_default_context(capath=ssl.get_default_verify_paths().capath)
 import hassil.recognize, home_assistant_intents, paho.mqtt.client, gpiozero, phue
 if "en" in sys.argv[1:]:
     intents = hassil.Intents.from_dict(home_assistant_intents.get_intents("en"))
@@ -180,10 +181,11 @@ print("floor ready", flush=True)
 time.sleep(60)
 """
 """What no troupe code can go below: the libraries kitchen-pi needs, imported and nothing
-else; with `en` also Home Assistant's English sentences parsed, as the recognizer does;
-with `lean` slack_sdk's blocking client and websocket-client Socket Mode instead of its
-aiohttp ones, and the one verified TLS context a client of https://slack.com needs (aiohttp
-makes its own two at import); with `supported` (then the intent names) only the intents
+else (slack_sdk's blocking client and builtin Socket Mode, and the one verified TLS context
+a client of https://slack.com needs, its roots read from the system's hashed folder as
+troupe.slackapi does); with `en` also Home Assistant's English sentences parsed, as the
+recognizer does; with `aiohttp` slack_sdk's aiohttp clients instead (aiohttp makes its own
+two TLS contexts at import); with `supported` (then the intent names) only the intents
 troupe acts on are parsed, as kitchen-pi does at start: the others keep chatter that names
 them silent ("7", "set a timer") and are parsed at the first near miss."""
 
@@ -193,7 +195,7 @@ SUPPORTED = ("supported", *sorted(SUPPORTED_INTENTS))
 
 
 def floor(*args: str) -> Starter:
-    """A floor row: the FLOOR script with its arguments (`en`, `lean`)."""
+    """A floor row: the FLOOR script with its arguments (`en`, `aiohttp`)."""
 
     @contextmanager
     def start(_folder: Path) -> Iterator[Started]:
@@ -265,7 +267,7 @@ BOTS: dict[str, tuple[str, Starter]] = {
     "floor: the libraries alone": ("no troupe code: kitchen-pi's imports only", floor()),
     FLOOR_BOT: ("and the 5 intents' sentences parsed", floor("en", *SUPPORTED)),
     FLOOR_ALL_BOT: ("and all 43 intents' sentences parsed", floor("en")),
-    LEAN_FLOOR_BOT: ("no aiohttp; the 5 intents parsed", floor("en", "lean", *SUPPORTED)),
+    AIOHTTP_FLOOR_BOT: ("aiohttp; the 5 intents parsed", floor("en", "aiohttp", *SUPPORTED)),
 }
 
 
@@ -337,16 +339,17 @@ def markdown(rows: Sequence[dict[str, Any]] | None) -> list[str]:
         "(/proc/PID/stat); RSS: VmRSS "
         f"{SETTLE_S:g} s after the ready line; peak: VmHWM (/proc/PID/status). The floor "
         "rows run no troupe code: the libraries kitchen-pi needs are imported (asyncio, "
-        "aiohttp, slack_sdk, pydantic, PyYAML, hassil, sqlite3, paho, gpiozero, phue), then "
-        "Home Assistant's English sentences are parsed: those of the intents troupe acts "
-        "on, as the recognizer does at start, or all of them. "
-        "The floor without aiohttp imports slack_sdk's blocking client and its "
-        "websocket-client Socket Mode instead, and makes the one verified TLS context a "
-        "client of https://slack.com needs.",
+        "slack_sdk's blocking client and builtin Socket Mode, pydantic, PyYAML, hassil, "
+        "sqlite3, paho, gpiozero, phue) and the one verified TLS context a client of "
+        "https://slack.com needs is made, then Home Assistant's English sentences are "
+        "parsed: those of the intents troupe acts on, as the recognizer does at start, or "
+        "all of them. The floor with aiohttp imports slack_sdk's aiohttp clients instead "
+        "(AsyncWebClient and its Socket Mode, what troupe ran on before): the bot process "
+        "no longer loads aiohttp.",
     ]
     by_bot = {r["bot"]: r for r in rows}
     goal, floor = by_bot.get(GOAL_BOT), by_bot.get(FLOOR_BOT)
-    lean, every = by_bot.get(LEAN_FLOOR_BOT), by_bot.get(FLOOR_ALL_BOT)
+    heavy, every = by_bot.get(AIOHTTP_FLOOR_BOT), by_bot.get(FLOOR_ALL_BOT)
     if goal is not None:
         rss_ok = goal["rss_mb"] <= RSS_GOAL_MB
         cpu_ok = goal["cpu_s"] <= CPU_GOAL_S
@@ -368,15 +371,11 @@ def markdown(rows: Sequence[dict[str, Any]] | None) -> list[str]:
             f"- That floor, no troupe code at all, is already {floor['rss_mb']:.1f} MB: over "
             f"the {RSS_GOAL_MB:g} MB goal before troupe builds anything."
         )
-    if goal is not None and floor is not None and lean is not None:
-        rss_left = goal["rss_mb"] - (floor["rss_mb"] - lean["rss_mb"])
-        cpu_left = goal["cpu_s"] - (floor["cpu_s"] - lean["cpu_s"])
+    if floor is not None and heavy is not None:
         lines.append(
-            f"- aiohttp's share (that floor less the same without aiohttp): "
-            f"{floor['rss_mb'] - lean['rss_mb']:.1f} MB, "
-            f"{floor['cpu_s'] - lean['cpu_s']:.2f} CPU-seconds; kitchen-pi without it would "
-            f"be about {rss_left:.1f} MB ({_verdict(rss_left, RSS_GOAL_MB)}) and "
-            f"{cpu_left:.2f} CPU-seconds ({_verdict(cpu_left, CPU_GOAL_S)})."
+            f"- What aiohttp would cost (the floor with it less that floor), which the bot "
+            f"no longer loads: {heavy['rss_mb'] - floor['rss_mb']:.1f} MB, "
+            f"{heavy['cpu_s'] - floor['cpu_s']:.2f} CPU-seconds."
         )
     if floor is not None and every is not None:
         lines.append(
@@ -406,10 +405,6 @@ def markdown(rows: Sequence[dict[str, Any]] | None) -> list[str]:
             )
             before = step
     return lines
-
-
-def _verdict(value: float, goal: float) -> str:
-    return "under the goal" if value <= goal else "still over the goal"
 
 
 def write(rows: Sequence[dict[str, Any]], out: Path, command: str) -> list[Path]:

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import ast
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from tests.fleetkit import write_federation
 from troupe.bot import Bot
 from troupe.devkit.faults import DieAfterClaim, chaos_bot
 
@@ -62,3 +66,37 @@ def test_the_chaos_bot_only_overrides_the_bots_seams() -> None:
 def test_an_unknown_fault_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown faults"):
         chaos_bot(["die-sometimes"])
+
+
+RUN_A_BOT = """\
+import asyncio, json, sys
+import troupe.cli, troupe.doctor, troupe.slackmq
+import troupe.transports.rtm, troupe.transports.socketmode
+import troupe.plugins.counter, troupe.plugins.gpio_relay, troupe.plugins.hue, troupe.plugins.mqtt
+from troupe.config import load
+from troupe.runner import build_bot
+
+async def main():
+    bot = build_bot(load(sys.argv[1]), "kitchen-pi", journal_path=sys.argv[2])
+    await bot.start()
+    connected = bot.transport.connected
+    await bot.stop()
+    return connected
+
+connected = asyncio.run(main())
+loaded = sorted(m for m in sys.modules if m.split(".")[0] == "aiohttp")
+print(json.dumps({"connected": connected, "aiohttp": loaded}))
+"""
+
+
+def test_a_running_bot_never_loads_aiohttp(tmp_path: Path, workspace) -> None:
+    """aiohttp costs a Pi Zero about 9 MB and a tenth of a CPU-second (bench/reports/
+    footprint.md): a bot's whole run path (the CLI, the runner, both transports, every
+    driver, the doctor) and a Socket Mode start and stop go without it. The development
+    kit's workspace and the hardware simulators may use it."""
+    path = write_federation(tmp_path, workspace.api_url)
+    cmd = [sys.executable, "-c", RUN_A_BOT, str(path), str(tmp_path / "kitchen.sqlite3")]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout.splitlines()[-1])
+    assert seen == {"connected": True, "aiohttp": []}

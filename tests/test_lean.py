@@ -154,18 +154,17 @@ def test_the_footprint_section_says_what_aiohttp_and_the_other_intents_cost():
         _row(footprint.GOAL_BOT, 62.3, 0.54),
         _row(footprint.FLOOR_BOT, 56.5, 0.37),
         _row(footprint.FLOOR_ALL_BOT, 59.5, 0.47),
-        _row(footprint.LEAN_FLOOR_BOT, 47.6, 0.26),
+        _row(footprint.AIOHTTP_FLOOR_BOT, 65.4, 0.48),
     ]
     text = "\n".join(footprint.markdown(rows))
     assert "That floor, no troupe code at all, is already 56.5 MB: over the 55 MB goal" in text
     assert (
-        "aiohttp's share (that floor less the same without aiohttp): 8.9 MB, 0.11 "
-        "CPU-seconds; kitchen-pi without it would be about 53.4 MB (under the goal) "
-        "and 0.43 CPU-seconds (under the goal)."
+        "What aiohttp would cost (the floor with it less that floor), which the bot no "
+        "longer loads: 8.9 MB, 0.11 CPU-seconds."
     ) in text
     assert "parsed at the first near miss, which they may silence: 3.0 MB, 0.10" in text
     under = "\n".join(footprint.markdown([_row(footprint.FLOOR_BOT, 54.0, 0.4)]))
-    assert "already" not in under and "aiohttp's share" not in under
+    assert "already" not in under and "What aiohttp would cost" not in under
 
 
 def test_the_footprint_section_shows_kitchen_pis_start_step_by_step():

@@ -9,6 +9,8 @@ from collections import Counter
 from pipekit import USER_OF, fleet
 from slack_sdk.web.async_client import AsyncWebClient
 
+from troupe import confirm
+
 FAST = "{stale_s: 30, lease_s: 3, stagger_s: 0.3, linger_s: 45}"
 HOUSE = """\
 devices:
@@ -164,9 +166,12 @@ async def test_an_admins_thumbs_up_confirms_and_a_second_changes_nothing(tmp_pat
         assert len(await f.replies(ts)) == 2
 
 
-async def test_a_thumbs_up_after_the_window_does_nothing(tmp_path):
+async def test_a_thumbs_up_after_the_window_does_nothing(tmp_path, monkeypatch):
     async with fleet(tmp_path, devices=HOUSE, slackmq=FAST) as f:
         ts, question = await _ask(f)
+        # A bot that saw the question before it held the command reads both back from
+        # Slack at the 👍 (confirm.recall), with the window from WINDOW_S: closed too.
+        monkeypatch.setattr(confirm, "WINDOW_S", -1.0)
         for bot in f.bots.values():  # the window as Slack's clock sees it, 31 s on
             for key, pending in list(bot.confirmations._pending.items()):
                 bot.confirmations._pending[key] = pending.__class__(

@@ -1,8 +1,8 @@
 """troupe/transports: Slack's events read into the one Event, Socket Mode's envelopes
 acknowledged once (when the bot is done, or at the deadline), RTM's frames crossing from
 its reader thread into the loop, and the reconnect backoff. No sockets (the clients'
-callbacks are called as slack_sdk and slackbot call them), but for the last test: when a
-Socket Mode connection opened, against the local workspace."""
+callbacks are called as slack_sdk and slackbot call them), but for the last two tests:
+Socket Mode's connection opening, reopening and stopping, against the local workspace."""
 
 from __future__ import annotations
 
@@ -84,7 +84,7 @@ def test_pins_and_reactions_are_about_the_message_they_mark() -> None:
 
 
 class _Client:
-    """The slack_sdk client's side a request listener uses: the acknowledgements sent."""
+    """Where the transport sends acknowledgements: those sent, at the loop's time."""
 
     def __init__(self) -> None:
         self.acked: list[tuple[str, float]] = []
@@ -110,7 +110,7 @@ def test_an_envelope_is_acked_once_when_the_handler_is_done() -> None:
             await ack()  # a second ack is not sent again
 
         transport._handler = handler
-        await transport._on_request(client, _envelope("e1", MESSAGE, retry=2))  # type: ignore[arg-type]
+        transport._received(_envelope("e1", MESSAGE, retry=2), client.send_socket_mode_response)
         assert client.acked == []  # not before the bot has done its part
         await asyncio.sleep(5)
         assert client.acked == [("e1", 1.0)]
@@ -129,7 +129,7 @@ def test_a_slow_handler_is_acked_at_the_deadline_and_not_again() -> None:
             await asyncio.sleep(20)  # a slow device: Slack must not redeliver meanwhile
 
         transport._handler = handler
-        await transport._on_request(client, _envelope("e2", MESSAGE))  # type: ignore[arg-type]
+        transport._received(_envelope("e2", MESSAGE), client.send_socket_mode_response)
         await asyncio.sleep(30)
         assert client.acked == [("e2", ACK_DEADLINE_S)]
         await transport.stop()
@@ -146,7 +146,7 @@ def test_a_failed_handler_is_logged_and_its_envelope_acked(caplog) -> None:
             raise RuntimeError("a bug in the pipeline")
 
         transport._handler = handler
-        await transport._on_request(client, _envelope("e3", MESSAGE))  # type: ignore[arg-type]
+        transport._received(_envelope("e3", MESSAGE), client.send_socket_mode_response)
         await asyncio.sleep(1)
         assert [e for e, _ in client.acked] == ["e3"]
         await transport.stop()
@@ -167,12 +167,49 @@ def test_envelopes_troupe_does_not_use_are_acked_at_once_unhandled() -> None:
 
         transport._handler = handler
         typing = {"type": "user_typing", "channel": "C0HOME"}
-        await transport._on_request(client, _envelope("e4", typing))  # type: ignore[arg-type]
-        await transport._on_request(client, _envelope("e5", MESSAGE, kind="slash_commands"))  # type: ignore[arg-type]
+        transport._received(_envelope("e4", typing), client.send_socket_mode_response)
+        transport._received(
+            _envelope("e5", MESSAGE, kind="slash_commands"), client.send_socket_mode_response
+        )
+        await asyncio.sleep(0)
         assert [e for e, _ in client.acked] == ["e4", "e5"]
         assert seen == []
 
     run(main)
+
+
+async def test_socket_mode_envelopes_cross_from_slack_sdks_threads_and_acks_leave_in_one():
+    """slack_sdk's builtin client calls its listeners in its own threads and sends on a
+    blocking socket: the event reaches the loop, the ack is sent off the loop."""
+    transport = SocketModeTransport("xapp-test", web_client=None)  # type: ignore[arg-type]
+    transport._loop = asyncio.get_running_loop()
+    loop_thread = threading.current_thread()
+    handled = asyncio.Event()
+    seen: list[tuple[str, bool]] = []
+
+    class BlockingClient:
+        sent: list[tuple[str, str]] = []
+
+        def send_socket_mode_response(self, response) -> None:
+            self.sent.append((response.envelope_id, threading.current_thread().name))
+
+    async def handler(event: Event, ack) -> None:
+        seen.append((event.ts, threading.current_thread() is loop_thread))
+        await ack()
+        handled.set()
+
+    transport._handler = handler
+    client = BlockingClient()
+    reader = threading.Thread(
+        target=transport._on_request, args=(client, _envelope("e6", MESSAGE)), name="sdk"
+    )
+    reader.start()
+    reader.join()
+    await asyncio.wait_for(handled.wait(), 10)
+    await transport.stop()
+    assert seen == [("1.000100", True)]
+    assert [envelope for envelope, _ in client.sent] == ["e6"]
+    assert client.sent[0][1].startswith("troupe-slack-")
 
 
 # --- RTM -------------------------------------------------------------------------------
@@ -258,3 +295,24 @@ async def test_socket_mode_says_when_its_connection_opened_and_reopened(workspac
         assert (transport.connected_since or 0) > first
     finally:
         await transport.stop()
+
+
+async def test_socket_mode_stops_with_its_threads_and_its_connection_closed(workspace) -> None:
+    """A stopping bot's timers and drivers wait on the transport's stop: slack_sdk's threads
+    are woken (the reader from its socket, the message thread from its queue), not waited
+    out."""
+    transport = SocketModeTransport("xapp-kitchen", async_client("xoxb-kitchen", workspace.api_url))
+
+    async def handler(event: Event, ack) -> None:
+        await ack()
+
+    await transport.start(handler)
+    client = transport._client
+    assert client is not None and transport.connected
+    runners = [client.current_session_runner, client.message_processor, client.current_app_monitor]
+    threads = [runner.thread for runner in runners]
+    await transport.stop()
+    assert not transport.connected
+    assert [thread.is_alive() for thread in threads] == [False, False, False]
+    summary = workspace.control("connections")
+    assert summary["apps"]["A0KITCHEN"]["socket_mode"] == 0

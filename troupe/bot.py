@@ -9,12 +9,11 @@ import logging
 import re
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Protocol
 
 from slack_sdk.errors import SlackApiError
-from slack_sdk.web.async_client import AsyncWebClient
 
 from troupe import __version__, confirm, devents, outcomes, relative
 from troupe.access import Access, Person
@@ -51,6 +50,7 @@ from troupe.relaycheck import in_slack
 from troupe.roster import FleetUsers, fleet_user_ids
 from troupe.schedulestore import is_record
 from troupe.slackapi import ClockedWebClient, lock_client
+from troupe.slackapi import paged as _paged
 from troupe.slackclock import ClockUnknown, SlackClock
 from troupe.slackmq import CLAIM, DONE, TAKEOVER, WORKING, Lock, SlackMQ, holding
 from troupe.tasks import spawn
@@ -124,7 +124,7 @@ class Bot:
         roster: Sequence[str],
         devices: Sequence[DeviceSpec],
         plugins: PluginSet,
-        web: AsyncWebClient,
+        web: ClockedWebClient,
         transport: Transport,
         journal: Journal,
         recognizer: Recognizer,
@@ -1188,20 +1188,6 @@ class Bot:
 class _Done:
     ok: bool
     text: str
-
-
-async def _paged(
-    method: Callable[..., Awaitable[Any]], key: str, **args: Any
-) -> AsyncIterator[Any]:
-    """Every item of a cursor-paginated Web API list method, page after page."""
-    cursor = None
-    while True:
-        resp = await method(limit=200, cursor=cursor, **args)
-        for item in resp.get(key, []):
-            yield item
-        cursor = (resp.get("response_metadata") or {}).get("next_cursor")
-        if not cursor:
-            return
 
 
 def _sentence(text: str) -> str:

@@ -9,24 +9,29 @@ Nothing is switched: every question is a read or a connection that is closed at 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import json
+import logging
 import os
+import queue
+import socket
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from http.client import HTTPException
 from pathlib import Path
 from typing import Any, Literal
 
-import aiohttp
 from pydantic import TypeAdapter, ValidationError
 from slack_sdk.errors import SlackApiError
-from slack_sdk.web.async_client import AsyncWebClient
 
 from troupe.config import Federation, MqttSettings, check, load
 from troupe.manifest import BOT_SCOPES
 from troupe.plugin import DriverError
 from troupe.secrets import Secret, SecretError
-from troupe.slackapi import SLACK_API, async_client
+from troupe.slackapi import SLACK_API, ClockedWebClient, async_client, in_thread, paged, tls_context
 from troupe.slackclock import SlackClock
 
 Level = Literal["ok", "warn", "fail"]
@@ -114,7 +119,7 @@ async def _slack(
                 "(xoxb-…) from the app's Install App page again",
             )
         ]
-    except (aiohttp.ClientError, OSError, TimeoutError) as err:
+    except (OSError, HTTPException) as err:
         return [fail("slack", f"cannot reach Slack at {base} ({err}); check the network")]
     found = [ok("bot token", f"it is {resp['user']} ({resp['user_id']}) in {resp['team']}")]
     headers = {k.lower(): v for k, v in dict(resp.headers).items()}
@@ -156,15 +161,17 @@ def _scopes(header: str | None) -> Finding:
     return ok("scopes", "the bot token has every scope `troupe manifest` asks for")
 
 
-async def _channels(web: AsyncWebClient, fed: Federation, name: str) -> list[Finding]:
+async def _channels(web: ClockedWebClient, fed: Federation, name: str) -> list[Finding]:
     wanted = [fed.slack.channel, *(c for c in fed.channels if c != fed.slack.channel)]
     seen: dict[str, dict[str, Any]] = {}
     try:
-        async for page in await web.conversations_list(
-            types="public_channel,private_channel", exclude_archived=True, limit=200
+        async for channel in paged(
+            web.conversations_list,
+            "channels",
+            types="public_channel,private_channel",
+            exclude_archived=True,
         ):
-            for channel in page.get("channels", []):
-                seen[channel["id"]] = seen["#" + channel["name"]] = channel
+            seen[channel["id"]] = seen["#" + channel["name"]] = channel
     except SlackApiError as err:
         return [
             fail(
@@ -191,7 +198,7 @@ async def _channels(web: AsyncWebClient, fed: Federation, name: str) -> list[Fin
 
 
 async def _connection(
-    fed: Federation, name: str, web: AsyncWebClient, base: str, timeout: float
+    fed: Federation, name: str, web: ClockedWebClient, base: str, timeout: float
 ) -> Finding:
     if fed.slack.mode == "rtm":
         subject, call = "rtm", web.rtm_connect
@@ -210,18 +217,52 @@ async def _connection(
         )
     try:
         url = (await call())["url"]
-        async with (
-            aiohttp.ClientSession() as session,
-            session.ws_connect(url, timeout=aiohttp.ClientWSTimeout(ws_close=timeout)) as ws,
-        ):
-            hello = await ws.receive_json(timeout=timeout)
+        hello = await in_thread(_first_message, url, timeout)
     except SlackApiError as err:
         return fail(subject, f"Slack refuses to open it ({err.response.get('error')}); {refused}")
-    except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as err:
+    except (OSError, HTTPException, ValueError) as err:
         return fail(subject, f"the connection did not open ({err or type(err).__name__})")
     if hello.get("type") != "hello":
         return fail(subject, f"the connection opened but said {hello.get('type')!r}, not hello")
     return ok(subject, "a connection opens and Slack says hello")
+
+
+def _first_message(url: str, timeout: float) -> dict[str, Any]:
+    """Open the WebSocket at `url` with slack_sdk's builtin client (the one the bot uses)
+    and read its first message, then close it; blocking."""
+    from slack_sdk.socket_mode.builtin.connection import Connection, ConnectionState
+
+    said: queue.Queue[str | Exception] = queue.Queue()
+    quiet = logging.Logger(__name__)  # what went wrong is the finding, not a log line
+    quiet.addHandler(logging.NullHandler())
+    conn = Connection(
+        url=url,
+        logger=quiet,
+        receive_timeout=timeout,
+        ssl_context=tls_context(),
+        on_message_listener=said.put,
+        on_error_listener=said.put,
+    )
+    conn.connect()
+    state = ConnectionState()
+    try:
+        if not conn.is_active():
+            first = said.get_nowait() if not said.empty() else None
+            raise first if isinstance(first, Exception) else ConnectionError("refused")
+        threading.Thread(target=conn.run_until_completion, args=(state,), daemon=True).start()
+        try:
+            first = said.get(timeout=timeout)
+        except queue.Empty:
+            raise TimeoutError(f"nothing said within {timeout:g} s") from None
+    finally:
+        state.terminated = True
+        if conn.sock is not None:
+            with contextlib.suppress(OSError):
+                conn.sock.shutdown(socket.SHUT_RDWR)
+        conn.close()
+    if isinstance(first, Exception):
+        raise first
+    return dict(json.loads(first))
 
 
 # --- MQTT -------------------------------------------------------------------------------

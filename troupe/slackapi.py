@@ -1,29 +1,38 @@
 """Slack Web API clients as troupe uses them: retries on 429, 5xx and dropped connections,
 an answer marked `doubtful` when a retry may hide an earlier success, and Slack's clock
-learned from every answer."""
+learned from every answer.
+
+The bot's client is slack_sdk's blocking WebClient (urllib) behind awaitable methods, each
+call in a thread of its own: the bot process never loads aiohttp, which costs a Pi Zero
+about 9 MB and a tenth of a CPU-second at start (bench/reports/footprint.md).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import contextvars
+import functools
+import itertools
+import os
+import re
+import ssl
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import Executor, Future
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, TypeVar
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
-from slack_sdk.http_retry import RateLimitErrorRetryHandler
-from slack_sdk.http_retry.async_handler import AsyncRetryHandler
-from slack_sdk.http_retry.builtin_async_handlers import (
-    AsyncConnectionErrorRetryHandler,
-    AsyncRateLimitErrorRetryHandler,
-    AsyncServerErrorRetryHandler,
-)
+from slack_sdk.http_retry import RetryHandler
 from slack_sdk.http_retry.builtin_handlers import (
     ConnectionErrorRetryHandler,
+    RateLimitErrorRetryHandler,
     ServerErrorRetryHandler,
 )
 from slack_sdk.http_retry.builtin_interval_calculators import BackoffRetryIntervalCalculator
-from slack_sdk.web.async_client import AsyncWebClient
-from slack_sdk.web.async_slack_response import AsyncSlackResponse
+from slack_sdk.web import SlackResponse
 
 from troupe.slackclock import SlackClock
 
@@ -32,61 +41,192 @@ SLACK_API = "https://slack.com/api/"
 RATE_LIMIT_RETRIES = 20
 """A 429 waits Retry-After and tries again: no command is ever dropped for a rate limit."""
 
+T = TypeVar("T")
 
 _doubt: ContextVar[bool] = ContextVar("troupe_doubt", default=False)
-"""Set when a call is retried after a dropped connection, a timeout or a 5xx: Slack may
-have carried out the first attempt, so an `already_pinned` may be this bot's own pin."""
+"""Set when a call is retried after a dropped connection or a 5xx: Slack may have carried
+out the first attempt, so an `already_pinned` may be this bot's own pin. Set and read in
+the thread the call runs in (the retry handlers run there)."""
 
 
 class _Doubting:
     """Mixin for retry handlers whose retries may follow an attempt Slack carried out."""
 
-    async def prepare_for_next_attempt_async(self, **kw: Any) -> None:
+    def prepare_for_next_attempt(self, **kw: Any) -> None:
         _doubt.set(True)
-        await super().prepare_for_next_attempt_async(**kw)  # type: ignore[misc]
+        super().prepare_for_next_attempt(**kw)  # type: ignore[misc]
 
 
-class _ConnectionRetry(_Doubting, AsyncConnectionErrorRetryHandler):
+class _ConnectionRetry(_Doubting, ConnectionErrorRetryHandler):
     pass
 
 
-class _ServerRetry(_Doubting, AsyncServerErrorRetryHandler):
+class _ServerRetry(_Doubting, ServerErrorRetryHandler):
     """Also retries 502 and 504: a gateway error is as likely to hide a success."""
 
-    async def _can_retry_async(self, *, response: Any = None, **kw: Any) -> bool:
+    def _can_retry(self, *, response: Any = None, **kw: Any) -> bool:
         return response is not None and response.status_code in (500, 502, 503, 504)
 
 
-class ClockedWebClient(AsyncWebClient):
-    """An AsyncWebClient whose answers teach a SlackClock Slack's time and say whether a
-    retry may hide an earlier success (`response.doubtful`, also on SlackApiError)."""
+class DoubtingWebClient(WebClient):
+    """slack_sdk's blocking WebClient whose answers (and SlackApiError responses) say
+    whether a retry may hide an earlier success (`doubtful`)."""
 
-    def __init__(self, *args: Any, clock: SlackClock, **kw: Any) -> None:
-        super().__init__(*args, **kw)
-        self.clock = clock
-
-    async def api_call(self, api_method: str, **kw: Any) -> AsyncSlackResponse:
+    def api_call(self, api_method: str, **kw: Any) -> SlackResponse:  # type: ignore[override]
         token = _doubt.set(False)
-        sent = self.clock.local()
         try:
-            resp = await super().api_call(api_method, **kw)
+            resp = super().api_call(api_method, **kw)
         except SlackApiError as err:
-            self._learn(err.response, sent, api_method)
             err.response.doubtful = _doubt.get()  # type: ignore[union-attr]
             raise
         finally:
             doubtful = _doubt.get()
             _doubt.reset(token)
-        self._learn(resp, sent, api_method)
         resp.doubtful = doubtful  # type: ignore[attr-defined]
         return resp
 
-    def _learn(self, resp: Any, sent: float, api_method: str) -> None:
+
+class _DaemonThreads(Executor):
+    """Runs each call in a new daemon thread.
+
+    Not a ThreadPoolExecutor: its workers are joined at interpreter exit, so a call
+    waiting out a 429's Retry-After (or a slow answer) would hold a stopping bot up; and
+    no fixed number of workers can be both small and never starved by such waits. A
+    thread per call costs well under a millisecond next to the call itself.
+    """
+
+    _ids = itertools.count(1)
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        future: Future[T] = Future()
+
+        def run() -> None:
+            if not future.set_running_or_notify_cancel():
+                return
+            try:
+                result = fn(*args, **kwargs)
+            except BaseException as exc:
+                future.set_exception(exc)
+            else:
+                future.set_result(result)
+
+        name = f"troupe-slack-{next(self._ids)}"
+        threading.Thread(target=run, name=name, daemon=True).start()
+        return future
+
+
+_THREADS = _DaemonThreads()
+
+
+async def in_thread(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+    """`fn(*args, **kwargs)` in a thread of its own (with this task's context variables),
+    awaited. Cancelling the await does not stop a call already under way."""
+    loop = asyncio.get_running_loop()
+    call = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
+    return await loop.run_in_executor(_THREADS, call)
+
+
+@functools.cache
+def tls_context() -> ssl.SSLContext:
+    """The one verified TLS context every client of the process shares (loading the CA
+    store again for each call or connection would cost memory and CPU on a Pi).
+
+    Where the system keeps its CA certificates in a hashed directory (Debian, Raspberry
+    Pi OS: /etc/ssl/certs), OpenSSL is pointed at that directory alone and reads the one
+    root a handshake needs when it needs it, instead of parsing all ~150 at start (1.5 MB
+    and 0.02 CPU-seconds on this machine): the same roots, verified the same way.
+    Anywhere else, or where SSL_CERT_FILE names another bundle than the system's, Python's
+    default context."""
+    paths = ssl.get_default_verify_paths()  # SSL_CERT_FILE and SSL_CERT_DIR included
+    system_file = os.path.realpath(paths.openssl_cafile)
+    own_file = paths.cafile is not None and os.path.realpath(paths.cafile) != system_file
+    if paths.capath and not own_file and _hashed(paths.capath):
+        return ssl.create_default_context(capath=paths.capath)
+    return ssl.create_default_context()
+
+
+def _hashed(folder: str) -> bool:
+    """Whether `folder` holds CA certificates under OpenSSL's hash names (c_rehash)."""
+    try:
+        return any(_HASH_NAME.fullmatch(name) for name in os.listdir(folder))
+    except OSError:
+        return False
+
+
+_HASH_NAME = re.compile(r"[0-9a-f]{8}\.[0-9]+")
+
+
+class ClockedWebClient:
+    """The bot's Web API client: `await web.chat_postMessage(...)`, `await
+    web.api_call(...)`, as slack_sdk's AsyncWebClient, on a blocking WebClient (`sync`)
+    whose calls each run in a thread. Its answers teach `clock` Slack's time (on the event
+    loop, so the clock is never fed from two threads) and say whether a retry may hide an
+    earlier success (`response.doubtful`, also on SlackApiError)."""
+
+    def __init__(
+        self,
+        *,
+        token: str | None = None,
+        base_url: str = SLACK_API,
+        timeout: int = 15,
+        retry_handlers: list[RetryHandler] | None = None,
+        clock: SlackClock,
+    ) -> None:
+        self.sync = DoubtingWebClient(
+            token=token,
+            base_url=base_url,
+            timeout=timeout,
+            ssl=tls_context(),
+            retry_handlers=retry_handlers,
+        )
+        self.clock = clock
+
+    @property
+    def token(self) -> str | None:
+        return self.sync.token
+
+    @property
+    def base_url(self) -> str:
+        return self.sync.base_url
+
+    @property
+    def timeout(self) -> int:
+        return self.sync.timeout
+
+    async def api_call(self, api_method: str, **kw: Any) -> SlackResponse:
+        return await self._call(self.sync.api_call, api_method, **kw)
+
+    def __getattr__(self, name: str) -> Any:
+        """Every Web API method of WebClient (`chat_postMessage`, ...), awaitable."""
+        if name.startswith("_") or name in ("sync", "clock"):  # not set up (yet): no recursion
+            raise AttributeError(name)
+        method = getattr(self.sync, name)
+        if not callable(method):
+            return method
+
+        async def call(*args: Any, **kw: Any) -> Any:
+            return await self._call(method, *args, **kw)
+
+        call.__name__ = name
+        return call
+
+    async def _call(self, fn: Callable[..., SlackResponse], *args: Any, **kw: Any) -> Any:
+        sent = self.clock.local()
+        try:
+            resp = await in_thread(fn, *args, **kw)
+        except SlackApiError as err:
+            self._learn(err.response, sent)
+            raise
+        self._learn(resp, sent)
+        return resp
+
+    def _learn(self, resp: Any, sent: float) -> None:
         received = self.clock.local()
         headers = getattr(resp, "headers", None) or {}
         date = headers.get("date") or headers.get("Date")
         self.clock.saw_date(date if isinstance(date, str) else None, sent, received)
-        if api_method == "chat.postMessage" and not _doubt.get():
+        api_url = str(getattr(resp, "api_url", ""))
+        if api_url.endswith("/chat.postMessage") and not doubtful(resp):
             with contextlib.suppress(KeyError, TypeError, ValueError):
                 self.clock.saw_stamp(float(resp["ts"]), sent, received)
 
@@ -97,20 +237,20 @@ def doubtful(resp: Any) -> bool:
     return bool(getattr(resp, "doubtful", False))
 
 
-def retry_handlers(backoff_s: float = 0.5) -> list[AsyncRetryHandler]:
-    """Rate limits are waited out; dropped connections, timeouts and 5xx retried after
-    backoff_s, doubling each time (with jitter)."""
+def retry_handlers(backoff_s: float = 0.5) -> list[RetryHandler]:
+    """Rate limits are waited out; dropped connections and 5xx retried after backoff_s,
+    doubling each time (with jitter)."""
     interval = BackoffRetryIntervalCalculator(backoff_factor=backoff_s)
     return [
         _ConnectionRetry(max_retry_count=3, interval_calculator=interval),
-        AsyncRateLimitErrorRetryHandler(max_retry_count=RATE_LIMIT_RETRIES),
+        RateLimitErrorRetryHandler(max_retry_count=RATE_LIMIT_RETRIES),
         _ServerRetry(max_retry_count=3, interval_calculator=interval),
     ]
 
 
 def lock_client(web: ClockedWebClient, lease_s: float) -> ClockedWebClient:
     """A client for the claim calls: a lost answer costs a fifth of the lease, not the
-    usual 15 s, before the retry (whose answer the lock then checks) goes out."""
+    usual 15 s, before the claim gives up on it."""
     return ClockedWebClient(
         token=web.token,
         base_url=web.base_url,
@@ -127,7 +267,7 @@ def async_client(
     *,
     clock: SlackClock | None = None,
 ) -> ClockedWebClient:
-    """An AsyncWebClient that waits out rate limits, retries transient failures and keeps
+    """The bot's client: waits out rate limits, retries transient failures and keeps
     `clock` (a new SlackClock on the local clock by default) set to Slack's time."""
     return ClockedWebClient(
         token=token,
@@ -140,13 +280,22 @@ def async_client(
 
 def sync_client(token: str, base_url: str | None = None, timeout: int = 15) -> WebClient:
     """The blocking twin, for the seed's slackmq API and plugins that run in threads."""
-    return WebClient(
+    return DoubtingWebClient(
         token=token,
         base_url=base_url or SLACK_API,
         timeout=timeout,
-        retry_handlers=[
-            ConnectionErrorRetryHandler(max_retry_count=3),
-            RateLimitErrorRetryHandler(max_retry_count=RATE_LIMIT_RETRIES),
-            ServerErrorRetryHandler(max_retry_count=3),
-        ],
+        ssl=tls_context(),
+        retry_handlers=retry_handlers(),
     )
+
+
+async def paged(method: Callable[..., Awaitable[Any]], key: str, **args: Any) -> AsyncIterator[Any]:
+    """Every item of a cursor-paginated Web API list method, page after page."""
+    cursor = None
+    while True:
+        resp = await method(limit=200, cursor=cursor, **args)
+        for item in resp.get(key, []):
+            yield item
+        cursor = (resp.get("response_metadata") or {}).get("next_cursor")
+        if not cursor:
+            return

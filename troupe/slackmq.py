@@ -35,10 +35,9 @@ from contextvars import ContextVar
 from typing import Any, Protocol
 
 from slack_sdk.errors import SlackApiError
-from slack_sdk.web.async_client import AsyncWebClient
 
 from troupe.errors import ClaimError
-from troupe.slackapi import doubtful, sync_client
+from troupe.slackapi import ClockedWebClient, doubtful, sync_client
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +106,7 @@ class SlackMQ:
 
     def __init__(
         self,
-        client: AsyncWebClient,
+        client: ClockedWebClient,
         user_id: str,
         *,
         trusted: Callable[[str | None], bool],

@@ -2,16 +2,21 @@
 
 A bot Service: at start and after every action it POSTs the states of the devices it
 drives to the workspace's /page/devices. Only for the local workspace: the runner adds it
-when $TROUPE_PAGE_URL and $TROUPE_PAGE_TOKEN are set.
+when $TROUPE_PAGE_URL and $TROUPE_PAGE_TOKEN are set. urllib in a thread, as the bot's
+Slack client: a demo bot loads no aiohttp either, so it weighs what a Pi's bot weighs.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
-from typing import TYPE_CHECKING
+import urllib.error
+import urllib.request
+from http.client import HTTPException
+from typing import TYPE_CHECKING, Any
 
-import aiohttp
+from troupe.slackapi import in_thread
 
 if TYPE_CHECKING:
     from troupe.bot import Bot
@@ -26,7 +31,6 @@ class PageStates:
     def __init__(self, url: str, token: str) -> None:
         self.url = url.rstrip("/") + "/page/devices"
         self.token = token
-        self._session: aiohttp.ClientSession | None = None
         self._bot: Bot | None = None
 
     @classmethod
@@ -36,7 +40,6 @@ class PageStates:
 
     async def start(self, bot: Bot) -> None:
         self._bot = bot
-        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3))
         bot.state_listeners.append(self.publish)
         first = bool(bot.roster) and bot.roster[0] == bot.name
         for name, device in bot.devices.items():
@@ -45,7 +48,7 @@ class PageStates:
                 await self.publish(name, await bot.device_state(name))
 
     async def publish(self, name: str, state: DeviceState) -> None:
-        if self._session is None or self._bot is None:
+        if self._bot is None:
             return
         device = self._bot.devices[name]
         body = {
@@ -56,14 +59,21 @@ class PageStates:
             "bot": device.owner or "any bot",
         }
         try:
-            async with self._session.post(
-                self.url, json=body, headers={"Authorization": f"Bearer {self.token}"}
-            ) as resp:
-                if resp.status != 200:
-                    log.warning("the page refused a device state: HTTP %s", resp.status)
-        except (aiohttp.ClientError, TimeoutError) as err:
+            await in_thread(self._post, body)
+        except urllib.error.HTTPError as err:
+            log.warning("the page refused a device state: HTTP %s", err.code)
+        except (OSError, HTTPException) as err:
             log.warning("cannot show device states on the page: %s", err)
 
+    def _post(self, body: dict[str, Any]) -> None:
+        request = urllib.request.Request(
+            self.url,
+            data=json.dumps(body).encode(),
+            headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"},
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=3) as resp:
+            resp.read()
+
     async def stop(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        self._bot = None

@@ -1,32 +1,62 @@
-"""Socket Mode through slack_sdk's aiohttp client: modes app-per-bot and shared-app."""
+"""Socket Mode through slack_sdk's builtin client (threads, no aiohttp): modes app-per-bot
+and shared-app."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
+import socket
+import threading
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from slack_sdk.socket_mode.aiohttp import SocketModeClient
+from slack_sdk.socket_mode.builtin import SocketModeClient
 from slack_sdk.socket_mode.request import SocketModeRequest
 from slack_sdk.socket_mode.response import SocketModeResponse
-from slack_sdk.web.async_client import AsyncWebClient
 
+from troupe.slackapi import ClockedWebClient, in_thread
 from troupe.tasks import spawn
 from troupe.transports.base import Backoff, Event, EventHandler
 
 log = logging.getLogger(__name__)
 
+Send = Callable[[SocketModeResponse], Awaitable[None]]
+"""Sends an acknowledgement on the connection the envelope came by."""
+
 
 class _Client(SocketModeClient):
-    """slack_sdk's client, with jittered exponential backoff between reconnects."""
+    """slack_sdk's builtin client, with jittered exponential backoff between reconnects
+    that a close cuts short."""
 
     backoff: Backoff
+    stopping: threading.Event
 
-    async def issue_new_wss_url(self, *args: Any, **kwargs: Any) -> str:
-        await self.backoff.wait()
-        return await super().issue_new_wss_url(*args, **kwargs)
+    def issue_new_wss_url(self, *args: Any, **kwargs: Any) -> str:
+        if self.stopping.wait(self.backoff.next_delay()):
+            raise ConnectionAbortedError("Socket Mode is closing; not reconnecting")
+        return super().issue_new_wss_url(*args, **kwargs)
 
+    def close(self) -> None:
+        """Stop at once: the reader thread is woken from its blocking receive and the
+        message thread from its queue (slack_sdk's own close waits out the socket's 3 s
+        receive timeout and the queue's 1 s: a bot's stop, then its timers, would wait)."""
+        self.stopping.set()
+        self.closed = True
+        self.auto_reconnect_enabled = False
+        self.current_session_state.terminated = True
+        sock = self.current_session.sock if self.current_session is not None else None
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        self.message_queue.put(None)  # read as "nothing", then the loop sees `closed`
+        super().close()
+
+
+CLOSE_WAIT_S = 10.0
+"""How long stop() waits for slack_sdk's threads to finish (they take well under 1 s)."""
 
 ACK_DEADLINE_S = 2.5
 """Slack redelivers an envelope not acknowledged within 3 s; ack by then whatever happens."""
@@ -39,43 +69,71 @@ class SocketModeTransport:
     or the transport does at ACK_DEADLINE_S. So when a bot dies holding an unfinished
     command, Slack redelivers the event to a live connection, which takes it over; and a
     redelivery of a finished command meets the claim and the journal.
+
+    slack_sdk's client reads in its own threads: each envelope crosses into the event
+    loop, and each acknowledgement is sent from a thread of its own (a send can wait on a
+    reconnect), so the loop never blocks on the socket.
     """
 
     mode = "socket"
     on_reconnect = None
     """Unused: Slack retries an envelope no connection acknowledged, so nothing is missed."""
 
-    def __init__(self, app_token: str, web_client: AsyncWebClient, ping_interval: float = 2.0):
+    def __init__(
+        self, app_token: str, web_client: ClockedWebClient, ping_interval: float = 2.0
+    ) -> None:
         self.app_token = app_token
         self.web_client = web_client
         self.ping_interval = ping_interval
         self._client: _Client | None = None
         self._handler: EventHandler | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self.connected_since: float | None = None
         """When Slack's hello opened the current connection (time.monotonic)."""
 
     async def start(self, handler: EventHandler) -> None:
         self._handler = handler
+        self._loop = asyncio.get_running_loop()
         client = _Client(
             app_token=self.app_token,
-            web_client=self.web_client,
+            web_client=self.web_client.sync,
             ping_interval=self.ping_interval,
             auto_reconnect_enabled=True,
+            concurrency=1,  # envelopes reach the loop in Slack's order: the listener hands over
         )
         client.backoff = Backoff()
+        client.stopping = threading.Event()
         client.message_listeners.append(self._on_message)
         client.socket_mode_request_listeners.append(self._on_request)
         self._client = client
-        await client.connect()
+        try:
+            await in_thread(client.connect)
+            if not client.is_connected():
+                raise ConnectionError(
+                    "Socket Mode did not connect (the log above says why); check the "
+                    "network and that Socket Mode is on for the app"
+                )
+        except BaseException:
+            await self._close()
+            raise
 
-    async def _on_message(
-        self, _client: SocketModeClient, message: dict[str, Any], _raw: str
-    ) -> None:
-        if message.get("type") == "hello":  # a new connection: what came meanwhile is late
+    def _on_message(self, _client: SocketModeClient, message: dict[str, Any], _raw: str) -> None:
+        """slack_sdk's thread: Slack's hello opens each connection (what came meanwhile is
+        late, so the bot reads back for a while: Bot._look_back)."""
+        if message.get("type") == "hello":
             self.connected_since = time.monotonic()
 
-    async def _on_request(self, client: SocketModeClient, req: SocketModeRequest) -> None:
+    def _on_request(self, client: SocketModeClient, req: SocketModeRequest) -> None:
+        """slack_sdk's listener, in one of its threads: hand the envelope to the loop."""
+        send = functools.partial(in_thread, client.send_socket_mode_response)
+        loop = self._loop
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: stopping
+                loop.call_soon_threadsafe(self._received, req, send)
+
+    def _received(self, req: SocketModeRequest, send: Send) -> None:
+        """An envelope, on the event loop: handle its event, and ack it once."""
         if isinstance(self._client, _Client):
             self._client.backoff.reset()
 
@@ -85,16 +143,14 @@ class SocketModeTransport:
             nonlocal acked
             if not acked:
                 acked = True
-                await client.send_socket_mode_response(
-                    SocketModeResponse(envelope_id=req.envelope_id)
-                )
+                await send(SocketModeResponse(envelope_id=req.envelope_id))
 
         event = None
         if req.type == "events_api":
             payload = req.payload or {}
             event = Event.from_slack(payload.get("event") or {}, req.retry_attempt or 0)
         if event is None or self._handler is None:
-            await ack()
+            self._spawn(ack())
             return
         deadline = asyncio.get_running_loop().call_later(ACK_DEADLINE_S, lambda: self._spawn(ack()))
         task = self._spawn(self._handler(event, ack))
@@ -111,12 +167,18 @@ class SocketModeTransport:
 
     @property
     def connected(self) -> bool:
-        session = self._client.current_session if self._client else None
-        return session is not None and not session.closed
+        return self._client is not None and self._client.is_connected()
 
     async def stop(self) -> None:
-        if self._client is not None:
-            await self._client.close()
-            await self._client.aiohttp_client_session.close()
+        await self._close()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _close(self) -> None:
+        client, self._client = self._client, None
+        if client is None:
+            return
+        closing = asyncio.ensure_future(in_thread(client.close))
+        _, late = await asyncio.wait({closing}, timeout=CLOSE_WAIT_S)
+        if late:  # its threads are daemons: they do not hold the process up
+            log.warning("Socket Mode did not close within %g s; leaving it", CLOSE_WAIT_S)
