@@ -268,9 +268,11 @@ def test_slacker_is_pointed_at_the_configured_web_api(monkeypatch, base_url) -> 
     assert slacker.get_api_url("rtm.connect") == "http://127.0.0.1:9/api/rtm.connect"
 
 
-async def test_socket_mode_says_when_its_connection_opened_and_reopened(workspace) -> None:
+async def test_socket_mode_says_when_its_connection_opened_and_reopened(workspace, caplog) -> None:
     """Bot._look_back reads the channel back for a while after each connection opens:
-    the transport stamps the open from Slack's hello, and again after a drop."""
+    the transport stamps the open from Slack's hello, and again after a drop, which it
+    finds at the first ping that cannot be sent (slack_sdk alone waits for five)."""
+    caplog.set_level(logging.INFO)
     web = async_client("xoxb-kitchen", base_url=workspace.api_url)
     transport = SocketModeTransport("xapp-kitchen", web_client=web, ping_interval=0.5)
 
@@ -293,6 +295,7 @@ async def test_socket_mode_says_when_its_connection_opened_and_reopened(workspac
                 break
             await asyncio.sleep(0.05)
         assert (transport.connected_since or 0) > first
+        assert "Socket Mode: a ping could not be sent; reconnecting now" in caplog.messages
     finally:
         await transport.stop()
 

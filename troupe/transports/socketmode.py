@@ -39,6 +39,22 @@ class _Client(SocketModeClient):
             raise ConnectionAbortedError("Socket Mode is closing; not reconnecting")
         return super().issue_new_wss_url(*args, **kwargs)
 
+    def _monitor_current_session(self) -> None:
+        """Every ping_interval: after slack_sdk's own check, a ping that could not be sent
+        (a broken pipe: the connection is gone) reconnects now. slack_sdk waits for five
+        failed checks in a row, 10 s, while Slack's events for this bot pile up."""
+        super()._monitor_current_session()  # type: ignore[misc]
+        session = self.current_session
+        if (
+            self.auto_reconnect_enabled
+            and not self.stopping.is_set()
+            and session is not None
+            and session.consecutive_check_state_error_count > 0
+        ):
+            self.logger.info("Socket Mode: a ping could not be sent; reconnecting now")
+            session.disconnect()
+            self.connect_to_new_endpoint()
+
     def close(self) -> None:
         """Stop at once: the reader thread is woken from its blocking receive and the
         message thread from its queue (slack_sdk's own close waits out the socket's 3 s
