@@ -346,6 +346,31 @@ def test_a_bot_just_reconnected_waits_for_an_older_command_it_never_received(tmp
     run(main)
 
 
+def test_a_late_shared_app_holder_reads_the_ballot_it_was_never_handed(tmp_path):
+    """shared-app: Slack hands each reaction event to one connection, so a holder acting
+    late may never get the 🔄 of the redelivery receiver that voted to take over. Before
+    acting late it reads the marks (one reactions.get) and leaves the device alone."""
+    from dataclasses import replace
+
+    async def main(_loop):
+        async with home(tmp_path, slackmq=FAST) as h:
+            ts = await h.say("good morning")  # a message no bot acts on: its ts stands in
+            bot = h.bots["hall-pi"]
+            bot.info = replace(bot.info, mode="shared-app")
+            h.board.reactions[(HOME, ts)][TAKEOVER].append("kitchen-pi")  # its vote
+            held = Event("message", HOME, ts, user=ALICE, text="turn on the porch switch")
+            h.reset_calls()
+            lines = await bot._act(held, [Action("porch switch", "on")], takeover=False)
+            assert lines == [
+                "I did not get to the porch switch: my hold on this command ran out while I"
+                " waited for Slack, so another bot finishes it."
+            ]
+            assert h.actions() == []
+            assert h.calls()[("U0HALL", "reactions.get")] == 1
+
+    run(main)
+
+
 # --- moved from the bot-process fleet (tests/fleetkit.py) ------------------------------------
 
 

@@ -179,6 +179,7 @@ class Bot:
         self._resumed: set[tuple[str, str]] = set()
         self._learned: set[tuple[str, str]] = set()
         self._looked_back: set[tuple[str, str]] = set()
+        self._checked_votes: set[tuple[str, str]] = set()
         """Late commands for which the channel's newer commands were read already."""
         self.user_id = ""
         self.bot_id = ""
@@ -704,6 +705,23 @@ class Bot:
             until = min(float(ts) + limit + CLOCK_MARGIN_S, own_end) - self.clock.now()
             await first_set([e for e in (done, finished) if e is not None], until)
 
+    async def _taken_up(self, event: Event) -> bool:
+        """shared-app: whether peers voted to take this held command over, or finished it,
+        read from Slack (one call) by a holder acting late. Slack hands each reaction event
+        to one connection, so the ballot's event may never reach the holder, and the ⏳ of
+        its renewals may never reach the redelivery receiver that voted."""
+        if self.info.mode != "shared-app" or self.coordinator is None:
+            return False
+        key = (event.channel, event.ts)
+        if key in self._checked_votes:
+            return False
+        self._checked_votes.add(key)
+        try:
+            return await self.coordinator.lock.taken_up(event.channel, event.ts)
+        except ClaimError as err:
+            log.warning("cannot read the marks of %s/%s: %s", event.channel, event.ts, err)
+            return False
+
     def _late(self, event: Event, takeover: bool) -> bool:
         """Whether an action is carried out late (a takeover, a redelivery: Slack hands out
         again what a dropped connection did not acknowledge, after newer commands; a resume
@@ -916,6 +934,7 @@ class Bot:
             self._finished.pop(old, None)
             self._learned.discard(old)
             self._looked_back.discard(old)
+            self._checked_votes.discard(old)
         self._touches[key] = tuple(a.device for a in actions if a.op != "query")
         if self.coordinator is not None and self.coordinator.watch(*key).done.is_set():
             for device in self._touches[key]:  # its ✅ came before this bot read it
@@ -1023,6 +1042,9 @@ class Bot:
             await self._in_turn(event, device.name)
             if self._late(event, takeover):
                 await self._learn_newer(event)
+                if not takeover and await self._taken_up(event):
+                    lines.append(outcomes.render(outcomes.LeaseLost(device.name)))
+                    continue
             newer = self._superseded(device.name, event.ts)
             if newer is not None:
                 at = self._local_time(newer)

@@ -84,6 +84,10 @@ class Lock(Protocol):
     async def is_done(self, channel: str, ts: str) -> bool:
         """Whether any bot has put the done mark on the message."""
 
+    async def taken_up(self, channel: str, ts: str) -> bool:
+        """Whether a peer finished the message or voted to take it over (its done mark or
+        a takeover ballot): a holder that waited long checks before it acts."""
+
     async def elect(self, channel: str, ts: str) -> bool:
         """Cast the takeover ballot: True if this bot is the first and no done mark exists."""
 
@@ -260,6 +264,9 @@ class SlackMQ:
 
     async def is_done(self, channel: str, ts: str) -> bool:
         return DONE in await self._reactions(channel, ts)
+
+    async def taken_up(self, channel: str, ts: str) -> bool:
+        return bool({DONE, TAKEOVER} & set(await self._reactions(channel, ts)))
 
     async def elect(self, channel: str, ts: str) -> bool:
         code, unsure = await self._call(

@@ -75,6 +75,11 @@ class MemoryLock:
         self.board.calls.append((self.user, "reactions.get"))
         return bool(self.board.reactions[(channel, ts)][DONE])
 
+    async def taken_up(self, channel: str, ts: str) -> bool:
+        self.board.calls.append((self.user, "reactions.get"))
+        marks = self.board.reactions[(channel, ts)]
+        return bool(marks[DONE] or marks[TAKEOVER])
+
     async def elect(self, channel: str, ts: str) -> bool:
         voted = await self._react(channel, ts, TAKEOVER)
         if await self.is_done(channel, ts):
