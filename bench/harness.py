@@ -331,8 +331,11 @@ def _phases(
         if t.mqtt is not None:
             t.mqtt.forget_received()
         # A bot reads the channel back before acting in its first stale_s on a connection
-        # (commands it may have missed while away): start-up cost too, waited out here.
+        # (commands it may have missed while away): start-up cost too, waited out here,
+        # with the warm-up's own pin releases (at ts + linger), so none lands in the clean
+        # phase's count.
         time.sleep(p.timings.stale_s)
+        _until_released(t, warm, 0.0)
 
     # 1. clean
     t.control("counters/reset")
