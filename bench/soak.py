@@ -12,7 +12,8 @@ their per-minute budgets over 60/scale seconds, and the protocol's timings are t
 defaults divided by the same scale, but never below the quick profile's (stale 8 s,
 lease 4 s, linger 10 s, stagger 0.4 s: a bot restart and a loaded CPU take seconds, not
 fractions), and stale never less than Slack's own 3 s redelivery (not compressed) plus a
-lease plus 5 s: 12 s, linger 14 s. Progress goes to stderr every `--every` commands.
+lease plus 3 s: 10 s, linger 11 s (at 400 commands a minute about 73 claim pins live, of
+Slack's 100 a channel). Progress goes to stderr every `--every` commands.
 Each mode's row is written to <tag>.json as soon as it finishes, so an interrupted soak
 keeps what it measured and
 `--resume` runs the rest. Every process it starts is stopped when it ends, is interrupted
@@ -43,10 +44,12 @@ from troupe.slackmq import REDELIVERY_S
 
 REPORTS = Path(__file__).resolve().parent / "reports"
 DEFAULTS = Timings()
-STALE_MARGIN_S = 5.0
+STALE_MARGIN_S = 3.0
 """How much longer than Slack's redelivery and a lease the soak's stale limit lasts: a
 shared-app command handed out again after every socket dropped is taken over one lease
-after the redelivery, and must still be fresh (the defaults: 30 - 3 - 15 = 12 s)."""
+after the redelivery, and must still be fresh (the defaults keep 30 - 3 - 15 = 12 s).
+Not more: the claim pins live until ts + linger (> stale), and at 400 commands a real
+minute a 14 s linger kept about 94 of Slack's 100 pins taken (too_many_pins)."""
 
 
 @dataclass(frozen=True)
@@ -80,7 +83,7 @@ class Soak:
             stale_s=stale,
             lease_s=lease,
             stagger_s=max(q.stagger_s, DEFAULTS.stagger_s / self.scale),
-            linger_s=max(q.linger_s, DEFAULTS.linger_s / self.scale, stale + 2),
+            linger_s=max(q.linger_s, DEFAULTS.linger_s / self.scale, stale + 1),
         )
 
     @property
@@ -252,7 +255,7 @@ def markdown(results: list[dict[str, Any]], soak: Soak, context: dict[str, Any])
         f"{t.stale_s:g}, lease_s {t.lease_s:g}, stagger_s {t.stagger_s:g}, linger_s "
         f"{t.linger_s:g} (the defaults divided by {soak.scale:g}, never below the quick "
         "profile's, and stale_s at least Slack's 3 s redelivery, which is not compressed, "
-        "plus a lease plus 5 s); the network (50 ms +- 20 ms a call) is not compressed  ",
+        "plus a lease plus 3 s); the network (50 ms +- 20 ms a call) is not compressed  ",
     ]
     lines += [f"Note: {n}  " for n in context.get("notes", [])]
     lines += [

@@ -187,8 +187,8 @@ def test_the_soak_compresses_time_and_says_so(tmp_path: Path) -> None:
     p = soak.profile()
     assert (p.clean_commands, p.chaos_commands, p.slack_window_s) == (100, 200, 3.0)
     assert soak.slack_rate_per_min == 20
-    # floors: the quick profile's, and stale over Slack's 3 s redelivery + a lease + 5 s
-    assert (p.timings.stale_s, p.timings.lease_s, p.timings.linger_s) == (12, 4, 14)
+    # floors: the quick profile's, and stale over Slack's 3 s redelivery + a lease + 3 s
+    assert (p.timings.stale_s, p.timings.lease_s, p.timings.linger_s) == (10, 4, 11)
     assert Soak(scale=2).timings.lease_s == 7.5  # the default lease, halved
     row = {
         "mode": "rtm",
