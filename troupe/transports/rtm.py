@@ -13,7 +13,6 @@ import asyncio
 import json
 import logging
 import threading
-import time
 from typing import Any
 
 import requests
@@ -79,7 +78,9 @@ class RtmTransport:
         self.on_reconnect: Reconnected | None = None
         """RTM does not replay what was said while a connection was down: this catches up."""
         self.connected_since: float | None = None
-        """When the current connection opened (time.monotonic)."""
+        """Always None: after a reconnect the bot catches up (on_reconnect) instead of
+        reading back before each command (Bot._look_back). Every RTM bot is the one Slack
+        user, whose Tier 3 budget the read-backs of eight bots at once would exhaust."""
 
     async def start(self, handler: EventHandler) -> None:
         self._handler = handler
@@ -95,7 +96,6 @@ class RtmTransport:
         client.list_users_and_channels()
         _rtm_connect(client)
         client.websocket.settimeout(0.5)
-        self.connected_since = time.monotonic()
         self._connected.set()
         return client
 
@@ -110,7 +110,6 @@ class RtmTransport:
                 assert self._client is not None
                 _rtm_connect(self._client)
                 self._client.websocket.settimeout(0.5)
-                self.connected_since = time.monotonic()
                 self._connected.set()
                 log.info("RTM reconnected")
                 if self.on_reconnect is not None and self._loop is not None:
