@@ -649,14 +649,18 @@ class Bot:
             self._newest[device] = ts
 
     async def _look_back(self, event: Event) -> None:
-        """Before acting on a command from this bot's first stale_s on a connection (after
-        a start or a reconnect): read the channel before it (one call), so the older
-        commands this bot never received, posted while it was away (Slack hands them out
-        again only 3 s later, RTM never), are waited for in turn like the ones it saw."""
+        """app-per-bot: before acting on a command from this bot's first stale_s on a
+        connection (after a start or a reconnect), read the channel before it (one call),
+        so the older commands this bot never received, posted while it was away (Slack
+        hands them out again only 3 s later), are waited for in turn like the ones it saw.
+        Not where the fleet shares one app or user (shared-app, rtm): eight bots reading
+        back at once on its one Tier 3 budget tipped soaks into 429 storms."""
         since = getattr(self.transport, "connected_since", None)
         key = (event.channel, event.ts)
         if since is None or event.from_bot or key in self._looked_back:
             return  # (the fleet's own messages, a schedule's firing, come in its order)
+        if self.info.mode != "app-per-bot":
+            return  # one app's Tier 3 budget for the whole fleet: a catch-up's, not this
         # by Slack's clock (`since` is on the loop's clock: time.monotonic)
         connected_at = self.clock.now() - (asyncio.get_running_loop().time() - since)
         oldest = float(event.ts) - self.settings.stale_s
