@@ -208,7 +208,11 @@ def test_a_process_sample_has_its_peak_memory():
 
 def test_measuring_a_process_reads_it_at_its_ready_line_and_stops_it(tmp_path, monkeypatch):
     monkeypatch.setattr(footprint, "SETTLE_S", 0.0)
-    script = "import time; print('warming'); print('x ready (1 device)'); time.sleep(60)"
+    # some CPU before the ready line: a bare interpreter can read as 0 clock ticks
+    script = (
+        "import time; print('warming'); sum(range(3_000_000)); print('x ready (1 device)');"
+        " time.sleep(60)"
+    )
     got = footprint.measure_process([sys.executable, "-c", script], os.environ, tmp_path, "x ready")
     assert got["cpu_s"] > 0 and 0 < got["rss_mb"] <= got["peak_mb"]
 
