@@ -168,6 +168,16 @@ class SlackMQ:
             raise ClaimError(method, "timeout") from err
         return "ok", doubtful(resp)
 
+    async def _read(self, method: str, **kw: Any) -> Any:
+        """A read's answer (pins.list, reactions.get); ClaimError for any error, or for no
+        answer after the client's own retries."""
+        try:
+            return await getattr(self.client, method.replace(".", "_"))(**kw)
+        except SlackApiError as err:
+            raise ClaimError(method, str(err.response.get("error", "unknown_error"))) from err
+        except (TimeoutError, OSError) as err:
+            raise ClaimError(method, "timeout") from err
+
     async def claim(self, channel: str, ts: str) -> bool:
         if self.sole_receiver and (channel, ts) in self._delivered:
             # The first receiver holds it while no other bot can have it; a redelivery
@@ -212,12 +222,7 @@ class SlackMQ:
     async def _pinned_by(self, channel: str, ts: str) -> tuple[str | None, float]:
         """Who pinned the message and when, by Slack's clock ((None, 0) if it is not pinned
         any more)."""
-        try:
-            resp = await self.client.pins_list(channel=channel)
-        except SlackApiError as err:
-            raise ClaimError("pins.list", str(err.response.get("error"))) from err
-        except (TimeoutError, OSError) as err:
-            raise ClaimError("pins.list", "timeout") from err
+        resp = await self._read("pins.list", channel=channel)
         for item in resp.get("items", []):
             if (item.get("message") or {}).get("ts") == ts:
                 return str(item.get("created_by") or ""), float(item.get("created") or 0)
@@ -248,12 +253,7 @@ class SlackMQ:
 
     async def _reactions(self, channel: str, ts: str) -> dict[str, list[str]]:
         """The fleet's reactions on a message, by name, users in Slack's order."""
-        try:
-            resp = await self.client.reactions_get(channel=channel, timestamp=ts, full=True)
-        except SlackApiError as err:
-            raise ClaimError("reactions.get", str(err.response.get("error"))) from err
-        except (TimeoutError, OSError) as err:
-            raise ClaimError("reactions.get", "timeout") from err
+        resp = await self._read("reactions.get", channel=channel, timestamp=ts, full=True)
         message = resp.get("message") or {}
         marks: dict[str, list[str]] = {}
         for reaction in message.get("reactions", []):
