@@ -667,27 +667,18 @@ class Bot:
         if connected_at <= oldest:
             return  # connected for the whole window: every older command reached this bot
         self._looked_back.add(key)
-        try:
-            resp = await self.web.conversations_history(
-                channel=event.channel, oldest=f"{oldest:.6f}", latest=event.ts, limit=100
+
+        def unseen(older: Event, message: Mapping[str, Any]) -> bool:
+            return (
+                float(older.ts) < float(event.ts)
+                and (event.channel, older.ts) not in self._touches
+                and self._may_command(older)
+                and DONE not in self._fleet_marks(message)
             )
-        except SlackApiError as err:
-            log.warning("cannot read %s before %s: %s", event.channel, event.ts, err)
-            return
-        for message in resp.get("messages", []):
-            older = Event.from_slack({**message, "type": "message", "channel": event.channel})
-            if older is None or float(older.ts) >= float(event.ts):
-                continue
-            if (event.channel, older.ts) in self._touches or not self._may_command(older):
-                continue
-            if DONE in self._fleet_marks(message):
-                continue
-            command = await self._understand(older, _strip_mention(older.text, self.user_id))
-            if command is None or command.unknown or command.problem:
-                continue
-            touched = tuple(a.device for a in self.actions_for(command) if a.op != "query")
-            if touched:
-                self._touches[(event.channel, older.ts)] = touched
+
+        window = {"oldest": f"{oldest:.6f}", "latest": event.ts}
+        for ts, touched in await self._device_commands(event.channel, unseen, **window):
+            self._touches[(event.channel, ts)] = touched
 
     async def _in_turn(self, event: Event, device: str) -> None:
         """Per-device order across the fleet: before acting, wait for the older commands on
@@ -742,25 +733,40 @@ class Bot:
         if key in self._learned:
             return
         self._learned.add(key)
+
+        def done_after(later: Event, message: Mapping[str, Any]) -> bool:
+            return float(later.ts) > float(event.ts) and DONE in self._fleet_marks(message)
+
+        for ts, touched in await self._device_commands(event.channel, done_after, oldest=event.ts):
+            for device in touched:
+                self._acted(device, ts)
+
+    async def _device_commands(
+        self,
+        channel: str,
+        want: Callable[[Event, Mapping[str, Any]], bool],
+        **window: str,
+    ) -> list[tuple[str, tuple[str, ...]]]:
+        """The messages of a stretch of a channel (one conversations.history) that `want`
+        keeps and that are device commands: each one's ts and the devices it changes.
+        `want` is asked first, so only those messages are parsed."""
         try:
-            resp = await self.web.conversations_history(
-                channel=event.channel, oldest=event.ts, limit=100
-            )
+            resp = await self.web.conversations_history(channel=channel, limit=100, **window)
         except SlackApiError as err:
-            log.warning("cannot read %s after %s: %s", event.channel, event.ts, err)
-            return
+            log.warning("cannot read %s (%s): %s", channel, window, err)
+            return []
+        found = []
         for message in resp.get("messages", []):
-            later = Event.from_slack({**message, "type": "message", "channel": event.channel})
-            if later is None or float(later.ts) <= float(event.ts):
+            event = Event.from_slack({**message, "type": "message", "channel": channel})
+            if event is None or not want(event, message):
                 continue
-            if DONE not in self._fleet_marks(message):
-                continue
-            command = await self._understand(later, _strip_mention(later.text, self.user_id))
+            command = await self._understand(event, _strip_mention(event.text, self.user_id))
             if command is None or command.unknown or command.problem:
                 continue
-            for action in self.actions_for(command):
-                if action.op != "query":
-                    self._acted(action.device, later.ts)
+            touched = tuple(a.device for a in self.actions_for(command) if a.op != "query")
+            if touched:
+                found.append((event.ts, touched))
+        return found
 
     def _superseded(self, device: str, ts: str) -> str | None:
         """The ts of a newer command that already acted on the device, if any."""
