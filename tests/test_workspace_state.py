@@ -290,3 +290,64 @@ def test_restarted_workspace_keeps_its_state(tmp_path: Path) -> None:
         items = client.pins_list(channel="C0HOME")["items"]
         assert [i["message"]["ts"] for i in items] == [ts]
         assert client.chat_postMessage(channel="C0HOME", text="later")["ts"] > ts
+
+
+def test_history_and_replies_windows_match_slacks_rules_on_every_bound(store: Store) -> None:
+    """conversations.history and .replies are bisected over the channel's ts; every page,
+    bound and cursor gives what a plain reading of Slack's rules gives."""
+    top: list[str] = []
+    replies: list[str] = []
+    for i in range(12):
+        ts = store.post_message(user="U0ALICE", channel="C0HOME", text=f"m{i}")["ts"]
+        top.append(ts)
+        if i % 3 == 0:
+            replies.append(
+                store.post_message(user="U0ALICE", channel="C0HOME", text="r", thread_ts=top[0])[
+                    "ts"
+                ]
+            )
+        if i == 7:  # a reply also sent to the channel is listed, as Slack lists it
+            sent = store.post_message(
+                user="U0ALICE", channel="C0HOME", text="b", thread_ts=top[0], reply_broadcast=True
+            )["ts"]
+            top.append(sent)
+            replies.append(sent)
+    gone = top.pop(5)
+    store.delete_message(user="U0ALICE", channel="C0HOME", ts=gone)
+
+    def expected(ts_list: list[str], lo: str | None, hi: str | None, inclusive: bool) -> list[str]:
+        def keep(ts: str) -> bool:
+            above = lo is None or float(ts) > float(lo) or (inclusive and ts == lo)
+            below = hi is None or float(ts) < float(hi) or (inclusive and ts == hi)
+            return above and below
+
+        return [ts for ts in ts_list if keep(ts)]
+
+    bounds = [None, top[2], top[6], replies[1]]
+    for lo in bounds:
+        for hi in bounds:
+            for inclusive in (False, True):
+                for limit in (1, 2, 5, 100):
+                    want = expected(top, lo, hi, inclusive)[::-1]
+                    got, cursor = [], None
+                    while True:
+                        page, cursor = store.history(
+                            "C0HOME", oldest=lo, latest=hi, inclusive=inclusive,
+                            limit=limit, cursor=cursor,
+                        )  # fmt: skip
+                        got += [m["ts"] for m in page]
+                        if cursor is None:
+                            break
+                    assert got == want, (lo, hi, inclusive, limit)
+                    want = expected(replies, lo, hi, inclusive)
+                    got, cursor = [], None
+                    while True:
+                        page, cursor = store.replies(
+                            "C0HOME", top[0], oldest=lo, latest=hi, inclusive=inclusive,
+                            limit=limit + 1, cursor=cursor,
+                        )  # fmt: skip
+                        assert page[0]["ts"] == top[0]
+                        got += [m["ts"] for m in page[1:]]
+                        if cursor is None:
+                            break
+                    assert got == want, ("replies", lo, hi, inclusive, limit)

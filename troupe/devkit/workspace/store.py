@@ -16,6 +16,7 @@ import json
 import re
 import sqlite3
 import time
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -175,6 +176,13 @@ def is_ts(value: object) -> bool:
     return isinstance(value, str) and bool(_TS.match(value))
 
 
+def _listed(message: Message) -> bool:
+    """Whether conversations.history lists a message: top level, or a reply also sent to
+    the channel."""
+    ts = message["ts"]
+    return message.get("thread_ts", ts) == ts or message.get("subtype") == "thread_broadcast"
+
+
 def parse_time(value: str | None, error: str) -> Decimal | None:
     """A latest/oldest bound ("1700000000", "1700000000.000100"), or SlackError(error)."""
     if value is None or value == "":
@@ -305,7 +313,9 @@ class Store:
         self._joined: dict[str, set[str]] = {}
         self._ims: dict[str, list[str]] = {}
         self._messages: dict[str, dict[str, Message]] = {}
-        self._order: dict[str, list[str]] = {}
+        self._top: dict[str, list[str]] = {}
+        """Per channel, what conversations.history lists (top-level messages and replies
+        sent to the channel too), in ts order: messages are only ever appended newest."""
         self._replies: dict[tuple[str, str], list[str]] = {}
         self._pins: dict[str, dict[str, tuple[int, str]]] = {}
         self._last_us = 0
@@ -322,7 +332,8 @@ class Store:
         for channel, message in loaded:
             ts = message["ts"]
             self._messages.setdefault(channel, {})[ts] = message
-            self._order.setdefault(channel, []).append(ts)
+            if _listed(message):
+                self._top.setdefault(channel, []).append(ts)
             parent = message.get("thread_ts")
             if parent and parent != ts:
                 self._replies.setdefault((channel, parent), []).append(ts)
@@ -715,7 +726,8 @@ class Store:
                 message["subtype"] = "thread_broadcast"
                 message["root"] = copy.deepcopy(parent)
         self._messages.setdefault(channel, {})[ts] = message
-        self._order.setdefault(channel, []).append(ts)
+        if _listed(message):
+            self._top.setdefault(channel, []).append(ts)
         self._save(channel, message)
         if parent is not None:
             self._replies.setdefault((channel, parent["ts"]), []).append(ts)
@@ -805,7 +817,8 @@ class Store:
         if message.get("user") != user and not as_admin:
             raise SlackError("cant_delete_message")
         del self._messages[channel][ts]
-        self._order[channel].remove(ts)
+        if _listed(message):
+            self._top[channel].remove(ts)
         if self._db:
             self._db.delete_message(channel, ts)
         if ts in self._pins.get(channel, {}):
@@ -842,27 +855,33 @@ class Store:
         start: str | None,
         newest_first: bool,
     ) -> tuple[list[str], str | None]:
+        """One page of `candidates` (ts in ascending order) between the bounds, and the
+        cursor of the next. Bisected, so a read of the last seconds of a long channel costs
+        what it costs on Slack (a soak's channel holds tens of thousands of messages, and
+        a scan of them all per conversations.history stalled the workspace for seconds)."""
         hi = parse_time(latest, "invalid_ts_latest")
         lo = parse_time(oldest, "invalid_ts_oldest")
-
-        def keep(ts: str) -> bool:
-            value = Decimal(ts)
-            if hi is not None and (value > hi or (value == hi and not inclusive)):
-                return False
-            return not (lo is not None and (value < lo or (value == lo and not inclusive)))
-
-        picked = [ts for ts in candidates if keep(ts)]
-        picked.sort(key=ts_key, reverse=newest_first)
-        if start is not None:
-            if not is_ts(start):
-                raise SlackError("invalid_cursor")
-            if newest_first:
-                picked = [ts for ts in picked if ts_key(ts) <= ts_key(start)]
-            else:
-                picked = [ts for ts in picked if ts_key(ts) >= ts_key(start)]
+        if start is not None and not is_ts(start):
+            raise SlackError("invalid_cursor")
+        first, end = 0, len(candidates)
+        if lo is not None:
+            first = (bisect_left if inclusive else bisect_right)(candidates, lo, key=Decimal)
+        if hi is not None:
+            end = (bisect_right if inclusive else bisect_left)(candidates, hi, key=Decimal)
         limit = max(1, limit)
-        page, rest = picked[:limit], picked[limit:]
-        return page, (encode_cursor("next_ts", rest[0]) if rest else None)
+        if newest_first:
+            if start is not None:
+                end = min(end, bisect_right(candidates, ts_key(start), key=ts_key))
+            page_from = max(first, end - limit)
+            page = candidates[page_from:end][::-1]
+            return page, (
+                encode_cursor("next_ts", candidates[page_from - 1]) if page_from > first else None
+            )
+        if start is not None:
+            first = max(first, bisect_left(candidates, ts_key(start), key=ts_key))
+        page_end = min(end, first + limit)
+        page = candidates[first:page_end]
+        return page, (encode_cursor("next_ts", candidates[page_end]) if page_end < end else None)
 
     def history(
         self,
@@ -877,13 +896,8 @@ class Store:
         """Top-level messages (and broadcast replies), newest first, and the next cursor."""
         self._require_channel(channel)
         msgs = self._messages.get(channel, {})
-        top = [
-            ts
-            for ts in self._order.get(channel, [])
-            if msgs[ts].get("thread_ts", ts) == ts or msgs[ts].get("subtype") == "thread_broadcast"
-        ]
         page, next_cursor = self._page(
-            top,
+            self._top.get(channel, []),
             latest=latest,
             oldest=oldest,
             inclusive=inclusive,
