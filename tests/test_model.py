@@ -87,12 +87,13 @@ class Delivery:
 @dataclass(frozen=True)
 class Crash:
     """How `bot` fails: it dies on its first device action, before carrying it out
-    ("claimed"), when it goes to put its first done mark ("acted": after acting), or at
+    ("claimed"), when it goes to answer in a thread ("answering": after acting), when it
+    goes to put its first done mark ("acted": after acting and answering), or at
     virtual time `at`; or its first device action raises after acting and it lives on
     ("raises": a bug). A dead bot comes back `restart_after` s later with its journal."""
 
     bot: str
-    when: Literal["claimed", "acted", "raises", "at"]
+    when: Literal["claimed", "answering", "acted", "raises", "at"]
     at: float = 0.0
     restart_after: float | None = None
 
@@ -672,7 +673,7 @@ class Sim:
 
         b._run_devices = reading  # type: ignore[method-assign]
         self.bots[name] = b
-        for command in self.journals[name].interrupt():
+        for command in b.interrupted():
             self.tally["resumed"] += 1
             self._spawn(name, b._resume(*command), -1)
         b._sweeper = self.loop.create_task(b._sweep_forever())
@@ -686,6 +687,13 @@ class Sim:
     async def before_call(self, bot: str, life: int, method: str, kw: Mapping[str, Any]) -> None:
         crash = self.crash.get(bot) if bot not in self.crashed else None
         if crash and crash.when == "acted" and method == "reactions_add" and kw["name"] == DONE:
+            await self.die(bot)
+        if (
+            crash
+            and crash.when == "answering"
+            and method == "chat_postMessage"
+            and kw.get("thread_ts")
+        ):
             await self.die(bot)
 
     def kill(self, bot: str) -> None:
@@ -1169,6 +1177,24 @@ def test_a_holder_dead_after_its_answer_is_not_repeated() -> None:
     scenario = _plain(ONE, crashes=(Crash(holder, "acted"),))
     sim, verdict = _kept(scenario)
     assert [(b, t) for _, _, b, t in _runs(sim)] == [(holder, False), (holder, False)]
+    assert len(_texts(sim, scenario)) == 1
+    assert verdict.tally["window_repeats"] == 0
+    assert sim.board.reactions[(CHANNEL, ts_of(scenario, 0))][DONE]
+
+
+@pytest.mark.parametrize("mode", ["app-per-bot", "shared-app"])
+def test_a_holder_back_within_its_lease_finishes_what_it_began_and_nobody_repeats_it(
+    mode: str,
+) -> None:
+    """It dies after acting, as it goes to answer, and is back within the lease: its
+    journal shows the claim was its own, so it answers and puts the ✅ under that claim
+    instead of meeting it as a peer's, and no taker repeats the action."""
+    holder = run(replace(_plain(ONE), mode=mode)).executions[0].bot
+    crash = Crash(holder, "answering", restart_after=1.0)
+    scenario = replace(_plain(ONE, crashes=(crash,)), mode=mode)
+    sim, verdict = _kept(scenario)
+    assert [(b, t) for _, _, b, t in _runs(sim)] == [(holder, False), (holder, False)]
+    assert [e.life for e in sim.executions] == [0, 0]
     assert len(_texts(sim, scenario)) == 1
     assert verdict.tally["window_repeats"] == 0
     assert sim.board.reactions[(CHANNEL, ts_of(scenario, 0))][DONE]

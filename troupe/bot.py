@@ -177,6 +177,8 @@ class Bot:
         """Set when this bot is through with a command (its ✅ may reach another bot)."""
         self._sweeper: asyncio.Task[Any] | None = None
         self._resumed: set[tuple[str, str]] = set()
+        self._held: set[tuple[str, str]] = set()
+        """Interrupted commands whose claim this bot held before the stop (`interrupted`)."""
         self._learned: set[tuple[str, str]] = set()
         self._looked_back: set[tuple[str, str]] = set()
         self._checked_votes: set[tuple[str, str]] = set()
@@ -241,7 +243,7 @@ class Bot:
                 self.name,
             ):
                 self._schedule(timer)
-        interrupted = self.journal.interrupt()
+        interrupted = self.interrupted()
         for service in self.services:
             await service.start(self)
         if self.bus is not None:
@@ -279,6 +281,15 @@ class Bot:
         if self.bus is not None:
             await self.bus.stop()
         self.journal.close()
+
+    def interrupted(self) -> list[tuple[str, str, str, str | None]]:
+        """At start: the commands the last run began and never finished, to resume. Those
+        whose claim it held (it began acting) it finishes under that claim, whichever
+        copy comes first, its resume or Slack's redelivery: met as a peer's, the claim
+        would have a taker repeat what this bot did."""
+        interrupted = self.journal.interrupt()
+        self._held |= {(c, ts) for c, ts, *_ in interrupted if self.journal.held(c, ts)}
+        return interrupted
 
     async def _resume(self, channel: str, ts: str, text: str, user: str | None) -> None:
         """A command the last run began and never finished (a crash, a power cut).
@@ -797,7 +808,13 @@ class Bot:
         assert self.coordinator is not None
         claimants = self._claimants(candidates, event.channel)
         try:
-            result = await self.coordinator.coordinate(event.channel, event.ts, claimants, work)
+            result = await self.coordinator.coordinate(
+                event.channel,
+                event.ts,
+                claimants,
+                work,
+                held=self._held_claim(event),
+            )
         except ClaimError as err:
             log.error("claim of %s/%s failed: %s", event.channel, event.ts, err)
             # The fleet's first ballot answers (a full pin list leaves reactions free),
@@ -815,6 +832,14 @@ class Bot:
         if result.outcome is Outcome.STALE:  # it went stale while this bot waited
             await self._answer_stale(event)
         return result
+
+    def _held_claim(self, event: Event) -> bool:
+        """Whether this bot held the claim on `event` before a restart (once: the claim
+        it makes or meets now is the one that counts after)."""
+        key = (event.channel, event.ts)
+        held = key in self._held
+        self._held.discard(key)
+        return held
 
     def _claimants(self, candidates: Sequence[str], channel: str) -> Sequence[str]:
         """Who may claim: the candidates; in shared-app mode, where Slack hands each event

@@ -242,11 +242,15 @@ class Coordinator:
         ts: str,
         candidates: Iterable[str],
         work: Callable[[bool], Awaitable[T]],
+        *,
+        held: bool = False,
     ) -> Result[T]:
         """Make sure exactly one live candidate runs `work` for this message.
 
         work(takeover) is called at most once, by at most one bot; with takeover=True the
         holder died and work must carry out only idempotent actions and report the rest.
+        `held`: this bot held the message before a restart (its journal shows it began
+        acting), so it finishes under that claim rather than meet it as a peer's.
         """
         order = rank(ts, candidates)
         if self.me not in order:
@@ -254,6 +258,18 @@ class Coordinator:
         position = order.index(self.me)
         watch = self._watch(channel, ts)
         s = self.settings
+
+        if held and not self.is_stale(ts) and not await self._taken_up(channel, ts):
+            # Its peers still wait on its old claim: a ⏳ now restarts their lease, and it
+            # finishes (its journal skips what it did), so no taker repeats its action.
+            watch.pinned.set()
+            resumed_at = time.monotonic()
+            try:
+                await self.lock.renew(channel, ts)
+            except ClaimError as err:  # its renewals go on trying
+                log.warning("could not renew the lease on %s/%s: %s", channel, ts, err)
+            value = await self._hold(channel, ts, resumed_at, work, takeover=False)
+            return Result(Outcome.ACTED, value)
 
         await first_set([watch.pinned, watch.done], position * s.stagger_s)
         if not (watch.pinned.is_set() or watch.done.is_set()):
@@ -282,6 +298,15 @@ class Coordinator:
         log.warning("%s takes over %s/%s: the holder went silent", self.me, channel, ts)
         value = await self._hold(channel, ts, voted_at, work, takeover=True)
         return Result(Outcome.TOOK_OVER, value)
+
+    async def _taken_up(self, channel: str, ts: str) -> bool:
+        """Whether a peer voted to take the message over or finished it; True when Slack
+        cannot say (then the ballot decides, as for any silent holder)."""
+        try:
+            return await self.lock.taken_up(channel, ts)
+        except ClaimError as err:
+            log.warning("cannot read the marks of %s/%s: %s", channel, ts, err)
+            return True
 
     async def wait_for_holder(self, channel: str, ts: str) -> bool:
         """Wait while a peer holds the message: True once its done mark is seen, False
