@@ -30,6 +30,7 @@ from bench.systems import LEGACY, System
 from bench.workload import (
     Command,
     Poster,
+    action_time,
     all_acted,
     percentile,
     read_actions,
@@ -428,7 +429,7 @@ def _phases(
             "faults": chaos.log,
         },
         mqtt=_mqtt_counts(t, clean + noisy),
-        killed_claimer_s=_killed_claimer_s(chaos.log, noisy, read_actions(t.counter)),
+        killed_claimer_s=_killed_claimer_s(chaos.log, noisy, read_actions(t.counter), offsets),
         ready_s_restart=round(max(restarts), 2) if restarts else None,
         load=asdict(load) if load else None,
         idle=asdict(idle) if idle else None,
@@ -464,14 +465,17 @@ def _mqtt_counts(t: _Trial, commands: Sequence[Command]) -> dict[str, Any] | Non
 
 
 def _killed_claimer_s(
-    log: Sequence[dict[str, Any]], commands: Sequence[Command], actions: Sequence[dict[str, Any]]
+    log: Sequence[dict[str, Any]],
+    commands: Sequence[Command],
+    actions: Sequence[dict[str, Any]],
+    clock_offsets: dict[str, float],
 ) -> list[float | None]:
     """For each command whose claimer was killed mid-command: seconds from its post to
     its first action (a takeover, or the claimer's own if it acted before it died); None
     for one that never acted (it was answered as superseded, or lost)."""
     first: dict[str, float] = {}
     for action in actions:
-        ts, at = str(action.get("ts")), float(action.get("at", 0))
+        ts, at = str(action.get("ts")), action_time(action, clock_offsets)
         first[ts] = min(first.get(ts, at), at)
     out: list[float | None] = []
     for entry in log:

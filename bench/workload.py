@@ -138,6 +138,17 @@ class Tally:
         return None if value is None else round(value, 1)
 
 
+def action_time(action: dict[str, Any], clock_offsets: dict[str, float]) -> float:
+    """When an action happened: its counter line's time, less its bot's wrong clock (a bot
+    restarted with its clock ahead stamps its actions ahead too; once it learns Slack's
+    clock some of its lines are right, so the skew comes off only where it is nearer)."""
+    at = float(action.get("at", 0))
+    skew = clock_offsets.get(str(action.get("bot")), 0.0)
+    if skew and abs(at - skew - float(action.get("ts", 0))) < abs(at - float(action.get("ts", 0))):
+        at -= skew
+    return at
+
+
 def tally(
     commands: Iterable[Command],
     actions: Iterable[dict[str, Any]],
@@ -160,10 +171,7 @@ def tally(
     for action in actions:
         key = (str(action.get("ts")), str(action.get("device")))
         per[key] += 1
-        at, bot = float(action.get("at", 0)), str(action.get("bot"))
-        skew = offsets.get(bot, 0.0)
-        if skew and abs(at - skew - float(key[0])) < abs(at - float(key[0])):
-            at -= skew
+        at, bot = action_time(action, offsets), str(action.get("bot"))
         first[key] = min(first.get(key, (at, bot)), (at, bot))
         if key in asked and per[key] == 1:
             if float(key[0]) < newest.get(key[1], 0.0):

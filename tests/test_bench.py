@@ -12,7 +12,7 @@ from mqttkit import require_mosquitto
 
 from bench import report
 from bench.chaos import KINDS, Chaos, Fault, schedule
-from bench.harness import QUICK, run_trial
+from bench.harness import QUICK, _killed_claimer_s, run_trial
 from bench.mqttrig import MqttRig
 from bench.systems import LEGACY, LEGACY_MODE, TROUPE, System
 from bench.workload import Command, nth_text, tally
@@ -96,6 +96,19 @@ def test_tally_counts_duplicates_losses_and_keys_by_ts_and_device() -> None:
     assert (score.commands, score.duplicates, score.losses) == (3, 1, 1)
     assert score.lost == ["100.000001"]
     assert score.acted_by == ["bot-1", "bot-2"]
+
+
+def test_a_killed_claimers_takeover_by_a_bot_with_its_clock_ahead_is_timed_on_slacks_clock() -> (
+    None
+):
+    sent = [Command(f"100.{i:06d}", "t", "hall light", "on") for i in range(2)]
+    actions = [  # bot-3's clock is 600 s ahead: its line says 705.1 for 105.1
+        {"ts": "100.000000", "device": "hall light", "bot": "bot-3", "at": 705.1},
+        {"ts": "100.000001", "device": "hall light", "bot": "bot-1", "at": 100.4},
+    ]
+    log = [{"at": i, "fault": "kill", "applied": True} for i in range(2)]
+    assert _killed_claimer_s(log, sent, actions, {"bot-3": 600.0}) == [5.1, 0.4]
+    assert _killed_claimer_s(log, sent, actions, {}) == [605.1, 0.4]
 
 
 def test_the_command_stream_cycles_devices_and_on_off() -> None:
