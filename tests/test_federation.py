@@ -7,6 +7,7 @@ import time
 from collections import Counter
 
 import pytest
+from virtualtime import run as run_virtual
 
 from troupe.devkit.memorylock import MemoryBoard, MemoryLock
 from troupe.federation import Action, Coordinator, Outcome, Route, Settings, plan, rank
@@ -291,3 +292,44 @@ async def test_shared_app_receiver_that_dies_is_taken_over_once_by_a_redelivery(
     result = await _work_log(bots, channel, ts, log, [other])(other)
     assert result.outcome is Outcome.TOOK_OVER and log == [(other, True)]
     assert _calls(workspace) == {"reactions.add": 2, "reactions.get": 1}  # 🔄, its check, ✅
+
+
+def test_a_peer_counts_a_holders_silence_only_while_it_could_hear() -> None:
+    """A peer whose event connection was down missed the holder's ⏳ renewals. The lease
+    counts again from its reconnect, so it hears the next renewal and never votes on a
+    silence it could not hear (a taker would act beside a live holder)."""
+    s = Settings()  # production timings, on virtual time: a renewal every 5 s
+
+    async def main(loop: asyncio.AbstractEventLoop) -> list[tuple[str, bool]]:
+        board = MemoryBoard()
+        bots = _federation(board, s)
+        ts = now_ts()
+        holder, peer = rank(ts, BOTS)[:2]
+        heard: list[float] = []
+        bots[peer].listening_since = lambda: heard[-1] if heard else None
+        del board.subscribers[peer]  # its connection is down: the pin and each ⏳ go unheard
+        log: list[tuple[str, bool]] = []
+
+        def work(bot: str, seconds: float):
+            async def run(takeover: bool) -> None:
+                log.append((bot, takeover))
+                await asyncio.sleep(seconds)
+
+            return run
+
+        async def reconnect() -> None:
+            await asyncio.sleep(s.lease_s + 0.2)  # after the renewal at 15 s, unheard
+            heard.append(loop.time())  # the runtime's monotonic clock, virtual here
+            board.subscribe(peer, bots[peer])
+
+        await asyncio.gather(
+            bots[holder].coordinate("C1", ts, [holder, peer], work(holder, 2 * s.lease_s)),
+            bots[peer].coordinate("C1", ts, [holder, peer], work(peer, 0)),
+            reconnect(),
+        )
+        for c in bots.values():
+            await c.close(release_due=False)
+        return log
+
+    log = run_virtual(main)
+    assert [takeover for _, takeover in log] == [False]  # the holder alone: no taker

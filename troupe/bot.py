@@ -235,7 +235,11 @@ class Bot:
         )
         """The Slack lock, for plugins that coordinate more than commands (devops)."""
         self.coordinator = Coordinator(
-            self.name, self._claim_lock(self.slackmq), self.settings, clock=self.clock.now
+            self.name,
+            self._claim_lock(self.slackmq),
+            self.settings,
+            clock=self.clock.now,
+            listening_since=lambda: getattr(self.transport, "connected_since", None),
         )
         for timer in self.journal.timers():
             if timer.device in self.devices and self.devices[timer.device].owner in (

@@ -174,12 +174,16 @@ class Coordinator:
         settings: Settings | None = None,
         *,
         clock: Callable[[], float],
+        listening_since: Callable[[], float | None] = lambda: None,
     ) -> None:
-        """`clock` reads Slack's time (a SlackClock's `now`), never a Pi's own clock."""
+        """`clock` reads Slack's time (a SlackClock's `now`), never a Pi's own clock.
+        `listening_since` says when this bot's event connection last opened
+        (time.monotonic; None before the first or where it never drops)."""
         self.me = me
         self.lock = lock
         self.settings = settings or Settings()
         self.clock = clock
+        self.listening_since = listening_since
         self._watches: dict[tuple[str, str], _Watch] = {}
         self._releases: dict[tuple[str, str], asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -310,14 +314,21 @@ class Coordinator:
 
     async def wait_for_holder(self, channel: str, ts: str) -> bool:
         """Wait while a peer holds the message: True once its done mark is seen, False
-        when its lease ran out (each ⏳ renewal restarts the lease)."""
+        when its lease ran out (each ⏳ renewal restarts the lease).
+
+        Silence counts only while this bot could hear it: when its event connection
+        (re)opens, the lease counts again from then. The renewals sent while it was away
+        reach it later (Slack hands out again what a dropped connection missed) or never
+        (RTM), and a vote on that silence had a taker act beside a live holder."""
         watch = self._watch(channel, ts)
+        since = time.monotonic()
         while True:
             watch.renewed.clear()
-            until = (watch.pinned_at or time.monotonic()) + self.settings.lease_s
-            if not await first_set([watch.done, watch.renewed], until - time.monotonic()):
+            heard = max(watch.pinned_at or since, self.listening_since() or since)
+            left = heard + self.settings.lease_s - time.monotonic()
+            if left <= 0:
                 return False
-            if watch.done.is_set():
+            if await first_set([watch.done, watch.renewed], left) and watch.done.is_set():
                 return True
 
     async def _hold(

@@ -103,8 +103,8 @@ class Transport(Protocol):
     on_reconnect: Reconnected | None
     connected_since: float | None
     """When the current connection opened (time.monotonic, the event loop's clock), None
-    before the first: for a
-    while after it the bot reads back what it may have missed (Bot._look_back)."""
+    before the first: for a while after it the bot reads back what it may have missed
+    (Bot._look_back), and a peer's silence counts only from it (wait_for_holder)."""
 
     async def start(self, handler: EventHandler) -> None:
         """Connect (returns once the first connection is up) and deliver events."""

@@ -13,6 +13,7 @@ import asyncio
 import json
 import logging
 import threading
+import time
 from typing import Any
 
 import requests
@@ -78,9 +79,9 @@ class RtmTransport:
         self.on_reconnect: Reconnected | None = None
         """RTM does not replay what was said while a connection was down: this catches up."""
         self.connected_since: float | None = None
-        """Always None: after a reconnect the bot catches up (on_reconnect) instead of
-        reading back before each command (Bot._look_back). Every RTM bot is the one Slack
-        user, whose Tier 3 budget the read-backs of eight bots at once would exhaust."""
+        """When the current connection opened (its peers' renewals sent before then were
+        never heard). After a reconnect the bot catches up (on_reconnect), and does not
+        read back before each command (Bot._look_back is app-per-bot's only)."""
 
     async def start(self, handler: EventHandler) -> None:
         self._handler = handler
@@ -96,6 +97,7 @@ class RtmTransport:
         client.list_users_and_channels()
         _rtm_connect(client)
         client.websocket.settimeout(0.5)
+        self.connected_since = time.monotonic()
         self._connected.set()
         return client
 
@@ -110,6 +112,7 @@ class RtmTransport:
                 assert self._client is not None
                 _rtm_connect(self._client)
                 self._client.websocket.settimeout(0.5)
+                self.connected_since = time.monotonic()
                 self._connected.set()
                 log.info("RTM reconnected")
                 if self.on_reconnect is not None and self._loop is not None:
