@@ -479,3 +479,20 @@ def test_commands_on_one_device_act_in_the_order_they_were_sent(tmp_path):
             assert acted == [(ts, "on" if i % 2 == 0 else "off") for i, ts in enumerate(sent)]
 
     run(main)
+
+
+def test_a_restarted_bot_holds_only_claims_its_shared_actions_prove(tmp_path):
+    """After a stop, a command this bot had begun acting on under the claim (a shared
+    device) is finished under that claim; one where it only drove its own device never
+    claimed anything, so it claims as usual."""
+
+    async def main(loop):
+        async with home(tmp_path) as h:
+            bot = h.bots["kitchen-pi"]
+            for ts, device in (("1.000001", "hall light"), ("1.000002", "kitchen lamp")):
+                assert bot.journal.begin(HOME, ts, f"turn on the {device}", ALICE)
+                assert bot.journal.action_begin(HOME, ts, device, "on", {}, ALICE)
+            assert [c[1] for c in bot.interrupted()] == ["1.000001", "1.000002"]
+            assert bot._held == {(HOME, "1.000001")}
+
+    run(main)

@@ -288,11 +288,14 @@ class Bot:
 
     def interrupted(self) -> list[tuple[str, str, str, str | None]]:
         """At start: the commands the last run began and never finished, to resume. Those
-        whose claim it held (it began acting) it finishes under that claim, whichever
-        copy comes first, its resume or Slack's redelivery: met as a peer's, the claim
-        would have a taker repeat what this bot did."""
+        whose claim it held (it began acting on a shared device) it finishes under that
+        claim, whichever copy comes first, its resume or Slack's redelivery: met as a
+        peer's, the claim would have a taker repeat what this bot did."""
         interrupted = self.journal.interrupt()
-        self._held |= {(c, ts) for c, ts, *_ in interrupted if self.journal.held(c, ts)}
+        for channel, ts, *_ in interrupted:
+            acted = self.journal.acted_on(channel, ts)
+            if any(d in self.devices and self.devices[d].owner is None for d in acted):
+                self._held.add((channel, ts))  # a shared device: only under the claim
         return interrupted
 
     async def _resume(self, channel: str, ts: str, text: str, user: str | None) -> None:

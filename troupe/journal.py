@@ -174,14 +174,14 @@ class Journal:
             db.execute("UPDATE actions SET status = 'interrupted' WHERE status = 'begun'")
         return [tuple(r) for r in rows]
 
-    def held(self, channel: str, ts: str) -> bool:
-        """Whether this bot began a device action for the command: only the bot holding
-        its claim (or its taker) does, so after a restart it knows the claim was its own."""
+    def acted_on(self, channel: str, ts: str) -> set[str]:
+        """The devices this bot began an action on for the command (after a restart: on a
+        shared device only the claim's holder or its taker does, so the claim was its own)."""
         with self._lock:
-            row = self._db.execute(
-                "SELECT 1 FROM actions WHERE channel = ? AND ts = ? LIMIT 1", (channel, ts)
-            ).fetchone()
-        return row is not None
+            rows = self._db.execute(
+                "SELECT DISTINCT device FROM actions WHERE channel = ? AND ts = ?", (channel, ts)
+            ).fetchall()
+        return {r[0] for r in rows}
 
     def interrupted_actions(self, channel: str, ts: str) -> list[ActionRecord]:
         """This command's device actions a stop cut short: begun, never known done."""
