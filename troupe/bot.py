@@ -729,11 +729,8 @@ class Bot:
         if key in self._checked_votes:
             return False
         self._checked_votes.add(key)
-        try:
-            return await self.coordinator.lock.taken_up(event.channel, event.ts)
-        except ClaimError as err:
-            log.warning("cannot read the marks of %s/%s: %s", event.channel, event.ts, err)
-            return False
+        # unreadable: it acts (its lease still holds), as before the check existed
+        return await self.coordinator.taken_up(event.channel, event.ts, unknown=False)
 
     def _late(self, event: Event, takeover: bool) -> bool:
         """Whether an action is carried out late (a takeover, a redelivery: Slack hands out

@@ -263,7 +263,9 @@ class Coordinator:
         watch = self._watch(channel, ts)
         s = self.settings
 
-        if held and not self.is_stale(ts) and not await self._taken_up(channel, ts):
+        # Marks it cannot read count as taken up: then the ballot decides, as for any
+        # silent holder.
+        if held and not self.is_stale(ts) and not await self.taken_up(channel, ts, unknown=True):
             # Its peers still wait on its old claim: a ⏳ now restarts their lease, and it
             # finishes (its journal skips what it did), so no taker repeats its action.
             watch.pinned.set()
@@ -303,14 +305,14 @@ class Coordinator:
         value = await self._hold(channel, ts, voted_at, work, takeover=True)
         return Result(Outcome.TOOK_OVER, value)
 
-    async def _taken_up(self, channel: str, ts: str) -> bool:
-        """Whether a peer voted to take the message over or finished it; True when Slack
-        cannot say (then the ballot decides, as for any silent holder)."""
+    async def taken_up(self, channel: str, ts: str, *, unknown: bool) -> bool:
+        """Whether a peer voted to take the message over or finished it, read from Slack
+        (one call); `unknown` when Slack cannot say."""
         try:
             return await self.lock.taken_up(channel, ts)
         except ClaimError as err:
             log.warning("cannot read the marks of %s/%s: %s", channel, ts, err)
-            return True
+            return unknown
 
     async def wait_for_holder(self, channel: str, ts: str) -> bool:
         """Wait while a peer holds the message: True once its done mark is seen, False
