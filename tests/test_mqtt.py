@@ -730,17 +730,20 @@ async def test_after_a_broker_restart_a_command_waits_for_its_device_to_be_back(
     broker: Broker,
 ) -> None:
     """The bot may reconnect before the plug: a command sent then would be lost (QoS 0, no
-    one subscribed), so it waits for the plug to say it is online again."""
+    one subscribed), so it waits for the plug to say it is online again. Driver.ready,
+    which the bot awaits before its order checks, waits for the same."""
     with powered(tasmota(broker)) as plug:
         async with mqtt_driver(broker, {"porch switch": PLUG}) as driver:
             await asyncio.to_thread(broker.kill)
             plug.crash()  # the plug stays away after the broker is back
             await asyncio.to_thread(broker.start)
             await until(lambda: driver.connected, 20, "the driver to reconnect")
+            ready = asyncio.ensure_future(driver.ready("porch switch"))
             acting = asyncio.ensure_future(act(driver, do("porch switch", "on")))
             await asyncio.sleep(1.5)  # longer than the plug's confirm_s
-            assert not acting.done()
+            assert not ready.done() and not acting.done()
             with powered(tasmota(broker)) as back:
+                await asyncio.wait_for(ready, 20)
                 assert await asyncio.wait_for(acting, 20) == "turned on the porch switch"
                 assert [c.text for c in back.commands if c.payload.strip()] == ["ON"]
 

@@ -319,6 +319,45 @@ def test_a_late_action_never_overrides_a_newer_command_on_the_same_device(tmp_pa
     run(main)
 
 
+def test_a_command_waiting_for_its_device_to_come_back_yields_to_a_newer_one(tmp_path):
+    """A broker restart: the older command's holder waits for its device to be reachable
+    again (Driver.ready) while another bot, back first, carries out a newer command on
+    it. The order checks follow the wait, so the older command is not acted after it."""
+
+    async def main(_loop):
+        async with home(tmp_path, slackmq=FAST) as h:
+            older = await h.say("good morning")  # its ts stands for the held command
+            bot = h.bots["garage-pi"]
+            driver = bot.drivers[bot.devices["porch switch"].driver]
+            back = asyncio.Event()
+            act = driver.act
+
+            async def ready(_device: str) -> None:
+                await back.wait()
+
+            async def act_when_back(device: str, action: Action):  # as the mqtt driver
+                await back.wait()
+                return await act(device, action)
+
+            driver.ready, driver.act = ready, act_when_back
+            held = Event("message", HOME, older, user=ALICE, text="turn on the porch switch")
+            waiting = asyncio.ensure_future(
+                bot._act(held, [Action("porch switch", "on")], takeover=True)
+            )
+            await asyncio.sleep(0.5)
+            others = tuple(b for b in BOTS if b != "garage-pi")
+            newer = await h.say("turn off the porch switch", to=others)
+            assert DONE in h.marks(newer)
+            back.set()
+            at = bot._local_time(newer)
+            assert await waiting == [
+                f"I did not change the porch switch: the newer command at {at} already did."
+            ]
+            assert [a["op"] for a in h.actions() if a["device"] == "porch switch"] == ["off"]
+
+    run(main)
+
+
 def test_a_bot_just_reconnected_waits_for_an_older_command_it_never_received(tmp_path):
     """Every socket dropped; the older command reached the others (2 s late), the newer
     one reached its holder, which had just reconnected and never got the older one. It

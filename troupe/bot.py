@@ -1077,6 +1077,9 @@ class Bot:
                 state = await self.device_state(device.name)
                 lines.append(outcomes.render(outcomes.Queried(device.name, state)))
                 continue
+            # A device coming back (its broker restarting) is waited for before the order
+            # checks: whichever bot reaches it first, a newer command still wins.
+            await self.drivers[device.driver].ready(device.name)
             await self._look_back(event)
             await self._in_turn(event, device.name)
             if self._late(event, takeover):

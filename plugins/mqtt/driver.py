@@ -250,6 +250,9 @@ class MqttDriver(Driver):
                 return
             await asyncio.sleep(RECONNECT_POLL_S)
 
+    async def ready(self, device: str) -> None:
+        await self._back(self.devices[device])
+
     async def act(self, device: str, action: Action) -> DeviceState:
         target = self.devices[device]
         async with target.lock:
