@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.chaos import BURST_429, Chaos, Fault, schedule
-from bench.files import MQTT_DEVICE, Timings, bot_names, workspace_config
+from bench.files import CHANNEL_ID, MQTT_DEVICE, Timings, bot_names, workspace_config
 from bench.mqttrig import MqttRig
 from bench.procstat import Sample, snapshot, usage
 from bench.systems import LEGACY, System
@@ -371,7 +371,8 @@ def _phases(
     _settle(t, noisy)
     _until_released(t, noisy, p.timings.lease_s + 2 * p.timings.stagger_s * len(t.bots) + 2)
     chaos_by_method, chaos_429 = _calls(t.control("counters"))
-    answers = poster.answers(clean + noisy)
+    threads = t.control("threads", channel=CHANNEL_ID)["threads"]
+    answers = poster.answers(clean + noisy, threads)
     offsets = chaos.clock_offsets
     chaos_score = tally(noisy, read_actions(t.counter), answers, offsets)
     tick("chaos")

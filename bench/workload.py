@@ -11,8 +11,7 @@ import json
 import math
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from typing import Any
 from slack_sdk import WebClient
 from slack_sdk.http_retry import RateLimitErrorRetryHandler
 
-from bench.files import CHANNEL, CHANNEL_ID, DEVICES, HUMAN_TOKEN
+from bench.files import CHANNEL, DEVICES, HUMAN_TOKEN
 
 ALICE_ID = "U0ALICE"
 SUPERSEDED = "the newer command at"
@@ -45,11 +44,6 @@ def nth_text(i: int) -> tuple[str, str, str]:
     return f"turn {op} the {device}", device, op
 
 
-READERS = 2
-"""Threads reading the commands' answers back after a phase: two at the network's 50 ms
-stay under Tier 3 (50 a minute, compressed in the soak) most of the time; a 429 waits."""
-
-
 class Poster:
     """Posts commands as a human (alice's user token), the way the Slack client does."""
 
@@ -69,21 +63,22 @@ class Poster:
         ts = self.client.chat_postMessage(channel=f"#{CHANNEL}", text=text)["ts"]
         return Command(ts, text, device, op)
 
-    def answers(self, commands: Iterable[Command]) -> dict[str, list[str]]:
+    @staticmethod
+    def answers(
+        commands: Iterable[Command], threads: Mapping[str, Sequence[Mapping[str, Any]]]
+    ) -> dict[str, list[str]]:
         """The bots' answers in each command's thread (alice's own messages left out),
-        read READERS threads at a time: one by one, 10,000 threads at the network's 50 ms
-        took the soak about 9 minutes a mode."""
-
-        def thread(ts: str) -> tuple[str, list[str]]:
-            resp = self.client.conversations_replies(channel=CHANNEL_ID, ts=ts)
-            return ts, [
+        from the workspace's read-back of every thread (control/threads): read one
+        conversations.replies at a time under Tier 3, 10,000 threads took the soak about
+        5 minutes a mode."""
+        return {
+            cmd.ts: [
                 str(m.get("text") or "")
-                for m in resp.get("messages", [])
-                if m.get("ts") != ts and (m.get("bot_id") or m.get("user") != ALICE_ID)
+                for m in threads.get(cmd.ts, ())
+                if m.get("bot_id") or m.get("user") != ALICE_ID
             ]
-
-        with ThreadPoolExecutor(READERS, thread_name_prefix="answers") as pool:
-            return dict(pool.map(thread, [cmd.ts for cmd in commands]))
+            for cmd in commands
+        }
 
 
 def read_actions(path: Path) -> list[dict[str, Any]]:

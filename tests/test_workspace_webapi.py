@@ -204,6 +204,31 @@ async def test_threads_replies_and_broadcasts(slack: Slack) -> None:
     )
 
 
+async def test_the_control_apis_threads_read_back_what_conversations_replies_pages_through(
+    slack: Slack, running: RunningWorkspace
+) -> None:
+    """The bench reads every command's answers at once (control/threads); it must be what
+    Slack's conversations.replies would give, thread by thread, deleted replies left out."""
+    parents = [(await slack("chat_postMessage", channel="C0HOME", text=t))["ts"] for t in "pq"]
+    replies = {p: [] for p in parents}
+    for i in range(5):
+        parent = parents[i % 2]
+        token = (ALICE, BOB, KITCHEN)[i % 3]
+        sent = await slack(
+            "chat_postMessage", token=token, channel="C0HOME", text=f"r{i}", thread_ts=parent
+        )
+        replies[parent].append(sent["ts"])
+    await slack("chat_delete", channel="C0HOME", ts=replies[parents[0]][1])  # kitchen's
+    await slack("chat_postMessage", channel="C0HOME", text="no thread")
+    threads = (await asyncio.to_thread(running.control, "threads", channel="#home"))["threads"]
+    for parent in parents:
+        thread = await slack("conversations_replies", channel="C0HOME", ts=parent)
+        expected = [(m["ts"], m["text"], m["user"]) for m in thread["messages"][1:]]
+        assert [(m["ts"], m["text"], m["user"]) for m in threads[parent]] == expected
+    assert sorted(threads) == sorted(parents)
+    assert len(threads[parents[0]]) == 2 and len(threads[parents[1]]) == 2
+
+
 async def test_update_and_delete(slack: Slack) -> None:
     ts = (await slack("chat_postMessage", channel="C0HOME", text="draft"))["ts"]
     updated = await slack("chat_update", channel="C0HOME", ts=ts, text="final")

@@ -26,6 +26,8 @@ GET  /control/counters    (or POST) -> {ok, calls: {key: {method: n}}, http_429:
                           query_tokens counts calls refused for a token in the query string.
 POST /control/counters/reset  Zero the counters.
 GET  /control/connections (or POST) -> the event hub's summary of open connections.
+POST /control/threads     {channel} -> {ok, threads: {parent ts: [reply, ...]}} Every
+                          thread's replies at once (what a run's observer reads back).
 """
 
 from __future__ import annotations
@@ -206,6 +208,11 @@ async def connections(ws: Workspace, body: Body) -> Body:
     return result if isinstance(result, dict) and "ok" in result else {"ok": True, **result}
 
 
+async def threads(ws: Workspace, body: Body) -> Body:
+    channel = ws.store.resolve_channel(_field(body, "channel", str))
+    return {"ok": True, "threads": ws.store.threads(channel)}
+
+
 ROUTES: dict[tuple[str, str], Route] = {
     ("POST", "post"): post,
     ("POST", "latency"): latency,
@@ -220,6 +227,7 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("POST", "counters/reset"): counters_reset,
     ("GET", "connections"): connections,
     ("POST", "connections"): connections,
+    ("POST", "threads"): threads,
 }
 """Reads also answer POST, so RunningWorkspace.control("counters") works."""
 

@@ -941,6 +941,18 @@ class Store:
             self._with_pins(channel, m) for m in [message, *(msgs[t] for t in page)]
         ], next_cursor
 
+    def threads(self, channel: str) -> dict[str, list[Message]]:
+        """Every thread of a channel: its parent's ts -> the replies, oldest first. The
+        control API's read-back for the bench and tests (Slack has no such method: there
+        it is one conversations.replies per thread, 10,000 of them after a soak)."""
+        self._require_channel(channel)
+        msgs = self._messages[channel]
+        return {
+            parent: [dict(msgs[ts]) for ts in replies]
+            for (where, parent), replies in self._replies.items()
+            if where == channel and replies
+        }
+
     def _with_pins(self, channel: str, message: Message) -> Message:
         out = copy.deepcopy(message)
         if message["ts"] in self._pins.get(channel, {}):
