@@ -14,6 +14,7 @@ the bots as processes, then runs:
 from __future__ import annotations
 
 import contextlib
+import json
 import random
 import time
 from collections import Counter
@@ -226,6 +227,15 @@ LEGACY_BOUND_S = 6.0
 read loop plus a queue behind busy workers fits in this bound."""
 
 
+def _keep_commands(path: Path, commands: Sequence[Command], answers: dict[str, list[str]]) -> None:
+    """The chaos phase's commands, in the order posted, with their answers, beside the
+    bots' logs and journals: the report's *_at indices are line numbers of this file."""
+    with path.open("w") as out:
+        for i, cmd in enumerate(commands):
+            line = {"at": i, **asdict(cmd), "answers": answers.get(cmd.ts, [])}
+            out.write(json.dumps(line) + "\n")
+
+
 def _settle(t: _Trial, commands: Sequence[Command]) -> bool:
     """Wait until every command has acted, or until none still can; whether all did.
 
@@ -379,6 +389,7 @@ def _phases(
 
     total = tally(clean + noisy, read_actions(t.counter), answers, offsets)
     at = {c.ts: i for i, c in enumerate(noisy)}
+    _keep_commands(t.folder / "commands.jsonl", noisy, answers)
     overheads = [
         ms - 1000 * t.base_delays.get(t.system.event_app(bot), 0.0)
         for ms, bot in zip(clean_score.latencies_ms, clean_score.acted_by, strict=True)

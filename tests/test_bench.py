@@ -32,6 +32,13 @@ def test_troupe_acts_exactly_once_when_one_bots_events_come_late(tmp_path: Path)
     assert (row["duplicates"], row["losses"]) == (0, 0), row["chaos"]
     assert row["calls_by_method"]["pins.add"] >= 1
     assert row["http_429"] == 0
+    # The chaos phase's commands are kept beside the logs, each with its one answer (read
+    # back through the workspace's control/threads), in the order the indices count.
+    (kept,) = tmp_path.glob("*/commands.jsonl")
+    lines = [json.loads(line) for line in kept.read_text().splitlines()]
+    assert [line["at"] for line in lines] == list(range(7))
+    assert [len(line["answers"]) for line in lines] == [1] * 7, lines
+    assert all(line["answers"][0].startswith("Turned") for line in lines), lines
 
 
 @pytest.mark.timeout(300)
