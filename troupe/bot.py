@@ -52,7 +52,16 @@ from troupe.schedulestore import is_record
 from troupe.slackapi import ClockedWebClient, lock_client
 from troupe.slackapi import paged as _paged
 from troupe.slackclock import ClockUnknown, SlackClock
-from troupe.slackmq import CLAIM, DONE, TAKEOVER, WORKING, Lock, SlackMQ, holding
+from troupe.slackmq import (
+    CLAIM,
+    DONE,
+    REDELIVERY_S,
+    TAKEOVER,
+    WORKING,
+    Lock,
+    SlackMQ,
+    holding,
+)
 from troupe.tasks import spawn
 from troupe.transports.base import Ack, Event, Transport
 
@@ -66,6 +75,11 @@ MAX_TEXT = 4000
 CLOCK_MARGIN_S = 0.5
 """How far two bots' readings of Slack's clock may differ (each is within a round trip):
 a wait for an older command to go stale lasts this much longer than its takers' check."""
+CATCH_UP_AFTER_S = REDELIVERY_S + 1.0
+"""Socket Mode: how long after a reconnect the bot reads back what no connection got.
+Slack retries an envelope 3 s after it went unacknowledged, then only after a minute:
+by now the commands posted just before the reconnect were handed out again and claimed,
+and the ones left are those whose retry also found no connection."""
 STATUS = re.compile(r"status|what(?:'s| is) on", re.IGNORECASE)
 """Every device's state: owners answer for theirs, one claimed bot for the shared ones."""
 TOOK_OVER = "The bot that claimed this went silent, so I took over:"
@@ -181,6 +195,7 @@ class Bot:
         """Interrupted commands whose claim this bot held before the stop (`interrupted`)."""
         self._learned: set[tuple[str, str]] = set()
         self._looked_back: set[tuple[str, str]] = set()
+        self._catching_up = False
         self._checked_votes: set[tuple[str, str]] = set()
         """Late commands for which the channel's newer commands were read already."""
         self.user_id = ""
@@ -342,10 +357,27 @@ class Bot:
         await self.handle(event)
 
     async def _catch_up(self) -> None:
-        """After a reconnect that replays nothing (RTM): the channels' messages of the last
-        stale_s go through the pipeline. The journal skips what this bot saw, a done mark
-        skips what a peer finished, and the claim keeps the rest to one bot."""
+        """After a reconnect, the channels' messages of the last stale_s that may never
+        come go through the pipeline. RTM replays nothing. Socket Mode's Slack retries an
+        envelope 3 s after it went unacknowledged and then a minute later: a command posted
+        while every connection of an app was down (a router restarting, Wi-Fi gone) comes
+        back stale, so after CATCH_UP_AFTER_S the messages no bot of the fleet has marked
+        are taken up. The journal skips what this bot saw, a done mark (any fleet mark, in
+        Socket Mode: its holder has it) skips what a peer has, and the claim keeps the
+        rest to one bot."""
         assert self.coordinator is not None
+        if self._catching_up:
+            return  # a reconnect storm: the catch-up under way reads the same window
+        self._catching_up = True
+        try:
+            await self._read_back()
+        finally:
+            self._catching_up = False
+
+    async def _read_back(self) -> None:
+        socket = self.transport.mode == "socket"
+        if socket:
+            await asyncio.sleep(CATCH_UP_AFTER_S)
         oldest = f"{self.clock.now() - self.settings.stale_s:.6f}"
         for channel in self.channel_areas:
             try:
@@ -357,7 +389,8 @@ class Bot:
                 event = Event.from_slack({**message, "type": "message", "channel": channel})
                 if event is None or self.journal.status(channel, event.ts) is not None:
                     continue
-                if DONE in self._fleet_marks(message):
+                marks = self._fleet_marks(message)
+                if DONE in marks or (socket and marks):
                     continue
                 self._spawn(self.handle(event, _no_ack))
 

@@ -93,7 +93,8 @@ class Event:
 
 
 Reconnected = Callable[[], Awaitable[None]]
-"""Called after a reconnect by a transport whose server does not replay what it missed."""
+"""Called after each reconnect (not the first connect): RTM replays nothing it missed, and
+Socket Mode's retries of what no connection got may come a minute late (Bot._catch_up)."""
 
 
 class Transport(Protocol):

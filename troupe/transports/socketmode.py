@@ -19,7 +19,7 @@ from slack_sdk.socket_mode.response import SocketModeResponse
 
 from troupe.slackapi import ClockedWebClient, in_thread
 from troupe.tasks import spawn
-from troupe.transports.base import Backoff, Event, EventHandler
+from troupe.transports.base import Backoff, Event, EventHandler, Reconnected
 
 log = logging.getLogger(__name__)
 
@@ -92,8 +92,6 @@ class SocketModeTransport:
     """
 
     mode = "socket"
-    on_reconnect = None
-    """Unused: Slack retries an envelope no connection acknowledged, so nothing is missed."""
 
     def __init__(
         self, app_token: str, web_client: ClockedWebClient, ping_interval: float = 2.0
@@ -107,6 +105,9 @@ class SocketModeTransport:
         self._tasks: set[asyncio.Task[Any]] = set()
         self.connected_since: float | None = None
         """When Slack's hello opened the current connection (time.monotonic)."""
+        self.on_reconnect: Reconnected | None = None
+        """Called on the loop at each hello after the first: Slack retries what no
+        connection acknowledged, but its second retry comes a minute later (Bot._catch_up)."""
 
     async def start(self, handler: EventHandler) -> None:
         self._handler = handler
@@ -137,8 +138,14 @@ class SocketModeTransport:
     def _on_message(self, _client: SocketModeClient, message: dict[str, Any], _raw: str) -> None:
         """slack_sdk's thread: Slack's hello opens each connection (what came meanwhile is
         late, so the bot reads back for a while: Bot._look_back)."""
-        if message.get("type") == "hello":
-            self.connected_since = time.monotonic()
+        if message.get("type") != "hello":
+            return
+        reopened = self.connected_since is not None
+        self.connected_since = time.monotonic()
+        loop, on_reconnect = self._loop, self.on_reconnect
+        if reopened and on_reconnect is not None and loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: stopping
+                asyncio.run_coroutine_threadsafe(on_reconnect(), loop)
 
     def _on_request(self, client: SocketModeClient, req: SocketModeRequest) -> None:
         """slack_sdk's listener, in one of its threads: hand the envelope to the loop."""
