@@ -38,7 +38,7 @@ from hypothesis import strategies as st
 from slack_sdk.errors import SlackApiError
 from virtualtime import BASE, Deadlock, VirtualLoop, virtual_time
 
-from troupe.bot import Bot, DeviceSpec
+from troupe.bot import CATCH_UP_AFTER_S, Bot, DeviceSpec
 from troupe.federation import Action, Coordinator, Settings, rank
 from troupe.intents import Command
 from troupe.journal import Journal
@@ -138,6 +138,9 @@ class Scenario:
     pins_full: tuple[float, float] | None = None
     """While virtual time is in [start, end), the channel has 100 pins: too_many_pins
     (the fleet's own pins are swept; the hundred are people's)."""
+    catch_ups: tuple[tuple[str, float], ...] = ()
+    """(bot, at): the bot's connection reopens at `at` and it reads back what Slack may
+    never hand it (Bot._catch_up, as Socket Mode's after a reconnect)."""
 
     def user(self, bot: str) -> str:
         """The Slack user a bot acts as."""
@@ -235,6 +238,7 @@ def draw_scenario(rng: random.Random) -> Scenario:
     if rng.random() < 0.05:
         start = rng.uniform(0, posted + 1)
         full = (start, float("inf"))  # until a person unpins a few: after the scenario
+    catch_ups = tuple((b, rng.uniform(0, posted + 10)) for b in bots if rng.random() < 0.15)
     return Scenario(
         bots=bots,
         commands=tuple(commands),
@@ -249,6 +253,7 @@ def draw_scenario(rng: random.Random) -> Scenario:
         marks=marks,
         slow=slow,
         pins_full=full,
+        catch_ups=catch_ups,
     )
 
 
@@ -552,9 +557,10 @@ class Recognizer:
 
 
 class _NoTransport:
-    """The bots get their events from the Board, not from a transport."""
+    """The bots get their events from the Board, not from a transport; Slack's hand-outs
+    and redeliveries stand for Socket Mode's (a catch-up waits as there)."""
 
-    mode = "model"
+    mode = "socket"
     on_reconnect = None
 
 
@@ -595,6 +601,8 @@ class Sim:
         self.failed: set[tuple[str, int, int]] = set()
         self.fresh: dict[int, set[str]] = defaultdict(set)
         self.received: dict[int, set[str]] = defaultdict(set)
+        self.handed: Counter[int] = Counter()
+        """How many times Slack handed out each command (shared-app: its retry_attempt)."""
         self.got: dict[tuple[str, int, int], float] = {}
         """When each life of each bot first received each command."""
         self.read: dict[tuple[str, int, int], float] = {}
@@ -651,8 +659,10 @@ class Sim:
             b.user_id,
             trusted=b.is_fleet_user,
             shared_user=self.shared_app,
+            sole_receiver=self.shared_app,
             now=clock.now,
         )
+        b.slackmq = lock
         b.coordinator = Coordinator(name, lock, SETTINGS, clock=clock.now)
         b.drivers = {"model": ModelDriver(self, name, life)}
         act = b._act
@@ -750,6 +760,24 @@ class Sim:
     def deliver(self, bot: str, index: int) -> None:
         if not self.alive[bot]:
             return
+        self._receipt(bot, index)
+        raw = {
+            "type": "message",
+            "channel": CHANNEL,
+            "ts": ts_of(self.sc, index),
+            "text": f"command {index}",
+            "user": ALICE,
+        }
+        # shared-app: Slack hands a message to one connection, and again (retry_attempt
+        # 1, 2, ...) only when it was not acknowledged
+        attempt = self.handed[index] if self.shared_app else 0
+        self.handed[index] += 1
+        event = Event.from_slack(raw, retry_attempt=attempt)
+        assert event is not None
+        self._spawn(bot, self.bots[bot].handle(event, _ack), index)
+
+    def _receipt(self, bot: str, index: int) -> None:
+        """The bot has the command now: handed by Slack, or read back."""
         self.received[index].add(bot)
         self.got.setdefault((bot, self.life[bot], index), self.loop.time())
         age = self.loop.time() - self.sc.commands[index].posted
@@ -758,16 +786,22 @@ class Sim:
             self.fresh[index].add(bot)
         if age < SETTINGS.stale_s - 5:
             self.got_fresh.setdefault((bot, self.life[bot], index), self.loop.time())
-        raw = {
-            "type": "message",
-            "channel": CHANNEL,
-            "ts": ts_of(self.sc, index),
-            "text": f"command {index}",
-            "user": ALICE,
-        }
-        event = Event.from_slack(raw)
-        assert event is not None
-        self._spawn(bot, self.bots[bot].handle(event, _ack), index)
+
+    def catch_up(self, bot: str) -> None:
+        """The bot's connection reopened: CATCH_UP_AFTER_S later it reads the channel."""
+        if not self.alive[bot]:
+            return
+        self.tally["catch_ups"] += 1
+        self._spawn(bot, self.bots[bot]._catch_up(), -1)
+        life = self.life[bot]
+
+        def read() -> None:
+            if self.is_live(bot, life):
+                for index, cmd in enumerate(self.sc.commands):
+                    if cmd.posted <= self.loop.time():
+                        self._receipt(bot, index)
+
+        self.loop.call_later(CATCH_UP_AFTER_S, read)
 
     def deliver_event(self, bot: str, life: int, raw: dict[str, Any]) -> None:
         if not self.is_live(bot, life):
@@ -802,6 +836,8 @@ class Sim:
                 self.loop.call_at(crash.at, self.kill, crash.bot)
         for mark in self.sc.marks:
             self.loop.call_at(self.sc.commands[mark.cmd].posted + mark.after, self.mark, mark)
+        for bot, at in self.sc.catch_ups:
+            self.loop.call_at(at, self.catch_up, bot)
         return max(c.posted for c in self.sc.commands) + HORIZON_S
 
 
@@ -1200,6 +1236,23 @@ def test_a_holder_back_within_its_lease_finishes_what_it_began_and_nobody_repeat
     assert sim.board.reactions[(CHANNEL, ts_of(scenario, 0))][DONE]
 
 
+def test_a_shared_app_catch_up_never_holds_what_a_live_receiver_holds_unmarked() -> None:
+    """shared-app: the first receiver holds a command at no call, so for a while nothing
+    in Slack shows it (its first ⏳ comes a third of a lease in). A peer that reconnected
+    and reads the channel back meets the command unmarked: it takes it up as a
+    redelivery (the lease, then the ballot), never as its own, and nothing runs twice."""
+    holder = _holder(_plain(ONE))
+    peer = next(b for b in BOTS if b != holder)
+    scenario = replace(
+        _plain(ONE, deliveries=(Delivery(holder, 0, 0.05),), slow=(("lamp", 8.0),)),
+        mode="shared-app",
+        catch_ups=((peer, 0.0),),  # reads at CATCH_UP_AFTER_S, the command 3 s old
+    )
+    sim, _ = _kept(scenario)
+    assert sorted((d, b) for _, d, b, _ in _runs(sim)) == [("fan", holder), ("lamp", holder)]
+    assert len(_texts(sim, scenario)) == 1
+
+
 def test_late_events_cost_a_claim_call_not_a_duplicate() -> None:
     scenario = _plain(ONE, event_delays=(12.0, 12.0, 12.0))
     sim, _ = _kept(scenario)
@@ -1368,5 +1421,6 @@ def test_random_interleavings_keep_the_promises() -> None:
         "person_pin",
         "person_done",
         "person_takeover",
+        "catch_ups",
     ):
         assert seen[case] > 0, f"the model never produced {case}: {dict(seen)}"

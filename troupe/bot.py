@@ -364,7 +364,7 @@ class Bot:
         back stale, so after CATCH_UP_AFTER_S the messages no bot of the fleet has marked
         are taken up. The journal skips what this bot saw, a done mark (any fleet mark, in
         Socket Mode: its holder has it) skips what a peer has, and the claim keeps the
-        rest to one bot."""
+        rest to one bot (in shared-app, after a lease: the ballot, as for a redelivery)."""
         assert self.coordinator is not None
         if self._catching_up:
             return  # a reconnect storm: the catch-up under way reads the same window
@@ -386,7 +386,11 @@ class Bot:
                 log.warning("cannot catch up on %s: %s", channel, err.response.get("error"))
                 continue
             for message in reversed(resp.get("messages", [])):
-                event = Event.from_slack({**message, "type": "message", "channel": channel})
+                # Taken up like a redelivery (retry_attempt 1): late, so a newer command
+                # wins its devices; and in shared-app, where the first receiver holds a
+                # command at no call, never held at once: a live receiver may have it.
+                fields = {**message, "type": "message", "channel": channel}
+                event = Event.from_slack(fields, retry_attempt=1)
                 if event is None or self.journal.status(channel, event.ts) is not None:
                     continue
                 marks = self._fleet_marks(message)
