@@ -361,10 +361,11 @@ class Bot:
         come go through the pipeline. RTM replays nothing. Socket Mode's Slack retries an
         envelope 3 s after it went unacknowledged and then a minute later: a command posted
         while every connection of an app was down (a router restarting, Wi-Fi gone) comes
-        back stale, so after CATCH_UP_AFTER_S the messages no bot of the fleet has marked
-        are taken up. The journal skips what this bot saw, a done mark (any fleet mark, in
-        Socket Mode: its holder has it) skips what a peer has, and the claim keeps the
-        rest to one bot (in shared-app, after a lease: the ballot, as for a redelivery)."""
+        back stale, so after CATCH_UP_AFTER_S the bot reads back too. The journal skips
+        what this bot saw, a done mark what a peer finished; the rest is taken up as a
+        redelivery: the claim keeps it to one bot, and a claimed one (its holder may live,
+        or have died after its envelope was acknowledged) waits out the lease and the
+        ballot, so a dead holder's command is finished too."""
         assert self.coordinator is not None
         if self._catching_up:
             return  # a reconnect storm: the catch-up under way reads the same window
@@ -375,8 +376,7 @@ class Bot:
             self._catching_up = False
 
     async def _read_back(self) -> None:
-        socket = self.transport.mode == "socket"
-        if socket:
+        if self.transport.mode == "socket":
             await asyncio.sleep(CATCH_UP_AFTER_S)
         oldest = f"{self.clock.now() - self.settings.stale_s:.6f}"
         for channel in self.channel_areas:
@@ -393,8 +393,7 @@ class Bot:
                 event = Event.from_slack(fields, retry_attempt=1)
                 if event is None or self.journal.status(channel, event.ts) is not None:
                     continue
-                marks = self._fleet_marks(message)
-                if DONE in marks or (socket and marks):
+                if DONE in self._fleet_marks(message):
                     continue
                 self._spawn(self.handle(event, _no_ack))
 
