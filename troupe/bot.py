@@ -354,6 +354,11 @@ class Bot:
             return
         log.warning("resuming %s/%s %r, interrupted by the last stop", channel, ts, text)
         self._resumed.add((channel, ts))
+        mq = getattr(self, "slackmq", None)
+        if mq is not None and mq.sole_receiver and (channel, ts) not in self._held:
+            # shared-app: the bot Slack handed it to first may hold it at no call, with
+            # nothing in Slack to show it: taken up like a redelivery (a lease, a ballot)
+            mq.delivered(channel, ts, retry_attempt=1)
         await self.handle(event)
 
     async def _catch_up(self) -> None:
