@@ -7,7 +7,7 @@ import pytest
 from slack_sdk import WebClient
 
 from troupe.slackapi import async_client
-from troupe.slackmq import DONE, TAKEOVER, SlackMQ
+from troupe.slackmq import DONE, TAKEOVER, WORKING, SlackMQ
 
 FLEET = {"U0KITCHEN", "U0HALL"}
 
@@ -88,3 +88,22 @@ async def test_renew_alternates_so_each_call_is_an_event(posted):
     await kitchen.renew(channel, ts)
     reactions = alice.reactions_get(channel=channel, timestamp=ts)["message"].get("reactions", [])
     assert reactions == []
+
+
+async def test_a_restarted_holders_first_renewal_is_still_a_change_its_peers_see(posted):
+    """The ⏳ its last life put is still there, and the new process does not know it: an
+    add meets already_reacted and changes nothing, so the renewal flips it back (the
+    peers count a removal as a renewal too) instead of letting the lease run out."""
+    ws, alice, channel, ts = posted
+    before = lock(ws, "kitchen", "U0KITCHEN")
+    await before.renew(channel, ts)  # the ⏳ is on; then the bot restarts
+
+    def hourglass() -> bool:
+        message = alice.reactions_get(channel=channel, timestamp=ts)["message"]
+        return any(r["name"] == WORKING for r in message.get("reactions", []))
+
+    after = lock(ws, "kitchen", "U0KITCHEN")
+    await after.renew(channel, ts)
+    assert not hourglass()  # removed: the event its peers see
+    await after.renew(channel, ts)
+    assert hourglass()

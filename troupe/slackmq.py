@@ -241,15 +241,25 @@ class SlackMQ:
         """Show peers the holder is still at work: each call adds or removes ⏳."""
         key = (channel, ts)
         shown = self._renewals.get(key, False)
-        method = "reactions.remove" if shown else "reactions.add"
-        await self._call(
-            method,
-            frozenset({"already_reacted", "no_reaction"}),
-            channel=channel,
-            timestamp=ts,
-            name=WORKING,
+        flips = (
+            ("reactions.remove", "reactions.add")
+            if shown
+            else ("reactions.add", "reactions.remove")
         )
-        self._renewals[key] = not shown
+        for method in flips:
+            code, _ = await self._call(
+                method,
+                frozenset({"already_reacted", "no_reaction"}),
+                channel=channel,
+                timestamp=ts,
+                name=WORKING,
+            )
+            shown = not shown
+            if code == "ok":
+                break
+            # The ⏳ was already so (this bot restarted and forgot it, or a lost answer
+            # of the last renewal): flip it back, or the peers see no change at all.
+        self._renewals[key] = shown
 
     async def _reactions(self, channel: str, ts: str) -> dict[str, list[str]]:
         """The fleet's reactions on a message, by name, users in Slack's order."""
