@@ -208,8 +208,10 @@ class Chaos:
     def _drop_one(self, index: int, fault: Fault) -> tuple[bool, str]:
         bot = self._next_bot()
         app = self.system.own_app(bot)
-        if app is None:
-            return False, "skipped: the bots share one app, so a drop cuts all of them"
+        if app is None:  # one app for the fleet: one of its connections, one Pi's
+            (app,) = self.system.apps([bot])
+            dropped = self.control("drop", app=app, one=True).get("dropped")
+            return True, f"dropped one of the shared app's WebSockets ({dropped})"
         dropped = self.control("drop", app=app).get("dropped")
         return True, f"dropped {bot}'s WebSocket ({dropped} connection(s))"
 

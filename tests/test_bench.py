@@ -42,6 +42,18 @@ def test_troupe_acts_exactly_once_when_one_bots_events_come_late(tmp_path: Path)
 
 
 @pytest.mark.timeout(300)
+def test_one_socket_dropped_in_a_fleet_sharing_one_app_is_one_pis(tmp_path: Path) -> None:
+    """shared-app: drop-one cuts one of the app's connections (one Pi's Wi-Fi), not every
+    bot's, and loses nothing."""
+    require_mosquitto()
+    row = run_trial(System(TROUPE, "shared-app"), 2, SMOKE, tmp_path, fault_schedule="drop-one")
+    (fault,) = row["chaos"]["faults"]
+    assert fault["applied"], fault
+    assert fault["note"] == "dropped one of the shared app's WebSockets (1)"
+    assert (row["duplicates"], row["losses"], row["unanswered"]) == (0, 0, 0), row["chaos"]
+
+
+@pytest.mark.timeout(300)
 def test_a_broker_restart_with_a_command_in_flight_loses_nothing(tmp_path: Path) -> None:
     """troupe's bots drive the porch light over the trial's mosquitto: the mqtt-restart
     fault kills it while a command to that light is in flight and starts it again; the

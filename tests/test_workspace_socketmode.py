@@ -708,6 +708,12 @@ async def test_control_api_drives_the_hub(workspace: RunningWorkspace) -> None:
         envelope = await next_envelope(sock)
         assert envelope["payload"]["event"]["ts"] == ts
         await sock.send_json({"envelope_id": envelope["envelope_id"]})
+        second = await connect(session, workspace)  # a fleet sharing one app: two Pis
+        answer = await asyncio.to_thread(workspace.control, "drop", app=APP, one=True)
+        assert answer == {"ok": True, "dropped": 1}  # one Pi's Wi-Fi: the oldest goes
+        assert summary(workspace)["socket_mode"] == 1
+        assert (await sock.receive()).type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR)
+        assert not second.closed
         answer = await asyncio.to_thread(workspace.control, "drop", app=APP)
         assert answer == {"ok": True, "dropped": 1}
         assert summary(workspace)["socket_mode"] == 0

@@ -16,7 +16,8 @@ POST /control/fail        {method, status: 429|500|502|503, count, retry_after?,
 POST /control/ratelimit   {window_s?, multiplier?} Shorten the limiter's window (so a
                           test gets Retry-After of seconds) and/or set the multiplier
                           (null = off); forgets counted calls -> {ok, window_s, multiplier}.
-POST /control/drop        {app} Cut every WebSocket of the app (or a human's RTM).
+POST /control/drop        {app, one?} Cut every WebSocket of the app (or a human's RTM);
+                          one: true cuts only its oldest.
 POST /control/disconnect  {app, reason: "warning"|"refresh_requested"} Send Slack's
                           Socket Mode disconnect frame to the app's connections.
 POST /control/delay       {app, seconds} Delay the app's events (0 removes the delay).
@@ -146,7 +147,8 @@ async def ratelimit(ws: Workspace, body: Body) -> Body:
 
 
 async def drop(ws: Workspace, body: Body) -> Body:
-    result = await _hub(ws, "drop", _app_id(ws, body, humans=True))
+    one = _field(body, "one", bool, default=False)
+    result = await _hub(ws, "drop", _app_id(ws, body, humans=True), one)
     return result if isinstance(result, dict) else {"ok": True, "dropped": result}
 
 

@@ -271,9 +271,11 @@ class EventHub:
             "connection_info": {"app_id": conn.app_id},
         }
 
-    async def drop(self, app_id: str) -> int:
-        """Cut every connection of an app (or a human's RTM connections) abruptly."""
+    async def drop(self, app_id: str, one: bool = False) -> int:
+        """Cut every connection of an app (or a human's RTM connections) abruptly; `one`:
+        only its oldest (one Pi's Wi-Fi, where the fleet shares one app)."""
         doomed = [c for c in self._connections.values() if app_id in (c.app_id, c.user_id)]
+        doomed = doomed[:1] if one else doomed
         for conn in doomed:
             conn.abort()
         if doomed:
