@@ -442,12 +442,16 @@ def test_a_command_every_bot_gets_late_is_answered_once_and_never_run(tmp_path):
     async def main(_loop):
         async with home(tmp_path) as h:
             h.delays.update(dict.fromkeys(BOTS, 40.0))  # Slack held it up 40 s (stale_s 30)
+            h.reset_calls()
             ts = await h.say("turn on the hall light")
             assert h.answers(ts) == [
                 "That command is 40 s old, past the 30 s limit, so I did not run it."
             ]
             assert h.actions() == []
             assert all(bot.journal.status(HOME, ts) == "skipped" for bot in h.bots.values())
+            # Only the bot that answers spends calls: the others leave it at their rank.
+            first = rank(ts, BOTS)[0]
+            assert {user for user, _ in h.calls()} == {USER_OF[first]}
 
     run(main)
 

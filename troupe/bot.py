@@ -895,9 +895,12 @@ class Bot:
     async def _answer_stale(self, event: Event) -> None:
         assert self.coordinator is not None
         lock = self.coordinator.lock
-        if await lock.is_done(event.channel, event.ts):
-            return
+        # The first-ranked bot alone answers, so the others spend no call: after a restart
+        # every bot goes through its interrupted commands, most of them stale, and eight
+        # bots reading each one's marks on a shared user's budget ran it out (bench rtm).
         if rank(event.ts, self._claimants(self.roster, event.channel))[0] != self.name:
+            return
+        if await lock.is_done(event.channel, event.ts):
             return
         # A pin left by a holder that died (shared-app: the receiver that never acked) is
         # no reason for silence: the fleet's first ballot then says it. A holder still
