@@ -1,7 +1,7 @@
 """`python -m bench --quick | --full`: run the benchmark and write bench/reports/.
 
 python -m bench --quick                # 2 bots, three systems, quick faults (< 3 min)
-python -m bench --full                 # N in 2, 8, 16, every fault, steps 18/30/45 (~1 h)
+python -m bench --full                 # N in 2, 8, 16, five faults, steps 18/30/45 (100 min)
 python -m bench --full --bots 2,4,8 --commands 40 --tag medium
 """
 

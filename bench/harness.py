@@ -123,10 +123,12 @@ FULL = Profile(
     rate_steps=(18, 30, 45),
     step_s=30.0,
 )
-"""The grid people read (latest.md, the README's table), about an hour on 2 CPUs with
-troupe's default timings: N from 2 to 16 (shared-app stops at Slack's 10), every fault
-kind once, and the rate steps that matter: 18 a minute (one app's pins.add budget, where
-SlackMQ 0.1.2 and a pins-only shared app stop), 30, and 45 (the shared-app goal)."""
+"""The grid people read (latest.md, the README's table), 100 minutes on 2 CPUs with
+troupe's default timings: N from 2 to 16 (shared-app stops at Slack's 10), the first five
+fault kinds (one every third chaos command: dropped sockets, a 429 burst, a kill, late
+events; the soak runs all ten), and the rate steps that matter: 18 a minute (one app's
+pins.add budget, where SlackMQ 0.1.2 and a pins-only shared app stop), 30, and 45 (the
+shared-app goal)."""
 
 
 @dataclass
