@@ -1253,6 +1253,24 @@ def test_a_shared_app_catch_up_never_holds_what_a_live_receiver_holds_unmarked()
     assert len(_texts(sim, scenario)) == 1
 
 
+def test_a_claim_won_by_the_ballot_over_a_persons_pin_is_carried_out() -> None:
+    """A person pinned the command before the bots claimed it: the claim goes to the 🔄
+    ballot, and its winner holds it. The other claimers' 🔄 are the votes it won, not a
+    takeover: it acts, where it used to stand down ("another bot finishes it") and no
+    bot did."""
+    scenario = Scenario(
+        bots=BOTS,
+        commands=(Cmd(1e-06, "on", ("lamp",)),),
+        deliveries=tuple(Delivery(b, 0, 0.05) for b in BOTS),
+        event_delays=(0.0, 0.0, 0.0),
+        offsets=(0.0, 0.0, 0.0),
+        marks=(Mark(0, "pin", 0.0),),
+    )
+    sim, _ = _kept(scenario)
+    assert [(d, t) for _, d, _, t in _runs(sim)] == [("lamp", False)]
+    assert _texts(sim, scenario) == ["Turned on the lamp."]
+
+
 def test_late_events_cost_a_claim_call_not_a_duplicate() -> None:
     scenario = _plain(ONE, event_delays=(12.0, 12.0, 12.0))
     sim, _ = _kept(scenario)

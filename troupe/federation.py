@@ -285,7 +285,10 @@ class Coordinator:
             if await self.lock.claim(channel, ts):
                 watch.pinned.set()
                 if time.monotonic() - claimed_at <= s.lease_s * 0.8:
-                    value = await self._hold(channel, ts, claimed_at, work, takeover=False)
+                    elected = self.lock.won_by_ballot(channel, ts)
+                    value = await self._hold(
+                        channel, ts, claimed_at, work, takeover=False, elected=elected
+                    )
                     return Result(Outcome.ACTED, value)
                 # Too late to act safely (a peer may be voting): like a peer, this bot
                 # waits out the lease and takes part in the ballot, so someone acts.
@@ -341,13 +344,16 @@ class Coordinator:
         work: Callable[[bool], Awaitable[T]],
         *,
         takeover: bool,
+        elected: bool = False,
     ) -> T:
         """Run the work while holding the message: the lease is renewed every third of
-        it, so slow devices never make a peer take over while this bot still acts."""
+        it, so slow devices never make a peer take over while this bot still acts.
+        `elected`: the claim itself was won by the ballot (a person's pin was in the
+        way), so the peers' 🔄 are no takeover of it."""
         watch = self._watch(channel, ts)
         lease = self.settings.lease_s
         watch.lease_until = since + lease
-        watch.taker = takeover
+        watch.taker = takeover or elected
 
         async def keep_alive() -> None:
             due = since + lease / 3  # counted from the claim: peers count from its pin

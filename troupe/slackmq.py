@@ -94,6 +94,10 @@ class Lock(Protocol):
     async def release(self, channel: str, ts: str) -> None:
         """Unpin (no error if already unpinned; nothing to do for a 👀 claim)."""
 
+    def won_by_ballot(self, channel: str, ts: str) -> bool:
+        """Whether this bot's claim was won by the 🔄 ballot (someone outside the fleet had
+        pinned the message): its peers' 🔄 are then the votes it won, not a takeover."""
+
     async def renew(self, channel: str, ts: str) -> None:
         """Show the peers that the holder is still acting (a visible change they see)."""
 
@@ -130,6 +134,8 @@ class SlackMQ:
         first delivery holds the command by Slack's own hand-out, at no call."""
         self._not_ours: set[tuple[str, str]] = set()
         """Messages pinned by someone outside the fleet: never unpinned by this bot."""
+        self._by_ballot: set[tuple[str, str]] = set()
+        """Claims this bot won by the 🔄 ballot, where a person's pin was in the way."""
         self._renewals: dict[tuple[str, str], bool] = {}
         self._now = now
         self._delivered: dict[tuple[str, str], tuple[float, bool]] = {}
@@ -199,7 +205,10 @@ class SlackMQ:
             # Someone outside the fleet pinned it: their pin is no claim. The ballot
             # (first fleet reaction) decides instead, and their pin is left alone.
             self._not_ours.add((channel, ts))
-            return await self.elect(channel, ts)
+            won = await self.elect(channel, ts)
+            if won:
+                self._by_ballot.add((channel, ts))
+            return won
         mine_now = pinner == self.user_id and pinned_at >= int(self.started)
         if unsure and mine_now:
             log.info("pins.add on %s/%s was carried out before its answer was lost", channel, ts)
@@ -298,8 +307,12 @@ class SlackMQ:
         # a lost answer hides this bot's own vote; then nobody can tell, and nobody acts.
         return code == "ok" and not unsure
 
+    def won_by_ballot(self, channel: str, ts: str) -> bool:
+        return (channel, ts) in self._by_ballot
+
     async def release(self, channel: str, ts: str) -> None:
         self._renewals.pop((channel, ts), None)
+        self._by_ballot.discard((channel, ts))
         if self.shared_user:
             return  # the 👀 stays: it keeps late bots out and fills no pin list
         if (channel, ts) in self._not_ours:

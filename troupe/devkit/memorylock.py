@@ -86,6 +86,9 @@ class MemoryLock:
             return False
         return voted and self.board.reactions[(channel, ts)][TAKEOVER][0] == self.user
 
+    def won_by_ballot(self, channel: str, ts: str) -> bool:
+        return False  # no one outside the fleet pins on this board
+
     async def renew(self, channel: str, ts: str) -> None:
         self.board.calls.append((self.user, "reactions.add"))
         self.board._emit(WORKING, (channel, ts))
