@@ -152,7 +152,8 @@ class FakeWeb:
     def _conversations_history(
         self, channel: str, oldest: str = "0", limit: int = 100, **_: Any
     ) -> dict[str, Any]:
-        """Top-level messages after `oldest`, newest first, with the board's marks."""
+        """Top-level messages after `oldest`, newest first, with the board's marks and, as
+        Slack gives them, their replies' count and users."""
         found = []
         for m in self.slack.messages.get(channel, []):
             if float(m["ts"]) <= float(oldest) or m.get("thread_ts"):
@@ -163,7 +164,12 @@ class FakeWeb:
                 for n, us in marks.items()
                 if us
             ]
-            found.append({**m, "reactions": reactions})
+            thread = self.slack.thread(channel, m["ts"])
+            replies = {
+                "reply_count": len(thread),
+                "reply_users": sorted({t["user"] for t in thread}),
+            }
+            found.append({**m, "reactions": reactions, **(replies if thread else {})})
         return {"ok": True, "messages": found[::-1][:limit]}
 
     def _conversations_replies(self, channel: str, ts: str, **_: Any) -> dict[str, Any]:

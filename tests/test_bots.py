@@ -22,7 +22,7 @@ WORKLOAD = {
 
 
 OWNERS = {"kitchen lamp": "kitchen-pi", "garage light": "garage-pi"}
-SUPERSEDED = re.compile(r"I did not change the (.+?): the newer command at \S+ already did\.")
+SUPERSEDED = re.compile(r"I left the (.+?) to the newer command at \S+\.")
 """A command whose part reached its bot late, after a newer command on that device had
 acted: it is answered and left undone (docs/protocol.md, per-device order)."""
 

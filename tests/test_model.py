@@ -398,8 +398,9 @@ class Board:
     def conversations_history(
         self, actor: str, channel: str, oldest: str = "0", limit: int = 100, **_: Any
     ) -> _Answer:
-        """The commands posted after `oldest`, newest first, with their reactions (a late
-        action reads them to learn which newer commands already acted)."""
+        """The commands posted after `oldest`, newest first, with their reactions and their
+        replies' users (a late action reads them to learn which newer commands acted or
+        are still to act)."""
         messages = []
         for index, cmd in enumerate(self.sim.sc.commands):
             ts = ts_of(self.sim.sc, index)
@@ -407,9 +408,11 @@ class Board:
                 continue
             marks = self.reactions[(channel, ts)]
             reactions = [{"name": n, "users": list(us)} for n, us in marks.items() if us]
-            messages.append(
-                {"ts": ts, "text": f"command {index}", "user": ALICE, "reactions": reactions}
-            )
+            message = {"ts": ts, "text": f"command {index}", "user": ALICE, "reactions": reactions}
+            if self.answers[ts]:  # as Slack gives a thread's parent
+                users = sorted({self.sim.sc.user(a.bot) for a in self.answers[ts]})
+                message.update(reply_count=len(self.answers[ts]), reply_users=users)
+            messages.append(message)
         messages.sort(key=lambda m: float(m["ts"]), reverse=True)
         return _Answer(ok=True, messages=messages[:limit])
 
@@ -1415,13 +1418,16 @@ def test_an_older_command_arriving_after_a_newer_one_acted_leaves_the_device_alo
 def test_a_newer_command_waits_for_the_taker_of_an_older_one(gap: float) -> None:
     """The older command's holder dies before acting; a peer takes it over a lease later.
     The newer command on the same device, held by a bot that lost the older one's ballot,
-    acts after the taker, never before (per-device order, not only "no override")."""
+    waits for the taker, never acting before it (per-device order, not only "no
+    override"); the taker, late, finds it still to act and leaves the device to it."""
     older, newer = Cmd(1.0, "on", ("plug",)), Cmd(1.0 + gap, "off", ("plug",))
     holder = _holder(_plain(older, newer))
     scenario = _plain(older, newer, crashes=(Crash(holder, "claimed"),))
     sim, _ = _kept(scenario)
     runs = sorted(sim.executions, key=lambda e: e.at)
-    assert [(e.cmd, e.op, e.takeover) for e in runs] == [(0, "on", True), (1, "off", False)]
+    assert [(e.cmd, e.op, e.takeover) for e in runs] == [(1, "off", False)]
+    (answer,) = _texts(sim, scenario, 0)
+    assert "the newer command at" in answer
 
 
 def test_the_judge_catches_a_duplicate_an_inversion_and_a_silence() -> None:

@@ -299,9 +299,7 @@ def test_a_late_action_never_overrides_a_newer_command_on_the_same_device(tmp_pa
             held = Event("message", HOME, older, user=ALICE, text="turn on the porch switch")
             lines = await bot._act(held, [Action("porch switch", "on")], takeover=True)
             at = bot._local_time(newer)
-            assert lines == [
-                f"I did not change the porch switch: the newer command at {at} already did."
-            ]
+            assert lines == [f"I left the porch switch to the newer command at {at}."]
             assert [a["op"] for a in h.actions() if a["device"] == "porch switch"] == ["off"]
             # Past the stale limit a taker runs nothing: a newer command may have acted
             # while it waited (the peers' per-device wait ends there).
@@ -350,18 +348,60 @@ def test_a_command_waiting_for_its_device_to_come_back_yields_to_a_newer_one(tmp
             assert DONE in h.marks(newer)
             back.set()
             at = bot._local_time(newer)
-            assert await waiting == [
-                f"I did not change the porch switch: the newer command at {at} already did."
-            ]
+            assert await waiting == [f"I left the porch switch to the newer command at {at}."]
             assert [a["op"] for a in h.actions() if a["device"] == "porch switch"] == ["off"]
 
     run(main)
 
 
+def test_commands_that_waited_for_one_device_all_yield_to_the_newest_still_to_act(tmp_path):
+    """A broker restart with commands for its device in flight: when it comes back, the
+    older one's holder finds a newer one in the channel, neither answered nor marked done
+    yet (another bot still holds it), and leaves the device to it; so the older can never
+    land after it. A newer command the fleet already answered without a ✅ (it did not
+    act) is not deferred to."""
+
+    async def main(_loop):
+        async with home(tmp_path, slackmq=FAST) as h:
+            bot = h.bots["garage-pi"]
+            driver = bot.drivers[bot.devices["porch switch"].driver]
+            back = asyncio.Event()
+
+            async def ready(_device: str) -> None:
+                await back.wait()
+
+            async def late_act(text: str) -> list[str]:
+                older = h.slack.post(HOME, ALICE, text)["ts"]
+                held = Event("message", HOME, older, user=ALICE, text=text)
+                on = Action("porch switch", "on")
+                waiting = asyncio.ensure_future(bot._act(held, [on], takeover=True))
+                await asyncio.sleep(0.5)
+                newer = h.slack.post(HOME, ALICE, "turn off the porch switch")["ts"]
+                return waiting, newer
+
+            driver.ready = ready
+            waiting, answered = await late_act("turn on the porch switch")
+            h.slack.post(HOME, USER_OF["hall-pi"], "Could not reach it.", thread_ts=answered)
+            back.set()
+            assert await waiting == ["Turned on the porch switch."]
+
+            back.clear()
+            waiting, newer = await late_act("turn the porch switch on")
+            h.reset_calls()
+            back.set()
+            at = bot._local_time(newer)
+            assert await waiting == [f"I left the porch switch to the newer command at {at}."]
+            assert h.calls() == Counter({(USER_OF["garage-pi"], "conversations.history"): 1})
+            assert [a["op"] for a in h.actions()] == ["on"]
+
+    run(main)
+
+
 def test_a_bot_just_reconnected_waits_for_an_older_command_it_never_received(tmp_path):
-    """Every socket dropped; the older command reached the others (2 s late), the newer
-    one reached its holder, which had just reconnected and never got the older one. It
-    reads the channel back (one call) and acts after the older one, in the order sent."""
+    """Every socket dropped; the older command reached the others (0.6 s late, not yet
+    late enough to defer to a newer one), the newer one reached its holder, which had just
+    reconnected and never got the older one. It reads the channel back (one call) and
+    acts after the older one, in the order sent."""
 
     async def main(loop):
         async with home(tmp_path, slackmq=FAST) as h:
@@ -371,7 +411,7 @@ def test_a_bot_just_reconnected_waits_for_an_older_command_it_never_received(tmp
             holder = rank(f"{float(older['ts']) + 0.5:.6f}", BOTS)[0]
             others = tuple(b for b in BOTS if b != holder)
             h.transports[holder].connected_since = loop.time()
-            h.delays.update(dict.fromkeys(others, 2.0))
+            h.delays.update(dict.fromkeys(others, 0.6))
             first = await h.say(text, to=others, settle=False)
             await asyncio.sleep(0.5)
             second = await h.say("turn off the porch switch", to=(holder,), settle=False)

@@ -787,18 +787,29 @@ class Bot:
         return self.clock.now() - float(event.ts) > self.settings.lease_s / 3
 
     async def _learn_newer(self, event: Event) -> None:
-        """Before a late action: read what the channel did after this command (one call),
-        so a newer command this bot never saw act (it was down, its events came late after
-        a reconnect, or in shared-app mode another bot received it) still wins its devices."""
+        """Before a late action: read what the channel said after this command (one call),
+        so a newer command on the same device wins it: one that acted (its ✅), which this
+        bot never saw act (it was down, its events came late after a reconnect, or in
+        shared-app mode another bot received it), and one still to be carried out (no
+        fleet answer yet, not stale). Late actions that all waited for one device (its
+        broker restarting) come back at once; each yields to the newest, or the oldest
+        could land last."""
         key = (event.channel, event.ts)
         if key in self._learned:
             return
         self._learned.add(key)
+        assert self.coordinator is not None
+        coordinator = self.coordinator
 
-        def done_after(later: Event, message: Mapping[str, Any]) -> bool:
-            return float(later.ts) > float(event.ts) and DONE in self._fleet_marks(message)
+        def newer(later: Event, message: Mapping[str, Any]) -> bool:
+            if float(later.ts) <= float(event.ts):
+                return False
+            if DONE in self._fleet_marks(message):
+                return True
+            answered = any(self.is_fleet_user(u) for u in message.get("reply_users") or ())
+            return not answered and not coordinator.is_stale(later.ts) and self._may_command(later)
 
-        for ts, touched in await self._device_commands(event.channel, done_after, oldest=event.ts):
+        for ts, touched in await self._device_commands(event.channel, newer, oldest=event.ts):
             for device in touched:
                 self._acted(device, ts)
 
@@ -809,8 +820,8 @@ class Bot:
         **window: str,
     ) -> list[tuple[str, tuple[str, ...]]]:
         """The messages of a stretch of a channel (one conversations.history) that `want`
-        keeps and that are device commands: each one's ts and the devices it changes.
-        `want` is asked first, so only those messages are parsed."""
+        keeps and that are device commands the access rules allow: each one's ts and the
+        devices it changes. `want` is asked first, so only those messages are parsed."""
         try:
             resp = await self.web.conversations_history(channel=channel, limit=100, **window)
         except SlackApiError as err:
@@ -824,6 +835,9 @@ class Bot:
             command = await self._understand(event, _strip_mention(event.text, self.user_id))
             if command is None or command.unknown or command.problem:
                 continue
+            where = {channel, *self.channel_refs.get(channel, ())}
+            if not self.access.decide(event.user, where, self._subjects(command)).allowed:
+                continue  # refused: it never acts
             touched = tuple(a.device for a in self.actions_for(command) if a.op != "query")
             if touched:
                 found.append((event.ts, touched))

@@ -61,7 +61,8 @@ class ClaimFailed:
 
 @dataclass(frozen=True)
 class Superseded:
-    """A newer command on the same device had already acted: this late one does not."""
+    """A newer command on the same device acted, or is about to (nothing answered it yet):
+    this late one leaves the device to it."""
 
     device: str
     newer_at: str
@@ -193,7 +194,7 @@ def render(outcome: Outcome) -> str:
         case ClaimFailed(code, _):
             return f"I could not take this command: Slack said `{code}`. Ask again in a moment."
         case Superseded(device, at):
-            return f"I did not change the {device}: the newer command at {at} already did."
+            return f"I left the {device} to the newer command at {at}."
         case LeaseLost(device):
             return (
                 f"I did not get to the {device}: my hold on this command ran out while I"
