@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import random
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -275,6 +276,26 @@ def _setup_network(ws: RunningWorkspace, profile: Profile, seed: str) -> dict[st
     return delays
 
 
+@contextlib.contextmanager
+def _workspace_log(path: Path) -> Iterator[None]:
+    """The workspace's deliveries, acks and connections, beside the bots' logs: which
+    connection Slack handed each envelope to, so a lost command's path can be read."""
+    handler = logging.FileHandler(path, mode="w")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    logger = logging.getLogger("troupe.devkit.workspace")
+    level, propagate = logger.level, logger.propagate
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False  # its warnings are in the file too; the debug stays there
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        logger.propagate = propagate
+        handler.close()
+
+
 def run_trial(
     system: System,
     n: int,
@@ -303,6 +324,7 @@ def run_trial(
     counter.unlink(missing_ok=True)
     row: dict[str, Any] = {"system": system.name, "mode": system.mode, "bots": n}
     with running_workspace(workspace_config(n)) as ws, contextlib.ExitStack() as stack:
+        stack.enter_context(_workspace_log(folder / "workspace.log"))
         delays = _setup_network(ws, profile, f"{system.label}/{n}")
         rig = MqttRig.start() if system.uses_mqtt else None
         if rig is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -39,6 +40,12 @@ def test_troupe_acts_exactly_once_when_one_bots_events_come_late(tmp_path: Path)
     assert [line["at"] for line in lines] == list(range(7))
     assert [len(line["answers"]) for line in lines] == [1] * 7, lines
     assert all(line["answers"][0].startswith("Turned") for line in lines), lines
+    # and the workspace's deliveries: each command handed to one connection, and acked
+    (log,) = tmp_path.glob("*/workspace.log")
+    trace = log.read_text()
+    for line in lines:
+        assert re.search(rf"\(message {re.escape(line['ts'])}\) attempt 0 to connection", trace)
+    assert " acked on connection " in trace
 
 
 @pytest.mark.timeout(300)

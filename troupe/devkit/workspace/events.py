@@ -251,12 +251,14 @@ class EventHub:
     def attach(self, conn: Connection) -> None:
         """Start delivering to a connection that has just been opened."""
         self._connections[conn.id] = conn
+        log.debug("connection %d (%s of %s) attached", conn.id, conn.kind, conn.app_id)
 
     def detach(self, conn: Connection) -> None:
         """Forget a connection whose WebSocket has ended; its unacked envelopes go elsewhere."""
         self._connections.pop(conn.id, None)
         conn.stop()
         conn.detached.set()
+        log.debug("connection %d detached", conn.id)
 
     def hello(self, conn: Connection) -> dict[str, Any]:
         """Socket Mode's first frame on a new connection."""
@@ -417,7 +419,17 @@ class EventHub:
         if conns:
             turn = self._round_robin.get(pending.app_id, 0)
             self._round_robin[pending.app_id] = turn + 1
-            conns[turn % len(conns)].send(
+            conn = conns[turn % len(conns)]
+            event = pending.payload["event"]
+            log.debug(
+                "envelope %s (%s %s) attempt %d to connection %d",
+                envelope_id[:8],
+                event.get("type"),
+                event.get("ts") or event.get("item", {}).get("ts"),
+                pending.attempt,
+                conn.id,
+            )
+            conn.send(
                 {
                     "envelope_id": envelope_id,
                     "payload": pending.payload,
@@ -463,6 +475,7 @@ class EventHub:
         pending = self._pending.get(envelope_id)
         if pending is None or pending.app_id != conn.app_id:
             return False
+        log.debug("envelope %s acked on connection %d", envelope_id[:8], conn.id)
         self._settle(pending)
         return True
 
