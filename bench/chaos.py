@@ -72,8 +72,18 @@ def clock_ahead(seconds: float) -> dict[str, str]:
     The library is preloaded into the bot itself rather than started through the
     `faketime` program, which forks the bot as its child: killing the wrapper (a kill
     fault, the end of a phase) would leave the bot running, still connected, acting on
-    later commands of the run."""
-    return {"LD_PRELOAD": FAKETIME_LIB, "FAKETIME": f"+{seconds:g}s"}
+    later commands of the run.
+
+    Only the wall clock is set ahead, as on a Pi that booted with a wrong time: its
+    monotonic clock still counts from boot. libfaketime fakes the monotonic clock too by
+    default, and then every timed wait of Python's threads (a queue's get, a join) hung:
+    the clock-off bot connected, never read an envelope, and in shared-app mode Slack's
+    hand-outs to its connection were lost until Slack's retry a minute later."""
+    return {
+        "LD_PRELOAD": FAKETIME_LIB,
+        "FAKETIME": f"+{seconds:g}s",
+        "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+    }
 
 
 FAKETIME_LIB = "/usr/$LIB/faketime/libfaketime.so.1"

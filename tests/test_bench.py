@@ -211,6 +211,37 @@ def test_the_clock_off_bot_is_the_process_started_so_killing_it_leaves_nothing()
     assert int(out.split()[0]) == child.pid
 
 
+def test_the_clock_off_bot_keeps_a_true_monotonic_clock_so_its_threads_wait_normally() -> None:
+    """A Pi with a wrong time has a wrong wall clock, not a wrong monotonic one. Under
+    libfaketime's default (both faked) a thread's timed wait never returned: the clock-off
+    bot was deaf, and shared-app soaks lost the commands Slack handed to it."""
+    import subprocess
+    import sys
+    import time as clock
+
+    from bench.chaos import clock_ahead
+
+    code = (
+        "import queue, threading, time\n"
+        "q = queue.Queue()\n"
+        "start = time.monotonic()\n"
+        "try:\n"
+        "    q.get(timeout=0.2)\n"
+        "except queue.Empty:\n"
+        "    pass\n"
+        "done = threading.Event()\n"
+        "done.wait(0.2)\n"
+        "print(time.time(), time.monotonic() - start)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], env=clock_ahead(600), capture_output=True, text=True,
+        timeout=20, check=True,
+    )  # fmt: skip
+    wall, waited = map(float, proc.stdout.split())
+    assert abs(wall - clock.time() - 600) < 30
+    assert 0.4 <= waited < 5
+
+
 def test_shared_app_rows_stop_at_slacks_ten_socket_mode_connections() -> None:
     from bench.harness import FULL
 
