@@ -3,15 +3,16 @@ one bot's events delayed, an MQTT broker restart, a bot whose clock is ten minut
 claim answers lost after Slack applied them, a person reacting 🔄 and ✅ to a command in
 flight, and a device slower than the lease. Each is keyed to a command index of the chaos
 phase and applied through the workspace's control API or to the bot processes; nothing of
-it lives in troupe's runtime (the wrong clock is libfaketime's, `apt install faketime`).
+it lives in troupe's runtime (the wrong clock is bench/clockahead's, at the bot's start).
 """
 
 from __future__ import annotations
 
-import glob
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from slack_sdk import WebClient
@@ -67,34 +68,21 @@ AFTER_POST = ("kill", "person-reacts", "mqtt-restart")
 
 
 def clock_ahead(seconds: float) -> dict[str, str]:
-    """The environment that sets a process's clock `seconds` ahead with libfaketime.
+    """The environment that starts a bot with its wall clock `seconds` ahead.
 
-    The library is preloaded into the bot itself rather than started through the
-    `faketime` program, which forks the bot as its child: killing the wrapper (a kill
-    fault, the end of a phase) would leave the bot running, still connected, acting on
-    later commands of the run.
-
-    Only the wall clock is set ahead, as on a Pi that booted with a wrong time: its
-    monotonic clock still counts from boot. libfaketime fakes the monotonic clock too by
-    default, and then every timed wait of Python's threads (a queue's get, a join) hung:
-    the clock-off bot connected, never read an envelope, and in shared-app mode Slack's
-    hand-outs to its connection were lost until Slack's retry a minute later."""
-    return {
-        "LD_PRELOAD": FAKETIME_LIB,
-        "FAKETIME": f"+{seconds:g}s",
-        "FAKETIME_DONT_FAKE_MONOTONIC": "1",
-    }
+    bench/clockahead/sitecustomize.py moves Python's time.time and time.time_ns ahead at
+    the bot's start, leaving its monotonic clock true, as on a Pi that booted with a
+    wrong time. libfaketime did this before; its 0.9.10 (Debian's) cannot fake the wall
+    clock alone for Python 3.11+: faking both clocks hung every timed wait of the bot's
+    threads (the bot connected and never read an envelope: in shared-app mode Slack's
+    hand-outs to it were lost until its minute retry), and leaving the monotonic clock
+    alone made each time.sleep fail with EINVAL."""
+    path = os.pathsep.join(p for p in (str(CLOCK_AHEAD_DIR), os.environ.get("PYTHONPATH")) if p)
+    return {"PYTHONPATH": path, "BENCH_CLOCK_AHEAD_S": f"{seconds:g}"}
 
 
-FAKETIME_LIB = "/usr/$LIB/faketime/libfaketime.so.1"
-"""Where `apt install faketime` puts the library; the loader expands $LIB."""
-
-
-def faketime_installed() -> bool:
-    """Whether libfaketime is where FAKETIME_LIB points ($LIB: lib, lib64 or lib/<arch>)."""
-    return any(
-        glob.glob(f"/usr/{lib}/faketime/libfaketime.so.1") for lib in ("lib*", "lib/*-linux-gnu*")
-    )
+CLOCK_AHEAD_DIR = Path(__file__).parent / "clockahead"
+"""The folder of the sitecustomize module that sets a bot's wall clock ahead."""
 
 
 @dataclass(frozen=True)
@@ -249,15 +237,13 @@ class Chaos:
         return True, f"{bot}'s events delayed {fault.seconds:g} s for {fault.span} commands"
 
     def _clock_off(self, index: int, fault: Fault) -> tuple[bool, str]:
-        if not faketime_installed():
-            return False, "skipped: libfaketime is not installed (apt install faketime)"
         self.wait_restarted()  # never two bots down at once
         bot = self._next_bot()
         self.fleet.kill(bot)
         self.fleet.start(bot, wait=False, env=clock_ahead(fault.seconds))
         self.restarted.append(bot)
         self.clock_offsets[bot] = fault.seconds
-        return True, f"{bot} restarted with its clock {fault.seconds:g} s ahead (libfaketime)"
+        return True, f"{bot} restarted with its wall clock {fault.seconds:g} s ahead"
 
     def _lost_answers(self, index: int, fault: Fault) -> tuple[bool, str]:
         bot = self._next_bot()
