@@ -67,8 +67,9 @@ AFTER_POST = ("kill", "person-reacts", "mqtt-restart")
 """Faults that strike once the command is posted, while it is in flight."""
 
 
-def clock_ahead(seconds: float) -> dict[str, str]:
-    """The environment that starts a bot with its wall clock `seconds` ahead.
+def clock_ahead(seconds: float, pythonpath: str | None = None) -> dict[str, str]:
+    """The environment that starts a bot with its wall clock `seconds` ahead (`pythonpath`:
+    the bot's own, kept after the clock's folder).
 
     bench/clockahead/sitecustomize.py moves Python's time.time and time.time_ns ahead at
     the bot's start, leaving its monotonic clock true, as on a Pi that booted with a
@@ -77,7 +78,7 @@ def clock_ahead(seconds: float) -> dict[str, str]:
     threads (the bot connected and never read an envelope: in shared-app mode Slack's
     hand-outs to it were lost until its minute retry), and leaving the monotonic clock
     alone made each time.sleep fail with EINVAL."""
-    path = os.pathsep.join(p for p in (str(CLOCK_AHEAD_DIR), os.environ.get("PYTHONPATH")) if p)
+    path = os.pathsep.join(p for p in (str(CLOCK_AHEAD_DIR), pythonpath) if p)
     return {"PYTHONPATH": path, "BENCH_CLOCK_AHEAD_S": f"{seconds:g}"}
 
 
@@ -240,7 +241,8 @@ class Chaos:
         self.wait_restarted()  # never two bots down at once
         bot = self._next_bot()
         self.fleet.kill(bot)
-        self.fleet.start(bot, wait=False, env=clock_ahead(fault.seconds))
+        ahead = clock_ahead(fault.seconds, self.fleet.env.get("PYTHONPATH"))
+        self.fleet.start(bot, wait=False, env=ahead)
         self.restarted.append(bot)
         self.clock_offsets[bot] = fault.seconds
         return True, f"{bot} restarted with its wall clock {fault.seconds:g} s ahead"

@@ -62,6 +62,26 @@ def test_one_socket_dropped_in_a_fleet_sharing_one_app_is_one_pis(tmp_path: Path
 
 
 @pytest.mark.timeout(300)
+def test_a_bot_restarted_with_its_clock_ahead_still_takes_what_slack_hands_it(
+    tmp_path: Path,
+) -> None:
+    """shared-app: Slack hands each command to one connection, so a clock-off bot that
+    could not read (libfaketime hung its threads) lost every command handed to it. Now
+    it acts on its share, timed on Slack's clock, and nothing is lost."""
+    require_mosquitto()
+    row = run_trial(System(TROUPE, "shared-app"), 2, SMOKE, tmp_path, fault_schedule="clock-off")
+    (fault,) = row["chaos"]["faults"]
+    assert fault["applied"], fault
+    assert (row["duplicates"], row["losses"], row["unanswered"]) == (0, 0, 0), row["chaos"]
+    bot = fault["note"].split()[0]
+    kept = [json.loads(line) for line in next(tmp_path.glob("*/commands.jsonl")).open()]
+    after = {c["ts"] for c in kept if c["at"] > fault["at"]}
+    (actions,) = tmp_path.glob("*/actions.jsonl")
+    acted = [a for a in map(json.loads, actions.open()) if a["ts"] in after]
+    assert any(a["bot"] == bot for a in acted), acted
+
+
+@pytest.mark.timeout(300)
 def test_a_broker_restart_with_a_command_in_flight_loses_nothing(tmp_path: Path) -> None:
     """troupe's bots drive the porch light over the trial's mosquitto: the mqtt-restart
     fault kills it while a command to that light is in flight and starts it again; the
@@ -207,7 +227,10 @@ def test_the_clock_off_bot_has_a_wrong_wall_clock_and_waits_normally() -> None:
         "print(os.getpid(), time.time(), time.time_ns() / 1e9, time.monotonic() - start)\n"
     )
     child = subprocess.Popen(
-        [sys.executable, "-c", code], env={**os.environ, **clock_ahead(600)}, stdout=-1, text=True
+        [sys.executable, "-c", code],
+        env={**os.environ, **clock_ahead(600, os.environ.get("PYTHONPATH"))},
+        stdout=-1,
+        text=True,
     )
     out, _ = child.communicate(timeout=30)
     pid, wall, wall_ns, waited = out.split()
