@@ -743,8 +743,9 @@ async def test_after_a_broker_restart_a_command_waits_for_its_device_to_be_back(
             await asyncio.sleep(1.5)  # longer than the plug's confirm_s
             assert not ready.done() and not acting.done()
             with powered(tasmota(broker)) as back:
-                await asyncio.wait_for(ready, 20)
+                assert await asyncio.wait_for(ready, 20) is True  # it waited: the runtime's cue
                 assert await asyncio.wait_for(acting, 20) == "turned on the porch switch"
+                assert await driver.ready("porch switch") is False  # there: no wait
                 assert [c.text for c in back.commands if c.payload.strip()] == ["ON"]
 
 

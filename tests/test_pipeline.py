@@ -330,8 +330,9 @@ def test_a_command_waiting_for_its_device_to_come_back_yields_to_a_newer_one(tmp
             back = asyncio.Event()
             act = driver.act
 
-            async def ready(_device: str) -> None:
+            async def ready(_device: str) -> bool:
                 await back.wait()
+                return True
 
             async def act_when_back(device: str, action: Action):  # as the mqtt driver
                 await back.wait()
@@ -359,16 +360,19 @@ def test_commands_that_waited_for_one_device_all_yield_to_the_newest_still_to_ac
     older one's holder finds a newer one in the channel, neither answered nor marked done
     yet (another bot still holds it), and leaves the device to it; so the older can never
     land after it. A newer command the fleet already answered without a ✅ (it did not
-    act) is not deferred to."""
+    act) is not deferred to; nor is any when the device never went away, however late
+    the action (deferring to every newer command still to act starved a busy device)."""
 
     async def main(_loop):
         async with home(tmp_path, slackmq=FAST) as h:
             bot = h.bots["garage-pi"]
             driver = bot.drivers[bot.devices["porch switch"].driver]
             back = asyncio.Event()
+            away = [True]
 
-            async def ready(_device: str) -> None:
+            async def ready(_device: str) -> bool:
                 await back.wait()
+                return away[0]
 
             async def late_act(text: str) -> list[str]:
                 older = h.slack.post(HOME, ALICE, text)["ts"]
@@ -394,14 +398,18 @@ def test_commands_that_waited_for_one_device_all_yield_to_the_newest_still_to_ac
             assert h.calls() == Counter({(USER_OF["garage-pi"], "conversations.history"): 1})
             assert [a["op"] for a in h.actions()] == ["on"]
 
+            away[0] = False  # late (a takeover), but the device was there all along
+            waiting, newer = await late_act("switch the porch switch on")
+            assert await waiting == ["Turned on the porch switch."]
+            assert [a["op"] for a in h.actions()] == ["on", "on"]
+
     run(main)
 
 
 def test_a_bot_just_reconnected_waits_for_an_older_command_it_never_received(tmp_path):
-    """Every socket dropped; the older command reached the others (0.6 s late, not yet
-    late enough to defer to a newer one), the newer one reached its holder, which had just
-    reconnected and never got the older one. It reads the channel back (one call) and
-    acts after the older one, in the order sent."""
+    """Every socket dropped; the older command reached the others (2 s late), the newer
+    one reached its holder, which had just reconnected and never got the older one. It
+    reads the channel back (one call) and acts after the older one, in the order sent."""
 
     async def main(loop):
         async with home(tmp_path, slackmq=FAST) as h:
@@ -411,7 +419,7 @@ def test_a_bot_just_reconnected_waits_for_an_older_command_it_never_received(tmp
             holder = rank(f"{float(older['ts']) + 0.5:.6f}", BOTS)[0]
             others = tuple(b for b in BOTS if b != holder)
             h.transports[holder].connected_since = loop.time()
-            h.delays.update(dict.fromkeys(others, 0.6))
+            h.delays.update(dict.fromkeys(others, 2.0))
             first = await h.say(text, to=others, settle=False)
             await asyncio.sleep(0.5)
             second = await h.say("turn off the porch switch", to=(holder,), settle=False)

@@ -786,32 +786,45 @@ class Bot:
             return True
         return self.clock.now() - float(event.ts) > self.settings.lease_s / 3
 
-    async def _learn_newer(self, event: Event) -> None:
-        """Before a late action: read what the channel said after this command (one call),
-        so a newer command on the same device wins it: one that acted (its ✅), which this
-        bot never saw act (it was down, its events came late after a reconnect, or in
-        shared-app mode another bot received it), and one still to be carried out (no
-        fleet answer yet, not stale). Late actions that all waited for one device (its
-        broker restarting) come back at once; each yields to the newest, or the oldest
-        could land last."""
+    async def _learn_newer(self, event: Event, *, waited: bool = False) -> dict[str, str]:
+        """Before a late action: read what the channel did after this command (one call),
+        so a newer command this bot never saw act (it was down, its events came late after
+        a reconnect, or in shared-app mode another bot received it) still wins its devices.
+
+        `waited`: the action waited for its device to come back (its broker restarting).
+        Every command that waited for it comes back at once, so the oldest could land
+        last: the same read also returns, per device, the newest newer command still to
+        be carried out (no ✅ and no fleet answer yet, not stale), to leave the device to.
+        Only then: a command late for any reason deferring to any newer one still to act
+        starved a busy device (a 10,000-command soak: once the fleet fell behind, every
+        command left its device to the next)."""
         key = (event.channel, event.ts)
-        if key in self._learned:
-            return
+        if key in self._learned and not waited:
+            return {}
         self._learned.add(key)
         assert self.coordinator is not None
         coordinator = self.coordinator
+        done: set[str] = set()
 
         def newer(later: Event, message: Mapping[str, Any]) -> bool:
             if float(later.ts) <= float(event.ts):
                 return False
             if DONE in self._fleet_marks(message):
+                done.add(later.ts)
                 return True
+            if not waited:
+                return False
             answered = any(self.is_fleet_user(u) for u in message.get("reply_users") or ())
             return not answered and not coordinator.is_stale(later.ts) and self._may_command(later)
 
+        still: dict[str, str] = {}
         for ts, touched in await self._device_commands(event.channel, newer, oldest=event.ts):
             for device in touched:
-                self._acted(device, ts)
+                if ts in done:
+                    self._acted(device, ts)
+                elif float(ts) > float(still.get(device, "0")):
+                    still[device] = ts
+        return still
 
     async def _device_commands(
         self,
@@ -1142,15 +1155,16 @@ class Bot:
                 continue
             # A device coming back (its broker restarting) is waited for before the order
             # checks: whichever bot reaches it first, a newer command still wins.
-            await self.drivers[device.driver].ready(device.name)
+            came_back = await self.drivers[device.driver].ready(device.name)
             await self._look_back(event)
             await self._in_turn(event, device.name)
-            if self._late(event, takeover):
-                await self._learn_newer(event)
-                if not takeover and await self._taken_up(event):
-                    lines.append(outcomes.render(outcomes.LeaseLost(device.name)))
-                    continue
-            newer = self._superseded(device.name, event.ts)
+            late, still = self._late(event, takeover), {}
+            if late or came_back:
+                still = await self._learn_newer(event, waited=came_back)
+            if late and not takeover and await self._taken_up(event):
+                lines.append(outcomes.render(outcomes.LeaseLost(device.name)))
+                continue
+            newer = self._superseded(device.name, event.ts) or still.get(device.name)
             if newer is not None:
                 at = self._local_time(newer)
                 lines.append(outcomes.render(outcomes.Superseded(device.name, at)))

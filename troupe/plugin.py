@@ -382,13 +382,14 @@ class Driver(abc.ABC):
         """Release hardware and connections."""
         return None
 
-    async def ready(self, device: str) -> None:
+    async def ready(self, device: str) -> bool:
         """Wait, briefly, for a device that cannot be reached just now but soon will be
-        (its connection dropped and is coming back); return at once otherwise. The runtime
-        waits here before it checks the order of commands, so a command that waited still
-        yields to a newer one that reached the device meanwhile; act() reports a device
-        that stayed unreachable."""
-        return None
+        (its connection dropped and is coming back); return at once otherwise. True when
+        it waited. The runtime waits here before it checks the order of commands, so a
+        command that waited still yields to a newer one that reached the device meanwhile,
+        or, when it waited, to a newer one still on its way; act() reports a device that
+        stayed unreachable."""
+        return False
 
     @abc.abstractmethod
     async def act(self, device: str, action: Action) -> DeviceState:

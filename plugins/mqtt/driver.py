@@ -238,20 +238,23 @@ class MqttDriver(Driver):
             return f"the {device.name} is offline"
         return None
 
-    async def _back(self, device: Device) -> None:
+    async def _back(self, device: Device) -> bool:
         """Within RECONNECT_WAIT_S of a dropped connection (a broker restarting), wait for
         the connection, then for the device to say again that it is online: the devices
-        reconnect too, and a command sent before they are back is lost."""
+        reconnect too, and a command sent before they are back is lost. True if it waited."""
+        waited = False
         if self._dropped_at is None:
-            return
+            return waited
         deadline = self._dropped_at + RECONNECT_WAIT_S
         while self._loop.time() < deadline and not self.refused:
             if self.connected and (device.available is not None or not device.tells_online):
-                return
+                return waited
             await asyncio.sleep(RECONNECT_POLL_S)
+            waited = True
+        return waited
 
-    async def ready(self, device: str) -> None:
-        await self._back(self.devices[device])
+    async def ready(self, device: str) -> bool:
+        return await self._back(self.devices[device])
 
     async def act(self, device: str, action: Action) -> DeviceState:
         target = self.devices[device]
