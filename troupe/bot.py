@@ -890,7 +890,7 @@ class Bot:
                 event.ts,
                 claimants,
                 work,
-                held=self._held_claim(event),
+                **self._restarted_claim(event),
             )
         except ClaimError as err:
             log.error("claim of %s/%s failed: %s", event.channel, event.ts, err)
@@ -910,13 +910,13 @@ class Bot:
             await self._answer_stale(event)
         return result
 
-    def _held_claim(self, event: Event) -> bool:
-        """Whether this bot held the claim on `event` before a restart (once: the claim
-        it makes or meets now is the one that counts after)."""
+    def _restarted_claim(self, event: Event) -> dict[str, bool]:
+        """How a restart left this bot's claim on `event`: held (it began acting; once: the
+        claim it makes or meets now is the one that counts after) or only resumed."""
         key = (event.channel, event.ts)
         held = key in self._held
         self._held.discard(key)
-        return held
+        return {"held": held, "resumed": not held and key in self._resumed}
 
     def _claimants(self, candidates: Sequence[str], channel: str) -> Sequence[str]:
         """Who may claim: the candidates; in shared-app mode, where Slack hands each event

@@ -248,13 +248,18 @@ class Coordinator:
         work: Callable[[bool], Awaitable[T]],
         *,
         held: bool = False,
+        resumed: bool = False,
     ) -> Result[T]:
         """Make sure exactly one live candidate runs `work` for this message.
 
         work(takeover) is called at most once, by at most one bot; with takeover=True the
         holder died and work must carry out only idempotent actions and report the rest.
         `held`: this bot held the message before a restart (its journal shows it began
-        acting), so it finishes under that claim rather than meet it as a peer's.
+        acting), so it finishes under that claim, unless a peer voted first to take it
+        over, rather than meet it as a peer's.
+        `resumed`: this bot began it before a restart without acting: a claim it wins now
+        may be its own pin of before, on which its peers have waited out the lease and
+        may be voting, so the ballot decides, at once (first come in Slack's order).
         """
         order = rank(ts, candidates)
         if self.me not in order:
@@ -263,37 +268,34 @@ class Coordinator:
         watch = self._watch(channel, ts)
         s = self.settings
 
-        # Marks it cannot read count as taken up: then the ballot decides, as for any
-        # silent holder.
-        if held and not self.is_stale(ts) and not await self.taken_up(channel, ts, unknown=True):
-            # Its peers still wait on its old claim: a ⏳ now restarts their lease, and it
-            # finishes (its journal skips what it did), so no taker repeats its action.
-            watch.pinned.set()
-            resumed_at = time.monotonic()
-            try:
-                await self.lock.renew(channel, ts)
-            except ClaimError as err:  # its renewals go on trying
-                log.warning("could not renew the lease on %s/%s: %s", channel, ts, err)
-            value = await self._hold(channel, ts, resumed_at, work, takeover=False)
-            return Result(Outcome.ACTED, value)
-
-        await first_set([watch.pinned, watch.done], position * s.stagger_s)
-        if not (watch.pinned.is_set() or watch.done.is_set()):
-            if self.is_stale(ts):
-                return Result(Outcome.STALE)
-            claimed_at = time.monotonic()
-            if await self.lock.claim(channel, ts):
-                watch.pinned.set()
-                if time.monotonic() - claimed_at <= s.lease_s * 0.8:
-                    elected = self.lock.won_by_ballot(channel, ts)
-                    value = await self._hold(
-                        channel, ts, claimed_at, work, takeover=False, elected=elected
-                    )
-                    return Result(Outcome.ACTED, value)
-                # Too late to act safely (a peer may be voting): like a peer, this bot
-                # waits out the lease and takes part in the ballot, so someone acts.
-                log.warning("claim of %s/%s came back too late; the ballot decides", channel, ts)
-            self.seen_pin(channel, ts)
+        if held and not self.is_stale(ts):
+            # Its peers may have waited out its old claim and be voting now: the 🔄 ballot,
+            # first come in Slack's order, decides at once between it and a taker.
+            if await self._vote(channel, ts):
+                return await self._hold_again(channel, ts, work)
+        else:
+            await first_set([watch.pinned, watch.done], position * s.stagger_s)
+            if not (watch.pinned.is_set() or watch.done.is_set()):
+                if self.is_stale(ts):
+                    return Result(Outcome.STALE)
+                claimed_at = time.monotonic()
+                if await self.lock.claim(channel, ts):
+                    watch.pinned.set()
+                    late = time.monotonic() - claimed_at > s.lease_s * 0.8
+                    if resumed:  # maybe its own pin of before the restart: the ballot decides
+                        if await self._vote(channel, ts):
+                            return await self._hold_again(channel, ts, work)
+                    elif not late:
+                        elected = self.lock.won_by_ballot(channel, ts)
+                        value = await self._hold(
+                            channel, ts, claimed_at, work, takeover=False, elected=elected
+                        )
+                        return Result(Outcome.ACTED, value)
+                    else:  # a peer may be voting: like a peer, it waits out the lease
+                        log.warning(
+                            "claim of %s/%s came back too late; the ballot decides", channel, ts
+                        )
+                self.seen_pin(channel, ts)
 
         # A peer holds it: wait for its done mark, else take over once its lease ran out.
         if await self.wait_for_holder(channel, ts):
@@ -306,6 +308,31 @@ class Coordinator:
             return Result(Outcome.PEER)
         log.warning("%s takes over %s/%s: the holder went silent", self.me, channel, ts)
         value = await self._hold(channel, ts, voted_at, work, takeover=True)
+        return Result(Outcome.TOOK_OVER, value)
+
+    async def _vote(self, channel: str, ts: str) -> bool:
+        """Cast the 🔄 ballot for a claim held before a restart; False when a peer voted
+        first (it takes over) or Slack cannot say (then the ballot decides later)."""
+        try:
+            return await self.lock.elect(channel, ts)
+        except ClaimError as err:
+            log.warning("cannot vote on %s/%s: %s", channel, ts, err)
+            return False
+
+    async def _hold_again(
+        self, channel: str, ts: str, work: Callable[[bool], Awaitable[T]]
+    ) -> Result[T]:
+        """Finish what this bot held before a restart, its ballot won (no peer took over):
+        a ⏳ now restarts its peers' lease. As a taker: its journal cannot tell whether an
+        action it began was carried out, and its last life may have held the command as a
+        taker itself, so only what is safe to repeat is, and an answer it gave stands."""
+        self._watch(channel, ts).pinned.set()
+        since = time.monotonic()
+        try:
+            await self.lock.renew(channel, ts)
+        except ClaimError as err:  # its renewals go on trying
+            log.warning("could not renew the lease on %s/%s: %s", channel, ts, err)
+        value = await self._hold(channel, ts, since, work, takeover=True)
         return Result(Outcome.TOOK_OVER, value)
 
     async def taken_up(self, channel: str, ts: str, *, unknown: bool) -> bool:
