@@ -1465,3 +1465,18 @@ def test_random_interleavings_keep_the_promises() -> None:
         "catch_ups",
     ):
         assert seen[case] > 0, f"the model never produced {case}: {dict(seen)}"
+
+
+@pytest.mark.parametrize("seed", [418, 2683, 1269])
+def test_a_bot_back_from_a_restart_while_its_peers_vote_finishes_once_with_one_answer(
+    seed: int,
+) -> None:
+    """Drawn scenarios (random.Random(seed)) where a holder that died mid-command comes
+    back while its peers, who heard no renewal, cast the 🔄 ballot: its old claim alone
+    had it carry the command out beside the taker and answer too (418, 2683). It now
+    casts the ballot before it finishes what it held, and, won, finishes as a taker: its
+    last life may have held the command as one (1269: an idempotent action run again as
+    if no one had)."""
+    scenario = draw_scenario(random.Random(seed))
+    assert scenario.crashes and any(c.restart_after is not None for c in scenario.crashes)
+    _kept(scenario)
