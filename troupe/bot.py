@@ -234,7 +234,7 @@ class Bot:
         await self._resolve_channels()
         await self._resolve_users()
         await self._start_drivers()
-        shared_user = self.info.mode != "app-per-bot"
+        shared_user = self._one_user
         client = (
             lock_client(self.web, self.settings.lease_s)
             if isinstance(self.web, ClockedWebClient)
@@ -403,7 +403,7 @@ class Bot:
                     continue
                 if DONE in self._fleet_marks(message):
                     continue
-                if self.info.mode != "app-per-bot" and rank(event.ts, self.roster)[0] != self.name:
+                if self._one_user and rank(event.ts, self.roster)[0] != self.name:
                     continue  # the fleet's one app or user: one bot takes each up, not all
                 self._spawn(self.handle(event, _no_ack))
 
@@ -421,7 +421,7 @@ class Bot:
         window (ranked like a command), so the fleet's cost does not grow with N. Where the
         fleet is one Slack user (shared-app, rtm) no claim is a pin, so there is nothing to
         leak: the sweep at start (pins left by an earlier app-per-bot fleet) is enough."""
-        if self.info.mode != "app-per-bot":
+        if self._one_user:
             return
         while True:
             await asyncio.sleep(self.settings.linger_s)
@@ -678,6 +678,12 @@ class Bot:
 
     # the fleet's marks ------------------------------------------------------------------
 
+    @property
+    def _one_user(self) -> bool:
+        """Whether the whole fleet posts as one Slack user (shared-app, rtm): one budget
+        for every bot, and a mark by that user cannot tell one bot from another."""
+        return self.info.mode != "app-per-bot"
+
     def is_fleet_user(self, user: str | None) -> bool:
         """Whether a Slack user is one of the roster's own bot users."""
         return bool(user) and user in self.fleet_user_ids
@@ -723,7 +729,7 @@ class Bot:
         key = (event.channel, event.ts)
         if since is None or event.from_bot or key in self._looked_back:
             return  # (the fleet's own messages, a schedule's firing, come in its order)
-        if self.info.mode != "app-per-bot":
+        if self._one_user:
             return  # one app's Tier 3 budget for the whole fleet: a catch-up's, not this
         # by Slack's clock (`since` is on the loop's clock: time.monotonic)
         connected_at = self.clock.now() - (asyncio.get_running_loop().time() - since)
