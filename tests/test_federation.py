@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
+from dataclasses import replace
 
 import pytest
 from virtualtime import run as run_virtual
@@ -333,3 +334,98 @@ def test_a_peer_counts_a_holders_silence_only_while_it_could_hear() -> None:
 
     log = run_virtual(main)
     assert [takeover for _, takeover in log] == [False]  # the holder alone: no taker
+
+
+# --- one budget for the whole fleet: what keeps a rate limit from becoming a storm ------
+
+
+def _one_user_federation(board: MemoryBoard, bots: list[str], **kw) -> dict[str, Coordinator]:
+    fleet = {}
+    for bot in bots:
+        fleet[bot] = Coordinator(bot, MemoryLock(board, bot), FAST, clock=time.time, **kw)
+        board.subscribe(bot, fleet[bot])
+    return fleet
+
+
+@pytest.mark.parametrize("one_user, ballots", [(True, 1), (False, 4)])
+async def test_where_the_fleet_is_one_user_a_peer_that_saw_a_ballot_casts_none(one_user, ballots):
+    """A silent holder's lease runs out before four peers: the first-ranked votes, and the
+    others see its 🔄 before their stagger ends. One user for the fleet: theirs would meet
+    `already_reacted` and lose, so they spend no reactions.add on it (each one of the one
+    budget; seven ballots on every lapsed lease fed an rtm 429 storm). Bots of their own
+    users still vote, as Slack's reaction order decides there."""
+    names = ["a-pi", "b-pi", "c-pi", "d-pi", "e-pi"]
+    board = MemoryBoard()
+    fleet = _one_user_federation(board, names, one_user=one_user)
+    ts = now_ts()
+    holder, *peers = rank(ts, names)
+    assert await fleet[holder].lock.claim("C1", ts)  # then it goes silent: no ⏳, no ✅
+    board.calls.clear()
+    log: list[str] = []
+
+    async def run(bot: str):
+        async def work(takeover: bool) -> None:
+            log.append(bot)
+            await asyncio.sleep(FAST.lease_s / 2)  # its ✅ comes after every peer's stagger
+
+        return await fleet[bot].coordinate("C1", ts, names, work)
+
+    results = await asyncio.gather(*(run(b) for b in peers))
+    assert log == [peers[0]]
+    assert sorted(r.outcome.value for r in results) == ["peer"] * 3 + ["took_over"]
+    assert len(board.reactions[("C1", ts)]["arrows_counterclockwise"]) == ballots
+    for c in fleet.values():
+        await c.close(release_due=False)
+
+
+class SlowClaims(MemoryLock):
+    """A claim that Slack's rate limits hold up for a while before it lands."""
+
+    async def claim(self, channel: str, ts: str) -> bool:
+        await asyncio.sleep(FAST.lease_s / 2)
+        return await super().claim(channel, ts)
+
+
+@pytest.mark.parametrize("crowded, claims", [(True, 1), (False, 3)])
+async def test_while_rate_limits_hold_claims_up_only_the_first_ranked_bot_claims(crowded, claims):
+    """Slack answered this bot's claim calls 429 lately: the first-ranked bot's claim comes
+    late, and peers that claimed after their usual stagger spent the budget it waited on
+    (rtm: eight claims a command, and no command acted for minutes). They wait a lease
+    more for its mark instead."""
+    board = MemoryBoard()
+    fleet = {}
+    for bot in BOTS:
+        lock = SlowClaims(board, bot)
+        fleet[bot] = Coordinator(bot, lock, FAST, clock=time.time, crowded=lambda: crowded)
+        board.subscribe(bot, fleet[bot])
+    ts = now_ts()
+    log: list = []
+    results = await _run_all(fleet, ts, log)
+    assert [takeover for _, takeover in log] == [False]
+    assert sorted(r.outcome.value for r in results) == ["acted", "peer", "peer"]
+    assert Counter(method for _, method in board.calls)["pins.add"] == claims
+    for c in fleet.values():
+        await c.close(release_due=False)
+
+
+async def test_a_claim_held_up_by_rate_limits_counts_from_the_attempt_slack_carried_out(
+    workspace,
+):
+    """Slack answers the 👀 twice with 429 (Retry-After 1 s): the claim lands after two
+    seconds and more, past the late threshold of a 2 s lease counted from the first try.
+    Slack carried out no refused attempt, and the peers count the lease from the 👀 they
+    saw, so the claim is not late: its bot acts at once, and nobody votes. Counted from
+    the first try, a rate-limited claim went to the ballot, and its peers' ballots fed the
+    storm (rtm soak)."""
+    bots, channel, ts = _shared_fleet(workspace, "rtm", replace(FAST, lease_s=2.0))
+    workspace.control("fail", method="reactions.add", status=429, count=2, retry_after=1)
+
+    log: list[tuple[str, bool]] = []
+    first = rank(ts, BOTS)[0]
+    started = time.monotonic()
+    result = await _work_log(bots, channel, ts, log)(first)
+    assert time.monotonic() - started > 2.0  # it did wait out both 429s
+    assert result.outcome is Outcome.ACTED and log == [(first, False)]
+    assert "reactions.get" not in _calls(workspace)  # no ballot was read
+    for c in bots.values():
+        await c.close(release_due=False)

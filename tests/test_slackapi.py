@@ -20,7 +20,14 @@ from slack_sdk.errors import SlackApiError
 
 from troupe import slackapi
 from troupe.plugin import SlackPoster
-from troupe.slackapi import ClockedWebClient, async_client, doubtful, in_thread, lock_client
+from troupe.slackapi import (
+    ClockedWebClient,
+    async_client,
+    doubtful,
+    in_thread,
+    lock_client,
+    sent_at,
+)
 from troupe.slackclock import SlackClock
 
 
@@ -93,6 +100,29 @@ async def test_a_call_waiting_out_a_rate_limit_holds_up_no_other(workspace):
     assert finished[-1] == "rate-limited post" and len(finished) == 13
     calls = workspace.control("counters")["calls"]["A0KITCHEN"]
     assert (calls["chat.postMessage"], calls["auth.test"]) == (2, 12)
+
+
+async def test_an_answer_says_when_the_attempt_slack_carried_out_was_sent(workspace):
+    """Slack carries out no call it answers 429: a claim held up by rate limits is as old
+    as its last attempt, and the client remembers that it met a limit (the bot's claims
+    then leave the first-ranked bot the budget)."""
+    web = async_client("xoxb-kitchen", workspace.api_url)
+    before = time.monotonic()
+    plain = await web.auth_test()
+    assert before <= sent_at(plain) <= time.monotonic() and not web.limited_within(60)
+    workspace.control(
+        "fail", method="reactions.add", status=429, retry_after=1, count=1, app="A0KITCHEN"
+    )
+    posted = await web.chat_postMessage(channel="#home", text="mark me")
+    mark = {"channel": posted["channel"], "timestamp": posted["ts"], "name": "eyes"}
+    before = time.monotonic()
+    added = await web.reactions_add(**mark)
+    assert sent_at(added) - before >= 1.0  # Retry-After 1 s, then the attempt Slack made
+    assert web.limited_within(60) and not web.limited_within(0)
+    with pytest.raises(SlackApiError) as refused:  # the same user's second 👀
+        await web.reactions_add(**mark)
+    assert refused.value.response["error"] == "already_reacted"
+    assert sent_at(refused.value.response) is not None
 
 
 async def test_calls_run_off_the_loop_with_the_callers_context_variables():

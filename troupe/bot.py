@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import re
 import socket
@@ -234,17 +235,17 @@ class Bot:
         await self._resolve_channels()
         await self._resolve_users()
         await self._start_drivers()
-        shared_user = self._one_user
-        client = (
-            lock_client(self.web, self.settings.lease_s)
-            if isinstance(self.web, ClockedWebClient)
-            else self.web
-        )
+        lease = self.settings.lease_s
+        if isinstance(self.web, ClockedWebClient):
+            client = lock_client(self.web, lease)
+            crowded = functools.partial(client.limited_within, lease)
+        else:
+            client, crowded = self.web, lambda: False
         self.slackmq = SlackMQ(
             client,
             self.user_id,
             trusted=self.is_fleet_user,
-            shared_user=shared_user,
+            shared_user=self._one_user,
             sole_receiver=self.info.mode == "shared-app",
             now=self.clock.now,
         )
@@ -255,6 +256,8 @@ class Bot:
             self.settings,
             clock=self.clock.now,
             listening_since=lambda: getattr(self.transport, "connected_since", None),
+            one_user=self._one_user,
+            crowded=crowded,
         )
         for timer in self.journal.timers():
             if timer.device in self.devices and self.devices[timer.device].owner in (

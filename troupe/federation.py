@@ -143,6 +143,8 @@ class _Watch:
     """While this bot holds the message: when its lease ends (monotonic)."""
     taker: bool = False
     """This bot holds the message as the taker its own ballot made it."""
+    voted: bool = False
+    """This bot cast its 🔄 ballot on the message (the ballot then seen may be its own)."""
 
 
 async def first_set(events: Sequence[asyncio.Event], timeout: float) -> bool:
@@ -175,11 +177,18 @@ class Coordinator:
         *,
         clock: Callable[[], float],
         listening_since: Callable[[], float | None] = lambda: None,
+        one_user: bool = False,
+        crowded: Callable[[], bool] = lambda: False,
     ) -> None:
         """`clock` reads Slack's time (a SlackClock's `now`), never a Pi's own clock.
         `listening_since` says when this bot's event connection last opened
-        (time.monotonic; None before the first or where it never drops)."""
+        (time.monotonic; None before the first or where it never drops). `one_user`: the
+        whole fleet is one Slack user (shared-app, rtm), so once a fleet ballot is cast
+        another meets `already_reacted` and loses. `crowded` says whether Slack refused
+        one of this bot's claim calls for a rate limit lately."""
         self.me = me
+        self.one_user = one_user
+        self.crowded = crowded
         self.lock = lock
         self.settings = settings or Settings()
         self.clock = clock
@@ -274,12 +283,15 @@ class Coordinator:
             if await self._vote(channel, ts):
                 return await self._hold_again(channel, ts, work)
         else:
-            await first_set([watch.pinned, watch.done], position * s.stagger_s)
+            await first_set([watch.pinned, watch.done], self._claim_delay(position))
             if not (watch.pinned.is_set() or watch.done.is_set()):
                 if self.is_stale(ts):
                     return Result(Outcome.STALE)
                 claimed_at = time.monotonic()
                 if await self.lock.claim(channel, ts):
+                    # Attempts Slack refused (429) made no mark: the claim counts from the
+                    # one that did, as the peers' lease counts from the mark they saw.
+                    claimed_at = max(claimed_at, self.lock.claim_sent(channel, ts) or 0.0)
                     watch.pinned.set()
                     late = time.monotonic() - claimed_at > s.lease_s * 0.8
                     if resumed:  # maybe its own pin of before the restart: the ballot decides
@@ -303,16 +315,34 @@ class Coordinator:
         await first_set([watch.done, watch.ballot], position * s.stagger_s)
         if watch.done.is_set():
             return Result(Outcome.PEER)
+        if self.one_user and watch.ballot.is_set() and not watch.voted:
+            # A peer's ballot came first; this one would lose on `already_reacted`. Not
+            # casting it spares the one budget: seven ballots on each lapsed lease ran
+            # the fleet's reactions.add out, so more leases lapsed (rtm soak: a 429 storm).
+            return Result(Outcome.PEER)
         voted_at = time.monotonic()
+        watch.voted = True
         if not await self.lock.elect(channel, ts):
             return Result(Outcome.PEER)
         log.warning("%s takes over %s/%s: the holder went silent", self.me, channel, ts)
         value = await self._hold(channel, ts, voted_at, work, takeover=True)
         return Result(Outcome.TOOK_OVER, value)
 
+    def _claim_delay(self, position: int) -> float:
+        """How long a bot waits for a better-ranked peer's claim before it claims itself:
+        its rank's stagger, and a lease more while rate limits hold claims up. Then the
+        first-ranked bot's claim comes late, and its peers all claiming meanwhile spent
+        the budget it waited on (one user's reactions.add for the whole fleet: rtm soak,
+        eight claims a command, and no command acted for minutes)."""
+        if position == 0:
+            return 0.0
+        extra = self.settings.lease_s if self.crowded() else 0.0
+        return position * self.settings.stagger_s + extra
+
     async def _vote(self, channel: str, ts: str) -> bool:
         """Cast the 🔄 ballot for a claim held before a restart; False when a peer voted
         first (it takes over) or Slack cannot say (then the ballot decides later)."""
+        self._watch(channel, ts).voted = True
         try:
             return await self.lock.elect(channel, ts)
         except ClaimError as err:

@@ -18,6 +18,7 @@ import os
 import re
 import ssl
 import threading
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import Executor, Future
 from contextvars import ContextVar
@@ -49,6 +50,12 @@ out the first attempt, so an `already_pinned` may be this bot's own pin. Set and
 the thread the call runs in (the retry handlers run there)."""
 
 
+_sent: ContextVar[float] = ContextVar("troupe_sent", default=0.0)
+"""When (time.monotonic) the attempt Slack may have carried out was sent: the first one,
+or the one after the last 429 while no earlier attempt is in doubt, since Slack carries
+out no call it answers 429. A claim held up by rate limits counts from that attempt."""
+
+
 class _Doubting:
     """Mixin for retry handlers whose retries may follow an attempt Slack carried out."""
 
@@ -61,6 +68,19 @@ class _ConnectionRetry(_Doubting, ConnectionErrorRetryHandler):
     pass
 
 
+class _RateLimitRetry(RateLimitErrorRetryHandler):
+    """Waits out Retry-After; the next attempt is then the one Slack may carry out."""
+
+    limited_at: float | None = None
+    """When (time.monotonic) Slack last answered one of its client's calls 429."""
+
+    def prepare_for_next_attempt(self, **kw: Any) -> None:
+        self.limited_at = time.monotonic()
+        super().prepare_for_next_attempt(**kw)
+        if not _doubt.get():
+            _sent.set(time.monotonic())
+
+
 class _ServerRetry(_Doubting, ServerErrorRetryHandler):
     """Also retries 502 and 504: a gateway error is as likely to hide a success."""
 
@@ -70,19 +90,24 @@ class _ServerRetry(_Doubting, ServerErrorRetryHandler):
 
 class DoubtingWebClient(WebClient):
     """slack_sdk's blocking WebClient whose answers (and SlackApiError responses) say
-    whether a retry may hide an earlier success (`doubtful`)."""
+    whether a retry may hide an earlier success (`doubtful`) and when the attempt Slack
+    may have carried out was sent (`sent_at`, time.monotonic)."""
 
     def api_call(self, api_method: str, **kw: Any) -> SlackResponse:  # type: ignore[override]
         token = _doubt.set(False)
+        sent = _sent.set(time.monotonic())
         try:
             resp = super().api_call(api_method, **kw)
         except SlackApiError as err:
             err.response.doubtful = _doubt.get()  # type: ignore[union-attr]
+            err.response.sent_at = _sent.get()  # type: ignore[union-attr]
             raise
         finally:
-            doubtful = _doubt.get()
+            doubtful, sent_at = _doubt.get(), _sent.get()
             _doubt.reset(token)
+            _sent.reset(sent)
         resp.doubtful = doubtful  # type: ignore[attr-defined]
+        resp.sent_at = sent_at  # type: ignore[attr-defined]
         return resp
 
 
@@ -196,6 +221,16 @@ class ClockedWebClient:
     async def api_call(self, api_method: str, **kw: Any) -> SlackResponse:
         return await self._call(self.sync.api_call, api_method, **kw)
 
+    def limited_within(self, seconds: float) -> bool:
+        """Whether Slack answered one of this client's calls 429 in the last `seconds`."""
+        now = time.monotonic()
+        return any(
+            isinstance(h, _RateLimitRetry)
+            and h.limited_at is not None
+            and now - h.limited_at < seconds
+            for h in self.sync.retry_handlers
+        )
+
     def __getattr__(self, name: str) -> Any:
         """Every Web API method of WebClient (`chat_postMessage`, ...), awaitable."""
         if name.startswith("_") or name in ("sync", "clock"):  # not set up (yet): no recursion
@@ -237,13 +272,20 @@ def doubtful(resp: Any) -> bool:
     return bool(getattr(resp, "doubtful", False))
 
 
+def sent_at(resp: Any) -> float | None:
+    """When (time.monotonic) the attempt behind an answer that Slack may have carried out
+    was sent; None when not known (an answer from another client)."""
+    at = getattr(resp, "sent_at", None)
+    return float(at) if at is not None else None
+
+
 def retry_handlers(backoff_s: float = 0.5) -> list[RetryHandler]:
     """Rate limits are waited out; dropped connections and 5xx retried after backoff_s,
     doubling each time (with jitter)."""
     interval = BackoffRetryIntervalCalculator(backoff_factor=backoff_s)
     return [
         _ConnectionRetry(max_retry_count=3, interval_calculator=interval),
-        RateLimitErrorRetryHandler(max_retry_count=RATE_LIMIT_RETRIES),
+        _RateLimitRetry(max_retry_count=RATE_LIMIT_RETRIES),
         _ServerRetry(max_retry_count=3, interval_calculator=interval),
     ]
 

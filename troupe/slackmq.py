@@ -32,12 +32,12 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from slack_sdk.errors import SlackApiError
 
 from troupe.errors import ClaimError
-from troupe.slackapi import ClockedWebClient, doubtful, sync_client
+from troupe.slackapi import ClockedWebClient, doubtful, sent_at, sync_client
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +101,21 @@ class Lock(Protocol):
     async def renew(self, channel: str, ts: str) -> None:
         """Show the peers that the holder is still acting (a visible change they see)."""
 
+    def claim_sent(self, channel: str, ts: str) -> float | None:
+        """When (time.monotonic) the attempt of a claim this bot won was sent, if known.
+        Slack carries out no call it answers 429, so a claim held up by rate limits counts
+        from its last attempt, not from the first: its peers count the lease from the
+        mark they saw, and that mark is as old as the attempt that made it."""
+
+
+class _Answer(NamedTuple):
+    code: str
+    """"ok" or an expected error code."""
+    unsure: bool
+    """A retry may hide an earlier success."""
+    sent: float | None
+    """When (time.monotonic) the attempt Slack may have carried out was sent."""
+
 
 class SlackMQ:
     """The Lock on Slack's Web API (pins and reactions), for one bot user.
@@ -138,6 +153,9 @@ class SlackMQ:
         """Claims this bot won by the 🔄 ballot, where a person's pin was in the way."""
         self._renewals: dict[tuple[str, str], bool] = {}
         self._now = now
+        self._sent: dict[tuple[str, str], float | None] = {}
+        """Claims just won: when the attempt Slack carried out was sent (claim_sent reads
+        each once)."""
         self._delivered: dict[tuple[str, str], tuple[float, bool]] = {}
         """shared-app: people's messages Slack handed this bot: (ts, first delivery)."""
 
@@ -160,19 +178,19 @@ class SlackMQ:
 
     async def _call(
         self, method: str, ok_codes: frozenset[str] = frozenset(), **kw: Any
-    ) -> tuple[str, bool]:
-        """Call a method; return ("ok" or an expected error code, whether the answer is
-        doubtful); raise ClaimError for any other error."""
+    ) -> _Answer:
+        """Call a method; return "ok" or an expected error code, with whether the answer
+        is doubtful and when its attempt was sent; raise ClaimError for any other error."""
         try:
             resp = await getattr(self.client, method.replace(".", "_"))(**kw)
         except SlackApiError as err:
             code = str(err.response.get("error", "unknown_error"))
             if code in ok_codes:
-                return code, doubtful(err.response)
+                return _Answer(code, doubtful(err.response), sent_at(err.response))
             raise ClaimError(method, code) from err
         except (TimeoutError, OSError) as err:  # no answer, after the client's own retries
             raise ClaimError(method, "timeout") from err
-        return "ok", doubtful(resp)
+        return _Answer("ok", doubtful(resp), sent_at(resp))
 
     async def _read(self, method: str, **kw: Any) -> Any:
         """A read's answer (pins.list, reactions.get); ClaimError for any error, or for no
@@ -195,10 +213,11 @@ class SlackMQ:
                 return False
         if self.shared_user:
             return await self._react_claim(channel, ts)
-        code, unsure = await self._call(
+        code, unsure, sent = await self._call(
             "pins.add", frozenset({"already_pinned"}), channel=channel, timestamp=ts
         )
         if code == "ok":
+            self._sent[(channel, ts)] = sent
             return True
         pinner, pinned_at = await self._pinned_by(channel, ts)
         if pinner is not None and not self.trusted(pinner):
@@ -219,14 +238,19 @@ class SlackMQ:
         """The shared user's 👀: `ok` holds it; `already_reacted` is a peer's. After a
         lost answer the 👀 may be this bot's own, but one user for the whole fleet cannot
         say whose: it is taken for a peer's (the lease, then the ballot, decide)."""
-        code, _ = await self._call(
+        code, _, sent = await self._call(
             "reactions.add",
             frozenset({"already_reacted"}),
             channel=channel,
             timestamp=ts,
             name=CLAIM,
         )
+        if code == "ok":
+            self._sent[(channel, ts)] = sent
         return code == "ok"
+
+    def claim_sent(self, channel: str, ts: str) -> float | None:
+        return self._sent.pop((channel, ts), None)  # read once, right after the claim
 
     async def _pinned_by(self, channel: str, ts: str) -> tuple[str | None, float]:
         """Who pinned the message and when, by Slack's clock ((None, 0) if it is not pinned
@@ -256,7 +280,7 @@ class SlackMQ:
             else ("reactions.add", "reactions.remove")
         )
         for method in flips:
-            code, _ = await self._call(
+            code, _, _ = await self._call(
                 method,
                 frozenset({"already_reacted", "no_reaction"}),
                 channel=channel,
@@ -288,7 +312,7 @@ class SlackMQ:
         return bool({DONE, TAKEOVER} & set(await self._reactions(channel, ts)))
 
     async def elect(self, channel: str, ts: str) -> bool:
-        code, unsure = await self._call(
+        code, unsure, _ = await self._call(
             "reactions.add",
             frozenset({"already_reacted"}),
             channel=channel,
@@ -312,6 +336,7 @@ class SlackMQ:
 
     async def release(self, channel: str, ts: str) -> None:
         self._renewals.pop((channel, ts), None)
+        self._sent.pop((channel, ts), None)
         self._by_ballot.discard((channel, ts))
         if self.shared_user:
             return  # the 👀 stays: it keeps late bots out and fills no pin list

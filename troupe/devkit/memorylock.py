@@ -89,6 +89,9 @@ class MemoryLock:
     def won_by_ballot(self, channel: str, ts: str) -> bool:
         return False  # no one outside the fleet pins on this board
 
+    def claim_sent(self, channel: str, ts: str) -> float | None:
+        return None  # no rate limits hold a claim up on this board
+
     async def renew(self, channel: str, ts: str) -> None:
         self.board.calls.append((self.user, "reactions.add"))
         self.board._emit(WORKING, (channel, ts))
