@@ -406,6 +406,40 @@ def test_commands_that_waited_for_one_device_all_yield_to_the_newest_still_to_ac
     run(main)
 
 
+def test_a_takeover_past_the_stale_limit_leaves_the_device_to_a_newer_command(tmp_path):
+    """A taker reaches a command past the stale limit (a chain of commands on one device
+    after its holder died): it is not run either way. A newer command on the device,
+    still to act (it waits for this one's ✅, in order), is named, from the one read a
+    late action makes anyway; with none, the answer says the limit passed."""
+
+    async def main(_loop):
+        async with home(tmp_path, slackmq=FAST) as h:
+            bot = h.bots["garage-pi"]
+            on = Action("porch switch", "on")
+            alone = h.slack.post(HOME, ALICE, "turn on the porch switch")["ts"]
+            await asyncio.sleep(31)
+            held = Event("message", HOME, alone, user=ALICE, text="turn on the porch switch")
+            h.reset_calls()
+            assert await bot._act(held, [on], takeover=True) == [
+                "I did not change the porch switch: the command passed the 30 s limit before"
+                " I could take it over, so it is not run."
+            ]
+            older = h.slack.post(HOME, ALICE, "switch on the porch switch")["ts"]
+            await asyncio.sleep(25)
+            newer = h.slack.post(HOME, ALICE, "turn off the porch switch")["ts"]
+            await asyncio.sleep(6)
+            held = Event("message", HOME, older, user=ALICE, text="switch on the porch switch")
+            h.reset_calls()
+            at = bot._local_time(newer)
+            assert await bot._act(held, [on], takeover=True) == [
+                f"I left the porch switch to the newer command at {at}."
+            ]
+            assert h.calls() == Counter({(USER_OF["garage-pi"], "conversations.history"): 1})
+            assert h.actions() == []
+
+    run(main)
+
+
 def test_a_bot_just_reconnected_waits_for_an_older_command_it_never_received(tmp_path):
     """Every socket dropped; the older command reached the others (2 s late), the newer
     one reached its holder, which had just reconnected and never got the older one. It
@@ -525,6 +559,31 @@ def test_a_command_only_one_bot_had_is_answered_when_it_comes_back_too_late(tmp_
             assert "past the 30 s limit, so I did not run it" in answer
             assert h.actions() == []
             assert DONE in h.marks(ts)  # a redelivery or a peer's catch-up stays quiet
+
+    run(main)
+
+
+def test_a_command_cut_short_by_a_stop_and_too_old_to_finish_names_the_newer_one(tmp_path):
+    """A bot stopped mid-action and came back past the stale limit. A newer command for the
+    device, still to act, has it: the answer names that one (one read of the channel)
+    rather than asking the person to check the device and ask again."""
+
+    async def main(_loop):
+        async with home(tmp_path) as h:
+            text = "turn on the hall light"
+            ts, bot = h.slack.post(HOME, ALICE, text)["ts"], h.bots["hall-pi"]
+            assert bot.journal.begin(HOME, ts, text, ALICE)
+            assert bot.journal.action_begin(HOME, ts, "hall light", "on", {}, ALICE)
+            assert [c[1] for c in bot.journal.interrupt()] == [ts]  # the stop
+            await h.settle(25.0)
+            newer = h.slack.post(HOME, ALICE, "turn off the hall light")["ts"]
+            await h.settle(15.0)  # back 40 s after the command (stale_s 30)
+            h.reset_calls()
+            await bot._resume(HOME, ts, text, ALICE)
+            at = bot._local_time(newer)
+            assert h.answers(ts) == [f"I left the hall light to the newer command at {at}."]
+            assert h.actions() == [] and bot.journal.status(HOME, ts) == "failed"
+            assert h.calls()[(USER_OF["hall-pi"], "conversations.history")] == 1
 
     run(main)
 

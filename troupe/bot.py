@@ -348,9 +348,21 @@ class Bot:
                 self.journal.action_end(
                     channel, ts, action.device, action.action, False, "interrupted"
                 )
-            verbs = {"on": "turn on", "off": "turn off"}
-            what = ", ".join(f"{verbs.get(a.action, a.action)} the {a.device}" for a in cut)
-            await self.reply(event, INTERRUPTED.format(what=what, limit=self.settings.stale_s))
+            # A newer command on a device, acted or still to act, has it: say so instead.
+            still = await self._learn_newer(event, waited=True)
+            lines, left = [], []
+            for action in cut:
+                newer = self._superseded(action.device, ts) or still.get(action.device)
+                if newer is None:
+                    left.append(action)
+                else:
+                    at = self._local_time(newer)
+                    lines.append(outcomes.render(outcomes.Superseded(action.device, at)))
+            if left:
+                verbs = {"on": "turn on", "off": "turn off"}
+                what = ", ".join(f"{verbs.get(a.action, a.action)} the {a.device}" for a in left)
+                lines.append(INTERRUPTED.format(what=what, limit=self.settings.stale_s))
+            await self.reply(event, "\n".join(lines))
             return
         if await lock.is_done(channel, ts):  # a peer finished it while this bot was down
             self.journal.finish(channel, ts, "skipped", "finished by a peer while stopped")
@@ -1167,9 +1179,14 @@ class Bot:
             came_back = await self.drivers[device.driver].ready(device.name)
             await self._look_back(event)
             await self._in_turn(event, device.name)
+            resumed = (event.channel, event.ts) in self._resumed
+            expired = (takeover or resumed) and self.coordinator.is_stale(event.ts)
             late, still = self._late(event, takeover), {}
             if late or came_back:
-                still = await self._learn_newer(event, waited=came_back)
+                # Not run when expired, whatever comes next: the device is then left to a
+                # newer command still to act, which waited for this one to be marked done
+                # (no device is starved: this one would not act anyway).
+                still = await self._learn_newer(event, waited=came_back or expired)
             if late and not takeover and await self._taken_up(event):
                 lines.append(outcomes.render(outcomes.LeaseLost(device.name)))
                 continue
@@ -1181,7 +1198,6 @@ class Bot:
             if not self.coordinator.lease_alive(event.channel, event.ts):
                 lines.append(outcomes.render(outcomes.LeaseLost(device.name)))
                 continue
-            resumed = (event.channel, event.ts) in self._resumed
             if (takeover or resumed) and self.coordinator.is_stale(event.ts):
                 lines.append(outcomes.render(outcomes.TooLate(device.name, self.settings.stale_s)))
                 continue
