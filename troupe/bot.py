@@ -38,6 +38,7 @@ from troupe.journal import Journal, Timer
 from troupe.operations import OPERATIONS
 from troupe.people import People
 from troupe.phrases import understood
+from troupe.pinwatch import PinWatch
 from troupe.plugin import (
     CommandSpec,
     DeviceState,
@@ -191,6 +192,8 @@ class Bot:
         self._finished: dict[tuple[str, str], asyncio.Event] = {}
         """Set when this bot is through with a command (its ✅ may reach another bot)."""
         self._sweeper: asyncio.Task[Any] | None = None
+        self.pins = PinWatch()
+        """The fleet's lock pins this bot saw go up and not yet come down (the sweep's cue)."""
         self._resumed: set[tuple[str, str]] = set()
         self._held: set[tuple[str, str]] = set()
         """Interrupted commands whose claim this bot held before the stop (`interrupted`)."""
@@ -390,6 +393,7 @@ class Bot:
         every socket dropped, eight bots voting on every unfinished command spent the
         one budget (a 5,000-command soak: 2,152 answers of 429 in shared-app)."""
         assert self.coordinator is not None
+        self.pins.reconnected()
         if self._catching_up:
             return  # a reconnect storm: the catch-up under way reads the same window
         self._catching_up = True
@@ -433,15 +437,21 @@ class Bot:
     async def _sweep_forever(self) -> None:
         """After the sweep at start, release the fleet's own leftover pins every linger_s,
         so leaked pins never fill the channel's 100 (Slack's limit). One bot sweeps each
-        window (ranked like a command), so the fleet's cost does not grow with N. Where the
-        fleet is one Slack user (shared-app, rtm) no claim is a pin, so there is nothing to
-        leak: the sweep at start (pins left by an earlier app-per-bot fleet) is enough."""
+        window (ranked like a command), so the fleet's cost does not grow with N, and it
+        lists pins only when its PinWatch says one may be left behind. Where the fleet is
+        one Slack user (shared-app, rtm) no claim is a pin, so there is nothing to leak:
+        the sweep at start (pins left by an earlier app-per-bot fleet) is enough."""
         if self._one_user:
             return
         while True:
             await asyncio.sleep(self.settings.linger_s)
-            window = int(self.clock.now() // self.settings.linger_s)
+            now = self.clock.now()
+            window = int(now // self.settings.linger_s)
             if rank(f"sweep {window}", self.roster)[0] != self.name:
+                continue
+            # A holder releases at ts + linger: a lease's grace before a pin counts as left.
+            late = now - self.settings.linger_s - self.settings.lease_s
+            if not self.pins.needs_sweep(late):
                 continue
             try:
                 await self._sweep_pins()
@@ -453,11 +463,13 @@ class Bot:
         ended, or a command whose holder and takers all died. Only pins the fleet's own bot
         users made, past linger, are touched: a person's pin is never removed."""
         horizon = self.clock.now() - self.settings.linger_s
+        listed = True
         for channel in self.channel_areas:
             try:
                 resp = await self.web.pins_list(channel=channel)
             except SlackApiError as err:
                 log.warning("cannot list pins in %s: %s", channel, err.response.get("error"))
+                listed = False
                 continue
             for item in resp.get("items", []):
                 message = item.get("message") or {}
@@ -471,6 +483,8 @@ class Bot:
                 except SlackApiError as err:
                     if err.response.get("error") not in ("no_pin", "message_not_found"):
                         log.warning("cannot release %s/%s: %s", channel, ts, err)
+        if listed:
+            self.pins.swept(horizon)
 
     async def _resolve_channels(self) -> None:
         """Map '#name' and ids of the configured channels to ids, and note their areas."""
@@ -713,10 +727,16 @@ class Bot:
     async def _observe_mark(self, event: Event) -> None:
         """Pins and reactions feed the claim protocol, but only the fleet's own."""
         assert self.coordinator is not None
+        if event.kind == "pin_removed":
+            self.pins.removed(event.channel, event.ts)
+            return
         mark = event.kind == "pin_added" or event.reaction in (CLAIM, DONE, TAKEOVER, WORKING)
         if not mark or not await self._recheck(event.user):
             return
         coordinator = self.coordinator
+        pinned = (event.raw.get("item") or {}).get("message") or {}
+        if event.kind == "pin_added" and not is_record(pinned):
+            self.pins.added(event.channel, event.ts)
         if event.kind == "pin_added" or (event.kind, event.reaction) == ("reaction_added", CLAIM):
             coordinator.seen_pin(event.channel, event.ts)
         elif event.reaction == WORKING and event.kind in ("reaction_added", "reaction_removed"):
