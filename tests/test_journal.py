@@ -288,3 +288,18 @@ def test_a_journal_from_before_the_state_column_opens_and_keeps_states(tmp_path:
         assert journal.last_state("lamp").state == {"on": True}  # type: ignore[union-attr]
     finally:
         journal.close()
+
+
+def test_a_held_claim_survives_a_stop_and_ends_with_the_command(journal: Journal) -> None:
+    journal.begin("C1", "1.0", "lamp on", "U1")
+    journal.begin("C1", "2.0", "fan on", "U1")
+    assert not journal.held("C1", "1.0")
+    journal.hold("C1", "1.0")
+    journal.interrupt()
+    assert journal.held("C1", "1.0") and not journal.held("C1", "2.0")
+    assert journal.begin("C1", "1.0", "lamp on", "U1")  # taken up again: still held
+    assert journal.held("C1", "1.0")
+    journal.finish("C1", "1.0", "skipped", "stale")
+    assert not journal.held("C1", "1.0")
+    journal.hold("C1", "3.0")  # never begun: nothing to hold
+    assert not journal.held("C1", "3.0")

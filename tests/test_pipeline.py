@@ -588,6 +588,42 @@ def test_a_command_cut_short_by_a_stop_and_too_old_to_finish_names_the_newer_one
     run(main)
 
 
+def test_a_claim_holder_stopped_before_acting_answers_its_stale_command_on_return(tmp_path):
+    """A bot took a command over (or won its claim), was stopped before any action began,
+    and came back past the stale limit. Its peers saw the claim held and left the command
+    to it; it is not ranked first, so the pipeline alone would say nothing (the soak: one
+    unanswered command). It answers once; a bot that never held the claim stays quiet."""
+
+    async def main(_loop):
+        async with home(tmp_path) as h:
+            text = "turn on the hall light"
+            ts = h.slack.post(HOME, ALICE, text)["ts"]
+            _first, holder, other = rank(ts, BOTS)
+            for name in (holder, other):
+                assert h.bots[name].journal.begin(HOME, ts, text, ALICE)
+            h.bots[holder].journal.hold(HOME, ts)
+            assert h.bots[holder].journal.held(HOME, ts)
+            assert not h.bots[other].journal.held(HOME, ts)
+            for name in (holder, other):
+                assert [c[1] for c in h.bots[name].journal.interrupt()] == [ts]  # the stop
+            await h.settle(40.0)  # back 40 s after the command (stale_s 30)
+            await asyncio.gather(
+                *(h.bots[n]._resume(HOME, ts, text, ALICE) for n in (holder, other))
+            )
+            await h.settle()
+            assert h.answered_by(ts) == [(USER_OF[holder], _stale_answer(h, ts))]
+            assert h.actions() == [] and not h.bots[holder].journal.held(HOME, ts)
+
+    run(main)
+
+
+def _stale_answer(h, ts: str) -> str:
+    """The one answer a stale command gets (its age as the bots said it)."""
+    said = h.answers(ts)
+    assert len(said) == 1 and "past the 30 s limit" in said[0], said
+    return said[0]
+
+
 def test_a_scene_sets_each_device_once_and_its_owner_answers_for_its_own(tmp_path):
     scene = (
         "scenes:\n  evening: {hall light: {brightness: 30}, porch switch: off, kitchen lamp: on}\n"

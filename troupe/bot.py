@@ -971,9 +971,21 @@ class Bot:
         # The first-ranked bot alone answers, so the others spend no call: after a restart
         # every bot goes through its interrupted commands, most of them stale, and eight
         # bots reading each one's marks on a shared user's budget ran it out (bench rtm).
-        if rank(event.ts, self._claimants(self.roster, event.channel))[0] != self.name:
+        # But for the bot that held the claim when a stop cut it short, before any action
+        # began: its peers saw the claim held and left the command to it, so it answers
+        # unless, a lease on, the command has its ✅ or an answer (the soak: a taker killed
+        # after its takeover came back to a stale command, not ranked first, and said
+        # nothing).
+        first = rank(event.ts, self._claimants(self.roster, event.channel))[0] == self.name
+        if not first and not self.journal.held(event.channel, event.ts):
             return
         if await lock.is_done(event.channel, event.ts):
+            return
+        if not first:
+            await asyncio.sleep(self.settings.lease_s)
+            if await lock.is_done(event.channel, event.ts) or await self._answered(event):
+                return
+            await self._say_stale(event)
             return
         # A pin left by a holder that died (shared-app: the receiver that never acked) is
         # no reason for silence: the fleet's first ballot then says it. A holder still
@@ -987,10 +999,15 @@ class Bot:
             if await self.coordinator.wait_for_holder(event.channel, event.ts):
                 return
         if ours or await lock.elect(event.channel, event.ts):
-            age = self.clock.now() - float(event.ts)
-            await self._answer(event, outcomes.Stale(age, self.settings.stale_s))
-            await lock.mark_done(event.channel, event.ts)
-            self.coordinator.schedule_release(event.channel, event.ts)
+            await self._say_stale(event)
+
+    async def _say_stale(self, event: Event) -> None:
+        """Answer that the command is too old to run, mark it done, release its claim."""
+        assert self.coordinator is not None
+        age = self.clock.now() - float(event.ts)
+        await self._answer(event, outcomes.Stale(age, self.settings.stale_s))
+        await self.coordinator.lock.mark_done(event.channel, event.ts)
+        self.coordinator.schedule_release(event.channel, event.ts)
 
     # access ---------------------------------------------------------------------------
 
@@ -1114,6 +1131,7 @@ class Bot:
                     """Act, then answer before the ✅ (which `_hold` puts after): a holder
                     that dies between the two leaves no silence, and its taker, finding
                     the answer, repeats nothing."""
+                    self.journal.hold(event.channel, event.ts)
                     if takeover and await self._answered(event):
                         return True  # it acted and answered, and stopped before its ✅
                     shared = await self._act(event, p.shared, takeover=takeover)

@@ -162,6 +162,27 @@ class Journal:
                 (status, note, time.time(), channel, ts),
             )
 
+    def hold(self, channel: str, ts: str) -> None:
+        """This bot holds the command's claim (it won it or took it over): if a stop cuts
+        it short before any action began, the bot says so on return (`held`), since the
+        peers saw the claim held and left the command to it."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE commands SET note = 'held' WHERE channel = ? AND ts = ? "
+                "AND status = 'begun'",
+                (channel, ts),
+            )
+
+    def held(self, channel: str, ts: str) -> bool:
+        """Whether this bot held the command's claim (`hold`) and has not finished it."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT note FROM commands WHERE channel = ? AND ts = ? "
+                "AND status IN ('begun', 'interrupted')",
+                (channel, ts),
+            ).fetchone()
+        return row is not None and row[0] == "held"
+
     def interrupt(self) -> list[tuple[str, str, str, str | None]]:
         """At start: mark what the last run began and never finished (a crash, a power cut)
         as interrupted, so `begin` and `action_begin` let this bot take it up once more;
