@@ -565,6 +565,8 @@ class _NoTransport:
 
     mode = "socket"
     on_reconnect = None
+    connected = True
+    connected_since = None
 
 
 async def _ack() -> None:

@@ -667,6 +667,30 @@ def test_commands_on_one_device_act_in_the_order_they_were_sent(tmp_path):
     run(main)
 
 
+def test_a_command_late_only_from_waiting_in_line_reads_nothing(tmp_path):
+    """A slow device: the second command waits for the first's ✅ well past a third of
+    the lease. Every bot heard every mark meanwhile, so nothing newer can have acted
+    unheard: it acts in order without reading the channel (a busy device's line had
+    made a read of every command)."""
+    slow = DEVICES.replace(
+        "hall light: {kind: light, area: hall, driver: counter}",
+        "hall light: {kind: light, area: hall, driver: counter, delay_s: 3}",
+    )
+
+    async def main(_loop):
+        async with home(tmp_path, devices=slow) as h:
+            h.reset_calls()
+            first = await h.say("turn on the hall light", settle=False)
+            await h.settle(0.1)
+            second = await h.say("turn off the hall light")
+            assert [(a["ts"], a["op"]) for a in h.actions()] == [(first, "on"), (second, "off")]
+            assert [len(h.answers(ts)) for ts in (first, second)] == [1, 1]
+            reads = [m for (_, m), n in h.calls().items() if m == "conversations.history"]
+            assert reads == []
+
+    run(main)
+
+
 def test_a_restarted_bot_holds_only_claims_its_shared_actions_prove(tmp_path):
     """After a stop, a command this bot had begun acting on under the claim (a shared
     device) is finished under that claim; one where it only drove its own device never

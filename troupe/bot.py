@@ -819,6 +819,15 @@ class Bot:
         # unreadable: it acts (its lease still holds), as before the check existed
         return await self.coordinator.taken_up(event.channel, event.ts, unknown=False)
 
+    def _hearing(self) -> float | None:
+        """Since when this bot has heard every mark the fleet makes: its connection's
+        opening while connected, where each bot receives every event (app-per-bot, rtm);
+        None where it may not (disconnected; shared-app, where Slack hands each event to
+        one of the app's connections)."""
+        if self.info.mode == "shared-app" or not self.transport.connected:
+            return None
+        return getattr(self.transport, "connected_since", None) or 0.0
+
     def _late(self, event: Event, takeover: bool) -> bool:
         """Whether an action is carried out late (a takeover, a redelivery: Slack hands out
         again what a dropped connection did not acknowledge, after newer commands; a resume
@@ -1216,11 +1225,18 @@ class Bot:
             # checks: whichever bot reaches it first, a newer command still wins.
             came_back = await self.drivers[device.driver].ready(device.name)
             await self._look_back(event)
+            arrived_late, heard = self._late(event, takeover), self._hearing()
             await self._in_turn(event, device.name)
             resumed = (event.channel, event.ts) in self._resumed
             expired = (takeover or resumed) and self.coordinator.is_stale(event.ts)
             late, still = self._late(event, takeover), {}
-            if late or came_back:
+            # Late only from waiting in line: where this bot hears every ✅ and heard all
+            # along, a newer command that acted meanwhile was heard (and one that knew of
+            # this one waited for it), so the read would find nothing new. Read anyway, a
+            # busy device's line made nearly every command late: a read per command (the
+            # soak: 0.96 conversations.history each), which slowed every link of the line.
+            in_line = not arrived_late and heard is not None and heard == self._hearing()
+            if (late and not in_line) or came_back:
                 # Not run when expired, whatever comes next: the device is then left to a
                 # newer command still to act, which waited for this one to be marked done
                 # (no device is starved: this one would not act anyway).
