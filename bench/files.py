@@ -35,6 +35,25 @@ DEVICES: dict[str, str] = {
 """Every benchmark device is shared (no owner): any bot may drive it, so each command goes
 through the claim protocol, which is what is measured. All use the counting driver."""
 
+MORE_DEVICES: dict[str, str] = {
+    "kitchen light": "kitchen",
+    "bedroom lamp": "bedroom",
+    "office lamp": "office",
+    "garage light": "garage",
+    "landing light": "landing",
+    "patio light": "patio",
+}
+"""Six more, for a stream spread over more devices (the soak's --devices)."""
+
+
+def devices(count: int = len(DEVICES)) -> dict[str, str]:
+    """The first `count` benchmark devices (name -> area): DEVICES, then MORE_DEVICES."""
+    every = {**DEVICES, **MORE_DEVICES}
+    if not 1 <= count <= len(every):
+        raise ValueError(f"the bench has 1 to {len(every)} devices, not {count}")
+    return dict(list(every.items())[:count])
+
+
 MQTT_DEVICE = "porch light"
 """The one device troupe's bots reach over MQTT (a simulated Tasmota plug on the trial's
 mosquitto, bench.mqttrig), so a broker restart sits on its commands' path; its actions are
@@ -132,6 +151,7 @@ def write_federation(
     bots: Sequence[str],
     timings: Timings,
     mqtt_port: int | None = None,
+    device_count: int = len(DEVICES),
 ) -> Path:
     """The federation file of `bots` in one delivery mode, secrets in 0600 files beside it;
     with `mqtt_port`, the MQTT_DEVICE is the plug on the broker at 127.0.0.1:mqtt_port."""
@@ -153,19 +173,20 @@ def write_federation(
             f"  bot_token: '{_secret(secrets, 'shared-bot', 'xoxb-troupe')}'\n"
             f"  app_token: '{_secret(secrets, 'shared-app', 'xapp-troupe')}'\n"
         )
-    devices = "\n".join(
+    stream = devices(device_count)
+    lines = "\n".join(
         f"  {name}: {{kind: light, area: {area}, driver: counter}}"
         if name != MQTT_DEVICE or mqtt_port is None
         else f"  {name}: {{kind: light, area: {area}, driver: {COUNTED_MQTT},"
         f" protocol: tasmota, topic: {PLUG_TOPIC}}}"
-        for name, area in DEVICES.items()
+        for name, area in stream.items()
     )
     slow, cellar = SLOW_DEVICE
-    devices += (
+    lines += (
         f"\n  {slow}: {{kind: light, area: {cellar}, driver: counter,"
         f" delay_s: {1.5 * timings.lease_s:g}}}"
     )
-    areas = ", ".join(f"{area}: []" for area in (*DEVICES.values(), cellar))
+    areas = ", ".join(f"{area}: []" for area in (*stream.values(), cellar))
     text = (
         "federation: bench\n"
         "slack:\n"
@@ -178,7 +199,7 @@ def write_federation(
         f"journal: {folder}/{{bot}}.sqlite3\n"
         "access: {users: ['*']}\n"
         f"areas: {{{areas}}}\n"
-        f"devices:\n{devices}\n"
+        f"devices:\n{lines}\n"
     )
     if mqtt_port is not None:
         text += (

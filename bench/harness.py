@@ -25,7 +25,15 @@ from pathlib import Path
 from typing import Any
 
 from bench.chaos import BURST_429, Chaos, Fault, schedule
-from bench.files import CHANNEL_ID, MQTT_DEVICE, Timings, bot_names, workspace_config
+from bench.files import (
+    CHANNEL_ID,
+    DEVICES,
+    MQTT_DEVICE,
+    Timings,
+    bot_names,
+    devices,
+    workspace_config,
+)
 from bench.mqttrig import MqttRig
 from bench.procstat import Sample, snapshot, usage
 from bench.systems import LEGACY, System
@@ -87,6 +95,8 @@ class Profile:
     """The full fault schedule's spacing: one fault every this many chaos commands."""
     warmup: bool = True
     """Post one command before the clean phase, outside every count."""
+    devices: int = len(DEVICES)
+    """How many devices the stream cycles over (bench.files.devices)."""
 
     def phases(self) -> int:
         return 3 + bool(self.rate_steps) + self.failover
@@ -330,7 +340,9 @@ def run_trial(
         if rig is not None:
             stack.callback(rig.close)  # after the bots stop, also on Ctrl-C or a failure
         port = rig.port if rig is not None else None
-        fleet = system.fleet(ws.api_url, folder, bots, profile.timings, counter, port)
+        fleet = system.fleet(
+            ws.api_url, folder, bots, profile.timings, counter, port, devices=profile.devices
+        )
         t = _Trial(system, bots, profile, ws, fleet, counter, folder, delays, rig)
         try:
             fleet.start_all(bots, timeout=240)
@@ -354,7 +366,7 @@ def _phases(
     t: _Trial, fault_schedule: str, tick: Progress, on_post: OnPost | None = None
 ) -> dict[str, Any]:
     p = t.profile
-    poster = Poster(t.ws.api_url)
+    poster = Poster(t.ws.api_url, list(devices(p.devices)))
     out: dict[str, Any] = {}
 
     # 0. warm-up, not counted: each bot's one-time look-ups (users.info about the person
@@ -570,14 +582,16 @@ def _failover(t: _Trial) -> tuple[float | None, dict[str, Any]]:
     _keep_logs(t, "")
     counter = t.folder / "failover.jsonl"
     counter.unlink(missing_ok=True)
-    fleet = t.system.fleet(t.ws.api_url, t.folder, t.bots, p.timings, counter, t.mqtt_port)
+    fleet = t.system.fleet(
+        t.ws.api_url, t.folder, t.bots, p.timings, counter, t.mqtt_port, devices=p.devices
+    )
     t.fleet = fleet
     t.control("ratelimit")
     for name in t.bots:
         fleet.start(name, wait=False, env=t.system.die_after_claim())
     for name in t.bots:
         fleet.wait_ready(name, timeout=240)
-    cmd = Poster(t.ws.api_url).post()
+    cmd = Poster(t.ws.api_url, list(devices(p.devices))).post()
     timeout = 2 * p.timings.lease_s + len(t.bots) * p.timings.stagger_s + 5
     if t.system.name == LEGACY:
         timeout = LEGACY_BOUND_S

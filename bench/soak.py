@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import report
-from bench.files import Timings
+from bench.files import Timings, devices
 from bench.harness import QUICK, Profile, run_trial
 from bench.systems import MODES, TROUPE, System
 from bench.workload import read_actions
@@ -70,6 +70,13 @@ class Soak:
     """Of `commands`, how many go first with no fault (calls per command, latency)."""
     max_minutes: float = 90.0
     """Stop posting (and say so) once the whole soak has run this long."""
+    devices: int = 12
+    """How many devices the stream cycles over. At 400 commands a real minute over 6, each
+    device had a command every 0.9 s, less than one link of its in-order line takes under
+    load (act, answer, ✅, the next holder's turn: about 1.1 s on 2 CPUs; the network is
+    not compressed), so one fault's backlog never drained: commands acted just inside
+    the stale limit and takeovers fell past it (the 6-device soak: 35 app-per-bot losses).
+    A home sends one device a command every few minutes."""
 
     @property
     def timings(self) -> Timings:
@@ -105,6 +112,7 @@ class Soak:
             slack_window_s=60.0 / self.scale,
             rate_steps=(),
             failover=True,
+            devices=self.devices,
         )
 
     def key(self) -> dict[str, Any]:
@@ -244,7 +252,9 @@ def markdown(results: list[dict[str, Any]], soak: Soak, context: dict[str, Any])
         f"Finished: {context['finished']}, after {context['duration_s']} s  ",
         f"Machine: {context['machine']}  ",
         f"Workload: {soak.commands} commands per mode ({min(soak.clean, soak.commands)} "
-        f"without faults first), {soak.bots} bots, posted at {soak.rate_per_min:g} a minute; "
+        f"without faults first), {soak.bots} bots, posted at {soak.rate_per_min:g} a minute "
+        f"over {soak.devices} devices (each one a command every "
+        f"{60 * soak.devices / soak.rate_per_min:.1f} s); "
         f"every fault kind in turn, one every {soak.fault_every} commands (mqtt-restart: "
         "mosquitto SIGKILLed with a command to the MQTT device in flight, started again "
         "1.5 s later on the same port); then the failover phase (every bot dies right "
@@ -316,6 +326,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--fault-every", type=int, default=d.fault_every)
     p.add_argument("--clean", type=int, default=d.clean, help="fault-free commands first")
     p.add_argument("--max-minutes", type=float, default=d.max_minutes)
+    p.add_argument(
+        "--devices", type=int, default=d.devices, help="devices the commands cycle over (1-12)"
+    )
     p.add_argument("--every", type=int, default=100, help="progress every this many commands")
     p.add_argument("--tag", default="soak", help="report name in the report folder")
     p.add_argument("--out", type=Path, default=REPORTS)
@@ -330,6 +343,11 @@ def main(argv: list[str] | None = None) -> int:
     if set(modes) - set(MODES):
         print(f"unknown mode(s): {', '.join(sorted(set(modes) - set(MODES)))}", file=sys.stderr)
         return 2
+    try:
+        devices(args.devices)
+    except ValueError as err:
+        print(f"--devices: {err}.", file=sys.stderr)
+        return 2
     soak = Soak(
         commands=args.commands,
         bots=args.bots,
@@ -339,6 +357,7 @@ def main(argv: list[str] | None = None) -> int:
         fault_every=args.fault_every,
         clean=args.clean,
         max_minutes=args.max_minutes,
+        devices=args.devices,
     )
     json_path = args.out / f"{args.tag}.json"
     results: list[dict[str, Any]] = []

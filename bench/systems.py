@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.files import LEGACY_APP_ID, LEGACY_TOKEN, Timings, app_id, write_federation
+from bench.files import DEVICES, LEGACY_APP_ID, LEGACY_TOKEN, Timings, app_id, write_federation
 from troupe.devkit.fleet import Fleet
 from troupe.federation import rank
 
@@ -76,11 +76,13 @@ class System:
         timings: Timings,
         counter: Path,
         mqtt_port: int | None = None,
+        *,
+        devices: int = len(DEVICES),
     ) -> Fleet:
         env = {"TROUPE_COUNTER_FILE": str(counter)}
         if self.name == LEGACY:
             return LegacyFleet(api_url, folder, env)
-        config = write_federation(folder, api_url, self.mode, bots, timings, mqtt_port)
+        config = write_federation(folder, api_url, self.mode, bots, timings, mqtt_port, devices)
         if mqtt_port is not None:  # the bots load bench.mqttdriver from this checkout
             path = (str(REPO), os.environ.get("PYTHONPATH", ""))
             env["PYTHONPATH"] = ":".join(p for p in path if p)

@@ -36,9 +36,8 @@ class Command:
     op: str
 
 
-def nth_text(i: int) -> tuple[str, str, str]:
+def nth_text(i: int, devices: Sequence[str] = tuple(DEVICES)) -> tuple[str, str, str]:
     """The i-th command of the stream: (text, device, op), cycling devices and on/off."""
-    devices = list(DEVICES)
     device = devices[i % len(devices)]
     op = "on" if (i // len(devices)) % 2 == 0 else "off"
     return f"turn {op} the {device}", device, op
@@ -47,7 +46,8 @@ def nth_text(i: int) -> tuple[str, str, str]:
 class Poster:
     """Posts commands as a human (alice's user token), the way the Slack client does."""
 
-    def __init__(self, api_url: str) -> None:
+    def __init__(self, api_url: str, devices: Sequence[str] = tuple(DEVICES)) -> None:
+        self.devices = tuple(devices)
         self.client = WebClient(HUMAN_TOKEN, base_url=api_url, timeout=30)
         self.client.retry_handlers.append(RateLimitErrorRetryHandler(max_retry_count=20))
         self.count = 0
@@ -55,7 +55,7 @@ class Poster:
     def post(self, *, device: str | None = None) -> Command:
         """The next command of the stream; with `device`, the same op turned to that device
         (the slow device, the MQTT device while its broker restarts)."""
-        text, stream_device, op = nth_text(self.count)
+        text, stream_device, op = nth_text(self.count, self.devices)
         self.count += 1
         if device is not None and device != stream_device:
             text = f"turn {op} the {device}"

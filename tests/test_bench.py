@@ -276,6 +276,28 @@ def test_the_soak_compresses_time_and_says_so(tmp_path: Path) -> None:
     )
     assert "count over 3 s" in text and "20 commands per Slack minute" in text
     assert "| rtm | 8 | 300 | 0 | 1 |" in text and "lost_at: [7]" in text
+    assert p.devices == 12 and "over 12 devices (each one a command every 1.8 s)" in text
+
+
+def test_the_stream_can_spread_over_more_devices_each_in_the_federation_file(
+    tmp_path: Path,
+) -> None:
+    import yaml
+
+    from bench.files import Timings, devices, write_federation
+    from bench.workload import nth_text
+
+    twelve = list(devices(12))
+    assert twelve[:6] == list(devices()) and len(set(twelve)) == 12
+    assert [nth_text(i, twelve)[1] for i in range(13)] == [*twelve, twelve[0]]
+    assert nth_text(12, twelve)[2] == "off"  # the second round turns them off
+    path = write_federation(
+        tmp_path, "http://127.0.0.1:9/api/", "rtm", ["bot-1"], Timings(), device_count=12
+    )
+    declared = yaml.safe_load(path.read_text())["devices"]
+    assert set(twelve) < set(declared) and len(declared) == 13  # and the slow cellar light
+    with pytest.raises(ValueError, match="1 to 12 devices"):
+        devices(13)
 
 
 def test_the_soak_stops_posting_at_its_deadline_and_reaps_what_it_started() -> None:
