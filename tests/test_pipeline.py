@@ -667,11 +667,12 @@ def test_commands_on_one_device_act_in_the_order_they_were_sent(tmp_path):
     run(main)
 
 
-def test_a_command_late_only_from_waiting_in_line_reads_nothing(tmp_path):
+def test_a_command_waits_its_turn_unclaimed_and_late_only_from_that_reads_nothing(tmp_path):
     """A slow device: the second command waits for the first's ✅ well past a third of
-    the lease. Every bot heard every mark meanwhile, so nothing newer can have acted
-    unheard: it acts in order without reading the channel (a busy device's line had
-    made a read of every command)."""
+    the lease. It waits before its claim, so no holder renews a lease while in line (a
+    busy device's line of holders spent the fleet's reactions.add), and, every bot having
+    heard every mark meanwhile, nothing newer can have acted unheard: it acts in order
+    without reading the channel (the line had made a read of every command)."""
     slow = DEVICES.replace(
         "hall light: {kind: light, area: hall, driver: counter}",
         "hall light: {kind: light, area: hall, driver: counter, delay_s: 3}",
@@ -687,6 +688,10 @@ def test_a_command_late_only_from_waiting_in_line_reads_nothing(tmp_path):
             assert [len(h.answers(ts)) for ts in (first, second)] == [1, 1]
             reads = [m for (_, m), n in h.calls().items() if m == "conversations.history"]
             assert reads == []
+            # Each holder: two ⏳ while its device acts (3 s; one each third of the 4 s
+            # lease) and its ✅; none while the second waited for its turn, unclaimed.
+            marks = [n for (_, m), n in h.calls().items() if m == "reactions.add"]
+            assert marks == [3, 3]
 
     run(main)
 
