@@ -247,3 +247,22 @@ def test_tls_without_a_hashed_folder_or_with_its_own_bundle_loads_every_root(
         slackapi.tls_context.cache_clear()
         slackapi.tls_context()
     assert created == [{}, {}]  # Python's default both times: every system root loaded
+
+
+async def test_a_claim_call_whose_answer_was_slow_is_tried_again_and_doubted(posted):
+    """A busy Pi or Wi-Fi: Slack carried the claim's 👀 out, its answer came after the
+    lock client's timeout. The lock client tries again (already_reacted: checked by the
+    lock as maybe its own) instead of failing the command; the bot's own client leaves
+    a slow answer alone, since a retried chat.postMessage would answer twice."""
+    ws, channel, ts = posted
+    lock = lock_client(async_client("xoxb-kitchen", ws.api_url), lease_s=4.0)
+    ws.control("stall", method="reactions.add", seconds=2.5, count=1, app="A0KITCHEN")
+    with pytest.raises(SlackApiError) as again:
+        await lock.reactions_add(channel=channel, timestamp=ts, name="eyes")
+    assert again.value.response["error"] == "already_reacted" and doubtful(again.value.response)
+    web = async_client("xoxb-kitchen", ws.api_url, timeout=1)
+    ws.control("stall", method="chat.postMessage", seconds=2.5, count=1, app="A0KITCHEN")
+    with pytest.raises(TimeoutError):
+        await web.chat_postMessage(channel=channel, text="done", thread_ts=ts)
+    calls = ws.control("counters")["calls"]["A0KITCHEN"]
+    assert (calls["reactions.add"], calls["chat.postMessage"]) == (2, 1)

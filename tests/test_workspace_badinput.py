@@ -207,6 +207,8 @@ def test_control_api_needs_its_token_and_json(workspace: RunningWorkspace) -> No
     assert (status, body["error"]) == (400, "invalid_arguments")
     bad_status = {"method": "auth.test", "status": 418, "count": 1}
     assert _send(workspace, "control/fail", json.dumps(bad_status).encode(), ctl)[0] == 400
+    backwards = {"method": "auth.test", "seconds": -1, "count": 1}
+    assert _send(workspace, "control/stall", json.dumps(backwards).encode(), ctl)[0] == 400
     unknown = {"app": "toaster", "paused": True}
     assert _send(workspace, "control/pause", json.dumps(unknown).encode(), ctl)[0] == 400
     post = {"user": "alice", "channel": "#nowhere", "text": "hi"}

@@ -22,7 +22,9 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import Executor, Future
 from contextvars import ContextVar
+from http.client import RemoteDisconnected
 from typing import Any, TypeVar
+from urllib.error import URLError
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
@@ -279,12 +281,16 @@ def sent_at(resp: Any) -> float | None:
     return float(at) if at is not None else None
 
 
-def retry_handlers(backoff_s: float = 0.5) -> list[RetryHandler]:
+def retry_handlers(backoff_s: float = 0.5, *, timeouts: bool = False) -> list[RetryHandler]:
     """Rate limits are waited out; dropped connections and 5xx retried after backoff_s,
-    doubling each time (with jitter)."""
+    doubling each time (with jitter); with `timeouts`, calls whose answer did not come in
+    time too (each retry is doubtful: Slack may have carried the first attempt out)."""
     interval = BackoffRetryIntervalCalculator(backoff_factor=backoff_s)
+    errors: list[type[Exception]] = [URLError, ConnectionResetError, RemoteDisconnected]
+    if timeouts:
+        errors.append(TimeoutError)
     return [
-        _ConnectionRetry(max_retry_count=3, interval_calculator=interval),
+        _ConnectionRetry(max_retry_count=3, interval_calculator=interval, error_types=errors),
         _RateLimitRetry(max_retry_count=RATE_LIMIT_RETRIES),
         _ServerRetry(max_retry_count=3, interval_calculator=interval),
     ]
@@ -292,12 +298,13 @@ def retry_handlers(backoff_s: float = 0.5) -> list[RetryHandler]:
 
 def lock_client(web: ClockedWebClient, lease_s: float) -> ClockedWebClient:
     """A client for the claim calls: a lost answer costs a fifth of the lease, not the
-    usual 15 s, before the claim gives up on it."""
+    usual 15 s, and the call is tried again (its answer doubtful, so checked: a claim
+    whose answer was slow on a busy Pi or Wi-Fi had the command answered as failed)."""
     return ClockedWebClient(
         token=web.token,
         base_url=web.base_url,
         timeout=max(1, round(lease_s / 5)),
-        retry_handlers=retry_handlers(backoff_s=0.1),
+        retry_handlers=retry_handlers(backoff_s=0.1, timeouts=True),
         clock=web.clock,
     )
 

@@ -51,6 +51,10 @@ COMMANDED_S = 5.0
 """A state change this soon after a command to the device (from anyone) is that command's."""
 
 
+class Dropped(DriverError):
+    """The connection to the broker dropped with a command in flight."""
+
+
 class MqttDriver(Driver):
     """Devices reached through the federation's MQTT broker (the `mqtt:` section)."""
 
@@ -174,7 +178,7 @@ class MqttDriver(Driver):
                 "lost the MQTT broker at %s (%s); reconnecting", self.settings.address, reason
             )
             self._fail_all(
-                DriverError(f"the connection to the MQTT broker at {self.settings.address} dropped")
+                Dropped(f"the connection to the MQTT broker at {self.settings.address} dropped")
             )
 
     def _on_message(self, topic: str, payload: bytes) -> None:
@@ -257,39 +261,54 @@ class MqttDriver(Driver):
         return await self._back(self.devices[device])
 
     async def act(self, device: str, action: Action) -> DeviceState:
+        """Send the command and wait for the device to confirm it. When the connection
+        drops with the command in flight (the broker restarting), an action safe to repeat
+        (on, off, a set) is sent once more when the broker and the device are back: the
+        device may or may not have had it, and either way it ends as asked. Others fail."""
         target = self.devices[device]
         async with target.lock:
-            await self._back(target)
-            command = target.command(action)
-            problem = self._unreachable(target)
-            if problem:
-                raise DriverError(problem)
-            future: asyncio.Future[Heard] = self._loop.create_future()
-            waiter = (command.confirms or (lambda _h: True), future)
-            target.waiters.append(waiter)
             try:
-                # QoS 0: paho would queue a QoS 1 command while the broker is away and
-                # deliver it after this call has already reported a failure.
-                sent = self._client.publish(command.topic, command.payload, retain=command.retain)
-                if sent.rc != mqtt.MQTT_ERR_SUCCESS:
-                    raise DriverError(
-                        f"the MQTT broker at {self.settings.address} is not reachable"
-                    )
-                if command.confirms is None:
-                    target.on = command.assumed
-                else:
-                    timeout = target.options.confirm_s
-                    try:
-                        heard = await asyncio.wait_for(future, timeout)
-                    except TimeoutError:
-                        raise DriverError(
-                            f"the {device} did not confirm within {timeout:g} s"
-                        ) from None
-                    if heard.error:
-                        raise DriverError(f"the {device} refused: {heard.error}")
-            finally:
-                target.waiters.remove(waiter)
+                await self._send(target, action)
+            except Dropped as err:
+                if not action.idempotent:
+                    raise DriverError(str(err)) from None
+                log.warning("%s; the %s gets its command again once it is back", err, device)
+                try:
+                    await self._send(target, action)
+                except Dropped as again:
+                    raise DriverError(str(again)) from None
         return target.snapshot()
+
+    async def _send(self, target: Device, action: Action) -> None:
+        """One attempt: wait for a broker that just dropped, publish, await the confirmation."""
+        await self._back(target)
+        command = target.command(action)
+        problem = self._unreachable(target)
+        if problem:
+            raise DriverError(problem)
+        future: asyncio.Future[Heard] = self._loop.create_future()
+        waiter = (command.confirms or (lambda _h: True), future)
+        target.waiters.append(waiter)
+        try:
+            # QoS 0: paho would queue a QoS 1 command while the broker is away and
+            # deliver it after this call has already reported a failure.
+            sent = self._client.publish(command.topic, command.payload, retain=command.retain)
+            if sent.rc != mqtt.MQTT_ERR_SUCCESS:
+                raise Dropped(f"the MQTT broker at {self.settings.address} is not reachable")
+            if command.confirms is None:
+                target.on = command.assumed
+            else:
+                timeout = target.options.confirm_s
+                try:
+                    heard = await asyncio.wait_for(future, timeout)
+                except TimeoutError:
+                    raise DriverError(
+                        f"the {target.name} did not confirm within {timeout:g} s"
+                    ) from None
+                if heard.error:
+                    raise DriverError(f"the {target.name} refused: {heard.error}")
+        finally:
+            target.waiters.remove(waiter)
 
     async def state(self, device: str) -> DeviceState:
         target = self.devices[device]

@@ -13,6 +13,9 @@ POST /control/latency     {latency_ms, jitter_ms?} -> added to every Web API cal
 POST /control/fail        {method, status: 429|500|502|503, count, retry_after?, app?}
                           The next `count` calls of `method` (by `app`, or by anyone)
                           answer that HTTP status.
+POST /control/stall       {method, seconds, count, app?} The next `count` calls of
+                          `method` are carried out at once and answered `seconds` later
+                          (a client with a shorter timeout lost the answer).
 POST /control/ratelimit   {window_s?, multiplier?} Shorten the limiter's window (so a
                           test gets Retry-After of seconds) and/or set the multiplier
                           (null = off); forgets counted calls -> {ok, window_s, multiplier}.
@@ -43,7 +46,7 @@ from typing import Any
 
 from aiohttp import hdrs, web
 
-from troupe.devkit.workspace.core import FailRule, Workspace
+from troupe.devkit.workspace.core import FailRule, StallRule, Workspace
 from troupe.devkit.workspace.errors import SlackError
 
 log = logging.getLogger(__name__)
@@ -137,6 +140,15 @@ async def fail(ws: Workspace, body: Body) -> Body:
     return {"ok": True}
 
 
+async def stall(ws: Workspace, body: Body) -> Body:
+    method = _field(body, "method", str)
+    seconds = _number(body, "seconds", low=0)
+    count = int(_number(body, "count", low=1))
+    app_id = _app_id(ws, body) if body.get("app") is not None else None
+    ws.faults.stall.setdefault(method, []).append(StallRule(seconds, count, app_id))
+    return {"ok": True}
+
+
 async def ratelimit(ws: Workspace, body: Body) -> Body:
     window_s = _number(body, "window_s", default=None, low=0.1) if "window_s" in body else None
     multiplier: float | str | None = ""
@@ -219,6 +231,7 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("POST", "post"): post,
     ("POST", "latency"): latency,
     ("POST", "fail"): fail,
+    ("POST", "stall"): stall,
     ("POST", "ratelimit"): ratelimit,
     ("POST", "drop"): drop,
     ("POST", "disconnect"): disconnect,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hmac
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 from aiohttp import web
 
@@ -63,22 +63,45 @@ class FailRule:
 
 
 @dataclass
+class StallRule:
+    """Carry the next `count` calls of a method out at once and answer them `seconds` later
+    (control API): a slow network, where a client whose timeout is shorter lost the answer
+    of a call Slack carried out."""
+
+    seconds: float
+    count: int
+    app_id: str | None = None
+
+
+@dataclass
 class Faults:
     """What the control API injects: latency, failures, delayed or paused event delivery."""
 
     latency_ms: float = 0.0
     jitter_ms: float = 0.0
     fail: dict[str, list[FailRule]] = field(default_factory=dict)
+    stall: dict[str, list[StallRule]] = field(default_factory=dict)
     event_delay_s: dict[str, float] = field(default_factory=dict)
     paused_apps: set[str] = field(default_factory=set)
 
     def take_failure(self, method: str, app_id: str | None) -> FailRule | None:
         """Consume and return the failure rule that applies to this call, if any."""
-        for rule in self.fail.get(method, []):
-            if rule.count > 0 and (rule.app_id is None or rule.app_id == app_id):
-                rule.count -= 1
-                return rule
-        return None
+        return _take(self.fail.get(method, []), app_id)
+
+    def take_stall(self, method: str, app_id: str | None) -> StallRule | None:
+        """Consume and return the stall rule that applies to this call, if any."""
+        return _take(self.stall.get(method, []), app_id)
+
+
+_Rule = TypeVar("_Rule", FailRule, StallRule)
+
+
+def _take(rules: list[_Rule], app_id: str | None) -> _Rule | None:
+    for rule in rules:
+        if rule.count > 0 and (rule.app_id is None or rule.app_id == app_id):
+            rule.count -= 1
+            return rule
+    return None
 
 
 @dataclass

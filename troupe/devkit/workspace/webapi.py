@@ -668,6 +668,11 @@ async def _call(ws: Workspace, request: web.Request) -> web.Response:
         if retry_after is not None:
             ws.http_429[key] += 1
             return _error("ratelimited", 429, retry_after=retry_after)
+        stalled = ws.faults.take_stall(name, caller.app_id)
+        if stalled is not None:
+            answer = await handler(Call(ws, caller, args, request))
+            await asyncio.sleep(stalled.seconds)
+            return _json(answer, headers=_scopes(ws, caller))
     return _json(await handler(Call(ws, caller, args, request)), headers=_scopes(ws, caller))
 
 
