@@ -201,9 +201,9 @@ class Bot:
         self._looked_back: set[tuple[str, str]] = set()
         self._catching_up = False
         self._checked_votes: set[tuple[str, str]] = set()
-        self._waited_in_line: dict[tuple[str, str], float] = {}
-        """Per command, how long it waited for its turn before its claim (`_late`)."""
         """Late commands for which the channel's newer commands were read already."""
+        self._waited_in_line: dict[tuple[str, str], float] = {}
+        """Per command, how long it waited for its turn, hearing every mark (`_late`)."""
         self.user_id = ""
         self.bot_id = ""
         self.coordinator: Coordinator | None = None
@@ -833,8 +833,8 @@ class Bot:
     def _late(self, event: Event, takeover: bool) -> bool:
         """Whether an action is carried out late (a takeover, a redelivery: Slack hands out
         again what a dropped connection did not acknowledge, after newer commands; a resume
-        after a restart; a claim held up by rate limits): then a newer command wins. The
-        wait for its turn before the claim, heard through, does not count."""
+        after a restart; a claim held up by rate limits): then a newer command wins. Its
+        waits for its turn, heard through, do not count (`_wait_in_line`)."""
         key = (event.channel, event.ts)
         if takeover or event.retry_attempt or key in self._resumed:
             return True
@@ -848,15 +848,25 @@ class Bot:
         of holders spent the fleet's reactions.add (the rtm soak: 21.8 a command, 183,009
         answers of 429). Each bot waits on what it heard, so a bot that knew of no older
         command claims at once and waits in `_act`, renewing, as before: a holder always
-        renews while it holds. A wait heard through counts as on time (`_late`)."""
+        renews while it holds."""
         if self.info.mode == "shared-app" or event.relay is not None:
             return  # Slack hands each event to one connection: the hand-out is the claim
+        await self._wait_in_line(event, [a.device for a in actions if a.op != "query"])
+
+    async def _wait_in_line(self, event: Event, devices: Sequence[str]) -> None:
+        """Wait for the command's turn on its devices (`_in_turn`). A wait this bot heard
+        through, where it hears every ✅ (`_hearing`), does not make the command late: a
+        newer command that acted meanwhile was heard, and one that knew of this one waited
+        for it, so the read a late action makes would find nothing new. Counted late, a
+        busy device's line made a read of nearly every command (the soak: 0.96
+        conversations.history each), which slowed every link of the line further."""
         heard, started = self._hearing(), time.monotonic()
-        for action in actions:
-            if action.op != "query":
-                await self._in_turn(event, action.device)
+        for device in devices:
+            await self._in_turn(event, device)
         if heard is not None and heard == self._hearing():
-            self._waited_in_line[(event.channel, event.ts)] = time.monotonic() - started
+            key = (event.channel, event.ts)
+            waited = time.monotonic() - started
+            self._waited_in_line[key] = self._waited_in_line.get(key, 0.0) + waited
 
     async def _learn_newer(self, event: Event, *, waited: bool = False) -> dict[str, str]:
         """Before a late action: read what the channel did after this command (one call),
@@ -1249,18 +1259,11 @@ class Bot:
             # checks: whichever bot reaches it first, a newer command still wins.
             came_back = await self.drivers[device.driver].ready(device.name)
             await self._look_back(event)
-            arrived_late, heard = self._late(event, takeover), self._hearing()
-            await self._in_turn(event, device.name)
+            await self._wait_in_line(event, [device.name])
             resumed = (event.channel, event.ts) in self._resumed
             expired = (takeover or resumed) and self.coordinator.is_stale(event.ts)
             late, still = self._late(event, takeover), {}
-            # Late only from waiting in line: where this bot hears every ✅ and heard all
-            # along, a newer command that acted meanwhile was heard (and one that knew of
-            # this one waited for it), so the read would find nothing new. Read anyway, a
-            # busy device's line made nearly every command late: a read per command (the
-            # soak: 0.96 conversations.history each), which slowed every link of the line.
-            in_line = not arrived_late and heard is not None and heard == self._hearing()
-            if (late and not in_line) or came_back:
+            if late or came_back:
                 # Not run when expired, whatever comes next: the device is then left to a
                 # newer command still to act, which waited for this one to be marked done
                 # (no device is starved: this one would not act anyway).

@@ -271,12 +271,9 @@ class MqttDriver(Driver):
                 await self._send(target, action)
             except Dropped as err:
                 if not action.idempotent:
-                    raise DriverError(str(err)) from None
+                    raise
                 log.warning("%s; the %s gets its command again once it is back", err, device)
-                try:
-                    await self._send(target, action)
-                except Dropped as again:
-                    raise DriverError(str(again)) from None
+                await self._send(target, action)
         return target.snapshot()
 
     async def _send(self, target: Device, action: Action) -> None:
