@@ -11,7 +11,16 @@ import pytest
 from virtualtime import run as run_virtual
 
 from troupe.devkit.memorylock import MemoryBoard, MemoryLock
-from troupe.federation import Action, Coordinator, Outcome, Route, Settings, plan, rank
+from troupe.federation import (
+    Action,
+    Coordinator,
+    Outcome,
+    Result,
+    Route,
+    Settings,
+    plan,
+    rank,
+)
 
 FAST = Settings(stale_s=30, lease_s=0.5, stagger_s=0.05, linger_s=45)
 BOTS = ["kitchen-pi", "hall-pi", "garage-pi"]
@@ -224,6 +233,7 @@ def _shared_fleet(
             ),
             settings,
             clock=time.time,
+            sole_receiver=mode == "shared-app",
         )
         for bot in BOTS
     }
@@ -292,7 +302,39 @@ async def test_shared_app_receiver_that_dies_is_taken_over_once_by_a_redelivery(
     # Slack redelivers to another connection: that bot waits out a lease, then votes
     result = await _work_log(bots, channel, ts, log, [other])(other)
     assert result.outcome is Outcome.TOOK_OVER and log == [(other, True)]
-    assert _calls(workspace) == {"reactions.add": 2, "reactions.get": 1}  # 🔄, its check, ✅
+    # three reads of the ⏳ that never flips, the 🔄 and its check, the ✅
+    assert _calls(workspace) == {"reactions.get": 4, "reactions.add": 2}
+
+
+async def test_a_shared_app_redelivery_leaves_a_live_holder_on_a_slow_device_alone(workspace):
+    """Slack redelivers a command whose ack came late to another connection, and hands the
+    holder's ⏳ events to other bots than that one: a lease of silence heard there proves
+    nothing. It reads the ⏳ before it votes, sees it flip, and waits: the holder acts
+    once, the redelivery's receiver not at all (the soak: the slow device acted twice)."""
+    slow = replace(FAST, lease_s=1.5)  # a renewal every 0.5 s: reads 0.3 s apart
+    bots, channel, ts = _shared_fleet(workspace, "shared-app", slow)
+    receiver, other = BOTS[0], BOTS[2]
+    bots[receiver].lock.delivered(channel, ts, 0)
+    bots[other].lock.delivered(channel, ts, 1)
+    log: list[tuple[str, bool]] = []
+
+    async def holder() -> Result:
+        async def work(takeover: bool) -> None:
+            log.append((receiver, takeover))
+            await asyncio.sleep(2.5 * slow.lease_s)  # a slow device: renewals keep its lease
+
+        return await bots[receiver].coordinate(channel, ts, [receiver], work)
+
+    async def redelivery() -> Result:
+        await asyncio.sleep(0.2)  # Slack's redelivery comes after the first hand-out
+        return await _work_log(bots, channel, ts, log, [other])(other)
+
+    held, again = await asyncio.gather(holder(), redelivery())
+    for c in bots.values():
+        await c.close(release_due=False)
+    assert (held.outcome, again.outcome) == (Outcome.ACTED, Outcome.PEER)
+    assert log == [(receiver, False)]
+    assert "reactions.get" in _calls(workspace)  # it read, as it heard no ⏳
 
 
 def test_a_peer_counts_a_holders_silence_only_while_it_could_hear() -> None:

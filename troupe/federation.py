@@ -13,16 +13,20 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 from troupe.errors import ClaimError
 from troupe.operations import OPERATIONS
-from troupe.slackmq import Lock, message_age
+from troupe.slackmq import DONE, WORKING, Lock, message_age
 from troupe.tasks import spawn
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+RENEWAL_READS = 6
+"""At most this many reads of a holder's ⏳ before a vote (shared-app): three in a run tell
+a live holder from a dead one; the rest make up for a read a rate limit held up."""
 
 
 @dataclass(frozen=True)
@@ -178,16 +182,20 @@ class Coordinator:
         clock: Callable[[], float],
         listening_since: Callable[[], float | None] = lambda: None,
         one_user: bool = False,
+        sole_receiver: bool = False,
         crowded: Callable[[], bool] = lambda: False,
     ) -> None:
         """`clock` reads Slack's time (a SlackClock's `now`), never a Pi's own clock.
         `listening_since` says when this bot's event connection last opened
         (time.monotonic; None before the first or where it never drops). `one_user`: the
         whole fleet is one Slack user (shared-app, rtm), so once a fleet ballot is cast
-        another meets `already_reacted` and loses. `crowded` says whether Slack refused
-        one of this bot's claim calls for a rate limit lately."""
+        another meets `already_reacted` and loses. `sole_receiver`: Slack hands each event
+        to one of the fleet's connections (shared-app), so a holder's ⏳ may never reach
+        this bot. `crowded` says whether Slack refused one of this bot's claim calls for a
+        rate limit lately."""
         self.me = me
         self.one_user = one_user
+        self.sole_receiver = sole_receiver
         self.crowded = crowded
         self.lock = lock
         self.settings = settings or Settings()
@@ -375,8 +383,28 @@ class Coordinator:
             return unknown
 
     async def wait_for_holder(self, channel: str, ts: str) -> bool:
-        """Wait while a peer holds the message: True once its done mark is seen, False
-        when its lease ran out (each ⏳ renewal restarts the lease).
+        """Wait while a peer holds the message: True once it is done, False when its
+        lease ran out (each ⏳ renewal restarts the lease).
+
+        Where Slack hands each event to one connection (`sole_receiver`), a lease of
+        silence heard proves nothing: the ⏳ events went to other bots. There the last
+        stretch of each lease is read from Slack instead (`_renewing`), and a holder
+        whose ⏳ still flips is waited for another lease (the soak: a redelivery's
+        receiver took over a live holder still acting on a slow device, and the device
+        acted twice)."""
+        probe = 1.2 * self.settings.lease_s / 3 if self.sole_receiver else 0.0
+        while True:
+            if await self._silence(channel, ts, self.settings.lease_s - probe):
+                return True
+            if not probe:
+                return False
+            heard = await self._renewing(channel, ts)
+            if heard != "alive":
+                return heard == "done"
+
+    async def _silence(self, channel: str, ts: str, lease: float) -> bool:
+        """Wait for the holder's done mark (True), or for `lease` without a renewal heard
+        (False).
 
         Silence counts only while this bot could hear it: when its event connection
         (re)opens, the lease counts again from then. The renewals sent while it was away
@@ -387,11 +415,45 @@ class Coordinator:
         while True:
             watch.renewed.clear()
             heard = max(watch.pinned_at or since, self.listening_since() or since)
-            left = heard + self.settings.lease_s - time.monotonic()
+            left = heard + lease - time.monotonic()
             if left <= 0:
                 return False
             if await first_set([watch.done, watch.renewed], left) and watch.done.is_set():
                 return True
+
+    async def _renewing(self, channel: str, ts: str) -> Literal["alive", "done", "silent"]:
+        """Read the message's marks from Slack, 0.6 of a renewal (lease / 3) apart, over
+        1.2 renewals: a live holder flips its ⏳ once a renewal, so at least one flip
+        falls between the reads, and no two cancel out between two reads less than a
+        renewal apart (a read held up longer, by a 429, starts the run again). A read
+        Slack refuses says nothing: the silence heard stands, as before reads existed."""
+        watch = self._watch(channel, ts)
+        renewal = self.settings.lease_s / 3
+        run: tuple[float, bool] | None = None  # the run's first read: when, ⏳ shown
+        last: tuple[float, bool] | None = None
+        for _ in range(RENEWAL_READS):
+            if last is not None:
+                watch.renewed.clear()
+                await first_set([watch.done, watch.renewed], 0.6 * renewal)
+                if watch.done.is_set() or watch.renewed.is_set():
+                    return "done" if watch.done.is_set() else "alive"
+            try:
+                marks = await self.lock.marks(channel, ts)
+            except ClaimError as err:
+                log.warning("cannot read the marks of %s/%s: %s", channel, ts, err)
+                return "silent"
+            read = (time.monotonic(), WORKING in marks)
+            if DONE in marks:
+                return "done"
+            if last is None or read[0] - last[0] >= 0.9 * renewal:
+                run = read  # two flips may hide between reads this far apart
+            elif read[1] != last[1]:
+                return "alive"
+            last = read
+            assert run is not None
+            if read[0] - run[0] >= 1.2 * renewal:
+                return "silent"
+        return "silent"
 
     async def _hold(
         self,

@@ -91,6 +91,10 @@ class Lock(Protocol):
     async def elect(self, channel: str, ts: str) -> bool:
         """Cast the takeover ballot: True if this bot is the first and no done mark exists."""
 
+    async def marks(self, channel: str, ts: str) -> frozenset[str]:
+        """The fleet's marks on the message now, read from Slack (one call): how a peer
+        that may not hear the holder's events sees its ⏳ (shared-app)."""
+
     async def release(self, channel: str, ts: str) -> None:
         """Unpin (no error if already unpinned; nothing to do for a 👀 claim)."""
 
@@ -310,6 +314,9 @@ class SlackMQ:
 
     async def taken_up(self, channel: str, ts: str) -> bool:
         return bool({DONE, TAKEOVER} & set(await self._reactions(channel, ts)))
+
+    async def marks(self, channel: str, ts: str) -> frozenset[str]:
+        return frozenset(await self._reactions(channel, ts))
 
     async def elect(self, channel: str, ts: str) -> bool:
         code, unsure, _ = await self._call(

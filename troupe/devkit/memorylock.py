@@ -92,8 +92,21 @@ class MemoryLock:
     def claim_sent(self, channel: str, ts: str) -> float | None:
         return None  # no rate limits hold a claim up on this board
 
+    async def marks(self, channel: str, ts: str) -> frozenset[str]:
+        self.board.calls.append((self.user, "reactions.get"))
+        return frozenset(
+            name for name, users in self.board.reactions[(channel, ts)].items() if users
+        )
+
     async def renew(self, channel: str, ts: str) -> None:
-        self.board.calls.append((self.user, "reactions.add"))
+        """Flip this user's ⏳, as SlackMQ does (one call)."""
+        users = self.board.reactions[(channel, ts)][WORKING]
+        shown = self.user in users
+        self.board.calls.append((self.user, "reactions.remove" if shown else "reactions.add"))
+        if shown:
+            users.remove(self.user)
+        else:
+            users.append(self.user)
         self.board._emit(WORKING, (channel, ts))
 
     async def release(self, channel: str, ts: str) -> None:
