@@ -1416,6 +1416,20 @@ def test_an_older_command_arriving_after_a_newer_one_acted_leaves_the_device_alo
     assert "the newer command at" in _texts(sim, scenario, 0)[0]
 
 
+def test_a_late_shared_app_command_leaves_its_device_to_a_newer_one_acting_unmarked() -> None:
+    """shared-app: Slack handed the newer command to another bot, which acts on it at once,
+    knowing nothing of the older one, and marks it ✅ only after acting and answering.
+    The older one, late, reads the channel in between: the newer one is fresh and has
+    no ✅ yet, so it is left the device (the soak: every out-of-order action was this)."""
+    older, newer = Cmd(1.0, "on", ("plug",)), Cmd(6.5, "off", ("plug",))
+    deliveries = (Delivery("pi0", 0, 6.0), Delivery("pi1", 1, 0.05))
+    scenario = _plain(older, newer, mode="shared-app", deliveries=deliveries, slow=(("plug", 1.0),))
+    sim, _ = _kept(scenario)
+    assert [(e.cmd, e.op, e.bot) for e in sim.executions] == [(1, "off", "pi1")]
+    assert ["the newer command at" in t for t in _texts(sim, scenario, 0)] == [True]
+    assert len(_texts(sim, scenario, 1)) == 1
+
+
 @pytest.mark.parametrize("gap", [0.3, 0.9, 2.0])
 def test_a_newer_command_waits_for_the_taker_of_an_older_one(gap: float) -> None:
     """The older command's holder dies before acting; a peer takes it over a lease later.

@@ -874,11 +874,17 @@ class Bot:
         so a newer command this bot never saw act (it was down, its events came late after
         a reconnect, or in shared-app mode another bot received it) still wins its devices.
 
-        `waited`: the action waited for its device to come back (its broker restarting).
-        Every command that waited for it comes back at once, so the oldest could land
-        last: the same read also returns, per device, the newest newer command still to
-        be carried out (no ✅ and no fleet answer yet, not stale), to leave the device to.
-        Only then: a command late for any reason deferring to any newer one still to act
+        The same read also returns, per device, the newest newer command still to be
+        carried out (no ✅ and no fleet answer yet), to leave the device to, where that
+        one acts anyway:
+        - `waited`: the action waited for its device to come back (its broker
+          restarting), so did every command on it, and all come back at once: the oldest
+          could land last. Any newer command not stale counts.
+        - shared-app: a command posted within the last third of a lease. Its receiver acts
+          on it now without knowing of this one (Slack handed this one to another bot),
+          and its ✅ comes after its action and answer: read in between, it looked still
+          to act and this one acted after it (the soak: every out-of-order action).
+        Only these: a command late for any reason deferring to any newer one still to act
         starved a busy device (a 10,000-command soak: once the fleet fell behind, every
         command left its device to the next)."""
         key = (event.channel, event.ts)
@@ -888,6 +894,8 @@ class Bot:
         assert self.coordinator is not None
         coordinator = self.coordinator
         done: set[str] = set()
+        fresh_from = self.clock.now() - self.settings.lease_s / 3
+        unseen = self.info.mode == "shared-app"
 
         def newer(later: Event, message: Mapping[str, Any]) -> bool:
             if float(later.ts) <= float(event.ts):
@@ -895,10 +903,12 @@ class Bot:
             if DONE in self._fleet_marks(message):
                 done.add(later.ts)
                 return True
-            if not waited:
-                return False
             answered = any(self.is_fleet_user(u) for u in message.get("reply_users") or ())
-            return not answered and not coordinator.is_stale(later.ts) and self._may_command(later)
+            if answered or not self._may_command(later):
+                return False
+            if waited:
+                return not coordinator.is_stale(later.ts)
+            return unseen and float(later.ts) > fresh_from
 
         still: dict[str, str] = {}
         for ts, touched in await self._device_commands(event.channel, newer, oldest=event.ts):
