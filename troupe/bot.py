@@ -880,10 +880,12 @@ class Bot:
         - `waited`: the action waited for its device to come back (its broker
           restarting), so did every command on it, and all come back at once: the oldest
           could land last. Any newer command not stale counts.
-        - shared-app: a command posted within the last third of a lease. Its receiver acts
-          on it now without knowing of this one (Slack handed this one to another bot),
-          and its ✅ comes after its action and answer: read in between, it looked still
-          to act and this one acted after it (the soak: every out-of-order action).
+        - a command posted within the last third of a lease: its holder acts on it at
+          once, or right after this one's ✅ if it waits for this one in line. One that
+          never knew of this one (shared-app: Slack handed this one to another bot; or
+          it reconnected since) acts at once and puts its ✅ after its action and answer:
+          read in between, it looked still to act, and this one acted after it (the
+          shared-app soak: every out-of-order action).
         Only these: a command late for any reason deferring to any newer one still to act
         starved a busy device (a 10,000-command soak: once the fleet fell behind, every
         command left its device to the next)."""
@@ -895,7 +897,6 @@ class Bot:
         coordinator = self.coordinator
         done: set[str] = set()
         fresh_from = self.clock.now() - self.settings.lease_s / 3
-        unseen = self.info.mode == "shared-app"
 
         def newer(later: Event, message: Mapping[str, Any]) -> bool:
             if float(later.ts) <= float(event.ts):
@@ -908,7 +909,7 @@ class Bot:
                 return False
             if waited:
                 return not coordinator.is_stale(later.ts)
-            return unseen and float(later.ts) > fresh_from
+            return float(later.ts) > fresh_from
 
         still: dict[str, str] = {}
         for ts, touched in await self._device_commands(event.channel, newer, oldest=event.ts):
