@@ -1460,13 +1460,16 @@ def test_the_judge_catches_a_duplicate_an_inversion_and_a_silence() -> None:
 def test_random_interleavings_keep_the_promises() -> None:
     seen: Counter[str] = Counter()
 
-    @settings(max_examples=200, deadline=None, database=None, derandomize=True)
+    # 300: each case below must show up whatever state the process is in (a worker that
+    # ran other tests first draws other interleavings); at 200 the rarest, a window
+    # repeat, came out 0 to 6 times.
+    @settings(max_examples=300, deadline=None, database=None, derandomize=True)
     @given(st.randoms(use_true_random=False))
     def one(rng: random.Random) -> None:
         seen.update(_assert_kept(draw_scenario(rng)).tally)
 
     one()
-    assert seen["commands"] >= 200
+    assert seen["commands"] >= 300
     for case in (
         "takeover_executions",
         "stale_answers",
