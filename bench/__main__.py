@@ -79,7 +79,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--no-footprint", action="store_true", help="skip one bot's RSS and start-up CPU"
     )
-    parser.add_argument("--tag", help="report name (default: the profile's)")
+    parser.add_argument(
+        "--tag", help="report name (default: the profile's; a tagged run leaves latest.* alone)"
+    )
     parser.add_argument("--out", type=Path, default=REPORTS, help="report folder")
     parser.add_argument("--workdir", type=Path, help="keep trial files here (default: temp)")
     return parser.parse_args(argv)
@@ -186,7 +188,11 @@ def main(argv: list[str] | None = None) -> int:
     }
     command = "python -m bench " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     tag = args.tag or profile.name
-    for path in report.write(rows, args.out, tag, command=command.strip(), context=context):
+    # latest.* are the profile runs the README reads; a tagged run is an experiment beside them
+    written = report.write(
+        rows, args.out, tag, command=command.strip(), context=context, latest=not args.tag
+    )
+    for path in written:
         print(f"wrote {path}", file=sys.stderr)
     return 0
 

@@ -1499,3 +1499,13 @@ def test_a_bot_back_from_a_restart_while_its_peers_vote_finishes_once_with_one_a
     scenario = draw_scenario(random.Random(seed))
     assert scenario.crashes and any(c.restart_after is not None for c in scenario.crashes)
     _kept(scenario)
+
+
+def test_a_bot_back_past_the_stale_limit_says_nothing_once_a_taker_answered() -> None:
+    """A drawn scenario (random.Random(8111)): the holder died with a device action cut
+    short and came back past the stale limit, after its taker had answered but before the
+    taker's ✅ (slow calls). It reported what it had left undone as well: two answers.
+    It now reads the thread as well as the ✅ before it speaks."""
+    scenario = draw_scenario(random.Random(8111))
+    assert any(c.restart_after is not None for c in scenario.crashes)
+    _kept(scenario)

@@ -14,6 +14,7 @@ import threading
 from typing import Any
 
 import mqttkit
+import paho.mqtt.client as mqtt
 import pytest
 from drivekit import act
 from fleetkit import House, write_federation
@@ -789,6 +790,39 @@ async def test_a_broker_restart_with_a_command_in_flight_sends_it_again_once_bac
             assert state.on is True and plug.on
             commands = [c.text for c in plug.commands[sent:] if c.payload.strip()]
             assert commands == ["ON", "ON"]
+
+
+async def test_a_publish_that_fails_before_the_drop_is_heard_is_sent_again_once_back(
+    broker: Broker,
+) -> None:
+    """mosquitto dies just as the command is published: paho's thread already knows (the
+    publish fails), the loop not yet (its callback is on its way). The resend waits for
+    the drop to be heard, then for the broker and the plug, instead of failing at once on
+    a connection still marked up (a soak's lost command)."""
+    with powered(tasmota(broker, "porch")) as plug:
+        async with mqtt_driver(broker, {"porch switch": PLUG}) as driver:
+            client, sent = driver._client, plug.count
+            real = client.publish
+            first: list[bool] = []
+
+            def dying(topic: str, payload: str | bytes, **kw: Any) -> mqtt.MQTTMessageInfo:
+                if first:
+                    return real(topic, payload, **kw)
+                first.append(True)
+                broker.kill()  # paho hears it on its thread; the loop, a moment later
+                info = mqtt.MQTTMessageInfo(0)
+                info.rc = mqtt.MQTT_ERR_NO_CONN
+                return info
+
+            client.publish = dying  # type: ignore[method-assign]
+            acting = asyncio.ensure_future(driver.act("porch switch", do("porch switch", "on")))
+            await until(lambda: not driver.connected)
+            await asyncio.sleep(0.5)
+            assert not acting.done()  # waiting for the broker, not failed
+            await asyncio.to_thread(broker.start)
+            state = await asyncio.wait_for(acting, 20)
+            assert state.on is True and plug.on
+            assert [c.text for c in plug.commands[sent:] if c.payload.strip()] == ["ON"]
 
 
 async def test_broker_not_there_at_start(monkeypatch: pytest.MonkeyPatch) -> None:

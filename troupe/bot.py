@@ -348,7 +348,8 @@ class Bot:
             log.warning(
                 "%s/%s %r was interrupted by the last stop, too old to finish", channel, ts, text
             )
-            if await lock.is_done(channel, ts):
+            # A taker answers before its ✅: either one says the command is finished.
+            if await lock.is_done(channel, ts) or await self._answered(event):
                 return
             for action in cut:
                 self.journal.action_end(

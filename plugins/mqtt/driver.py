@@ -47,6 +47,9 @@ broker is not reachable: a broker restart (an upgrade, a crash and its service s
 again) takes a second or two, and the connection retries at most every 5 s. The bot renews
 its claim meanwhile, as for any slow device; a broker away longer fails at once."""
 RECONNECT_POLL_S = 0.05
+DROP_NOTICE_S = 1.0
+"""How long a resend waits for the loop to hear of a drop that a failed publish showed
+first (paho's thread knew, its callback was still on its way)."""
 COMMANDED_S = 5.0
 """A state change this soon after a command to the device (from anyone) is that command's."""
 
@@ -273,8 +276,18 @@ class MqttDriver(Driver):
                 if not action.idempotent:
                     raise
                 log.warning("%s; the %s gets its command again once it is back", err, device)
+                await self._drop_heard()
                 await self._send(target, action)
         return target.snapshot()
+
+    async def _drop_heard(self) -> None:
+        """Wait (at most DROP_NOTICE_S) until the loop has heard that the connection
+        dropped. A publish can fail in the moment between paho's thread losing the broker
+        and its callback reaching the loop: a resend then found the connection still
+        marked up, did not wait for the broker, and failed too (a soak's lost command)."""
+        deadline = self._loop.time() + DROP_NOTICE_S
+        while self.connected and self._loop.time() < deadline:
+            await asyncio.sleep(RECONNECT_POLL_S)
 
     async def _send(self, target: Device, action: Action) -> None:
         """One attempt: wait for a broker that just dropped, publish, await the confirmation."""
