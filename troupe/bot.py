@@ -1276,14 +1276,16 @@ class Bot:
             resumed = (event.channel, event.ts) in self._resumed
             expired = (takeover or resumed) and self.coordinator.is_stale(event.ts)
             late, still = self._late(event, takeover), {}
+            if late and not takeover and await self._taken_up(event):
+                lines.append(outcomes.render(outcomes.LeaseLost(device.name)))
+                continue
             if late or came_back:
+                # Read last, right before the action: a newer command whose receiver acts
+                # on it meanwhile, unaware of this one (shared-app), lands after it.
                 # Not run when expired, whatever comes next: the device is then left to a
                 # newer command still to act, which waited for this one to be marked done
                 # (no device is starved: this one would not act anyway).
                 still = await self._learn_newer(event, waited=came_back or expired)
-            if late and not takeover and await self._taken_up(event):
-                lines.append(outcomes.render(outcomes.LeaseLost(device.name)))
-                continue
             newer = self._superseded(device.name, event.ts) or still.get(device.name)
             if newer is not None:
                 at = self._local_time(newer)
