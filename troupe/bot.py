@@ -262,7 +262,7 @@ class Bot:
             clock=self.clock.now,
             listening_since=lambda: getattr(self.transport, "connected_since", None),
             one_user=self._one_user,
-            sole_receiver=self.info.mode == "shared-app",
+            sole_receiver=self.slackmq.sole_receiver,
             crowded=crowded,
         )
         for timer in self.journal.timers():

@@ -309,14 +309,14 @@ class SlackMQ:
                 marks[reaction["name"]] = users
         return marks
 
-    async def is_done(self, channel: str, ts: str) -> bool:
-        return DONE in await self._reactions(channel, ts)
-
-    async def taken_up(self, channel: str, ts: str) -> bool:
-        return bool({DONE, TAKEOVER} & set(await self._reactions(channel, ts)))
-
     async def marks(self, channel: str, ts: str) -> frozenset[str]:
         return frozenset(await self._reactions(channel, ts))
+
+    async def is_done(self, channel: str, ts: str) -> bool:
+        return DONE in await self.marks(channel, ts)
+
+    async def taken_up(self, channel: str, ts: str) -> bool:
+        return bool({DONE, TAKEOVER} & await self.marks(channel, ts))
 
     async def elect(self, channel: str, ts: str) -> bool:
         code, unsure, _ = await self._call(

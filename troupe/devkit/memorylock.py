@@ -71,14 +71,17 @@ class MemoryLock:
     async def mark_done(self, channel: str, ts: str) -> None:
         await self._react(channel, ts, DONE)
 
-    async def is_done(self, channel: str, ts: str) -> bool:
+    async def marks(self, channel: str, ts: str) -> frozenset[str]:
         self.board.calls.append((self.user, "reactions.get"))
-        return bool(self.board.reactions[(channel, ts)][DONE])
+        return frozenset(
+            name for name, users in self.board.reactions[(channel, ts)].items() if users
+        )
+
+    async def is_done(self, channel: str, ts: str) -> bool:
+        return DONE in await self.marks(channel, ts)
 
     async def taken_up(self, channel: str, ts: str) -> bool:
-        self.board.calls.append((self.user, "reactions.get"))
-        marks = self.board.reactions[(channel, ts)]
-        return bool(marks[DONE] or marks[TAKEOVER])
+        return bool({DONE, TAKEOVER} & await self.marks(channel, ts))
 
     async def elect(self, channel: str, ts: str) -> bool:
         voted = await self._react(channel, ts, TAKEOVER)
@@ -91,12 +94,6 @@ class MemoryLock:
 
     def claim_sent(self, channel: str, ts: str) -> float | None:
         return None  # no rate limits hold a claim up on this board
-
-    async def marks(self, channel: str, ts: str) -> frozenset[str]:
-        self.board.calls.append((self.user, "reactions.get"))
-        return frozenset(
-            name for name, users in self.board.reactions[(channel, ts)].items() if users
-        )
 
     async def renew(self, channel: str, ts: str) -> None:
         """Flip this user's ⏳, as SlackMQ does (one call)."""
