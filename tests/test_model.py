@@ -1430,11 +1430,13 @@ def test_a_late_shared_app_command_leaves_its_device_to_a_newer_one_acting_unmar
     assert len(_texts(sim, scenario, 1)) == 1
 
 
-@pytest.mark.parametrize("gap", [0.3, 0.9, 2.0])
+@pytest.mark.parametrize("gap", [0.3, 0.9, 2.0, 14.5])
 def test_a_newer_command_waits_for_the_taker_of_an_older_one(gap: float) -> None:
     """The older command's holder dies before acting; a peer takes it over a lease later.
     The newer command on the same device, held by a bot that lost the older one's ballot,
-    acts after the taker, never before (per-device order, not only "no override")."""
+    acts after the taker, never before (per-device order, not only "no override"). At
+    14.5 s the newer one is fresh when the taker reads the channel: it waits for the
+    taker in line, so the taker still acts (leaving the device to it lost the action)."""
     older, newer = Cmd(1.0, "on", ("plug",)), Cmd(1.0 + gap, "off", ("plug",))
     holder = _holder(_plain(older, newer))
     scenario = _plain(older, newer, crashes=(Crash(holder, "claimed"),))

@@ -881,12 +881,13 @@ class Bot:
         - `waited`: the action waited for its device to come back (its broker
           restarting), so did every command on it, and all come back at once: the oldest
           could land last. Any newer command not stale counts.
-        - a command posted within the last third of a lease: its holder acts on it at
-          once, or right after this one's ✅ if it waits for this one in line. One that
-          never knew of this one (shared-app: Slack handed this one to another bot; or
-          it reconnected since) acts at once and puts its ✅ after its action and answer:
-          read in between, it looked still to act, and this one acted after it (the
-          shared-app soak: every out-of-order action).
+        - shared-app: a command posted within the last third of a lease. Its receiver
+          acts on it at once without knowing of this one (Slack handed this one to
+          another bot) and puts its ✅ after its action and answer: read in between, it
+          looked still to act, and this one acted after it (the soak's out-of-order
+          actions). Not where every bot hears every command (app-per-bot, rtm): there
+          the newer one's holder waits in line for this one, and leaving the device to
+          it only lost this one's action (a lost claim answer under load).
         Only these: a command late for any reason deferring to any newer one still to act
         starved a busy device (a 10,000-command soak: once the fleet fell behind, every
         command left its device to the next)."""
@@ -898,6 +899,7 @@ class Bot:
         coordinator = self.coordinator
         done: set[str] = set()
         fresh_from = self.clock.now() - self.settings.lease_s / 3
+        unseen = self.info.mode == "shared-app"
 
         def newer(later: Event, message: Mapping[str, Any]) -> bool:
             if float(later.ts) <= float(event.ts):
@@ -910,7 +912,7 @@ class Bot:
                 return False
             if waited:
                 return not coordinator.is_stale(later.ts)
-            return float(later.ts) > fresh_from
+            return unseen and float(later.ts) > fresh_from
 
         still: dict[str, str] = {}
         for ts, touched in await self._device_commands(event.channel, newer, oldest=event.ts):
