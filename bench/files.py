@@ -154,7 +154,8 @@ def write_federation(
     device_count: int = len(DEVICES),
 ) -> Path:
     """The federation file of `bots` in one delivery mode, secrets in 0600 files beside it;
-    with `mqtt_port`, the MQTT_DEVICE is the plug on the broker at 127.0.0.1:mqtt_port."""
+    with `mqtt_port`, the MQTT_DEVICE is the plug on the broker at 127.0.0.1:mqtt_port,
+    and in shared-app mode the bots' bus runs over that broker too."""
     secrets = folder / "secrets"
     secrets.mkdir(parents=True, exist_ok=True)
     roster = []
@@ -205,6 +206,9 @@ def write_federation(
         text += (
             f"plugins: [bench.mqttdriver]\n{COUNTED_MQTT}: {{host: 127.0.0.1, port: {mqtt_port}}}\n"
         )
+    if mqtt_port is not None and mode == "shared-app":  # the bus, as docs/install.md sets it up
+        key = _secret(secrets, "bus", "bench-bus-key")
+        text += f"mqtt: {{host: 127.0.0.1, port: {mqtt_port}, bus: true, bus_key: '{key}'}}\n"
     path = folder / f"federation-{mode}.yaml"
     path.write_text(text)
     return path

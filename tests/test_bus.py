@@ -138,6 +138,45 @@ async def test_a_relay_slack_does_not_confirm_is_not_acted_on(broker):
         await hall.stop()
 
 
+async def test_a_sealed_notice_reaches_its_handler_unconfirmed_and_a_forged_one_does_not(broker):
+    """A notice (a peer's late action under way) only makes a bot wait: it is taken on its
+    seal, about a command older than the relay window too, with no Slack read; a relay
+    is still confirmed, and an unsealed notice is refused like an unsealed relay."""
+    asked: list[dict[str, Any]] = []
+
+    async def confirm(body: dict[str, Any]) -> bool:
+        asked.append(body)
+        return True
+
+    noticed: list[dict[str, Any]] = []
+
+    async def on_notice(notice: dict[str, Any]) -> None:
+        noticed.append(notice)
+
+    kitchen, hall = _bus(broker, "kitchen-pi"), _bus(broker, "hall-pi")
+    await kitchen.start(lambda _body: asyncio.sleep(0), confirm, on_notice)
+    await _started(hall, [])
+    intruder = _intruder(broker)
+    try:
+        old = f"{time.time() - 120:.6f}"  # a command older than the relay window
+        notice = {"late": "start", "channel": "C0HOME", "ts": old, "devices": ["plug"]}
+        await hall.notify("kitchen-pi", notice)
+        await _until(lambda: len(noticed) == 1, "the notice")
+        assert noticed == [notice] and asked == []
+        inbox = kitchen.inbox("kitchen-pi", "mallory")
+        unsealed = {"from": "mallory", "to": "kitchen-pi", "body": {"notice": notice}}
+        intruder.publish(inbox, json.dumps(unsealed), qos=1).wait_for_publish(5)
+        await _until(lambda: kitchen.refused["mallory"] == 1, "the refusal")
+        await hall.relay("kitchen-pi", {"kind": "owned", "event": _event()})
+        await _until(lambda: len(asked) == 1, "the relay's confirmation")
+        assert len(noticed) == 1
+    finally:
+        intruder.loop_stop()
+        intruder.disconnect()
+        await kitchen.stop()
+        await hall.stop()
+
+
 async def test_a_bus_without_a_key_does_not_start(broker):
     bus = _bus(broker, "kitchen-pi", key=None)
     with pytest.raises(BusError, match=r"set mqtt\.bus_key to env:NAME or file:PATH"):

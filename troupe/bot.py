@@ -198,6 +198,8 @@ class Bot:
         self._held: set[tuple[str, str]] = set()
         """Interrupted commands whose claim this bot held before the stop (`interrupted`)."""
         self._learned: set[tuple[str, str]] = set()
+        self._notified: set[tuple[str, str]] = set()
+        """Commands whose late action this bot told its peers of and has not yet ended."""
         self._looked_back: set[tuple[str, str]] = set()
         self._catching_up = False
         self._checked_votes: set[tuple[str, str]] = set()
@@ -276,7 +278,7 @@ class Bot:
             await service.start(self)
         if self.bus is not None:
             self.bus.clock = self.clock.now
-            await self.bus.start(self._on_relay, in_slack(self.web))
+            await self.bus.start(self._on_relay, in_slack(self.web), self._on_notice)
         await warm
         self.transport.on_reconnect = self._catch_up
         await self.transport.start(self.handle)
@@ -823,6 +825,47 @@ class Bot:
         # unreadable: it acts (its lease still holds), as before the check existed
         return await self.coordinator.taken_up(event.channel, event.ts, unknown=False)
 
+    async def _notify_late(
+        self, event: Event, devices: Sequence[str], *, end: bool = False
+    ) -> None:
+        """shared-app with a bus: tell every peer, before the read a late action makes
+        (`_learn_newer`), that this older command is about to act on its devices, and
+        when it is through. Slack hands a newer command posted after that read to one
+        bot, which acts on it at once knowing nothing of this one: the soak's
+        out-of-order actions. With the notice that bot waits for this one in turn
+        (`_in_turn`, `_on_notice`)."""
+        key = (event.channel, event.ts)
+        told = key in self._notified
+        if self.bus is None or self.info.mode != "shared-app" or told != end:
+            return  # a start once per command; an end only after a start
+        if end:
+            self._notified.discard(key)
+        else:
+            self._notified.add(key)
+        notice = {"late": "end" if end else "start", "channel": key[0], "ts": key[1]}
+        for bot in self.roster:
+            if bot != self.name:
+                await self.bus.notify(bot, {**notice, "devices": list(devices)})
+
+    async def _on_notice(self, notice: Mapping[str, Any]) -> None:
+        """A peer's late action under way (`_notify_late`): its devices count as touched
+        by that older command, so this bot's newer commands on them wait for it in turn
+        (`_in_turn`) until its end notice, its ✅ or its stale limit."""
+        channel, ts, devices = notice.get("channel"), notice.get("ts"), notice.get("devices")
+        if not isinstance(channel, str) or not _is_ts(ts) or not isinstance(devices, list):
+            log.warning("bus: ignoring a notice this bot cannot read")
+            return
+        assert self.coordinator is not None and isinstance(ts, str)
+        key = (channel, ts)
+        if notice.get("late") == "end":
+            if (finished := self._finished.get(key)) is not None:
+                finished.set()
+            return
+        mine = tuple(d for d in devices if d in self.devices)
+        if mine and key not in self._touches and not self.coordinator.is_stale(ts):
+            self._touches[key] = mine
+            self._finished[key] = asyncio.Event()
+
     def _hearing(self) -> float | None:
         """Since when this bot has heard every mark the fleet makes: its connection's
         opening while connected, where each bot receives every event (app-per-bot, rtm);
@@ -904,11 +947,12 @@ class Bot:
         def newer(later: Event, message: Mapping[str, Any]) -> bool:
             if float(later.ts) <= float(event.ts):
                 return False
-            if DONE in self._fleet_marks(message):
+            # answered: through with its action, its ✅ to follow (`_hold` answers first)
+            answered = any(self.is_fleet_user(u) for u in message.get("reply_users") or ())
+            if DONE in self._fleet_marks(message) or answered:
                 done.add(later.ts)
                 return True
-            answered = any(self.is_fleet_user(u) for u in message.get("reply_users") or ())
-            if answered or not self._may_command(later):
+            if not self._may_command(later):
                 return False
             if waited:
                 return not coordinator.is_stale(later.ts)
@@ -1259,8 +1303,15 @@ class Bot:
     async def _act(self, event: Event, actions: Sequence[Action], *, takeover: bool) -> list[str]:
         """Carry out actions on this bot's drivers, each recorded in the journal first;
         one line each: what was done, or why not."""
+        try:
+            return await self._act_each(event, actions, takeover)
+        finally:
+            await self._notify_late(event, (), end=True)
+
+    async def _act_each(self, event: Event, actions: Sequence[Action], takeover: bool) -> list[str]:
+        """`_act`, without the end of its late notice (`_notify_late`)."""
         assert self.coordinator is not None
-        lines = []
+        lines: list[str] = []
         for action in actions:
             device = self.devices[action.device]
             if takeover and not action.idempotent:
@@ -1283,10 +1334,12 @@ class Bot:
                 continue
             if late or came_back:
                 # Read last, right before the action: a newer command whose receiver acts
-                # on it meanwhile, unaware of this one (shared-app), lands after it.
+                # on it meanwhile, unaware of this one (shared-app), lands after it; the
+                # notice, sent before the read, has that receiver wait for this one.
                 # Not run when expired, whatever comes next: the device is then left to a
                 # newer command still to act, which waited for this one to be marked done
                 # (no device is starved: this one would not act anyway).
+                await self._notify_late(event, [a.device for a in actions if a.op != "query"])
                 still = await self._learn_newer(event, waited=came_back or expired)
             newer = self._superseded(device.name, event.ts) or still.get(device.name)
             if newer is not None:
@@ -1467,6 +1520,11 @@ def _span(seconds: float) -> str:
         n = int(seconds // 60)
         return f"{n} minute{'s' if n != 1 else ''}"
     return f"{seconds:g} seconds"
+
+
+def _is_ts(value: Any) -> bool:
+    """Whether `value` is a Slack message ts ("1700000000.000100")."""
+    return isinstance(value, str) and re.fullmatch(r"\d+\.\d+", value) is not None
 
 
 def _is_direct(channel: str | None) -> bool:

@@ -1,5 +1,6 @@
 """The federation bus over MQTT: in shared-app mode, relay a command's owned parts to
-their owners (Slack hands each event to one bot only) and every-bot commands to all.
+their owners (Slack hands each event to one bot only) and every-bot commands to all, and
+pass notices: hints that only ever make a bot wait (a peer's late action under way).
 
 QoS 1 with a persistent session per bot, so a relay to a bot that is briefly away waits
 for it at the broker; the owner's journal drops a relay it has already handled, and its
@@ -9,7 +10,9 @@ Anyone who can reach the broker can publish, so a relay is trusted only when it 
 sealed: an HMAC-SHA256 keyed by the federation's bus key (`mqtt.bus_key`) over the
 sender, the recipient, the time it was sent, a nonce and the message. A relay sent, or
 about a Slack message posted, more than `window_s` ago, and one seen before, is refused;
-so is every unsealed one, logged once per sender. The topic names the sender too
+so is every unsealed one, logged once per sender. A notice is sealed the same way but is
+not read back from Slack: the worst a forged one can do is hold a bot's newer command on
+a device until the older one's stale limit. The topic names the sender too
 (`troupe/FED/relay/TO/FROM`), so a broker ACL can let each bot write only as itself.
 """
 
@@ -38,6 +41,8 @@ log = logging.getLogger(__name__)
 Deliver = Callable[[dict[str, Any]], Awaitable[None]]
 Confirm = Callable[[dict[str, Any]], Awaitable[bool]]
 """Whether a relayed message is real (the event it carries exists in Slack)."""
+NOTICE = "notice"
+"""The body key of a notice (`Bus.notify`), as against a relay's `kind` and `event`."""
 
 WINDOW_S = 60.0
 """How old a relay (and the Slack message it carries) may be when it arrives."""
@@ -98,6 +103,7 @@ class Bus:
         """Refused relays per sender (each sender is logged once, on its first)."""
         self._deliver: Deliver | None = None
         self._confirm: Confirm | None = None
+        self._notice: Deliver | None = None
         self._connected = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._client = client or MqttClient(
@@ -115,11 +121,14 @@ class Bus:
         """The topic `sender` relays to `bot` on (`+`: every sender, to subscribe)."""
         return f"{self.prefix}/relay/{bot}/{sender}"
 
-    async def start(self, deliver: Deliver, confirm: Confirm | None = None) -> None:
+    async def start(
+        self, deliver: Deliver, confirm: Confirm | None = None, notice: Deliver | None = None
+    ) -> None:
         """Connect, subscribe to this bot's inbox and wait (bounded) until connected.
 
         `confirm`, if given, is asked about every sealed relay before `deliver` is: the
         bot checks there that the relayed message exists in Slack (troupe.relaycheck).
+        `notice` takes each sealed notice (`notify`); without it notices are dropped.
         """
         key = self.settings.bus_key
         if not key:
@@ -130,6 +139,7 @@ class Bus:
         self._key = key.reveal().encode()
         self._deliver = deliver
         self._confirm = confirm
+        self._notice = notice
         self._client.subscribe(self._subscription)
         await self._client.start()
         try:
@@ -156,6 +166,11 @@ class Bus:
         if body is None:
             self._refuse(sender, problem)
             return
+        if NOTICE in body:
+            if self._notice is not None and isinstance(body[NOTICE], dict):
+                notice = self._notice(body[NOTICE])
+                spawn(notice, f"a notice from {sender}", self._tasks, logger=log)
+            return
         if self._deliver is None:
             return
         spawn(self._confirmed(sender, body), f"the relay from {sender}", self._tasks, logger=log)
@@ -177,7 +192,10 @@ class Bus:
             return None, "sealed for another sender or recipient than its topic names"
         if not isinstance(body, dict) or not isinstance(sent, (int, float)):
             return None, "not a relay this bot can read"
-        for what, at in (("sent", float(sent)), ("about a Slack message", _event_time(body))):
+        times = [("sent", float(sent))]
+        if NOTICE not in body:  # a notice may be about a command up to its stale limit old
+            times.append(("about a Slack message", _event_time(body)))
+        for what, at in times:
             if at is None or abs(now - at) > self.window_s:
                 return None, f"{what} outside the {self.window_s:g} s window"
         self._seen = {mac: at for mac, at in self._seen.items() if now - at <= self.window_s}
@@ -209,6 +227,11 @@ class Bus:
         info = self._client.publish(topic, json.dumps(envelope), qos=1)
         if info.rc != mqtt.MQTT_ERR_SUCCESS and info.rc != mqtt.MQTT_ERR_NO_CONN:
             log.error("bus: could not relay to %s: %s", to, mqtt.error_string(info.rc))
+
+    async def notify(self, to: str, notice: Mapping[str, Any]) -> None:
+        """Send a notice to one bot's inbox: a hint that can only make it wait, never act,
+        so it is taken on its seal alone, without the Slack read a relay costs."""
+        await self.relay(to, {NOTICE: dict(notice)})
 
     @property
     def connected(self) -> bool:
