@@ -1587,3 +1587,20 @@ def test_a_bot_back_past_the_stale_limit_says_nothing_once_a_taker_answered() ->
     scenario = draw_scenario(random.Random(8111))
     assert any(c.restart_after is not None for c in scenario.crashes)
     _kept(scenario)
+
+
+@pytest.mark.parametrize("seed", [6464, 17376, 17435])
+def test_a_bot_back_from_a_stop_leaves_the_answer_to_a_peer_that_voted_to_take_over(
+    seed: int,
+) -> None:
+    """Drawn scenarios (random.Random(seed)): a holder stopped with its command held, and
+    came back to it past the stale limit while a peer, elected by its 🔄, was still at
+    work on it, slow calls between its look at the thread and its answer. Both answered.
+    The bot back now takes a peer's 🔄 (not its own, where each bot has its own user) as
+    a taker at work, and reads the marks and the thread right before it would speak."""
+    scenario = draw_scenario(random.Random(seed))
+    assert scenario.mode == "app-per-bot"
+    assert any(c.restart_after is not None for c in scenario.crashes)
+    sim, _ = _kept(scenario)
+    answers = [a.text for said in sim.board.answers.values() for a in said]
+    assert any("went silent, so I took over" in text for text in answers)

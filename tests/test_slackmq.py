@@ -77,6 +77,24 @@ async def test_lock_claim_done_elect_release(posted):
     assert names[TAKEOVER] == ["U0HALL", "U0KITCHEN"]
 
 
+async def test_taken_up_counts_a_peers_ballot_not_its_own_unless_the_fleet_shares_a_user(posted):
+    """A bot's own 🔄 (a takeover it began before a stop) is not a peer at work on the
+    message; under one shared user nobody can tell whose it is, so it counts."""
+    ws, channel, ts = posted
+    fleet = {"U0KITCHEN", "U0HALL"}.__contains__
+    kitchen = SlackMQ(async_client("xoxb-kitchen", ws.api_url), "U0KITCHEN", trusted=fleet)
+    hall = SlackMQ(async_client("xoxb-hall", ws.api_url), "U0HALL", trusted=fleet)
+    assert await kitchen.elect(channel, ts) is True
+    assert await kitchen.taken_up(channel, ts) is False
+    assert await hall.taken_up(channel, ts) is True
+    shared = SlackMQ(
+        async_client("xoxb-kitchen", ws.api_url), "U0KITCHEN", trusted=fleet, shared_user=True
+    )
+    assert await shared.taken_up(channel, ts) is True
+    await hall.mark_done(channel, ts)
+    assert await kitchen.taken_up(channel, ts) is True
+
+
 async def test_any_other_claim_error_is_an_error_not_a_peer(posted):
     ws, _, ts = posted
     lock = SlackMQ(

@@ -350,15 +350,16 @@ class Bot:
             log.warning(
                 "%s/%s %r was interrupted by the last stop, too old to finish", channel, ts, text
             )
-            # A taker answers before its ✅: either one says the command is finished.
-            if await lock.is_done(channel, ts) or await self._answered(event):
-                return
             for action in cut:
                 self.journal.action_end(
                     channel, ts, action.device, action.action, False, "interrupted"
                 )
             # A newer command on a device, acted or still to act, has it: say so instead.
             still = await self._learn_newer(event, waited=True)
+            # Then, right before answering: a taker answers before its ✅, so either one
+            # says the command is finished, and a peer's ballot that a taker is at it.
+            if await self._finished_elsewhere(event):
+                return
             lines, left = [], []
             for action in cut:
                 newer = self._superseded(action.device, ts) or still.get(action.device)
@@ -1083,7 +1084,7 @@ class Bot:
             return
         if not first:
             await asyncio.sleep(self.settings.lease_s)
-            if await lock.is_done(event.channel, event.ts) or await self._answered(event):
+            if await self._finished_elsewhere(event):
                 return
             await self._say_stale(event)
             return
@@ -1100,6 +1101,16 @@ class Bot:
                 return
         if ours or await lock.elect(event.channel, event.ts):
             await self._say_stale(event)
+
+    async def _finished_elsewhere(self, event: Event) -> bool:
+        """Whether another bot finished, answered or is taking over (its 🔄) a command this
+        bot held before a stop: then that one answers it (fuzz: both did, the taker a few
+        seconds after this bot's look). Under one shared user a 🔄 could be this bot's
+        own from before the stop, so only the ✅ and an answer count there."""
+        assert self.coordinator is not None
+        lock, key = self.coordinator.lock, (event.channel, event.ts)
+        marked = await (lock.is_done(*key) if self._one_user else lock.taken_up(*key))
+        return marked or await self._answered(event)
 
     async def _say_stale(self, event: Event) -> None:
         """Answer that the command is too old to run, mark it done, release its claim."""

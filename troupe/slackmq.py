@@ -86,7 +86,8 @@ class Lock(Protocol):
 
     async def taken_up(self, channel: str, ts: str) -> bool:
         """Whether a peer finished the message or voted to take it over (its done mark or
-        a takeover ballot): a holder that waited long checks before it acts."""
+        a takeover ballot): a holder that waited long checks before it acts, and a bot
+        back from a stop before it reports what the stop cut short."""
 
     async def elect(self, channel: str, ts: str) -> bool:
         """Cast the takeover ballot: True if this bot is the first and no done mark exists."""
@@ -316,7 +317,11 @@ class SlackMQ:
         return DONE in await self.marks(channel, ts)
 
     async def taken_up(self, channel: str, ts: str) -> bool:
-        return bool({DONE, TAKEOVER} & await self.marks(channel, ts))
+        reactions = await self._reactions(channel, ts)
+        # Where each bot has its own user, this bot's own ballot (a past life's, a
+        # takeover it began) is not a peer's; under one shared user nobody can tell.
+        ballots = [u for u in reactions.get(TAKEOVER, []) if self.shared_user or u != self.user_id]
+        return DONE in reactions or bool(ballots)
 
     async def elect(self, channel: str, ts: str) -> bool:
         code, unsure, _ = await self._call(

@@ -81,7 +81,9 @@ class MemoryLock:
         return DONE in await self.marks(channel, ts)
 
     async def taken_up(self, channel: str, ts: str) -> bool:
-        return bool({DONE, TAKEOVER} & await self.marks(channel, ts))
+        self.board.calls.append((self.user, "reactions.get"))
+        reactions = self.board.reactions[(channel, ts)]
+        return bool(reactions[DONE]) or any(u != self.user for u in reactions[TAKEOVER])
 
     async def elect(self, channel: str, ts: str) -> bool:
         voted = await self._react(channel, ts, TAKEOVER)
