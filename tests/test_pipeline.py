@@ -719,3 +719,36 @@ def test_a_restarted_bot_holds_only_claims_its_shared_actions_prove(tmp_path):
             assert bot._held == {(HOME, "1.000001")}
 
     run(main)
+
+
+def test_an_action_a_stop_cut_short_is_not_done_again_where_the_device_shows_it(tmp_path):
+    """A bot killed between its device action and the journal's record of it: back, the
+    journal says begun, never done. Where the device already shows what the action sets,
+    it got it before the stop and is not told again (the soak's one duplicate); where it
+    does not, or the action is not idempotent, the action is carried out."""
+
+    async def main(loop):
+        async with home(tmp_path) as h:
+            bot = h.bots["kitchen-pi"]
+            stamps = ("1.000001", "1.000002", "1.000003")
+            for ts, op in zip(stamps, ("on", "off", "toggle"), strict=True):
+                assert bot.journal.begin(HOME, ts, f"{op} the hall light", ALICE)
+                assert bot.journal.action_begin(HOME, ts, "hall light", op, {}, ALICE)
+            await bot.drivers[bot.devices["hall light"].driver].act(
+                "hall light", Action("hall light", "on")
+            )  # the first one reached the device before the stop
+            assert len(bot.interrupted()) == 3
+            before = len(h.actions())
+            done = [
+                await bot._drive(HOME, ts, Action("hall light", op), ALICE)
+                for ts, op in zip(stamps, ("on", "off", "toggle"), strict=True)
+            ]
+            assert [d.text for d in done if d is not None] == [
+                "turned on the hall light",
+                "turned off the hall light",
+                "toggled the hall light (now on)",
+            ]
+            assert [a["op"] for a in h.actions()[before:]] == ["off", "toggle"]
+            assert await bot._drive(HOME, stamps[0], Action("hall light", "on"), ALICE) is None
+
+    run(main)

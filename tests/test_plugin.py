@@ -345,3 +345,22 @@ def test_match_tries_commands_in_order() -> None:
     plugins = PluginSet(commands=[first.__troupe_command__, second.__troupe_command__])
     assert plugins.match("status?")[0].name == "first"  # type: ignore[index]
     assert plugins.match("stats")[0].name == "second"  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    ("state", "op", "args", "shows"),
+    [
+        (DeviceState(on=True), "on", {}, True),
+        (DeviceState(on=False), "on", {}, False),
+        (DeviceState(on=False), "off", {}, True),
+        (DeviceState(on=True, brightness=40), "set", {"brightness": 40}, True),
+        (DeviceState(on=True, brightness=40), "set", {"brightness": 60}, False),
+        (DeviceState(on=False, brightness=40), "set", {"brightness": 40}, False),
+        (DeviceState(on=True, color="red"), "set", {"color": "red", "brightness": 5}, False),
+        (DeviceState(on=True), "toggle", {}, False),
+        (DeviceState(on=None), "off", {}, False),
+        (DeviceState(on=False, online=False), "off", {}, False),
+    ],
+)
+def test_a_state_shows_only_what_an_idempotent_action_would_leave(state, op, args, shows) -> None:
+    assert state.shows(op, args) is shows

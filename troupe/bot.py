@@ -1382,7 +1382,16 @@ class Bot:
 
     async def _drive(self, channel: str, ts: str, action: Action, user: str | None) -> _Done | None:
         """One device action through its driver, journaled before and after; None when
-        this bot's journal shows it already did (or began) this very action."""
+        this bot's journal shows it already did (or began) this very action.
+
+        An action a stop cut short (begun before it, never known done) is begun again,
+        unless the device already shows what it sets: it most likely got it before the
+        stop (the soak: a bot killed between its action and the journal's record of it
+        came back, took its own claim over and did it twice)."""
+        cut = any(
+            (a.device, a.action) == (action.device, action.op)
+            for a in self.journal.interrupted_actions(channel, ts)
+        )
         if not self.journal.action_begin(
             channel, ts, action.device, action.op, action.kwargs, user
         ):
@@ -1390,7 +1399,9 @@ class Bot:
         driver = self.drivers[self.devices[action.device].driver]
         origin = command_origin.set((channel, ts))
         try:
-            state = await driver.act(action.device, action)
+            state = await self._shown(driver, action) if cut else None
+            if state is None:
+                state = await driver.act(action.device, action)
         except DriverError as err:
             self.journal.action_end(channel, ts, action.device, action.op, False, str(err))
             return _Done(False, str(err))
@@ -1400,6 +1411,17 @@ class Bot:
         self.journal.action_end(channel, ts, action.device, action.op, True, text, asdict(state))
         await self._changed(action.device, state)
         return _Done(True, text)
+
+    async def _shown(self, driver: Driver, action: Action) -> DeviceState | None:
+        """The device's state if it already shows what an idempotent action sets, else
+        None (also when its state cannot be read: then the action is carried out)."""
+        if not action.idempotent:
+            return None
+        try:
+            state = await driver.state(action.device)
+        except DriverError:
+            return None
+        return state if state.shows(action.op, action.kwargs) else None
 
     # Seams: plain pass-throughs here; the development kit's chaos bot overrides them
     # (troupe.devkit.faults), so the runtime itself has no fault code path.

@@ -308,6 +308,16 @@ class DeviceState:
     online: bool = True
     detail: str = ""
 
+    def shows(self, op: str, args: Mapping[str, Any]) -> bool:
+        """Whether the device already is as `op` with `args` leaves it (on, off, set: the
+        idempotent operations); False when it cannot tell (offline, state unknown)."""
+        if not self.online or self.on is None or op not in ("on", "off", "set"):
+            return False
+        if op == "off":
+            return not self.on
+        fields = ("brightness", "color", "temperature")
+        return self.on and all(getattr(self, k) == args[k] for k in fields if k in args)
+
     def describe(self) -> str:
         if not self.online:
             return "offline"
