@@ -58,11 +58,20 @@ def test_seed_api_inside_a_held_command_needs_no_slack_call(posted, monkeypatch)
         assert post.unack() is True
 
 
+def _kitchen_and_hall(ws, *, shared_user: bool = False) -> tuple[SlackMQ, SlackMQ]:
+    """Two bots' locks on the workspace, each trusting both bot users."""
+    fleet = {"U0KITCHEN", "U0HALL"}.__contains__
+
+    def lock(token: str, user: str) -> SlackMQ:
+        client = async_client(token, ws.api_url)
+        return SlackMQ(client, user, trusted=fleet, shared_user=shared_user)
+
+    return lock("xoxb-kitchen", "U0KITCHEN"), lock("xoxb-hall", "U0HALL")
+
+
 async def test_lock_claim_done_elect_release(posted):
     ws, channel, ts = posted
-    fleet = {"U0KITCHEN", "U0HALL"}.__contains__
-    kitchen = SlackMQ(async_client("xoxb-kitchen", ws.api_url), "U0KITCHEN", trusted=fleet)
-    hall = SlackMQ(async_client("xoxb-hall", ws.api_url), "U0HALL", trusted=fleet)
+    kitchen, hall = _kitchen_and_hall(ws)
     assert await kitchen.claim(channel, ts) is True
     assert await hall.claim(channel, ts) is False
     assert await hall.is_done(channel, ts) is False
@@ -81,15 +90,11 @@ async def test_taken_up_counts_a_peers_ballot_not_its_own_unless_the_fleet_share
     """A bot's own 🔄 (a takeover it began before a stop) is not a peer at work on the
     message; under one shared user nobody can tell whose it is, so it counts."""
     ws, channel, ts = posted
-    fleet = {"U0KITCHEN", "U0HALL"}.__contains__
-    kitchen = SlackMQ(async_client("xoxb-kitchen", ws.api_url), "U0KITCHEN", trusted=fleet)
-    hall = SlackMQ(async_client("xoxb-hall", ws.api_url), "U0HALL", trusted=fleet)
+    kitchen, hall = _kitchen_and_hall(ws)
     assert await kitchen.elect(channel, ts) is True
     assert await kitchen.taken_up(channel, ts) is False
     assert await hall.taken_up(channel, ts) is True
-    shared = SlackMQ(
-        async_client("xoxb-kitchen", ws.api_url), "U0KITCHEN", trusted=fleet, shared_user=True
-    )
+    shared, _ = _kitchen_and_hall(ws, shared_user=True)
     assert await shared.taken_up(channel, ts) is True
     await hall.mark_done(channel, ts)
     assert await kitchen.taken_up(channel, ts) is True

@@ -1399,7 +1399,7 @@ class Bot:
         driver = self.drivers[self.devices[action.device].driver]
         origin = command_origin.set((channel, ts))
         try:
-            state = await self._shown(driver, action) if cut else None
+            state = await self._shown(action) if cut else None
             if state is None:
                 state = await driver.act(action.device, action)
         except DriverError as err:
@@ -1412,15 +1412,12 @@ class Bot:
         await self._changed(action.device, state)
         return _Done(True, text)
 
-    async def _shown(self, driver: Driver, action: Action) -> DeviceState | None:
+    async def _shown(self, action: Action) -> DeviceState | None:
         """The device's state if it already shows what an idempotent action sets, else
-        None (also when its state cannot be read: then the action is carried out)."""
+        None (also when its state cannot be read, offline: then the action is carried out)."""
         if not action.idempotent:
             return None
-        try:
-            state = await driver.state(action.device)
-        except DriverError:
-            return None
+        state = await self.device_state(action.device)
         return state if state.shows(action.op, action.kwargs) else None
 
     # Seams: plain pass-throughs here; the development kit's chaos bot overrides them
