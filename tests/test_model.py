@@ -1506,6 +1506,33 @@ def test_a_late_shared_app_action_tells_the_fleet_before_it_reads(
     assert [len(_texts(sim, scenario, i)) for i in (0, 1)] == [1, 1]
 
 
+@pytest.mark.parametrize("seed", [1, 2, 3, 4])
+def test_late_commands_on_one_device_handed_to_three_bots_at_once_act_in_order(
+    seed: int,
+) -> None:
+    """shared-app: three commands on the plug, posted 1.5 s apart, all reach their bots
+    late and at the same moment, each to another bot (the soak's commands 5103 and 5115).
+    Each bot checks its turn before its read, when no peer's notice has come yet, and
+    none of the three is fresh for the others' reads: without a second look at its turn
+    after the read, when the notices (sent before the reads) are in, they acted at once,
+    newest first. With it, each waits for the older ones' end notices, or finds a newer
+    one through and leaves the device to it. (The bus, a
+    broker on the home's network, is faster than a Slack round trip: 5 ms here.)"""
+    commands = (Cmd(1.0, "on", ("plug",)), Cmd(2.5, "off", ("plug",)), Cmd(4.0, "on", ("plug",)))
+    arrive = 9.0
+    deliveries = tuple(
+        Delivery(bot, i, arrive - c.posted - 0.01 * (2 - i))
+        for i, (bot, c) in enumerate(zip(BOTS, commands, strict=True))
+    )
+    scenario = _plain(
+        *commands, mode="shared-app", deliveries=deliveries, bus_delay=0.005, seed=seed
+    )
+    sim, _ = _kept(scenario)
+    runs = [e.cmd for e in sorted(sim.executions, key=lambda e: e.at)]
+    assert runs == sorted(runs) and runs[-1] == 2  # an older one may only yield, not follow
+    assert [len(_texts(sim, scenario, i)) for i in (0, 1, 2)] == [1, 1, 1]
+
+
 @pytest.mark.parametrize("gap", [0.3, 0.9, 2.0, 14.5])
 def test_a_newer_command_waits_for_the_taker_of_an_older_one(gap: float) -> None:
     """The older command's holder dies before acting; a peer takes it over a lease later.

@@ -1352,6 +1352,10 @@ class Bot:
                 # (no device is starved: this one would not act anyway).
                 await self._notify_late(event, [a.device for a in actions if a.op != "query"])
                 still = await self._learn_newer(event, waited=came_back or expired)
+                # Its turn again, now the notices of older late actions are in: they were
+                # sent before their reads, as this one's before its own, so one begun at
+                # the same moment has reached this bot by the time its read returns.
+                await self._wait_in_line(event, [device.name])
             newer = self._superseded(device.name, event.ts) or still.get(device.name)
             if newer is not None:
                 at = self._local_time(newer)
