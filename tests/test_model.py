@@ -1533,6 +1533,28 @@ def test_late_commands_on_one_device_handed_to_three_bots_at_once_act_in_order(
     assert [len(_texts(sim, scenario, i)) for i in (0, 1, 2)] == [1, 1, 1]
 
 
+@pytest.mark.parametrize(("seed", "lead"), [(1, 0.0), (1, 0.08), (2, 0.02), (2, 0.12), (2, 0.18)])
+def test_of_two_late_actions_the_one_that_told_second_hears_the_other(
+    seed: int, lead: float
+) -> None:
+    """shared-app: two late commands on the plug, the newer one's bot a little ahead
+    (the soak's command 6870). The older one's notice comes after the newer one's read
+    and second look at its turn, so the newer one acts; the older one, which heard the
+    newer one's notice before its own look, leaves the plug to it and does not land
+    after it. (Both reach their bots past a third of the lease: late, and neither fresh
+    for the other's read.)"""
+    older, newer = Cmd(1.0, "off", ("plug",)), Cmd(3.6, "on", ("plug",))
+    arrive = 12.0
+    deliveries = (Delivery("pi0", 0, arrive + lead - 1.0), Delivery("pi1", 1, arrive - 3.6))
+    scenario = _plain(
+        older, newer, mode="shared-app", deliveries=deliveries, bus_delay=0.005, seed=seed
+    )
+    sim, _ = _kept(scenario)
+    runs = [e.cmd for e in sorted(sim.executions, key=lambda e: e.at)]
+    assert runs == sorted(runs) and runs[-1] == 1  # an older one may only yield, not follow
+    assert [len(_texts(sim, scenario, i)) for i in (0, 1)] == [1, 1]
+
+
 @pytest.mark.parametrize("gap", [0.3, 0.9, 2.0, 14.5])
 def test_a_newer_command_waits_for_the_taker_of_an_older_one(gap: float) -> None:
     """The older command's holder dies before acting; a peer takes it over a lease later.

@@ -191,6 +191,8 @@ class Bot:
         """Per device, the Slack ts of the newest command known to have acted on it."""
         self._finished: dict[tuple[str, str], asyncio.Event] = {}
         """Set when this bot is through with a command (its ✅ may reach another bot)."""
+        self._told: dict[tuple[str, str], tuple[str, ...]] = {}
+        """Peers' late actions under way on this bot's devices, from their notices."""
         self._sweeper: asyncio.Task[Any] | None = None
         self.pins = PinWatch()
         """The fleet's lock pins this bot saw go up and not yet come down (the sweep's cue)."""
@@ -838,7 +840,7 @@ class Bot:
         key = (event.channel, event.ts)
         told = key in self._notified
         if self.bus is None or self.info.mode != "shared-app" or told != end:
-            return  # a start once per command; an end only after a start
+            return  # a start once per command; an end (the devices it acted on) after one
         if end:
             self._notified.discard(key)
         else:
@@ -850,22 +852,46 @@ class Bot:
 
     async def _on_notice(self, notice: Mapping[str, Any]) -> None:
         """A peer's late action under way (`_notify_late`): its devices count as touched
-        by that older command, so this bot's newer commands on them wait for it in turn
-        (`_in_turn`) until its end notice, its ✅ or its stale limit."""
+        by that command, so this bot's newer commands on them wait for it in turn
+        (`_in_turn`) until its end notice, its ✅ or its stale limit, and this bot's
+        older late ones leave the devices to it (`_told_newer`). Its end notice names
+        the devices it acted on, which count as acted (`_superseded`)."""
         channel, ts, devices = notice.get("channel"), notice.get("ts"), notice.get("devices")
         if not isinstance(channel, str) or not _is_ts(ts) or not isinstance(devices, list):
             log.warning("bus: ignoring a notice this bot cannot read")
             return
         assert self.coordinator is not None and isinstance(ts, str)
         key = (channel, ts)
+        mine = tuple(d for d in devices if isinstance(d, str) and d in self.devices)
         if notice.get("late") == "end":
+            self._told.pop(key, None)
+            for device in mine:
+                self._acted(device, ts)
             if (finished := self._finished.get(key)) is not None:
                 finished.set()
             return
-        mine = tuple(d for d in devices if d in self.devices)
-        if mine and key not in self._touches and not self.coordinator.is_stale(ts):
-            self._touches[key] = mine
-            self._finished[key] = asyncio.Event()
+        if mine and not self.coordinator.is_stale(ts):
+            self._told[key] = mine
+            if key not in self._touches:
+                self._touches[key] = mine
+                self._finished[key] = asyncio.Event()
+
+    def _told_newer(self, event: Event, device: str) -> str | None:
+        """The newest command newer than this one whose late action a peer told this bot
+        it has under way on the device (`_on_notice`), if any. Two late actions on one
+        device, each sending its notice before its read, each look at the other's after
+        that read: the older one, when the newer one's notice came first, leaves the
+        device to it; else the newer one waits for the older one's end (`_in_turn`)."""
+        assert self.coordinator is not None
+        told = [
+            ts
+            for (channel, ts), devices in self._told.items()
+            if channel == event.channel
+            and float(ts) > float(event.ts)
+            and device in devices
+            and not self.coordinator.is_stale(ts)
+        ]
+        return max(told, key=float, default=None)
 
     def _hearing(self) -> float | None:
         """Since when this bot has heard every mark the fleet makes: its connection's
@@ -1216,6 +1242,7 @@ class Bot:
         for old in [k for k in self._touches if float(k[1]) < horizon]:
             del self._touches[old]
             self._finished.pop(old, None)
+            self._told.pop(old, None)
             self._learned.discard(old)
             self._looked_back.discard(old)
             self._checked_votes.discard(old)
@@ -1314,13 +1341,17 @@ class Bot:
     async def _act(self, event: Event, actions: Sequence[Action], *, takeover: bool) -> list[str]:
         """Carry out actions on this bot's drivers, each recorded in the journal first;
         one line each: what was done, or why not."""
+        acted: list[str] = []
         try:
-            return await self._act_each(event, actions, takeover)
+            return await self._act_each(event, actions, takeover, acted)
         finally:
-            await self._notify_late(event, (), end=True)
+            await self._notify_late(event, acted, end=True)
 
-    async def _act_each(self, event: Event, actions: Sequence[Action], takeover: bool) -> list[str]:
-        """`_act`, without the end of its late notice (`_notify_late`)."""
+    async def _act_each(
+        self, event: Event, actions: Sequence[Action], takeover: bool, acted: list[str]
+    ) -> list[str]:
+        """`_act`, without the end of its late notice (`_notify_late`); the devices it
+        acted on are added to `acted`."""
         assert self.coordinator is not None
         lines: list[str] = []
         for action in actions:
@@ -1339,7 +1370,7 @@ class Bot:
             await self._wait_in_line(event, [device.name])
             resumed = (event.channel, event.ts) in self._resumed
             expired = (takeover or resumed) and self.coordinator.is_stale(event.ts)
-            late, still = self._late(event, takeover), {}
+            late, still, told = self._late(event, takeover), {}, None
             if late and not takeover and await self._taken_up(event):
                 lines.append(outcomes.render(outcomes.LeaseLost(device.name)))
                 continue
@@ -1352,11 +1383,14 @@ class Bot:
                 # (no device is starved: this one would not act anyway).
                 await self._notify_late(event, [a.device for a in actions if a.op != "query"])
                 still = await self._learn_newer(event, waited=came_back or expired)
-                # Its turn again, now the notices of older late actions are in: they were
-                # sent before their reads, as this one's before its own, so one begun at
-                # the same moment has reached this bot by the time its read returns.
+                # The notices of peers' late actions begun at the same moment are in by
+                # the time the read returns (each is sent before its own read, and the
+                # bus is faster than Slack): wait for the older ones in turn, and leave
+                # the device to a newer one. Of two such actions, whichever told first
+                # is heard by the other.
                 await self._wait_in_line(event, [device.name])
-            newer = self._superseded(device.name, event.ts) or still.get(device.name)
+                told = self._told_newer(event, device.name)
+            newer = self._superseded(device.name, event.ts) or still.get(device.name) or told
             if newer is not None:
                 at = self._local_time(newer)
                 lines.append(outcomes.render(outcomes.Superseded(device.name, at)))
@@ -1378,6 +1412,7 @@ class Bot:
                 continue
             if done.ok:
                 self._acted(device.name, event.ts)
+                acted.append(device.name)
             if done.ok and duration and action.op != "toggle":
                 self._start_timer(event, plain, float(duration))
                 done.text += f" for {_span(float(duration))}"
