@@ -1516,8 +1516,8 @@ def test_late_commands_on_one_device_handed_to_three_bots_at_once_act_in_order(
     none of the three is fresh for the others' reads: without a second look at its turn
     after the read, when the notices (sent before the reads) are in, they acted at once,
     newest first. With it, each waits for the older ones' end notices, or finds a newer
-    one through and leaves the device to it. (The bus, a
-    broker on the home's network, is faster than a Slack round trip: 5 ms here.)"""
+    one through and leaves the device to it. (The bus, a broker on the home's network,
+    is faster than a Slack round trip: 5 ms here.)"""
     commands = (Cmd(1.0, "on", ("plug",)), Cmd(2.5, "off", ("plug",)), Cmd(4.0, "on", ("plug",)))
     arrive = 9.0
     deliveries = tuple(
