@@ -467,6 +467,7 @@ def _phases(
             "out_of_order": chaos_score.out_of_order,
             "unanswered": len(chaos_score.unanswered),
             "superseded": chaos_score.superseded,
+            "already": chaos_score.already,
             "unanswered_at": [at[ts] for ts in chaos_score.unanswered],
             "lost_at": [at[ts] for ts in chaos_score.lost],
             "out_of_order_at": [at[ts] for ts in chaos_score.disordered if ts in at],

@@ -232,6 +232,7 @@ def summary(row: dict[str, Any], soak: Soak) -> dict[str, Any]:
         "faults_applied": applied,
         "mqtt": row.get("mqtt"),
         "superseded": chaos.get("superseded"),
+        "already": chaos.get("already"),
         "lost_at": chaos.get("lost_at"),
         "out_of_order_at": chaos.get("out_of_order_at"),
         "duplicated_at": chaos.get("duplicated_at"),

@@ -24,6 +24,8 @@ from bench.files import CHANNEL, DEVICES, HUMAN_TOKEN
 ALICE_ID = "U0ALICE"
 SUPERSEDED = "the newer command at"
 """How troupe answers a command it left alone because a newer one already set the device."""
+ALREADY = "already: I restarted in the middle of this command"
+"""How troupe answers a command whose action a stop cut short, found already done once back."""
 
 
 @dataclass(frozen=True)
@@ -121,6 +123,9 @@ class Tally:
     """The commands whose action landed after a newer one's (out_of_order of them)."""
     superseded: int = 0
     """Commands left alone, and answered so, because a newer one had set the device."""
+    already: int = 0
+    """Commands whose bot, restarted mid-action, found the device already as asked and
+    said so, where the newest older command on it that acted had set the same."""
     unanswered: list[str] = field(default_factory=list)
     """Commands with no bot answer in their thread (None: answers not read)."""
 
@@ -153,8 +158,9 @@ def tally(
     """Score commands against the actions seen: each must have caused exactly one, in the
     order of the commands per device (the counter file's order is the devices' order), and
     each must have an answer in its thread. A command answered as superseded (a newer one
-    already set its device) is not lost. `clock_offsets` takes a bot's wrong clock out of
-    its actions' times."""
+    already set its device) is not lost, nor one answered as already done after a restart
+    where the newest older command that acted on its device had done the same.
+    `clock_offsets` takes a bot's wrong clock out of its actions' times."""
     commands = list(commands)
     actions = list(actions)
     offsets = clock_offsets or {}
@@ -183,6 +189,9 @@ def tally(
         if n == 0 and any(SUPERSEDED in text for text in said):
             result.superseded += 1
             continue
+        if n == 0 and any(ALREADY in text for text in said) and _was(cmd, commands, per):
+            result.already += 1
+            continue
         if n == 0:
             result.losses += 1
             result.lost.append(cmd.ts)
@@ -194,6 +203,16 @@ def tally(
         result.latencies_ms.append((at - float(cmd.ts)) * 1000)
         result.acted_by.append(bot)
     return result
+
+
+def _was(cmd: Command, commands: Sequence[Command], per: Counter[tuple[str, str]]) -> bool:
+    """Whether the newest older command on the device that acted did what `cmd` asks."""
+    before = [
+        c
+        for c in commands
+        if c.device == cmd.device and float(c.ts) < float(cmd.ts) and per.get((c.ts, c.device))
+    ]
+    return bool(before) and max(before, key=lambda c: float(c.ts)).op == cmd.op
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, poll: float = 0.1) -> bool:

@@ -17,7 +17,7 @@ from bench.chaos import KINDS, Chaos, Fault, schedule
 from bench.harness import QUICK, _killed_claimer_s, run_trial
 from bench.mqttrig import MqttRig
 from bench.systems import LEGACY, LEGACY_MODE, TROUPE, System
-from bench.workload import Command, nth_text, tally
+from bench.workload import ALREADY, Command, nth_text, tally
 from troupe.devkit.fleet import Fleet
 
 SMOKE = replace(QUICK, clean_commands=3, chaos_commands=7, failover=False)
@@ -143,6 +143,23 @@ def test_tally_counts_duplicates_losses_and_keys_by_ts_and_device() -> None:
     assert (score.commands, score.duplicates, score.losses) == (3, 1, 1)
     assert score.lost == ["100.000001"]
     assert score.acted_by == ["bot-1", "bot-2"]
+
+
+def test_an_already_answer_after_a_restart_counts_only_where_the_device_was_so() -> None:
+    """A bot killed between its journal's record and its action, back, finds the device
+    already as asked and says so: not lost where the newest older command on the device
+    that acted set the same, lost where it did not (the answer would be untrue)."""
+    ops = ("off", "on", "off", "off", "on")
+    sent = [Command(f"100.{i:06d}", "t", "hall light", op) for i, op in enumerate(ops)]
+    actions = [
+        {"ts": c.ts, "device": "hall light", "bot": "bot-1", "at": 101.0 + i}
+        for i, c in enumerate(sent)
+        if i in (0, 1, 2)
+    ]
+    said = f"The hall light is off {ALREADY}, so I did not send it again."
+    answers = {c.ts: ["Turned it."] for c in sent[:3]} | {c.ts: [said] for c in sent[3:]}
+    score = tally(sent, actions, answers)
+    assert (score.already, score.losses, score.lost) == (1, 1, [sent[4].ts])
 
 
 def test_a_killed_claimers_takeover_by_a_bot_with_its_clock_ahead_is_timed_on_slacks_clock() -> (

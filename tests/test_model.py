@@ -555,7 +555,13 @@ class ModelDriver(Driver):
         return DeviceState(on=action.op != "off")
 
     async def state(self, device: str) -> DeviceState:
-        return DeviceState(on=True)
+        """As the device is: as its last action left it, unknown before any (or a toggle)."""
+        last = max(
+            (e for e in self.sim.executions if e.device == device), key=lambda e: e.at, default=None
+        )
+        if last is None or last.op == "toggle":
+            return DeviceState(on=None)
+        return DeviceState(on=last.op != "off")
 
 
 class WorkFailed(RuntimeError):
@@ -704,7 +710,14 @@ class Sim:
             now=clock.now,
         )
         b.slackmq = lock
-        b.coordinator = Coordinator(name, lock, SETTINGS, clock=clock.now)
+        b.coordinator = Coordinator(
+            name,
+            lock,
+            SETTINGS,
+            clock=clock.now,
+            one_user=self.shared_app,
+            sole_receiver=self.shared_app,
+        )
         b.drivers = {"model": ModelDriver(self, name, life)}
         act = b._act
 
@@ -1653,3 +1666,31 @@ def test_a_bot_back_from_a_stop_leaves_the_answer_to_a_peer_that_voted_to_take_o
     sim, _ = _kept(scenario)
     answers = [a.text for said in sim.board.answers.values() for a in said]
     assert any("went silent, so I took over" in text for text in answers)
+
+
+@pytest.mark.parametrize("restart_after", [None, 20.0])
+def test_a_shared_app_ballot_whose_answer_was_lost_still_ends_in_one_taker(
+    restart_after: float | None,
+) -> None:
+    """shared-app (one Slack user): the receiver dies before acting; Slack hands the
+    command again to a peer, which waits out the lease and votes 🔄, and its vote's
+    answer is lost (the retry meets `already_reacted`: its own vote, or a peer's?). It
+    waits a lease for a taker's signs and, hearing none, takes over; before, nobody
+    acted or answered (the soak's command 3505, where the dead receiver, back, saw the
+    🔄 and stayed silent too)."""
+    receiver, peer = rank(ts_of(_plain(ONE), 0), BOTS)[:2]
+    deliveries = (Delivery(receiver, 0, 0.05), Delivery(peer, 0, 3.05))
+    crash = Crash(receiver, "claimed", restart_after=restart_after)
+    base = _plain(ONE, deliveries=deliveries, crashes=(crash,), mode="shared-app", lossy=(peer,))
+    lost = 0
+    for seed in range(16):
+        scenario = replace(base, seed=seed)
+        sim = run(scenario)
+        verdict = judge(scenario, sim)
+        assert verdict.broken == [], verdict.broken
+        runs = sorted(_runs(sim))
+        assert [(d, t) for _, d, _, t in runs] == [("fan", True), ("lamp", True)], seed
+        assert len({b for _, _, b, _ in runs}) == 1, seed
+        assert len(_texts(sim, scenario)) == 1, seed
+        lost += sim.tally["answers_lost"]
+    assert lost  # some seeds lost answers (the ballot's among them, see above)

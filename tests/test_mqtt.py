@@ -28,7 +28,7 @@ from troupe.devkit.workspace.testing import running_workspace
 from troupe.federation import Action
 from troupe.hardware.broker import Broker, BrokerError, TlsFiles, free_port, start_broker
 from troupe.hardware.mqtt import ShellyPlus1, TasmotaPlug, Zigbee2Mqtt
-from troupe.plugin import DeviceState, DriverError
+from troupe.plugin import DeviceState, DriverError, resend_check
 from troupe.plugins.mqtt import MqttDriver
 from troupe.secrets import Secret
 
@@ -790,6 +790,38 @@ async def test_a_broker_restart_with_a_command_in_flight_sends_it_again_once_bac
             assert state.on is True and plug.on
             commands = [c.text for c in plug.commands[sent:] if c.payload.strip()]
             assert commands == ["ON", "ON"]
+
+
+async def test_the_runtime_can_withdraw_a_resend_once_the_broker_is_back(broker: Broker) -> None:
+    """The same restart, but a newer command reached the plug while the broker was away:
+    the runtime's `resend_check` says so once the broker and the plug are back, and the
+    "on" is not sent again; act() fails with the runtime's sentence."""
+    with powered(tasmota(broker, "porch")) as plug:
+        options = {**PLUG, "confirm_s": 30}
+        async with mqtt_driver(broker, {"porch switch": options}) as driver:
+            asked: list[bool] = []
+
+            async def newer_meanwhile() -> str:
+                asked.append(driver.connected)
+                return "I left the porch switch to the newer command at 07:00:01."
+
+            sent = plug.count
+            plug.mute = True
+            token = resend_check.set(newer_meanwhile)
+            try:
+                acting = asyncio.ensure_future(act(driver, do("porch switch", "on")))
+            finally:
+                resend_check.reset(token)
+            await until(lambda: bool(driver.devices["porch switch"].waiters), what="the waiter")
+            await until(lambda: plug.count > sent, what="the plug to get the command")
+            await asyncio.to_thread(broker.kill)
+            await until(lambda: not driver.connected)
+            plug.mute = False
+            await asyncio.to_thread(broker.start)
+            with pytest.raises(DriverError, match=r"^I left the porch switch to the newer"):
+                await asyncio.wait_for(acting, 20)
+            assert asked == [True]  # asked once, with the broker back
+            assert [c.text for c in plug.commands[sent:] if c.payload.strip()] == ["ON"]
 
 
 async def test_a_publish_that_fails_before_the_drop_is_heard_is_sent_again_once_back(

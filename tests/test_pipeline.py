@@ -14,6 +14,7 @@ from test_chatter import DE_AREAS, DE_DEVICES, EN_AREAS, EN_DEVICES, corpus
 from troupe.access import OUTSIDER
 from troupe.devkit.workspace.config import Human
 from troupe.federation import Action, rank
+from troupe.plugin import DriverError, resend_check
 from troupe.slackmq import DONE, TAKEOVER
 from troupe.transports.base import Event
 
@@ -351,6 +352,54 @@ def test_a_command_waiting_for_its_device_to_come_back_yields_to_a_newer_one(tmp
             at = bot._local_time(newer)
             assert await waiting == [f"I left the porch switch to the newer command at {at}."]
             assert [a["op"] for a in h.actions() if a["device"] == "porch switch"] == ["off"]
+
+    run(main)
+
+
+def test_an_action_its_dropped_connection_cut_short_is_not_sent_again_over_a_newer_one(tmp_path):
+    """A broker killed with the command in flight: the driver would send an "on" once
+    more when the broker is back, but another bot carried out a newer command on the
+    device meanwhile (the soak's command 4501, sent again 3.8 s later over it). Before
+    the resend the runtime checks the order again (`resend_check`, one channel read),
+    and the device stays with the newer command. With no newer command it is sent."""
+
+    async def main(_loop):
+        async with home(tmp_path, slackmq=FAST) as h:
+            bot = h.bots["garage-pi"]
+            driver = bot.drivers[bot.devices["porch switch"].driver]
+            act, back = driver.act, asyncio.Event()
+
+            async def dropped_then_back(device: str, action: Action):  # as the mqtt driver
+                await back.wait()
+                if (withdrawn := await resend_check.get()()) is not None:
+                    raise DriverError(withdrawn)
+                return await act(device, action)
+
+            async def held_on(text: str) -> asyncio.Future[list[str]]:
+                ts = await h.say("good morning", settle=False)  # stands for the held command
+                held = Event("message", HOME, ts, user=ALICE, text=text)
+                on = [Action("porch switch", "on")]
+                return asyncio.ensure_future(bot._act(held, on, takeover=False))
+
+            driver.act = dropped_then_back
+            waiting = await held_on("turn on the porch switch")
+            await asyncio.sleep(0.5)
+            others = tuple(b for b in BOTS if b != "garage-pi")
+            newer = await h.say("turn off the porch switch", to=others)
+            assert DONE in h.marks(newer)
+            h.reset_calls()
+            back.set()
+            at = bot._local_time(newer)
+            assert await waiting == [f"I left the porch switch to the newer command at {at}."]
+            assert h.calls() == Counter({(USER_OF["garage-pi"], "conversations.history"): 1})
+            assert [a["op"] for a in h.actions() if a["device"] == "porch switch"] == ["off"]
+
+            back.clear()
+            waiting = await held_on("turn on the porch switch")
+            await asyncio.sleep(0.5)
+            back.set()
+            assert await waiting == ["Turned on the porch switch."]
+            assert [a["op"] for a in h.actions() if a["device"] == "porch switch"] == ["off", "on"]
 
     run(main)
 
@@ -744,7 +793,8 @@ def test_an_action_a_stop_cut_short_is_not_done_again_where_the_device_shows_it(
                 for ts, op in zip(stamps, ("on", "off", "toggle"), strict=True)
             ]
             assert [d.text for d in done if d is not None] == [
-                "turned on the hall light",
+                "The hall light is on already: I restarted in the middle of this command,"
+                " so I did not send it again.",
                 "turned off the hall light",
                 "toggled the hall light (now on)",
             ]

@@ -188,6 +188,24 @@ async def test_a_lost_claim_answer_of_a_shared_user_is_not_taken_for_a_win(poste
     assert app_calls(ws)["reactions.add"] == 2  # the lost answer, then already_reacted
 
 
+async def test_a_shared_users_ballot_says_when_it_cannot_tell_whether_it_won(posted):
+    """One user for the fleet: the first ballot's `ok` wins and a peer's later one meets
+    `already_reacted` and loses; a ballot whose answer was lost (its retry meets
+    `already_reacted`) may be its own vote or a peer's: None, not a loss (the soak's
+    unanswered command 3505), and so is the same bot's second ballot."""
+    ws, channel, ts = posted
+    first, second = shared_bot(ws), shared_bot(ws)
+    assert await first.elect(channel, ts) is True
+    assert await second.elect(channel, ts) is False
+    assert await first.elect(channel, ts) is None  # its own vote, or a peer's
+    alice = WebClient("xoxp-alice", base_url=ws.api_url)
+    later = alice.chat_postMessage(channel=channel, text="hall light on")["ts"]
+    ws.control("counters/reset")
+    ws.control("fail", method="reactions.add", status=503, count=1, after=True, app="A0TROUPE")
+    assert await shared_bot(ws).elect(channel, later) is None
+    assert app_calls(ws)["reactions.add"] == 2  # the lost answer, then already_reacted
+
+
 async def test_a_persons_eyes_are_no_claim(posted):
     ws, channel, ts = posted
     alice = WebClient("xoxp-alice", base_url=ws.api_url)

@@ -46,6 +46,7 @@ from troupe.plugin import (
     DriverError,
     PluginSet,
     command_origin,
+    resend_check,
 )
 from troupe.plugincontext import context_for
 from troupe.relaycheck import in_slack
@@ -1406,7 +1407,8 @@ class Bot:
             kwargs = action.kwargs
             duration = kwargs.pop("duration_s", None)
             plain = Action(device.name, action.op, tuple(sorted(kwargs.items())))
-            done = await self._drive(event.channel, event.ts, plain, event.user)
+            recheck = functools.partial(self._resend_check, event, actions, device.name)
+            done = await self._drive(event.channel, event.ts, plain, event.user, recheck)
             if done is None:  # its journal has it: done before a restart, now answered
                 lines.append(outcomes.render(outcomes.AlreadyDone(device.name)))
                 continue
@@ -1419,14 +1421,41 @@ class Bot:
             lines.append(_sentence(done.text))
         return lines
 
-    async def _drive(self, channel: str, ts: str, action: Action, user: str | None) -> _Done | None:
+    async def _resend_check(
+        self, event: Event, actions: Sequence[Action], device: str
+    ) -> str | None:
+        """Before a driver sends an action once more that its dropped connection cut short
+        (`resend_check`): the device was away, as after `ready` waited, so the same order
+        checks run again (one channel read), and a newer command that reached the device
+        meanwhile keeps it. Without them the resend landed after it (the soak: a broker
+        killed with a command in flight, sent again 3.8 s later over a newer one). Not
+        waited in line: the driver holds the device meanwhile."""
+        await self._notify_late(event, [a.device for a in actions if a.op != "query"])
+        still = await self._learn_newer(event, waited=True)
+        newer = self._superseded(device, event.ts) or still.get(device)
+        newer = newer or self._told_newer(event, device)
+        if newer is None:
+            return None
+        return outcomes.render(outcomes.Superseded(device, self._local_time(newer)))
+
+    async def _drive(
+        self,
+        channel: str,
+        ts: str,
+        action: Action,
+        user: str | None,
+        recheck: Callable[[], Awaitable[str | None]] | None = None,
+    ) -> _Done | None:
         """One device action through its driver, journaled before and after; None when
-        this bot's journal shows it already did (or began) this very action.
+        this bot's journal shows it already did (or began) this very action. `recheck`
+        is the driver's `resend_check` for this action.
 
         An action a stop cut short (begun before it, never known done) is begun again,
-        unless the device already shows what it sets: it most likely got it before the
-        stop (the soak: a bot killed between its action and the journal's record of it
-        came back, took its own claim over and did it twice)."""
+        unless the device already shows what it sets: it got it before the stop (the
+        soak: a bot killed between its action and the journal's record of it came back,
+        took its own claim over and did it twice), or it was so already (a kill between
+        the record and the action), which the journal cannot tell apart. The answer
+        says what is true either way (`AlreadyShown`)."""
         cut = any(
             (a.device, a.action) == (action.device, action.op)
             for a in self.journal.interrupted_actions(channel, ts)
@@ -1437,16 +1466,21 @@ class Bot:
             return None
         driver = self.drivers[self.devices[action.device].driver]
         origin = command_origin.set((channel, ts))
+        again = resend_check.set(recheck) if recheck is not None else None
         try:
-            state = await self._shown(action) if cut else None
-            if state is None:
-                state = await driver.act(action.device, action)
+            shown = await self._shown(action) if cut else None
+            state = shown if shown is not None else await driver.act(action.device, action)
         except DriverError as err:
             self.journal.action_end(channel, ts, action.device, action.op, False, str(err))
             return _Done(False, str(err))
         finally:
             command_origin.reset(origin)
-        text = outcomes.render(outcomes.Acted(action, state))
+            if again is not None:
+                resend_check.reset(again)
+        if shown is not None:
+            text = outcomes.render(outcomes.AlreadyShown(action.device, shown))
+        else:
+            text = outcomes.render(outcomes.Acted(action, state))
         self.journal.action_end(channel, ts, action.device, action.op, True, text, asdict(state))
         await self._changed(action.device, state)
         return _Done(True, text)

@@ -330,11 +330,37 @@ class Coordinator:
             return Result(Outcome.PEER)
         voted_at = time.monotonic()
         watch.voted = True
-        if not await self.lock.elect(channel, ts):
+        won = await self.lock.elect(channel, ts)
+        if won is None and await self._taker_silent(channel, ts):
+            won, voted_at = True, time.monotonic()
+        if not won:
             return Result(Outcome.PEER)
         log.warning("%s takes over %s/%s: the holder went silent", self.me, channel, ts)
         value = await self._hold(channel, ts, voted_at, work, takeover=True)
         return Result(Outcome.TOOK_OVER, value)
+
+    async def _taker_silent(self, channel: str, ts: str) -> bool:
+        """After a ballot whose answers could not tell whether it won (one user for the
+        fleet, an answer lost: `elect` None), the first ballot is this bot's or a peer's.
+        A peer that won holds it as a taker, renewing its ⏳ every third of a lease from
+        its vote: over 1.2 renewals from this bot's vote (read from Slack where events go
+        to one bot) a live one shows a flip or its ✅, and is then waited for like any
+        holder. Heard of none, this bot is the taker. Before, nobody acted or answered:
+        the ballot seen was this bot's own (the soak: a receiver killed, its command's
+        redelivery voted, the answer lost). A whole lease more would have run past the
+        stale limit. Two unsure voters on one ballot would both act: each needs its own
+        lost answer."""
+        log.warning("%s cannot tell whether its ballot on %s/%s won", self.me, channel, ts)
+        watch = self._watch(channel, ts)
+        watch.pinned_at = time.monotonic()  # a taker's lease counts from its ballot
+        window = 1.2 * self.settings.lease_s / 3
+        if self.sole_receiver:
+            heard = await self._renewing(channel, ts)
+            if heard == "alive":
+                heard = "done" if await self.wait_for_holder(channel, ts) else "silent"
+        else:
+            heard = "done" if await self._silence(channel, ts, window) else "silent"
+        return heard == "silent" and not self.is_stale(ts)
 
     def _claim_delay(self, position: int) -> float:
         """How long a bot waits for a better-ranked peer's claim before it claims itself:

@@ -101,6 +101,16 @@ class AlreadyDone:
 
 
 @dataclass(frozen=True)
+class AlreadyShown:
+    """An action a stop cut short, found already done on the device once back: it either
+    got the action before the stop or already was so; the journal cannot tell which, so
+    the answer says what is true either way and the action is not sent again."""
+
+    device: str
+    state: DeviceState
+
+
+@dataclass(frozen=True)
 class Acted:
     """A driver did the action; `state` is the device's state it returned."""
 
@@ -128,6 +138,7 @@ Outcome = (
     | TooLate
     | NotRepeated
     | AlreadyDone
+    | AlreadyShown
     | Acted
     | Queried
 )
@@ -213,4 +224,9 @@ def render(outcome: Outcome) -> str:
             )
         case AlreadyDone(device):
             return f"I had already done that to the {device} before I restarted."
+        case AlreadyShown(device, state):
+            return (
+                f"The {device} is {state.describe()} already: I restarted in the middle of"
+                " this command, so I did not send it again."
+            )
     raise TypeError(f"no words for {outcome!r}")

@@ -335,6 +335,19 @@ command_origin: ContextVar[tuple[str, str] | None] = ContextVar("command_origin"
 """The (channel, ts) of the command a driver is acting for, for drivers that record it."""
 
 
+async def _send_again() -> str | None:
+    return None
+
+
+resend_check: ContextVar[Callable[[], Awaitable[str | None]]] = ContextVar(
+    "resend_check", default=_send_again
+)
+"""Asked by a driver before it sends an action once more that a dropped connection cut
+short (a broker restarting): None to send it, or the sentence saying why not. Order is
+the runtime's, not the driver's: while the device was away a newer command may have
+reached it, and the resend would undo it. The runtime sets it for each action."""
+
+
 class DriverError(TroupeError, RuntimeError):
     """A device did not do what it was asked; the message is one sentence for the chat."""
 

@@ -89,8 +89,10 @@ class Lock(Protocol):
         a takeover ballot): a holder that waited long checks before it acts, and a bot
         back from a stop before it reports what the stop cut short."""
 
-    async def elect(self, channel: str, ts: str) -> bool:
-        """Cast the takeover ballot: True if this bot is the first and no done mark exists."""
+    async def elect(self, channel: str, ts: str) -> bool | None:
+        """Cast the takeover ballot: True if this bot is the first and no done mark exists,
+        False if not, None when Slack's answers cannot tell (one user for the fleet, and
+        this bot's own vote may be the one there): the holder's signs decide then."""
 
     async def marks(self, channel: str, ts: str) -> frozenset[str]:
         """The fleet's marks on the message now, read from Slack (one call): how a peer
@@ -156,6 +158,10 @@ class SlackMQ:
         """Messages pinned by someone outside the fleet: never unpinned by this bot."""
         self._by_ballot: set[tuple[str, str]] = set()
         """Claims this bot won by the 🔄 ballot, where a person's pin was in the way."""
+        self._voted: set[tuple[str, str]] = set()
+        """Messages this bot cast the 🔄 ballot on (one user for the fleet: a later
+        `already_reacted` may be its own vote); a lost ballot's stays until past the
+        stale limit (`elect` drops those)."""
         self._renewals: dict[tuple[str, str], bool] = {}
         self._now = now
         self._sent: dict[tuple[str, str], float | None] = {}
@@ -323,7 +329,12 @@ class SlackMQ:
         ballots = [u for u in reactions.get(TAKEOVER, []) if self.shared_user or u != self.user_id]
         return DONE in reactions or bool(ballots)
 
-    async def elect(self, channel: str, ts: str) -> bool:
+    async def elect(self, channel: str, ts: str) -> bool | None:
+        key = (channel, ts)
+        earlier = key in self._voted
+        horizon = float(ts) - 120.0  # no ballot is cast on a message this much older
+        self._voted = {k for k in self._voted if float(k[1]) >= horizon}
+        self._voted.add(key)
         code, unsure, _ = await self._call(
             "reactions.add",
             frozenset({"already_reacted"}),
@@ -339,9 +350,12 @@ class SlackMQ:
             return False
         if not self.shared_user:
             return True  # Slack keeps reaction order: the first fleet ballot is this bot's
-        # One user for the whole fleet: `already_reacted` means a peer voted first, unless
-        # a lost answer hides this bot's own vote; then nobody can tell, and nobody acts.
-        return code == "ok" and not unsure
+        # One user for the whole fleet: `ok` is this bot's vote, the first. `already_reacted`
+        # is a peer's, unless a lost answer (a doubtful retry, or an earlier ballot of
+        # this bot's) hides this bot's own: then nobody can tell from Slack.
+        if code == "ok":
+            return True
+        return None if unsure or earlier else False
 
     def won_by_ballot(self, channel: str, ts: str) -> bool:
         return (channel, ts) in self._by_ballot
@@ -350,6 +364,7 @@ class SlackMQ:
         self._renewals.pop((channel, ts), None)
         self._sent.pop((channel, ts), None)
         self._by_ballot.discard((channel, ts))
+        self._voted.discard((channel, ts))
         if self.shared_user:
             return  # the 👀 stays: it keeps late bots out and fills no pin list
         if (channel, ts) in self._not_ours:

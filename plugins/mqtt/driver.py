@@ -22,7 +22,7 @@ from pydantic import ValidationError
 from troupe.federation import Action
 from troupe.mqttclient import MqttClient, MqttClientError, Subscription
 from troupe.mqttsettings import MqttSettings
-from troupe.plugin import DeviceState, Driver, DriverError
+from troupe.plugin import DeviceState, Driver, DriverError, resend_check
 from troupe.plugins.mqtt.device import Device, Heard, Malformed
 from troupe.plugins.mqtt.generic import Generic
 from troupe.plugins.mqtt.options import (
@@ -267,7 +267,9 @@ class MqttDriver(Driver):
         """Send the command and wait for the device to confirm it. When the connection
         drops with the command in flight (the broker restarting), an action safe to repeat
         (on, off, a set) is sent once more when the broker and the device are back: the
-        device may or may not have had it, and either way it ends as asked. Others fail."""
+        device may or may not have had it, and either way it ends as asked. Unless the
+        runtime withdraws it then (`resend_check`: a newer command reached the device
+        meanwhile). Others fail."""
         target = self.devices[device]
         async with target.lock:
             try:
@@ -277,6 +279,9 @@ class MqttDriver(Driver):
                     raise
                 log.warning("%s; the %s gets its command again once it is back", err, device)
                 await self._drop_heard()
+                await self._back(target)
+                if (withdrawn := await resend_check.get()()) is not None:
+                    raise DriverError(withdrawn) from None
                 await self._send(target, action)
         return target.snapshot()
 
