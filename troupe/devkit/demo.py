@@ -76,9 +76,16 @@ def _secret_file(path: Path, value: str) -> str:
 
 
 def write_federation(
-    workdir: Path, base_url: str, hue: str, mqtt_port: int, mqtt5: bool = True
+    workdir: Path,
+    base_url: str,
+    hue: str,
+    mqtt_port: int,
+    mqtt5: bool = True,
+    *,
+    automations: bool = True,
 ) -> Path:
-    """The demo's federation file, each secret in a 0600 file beside it."""
+    """The demo's federation file, each secret in a 0600 file beside it; without its
+    automations (the porch switch at dusk) where `automations` is False."""
     tokens = {app.name: app for app in demo_config().apps}
     lines = []
     for bot, short in BOTS.items():
@@ -87,8 +94,9 @@ def write_federation(
         lines.append(f"  {bot}: {{bot_token: '{bot_token}', app_token: '{app_token}'}}")
     _secret_file(workdir / "hue.username", HUE_USER)
     path = workdir / "federation.yaml"
+    template = FEDERATION if automations else FEDERATION.split("automations:")[0]
     path.write_text(
-        FEDERATION.format(
+        template.format(
             base_url=base_url,
             bots="\n".join(lines),
             workdir=workdir,
@@ -127,9 +135,12 @@ def demo_house(
     echo: bool = False,
     bot_env: dict[str, str] | None = None,
     bots: Sequence[str] = tuple(BOTS),
+    automations: bool = True,
 ) -> Iterator[DemoHouse]:
     """Start the simulated hardware, the workspace and the bots (all three unless `bots`
-    names fewer: the footprint benchmark starts its one bot itself); stop all after."""
+    names fewer: the footprint benchmark starts its one bot itself); stop all after.
+    `automations`: False leaves out the demo's automations, whose firing depends on the
+    time of day (a test that scales timers would see the dusk one fire in seconds)."""
     from troupe.hardware.broker import start_broker
     from troupe.hardware.hue import running_bridge
     from troupe.hardware.mqtt import ShellyPlus1, TasmotaPlug, Zigbee2Mqtt
@@ -151,7 +162,12 @@ def demo_house(
             running_workspace(config or demo_config(), host=host, port=port)
         )
         fed = write_federation(
-            workdir, workspace.api_url, bridge.address, broker.port, broker.mqtt5
+            workdir,
+            workspace.api_url,
+            bridge.address,
+            broker.port,
+            broker.mqtt5,
+            automations=automations,
         )
         env = {
             "GPIOZERO_PIN_FACTORY": "mock",
