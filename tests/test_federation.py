@@ -420,6 +420,47 @@ async def test_where_the_fleet_is_one_user_a_peer_that_saw_a_ballot_casts_none(o
         await c.close(release_due=False)
 
 
+class UnsureBallot(MemoryLock):
+    """One user for the fleet, the ballot's answer lost: Slack cannot say whose 🔄 it met."""
+
+    async def elect(self, channel: str, ts: str) -> bool | None:
+        await super().elect(channel, ts)
+        return None
+
+
+@pytest.mark.parametrize(("stale_s", "taker"), [(30.0, False), (0.8, False), (30.0, True)])
+async def test_a_ballot_that_cannot_tell_whether_it_won_looks_for_a_takers_signs(stale_s, taker):
+    """A silent holder's lease runs out; the peer votes and cannot tell whether the 🔄 it
+    met is its own (`elect` None). A taker renews its ⏳ within a third of a lease and
+    puts its ✅: seen within 1.2 renewals, the peer leaves it. Seen nothing, the peer
+    takes over, also when its look ends past the stale limit: its work then says so and
+    acts on nothing (before, nobody answered the soak's command 3505)."""
+    board = MemoryBoard()
+    settings = replace(FAST, stale_s=stale_s)
+    me = Coordinator("hall-pi", UnsureBallot(board, "hall-pi"), settings, clock=time.time)
+    board.subscribe("hall-pi", me)
+    me.one_user = True
+    ts = f"{time.time() - 0.2:.6f}"
+    assert await MemoryLock(board, "kitchen-pi").claim("C1", ts)  # then silent
+    log: list[bool] = []
+
+    async def work(takeover: bool) -> None:
+        log.append(takeover)
+
+    async def live_taker() -> None:
+        await asyncio.sleep(FAST.lease_s * 1.1)  # it voted as the lease ran out, first
+        other = MemoryLock(board, "garage-pi")
+        await other.renew("C1", ts)
+        await asyncio.sleep(FAST.lease_s / 3)
+        await other.mark_done("C1", ts)
+
+    helper = asyncio.ensure_future(live_taker() if taker else asyncio.sleep(0))
+    result = await me.coordinate("C1", ts, ["hall-pi"], work)
+    await helper
+    assert (result.outcome, log) == ((Outcome.PEER, []) if taker else (Outcome.TOOK_OVER, [True]))
+    await me.close(release_due=False)
+
+
 class SlowClaims(MemoryLock):
     """A claim that Slack's rate limits hold up for a while before it lands."""
 

@@ -345,8 +345,9 @@ class Coordinator:
         A peer that won holds it as a taker, renewing its ⏳ every third of a lease from
         its vote: over 1.2 renewals from this bot's vote (read from Slack where events go
         to one bot) a live one shows a flip or its ✅, and is then waited for like any
-        holder. Heard of none, this bot is the taker. Before, nobody acted or answered:
-        the ballot seen was this bot's own (the soak: a receiver killed, its command's
+        holder. Heard of none, this bot is the taker (past the stale limit it answers
+        so and acts on nothing, like any taker). Before, nobody acted or answered: the
+        ballot seen was this bot's own (the soak: a receiver killed, its command's
         redelivery voted, the answer lost). A whole lease more would have run past the
         stale limit. Two unsure voters on one ballot would both act: each needs its own
         lost answer."""
@@ -360,7 +361,7 @@ class Coordinator:
                 heard = "done" if await self.wait_for_holder(channel, ts) else "silent"
         else:
             heard = "done" if await self._silence(channel, ts, window) else "silent"
-        return heard == "silent" and not self.is_stale(ts)
+        return heard == "silent"  # past the stale limit, the taker's work says so
 
     def _claim_delay(self, position: int) -> float:
         """How long a bot waits for a better-ranked peer's claim before it claims itself:
