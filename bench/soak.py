@@ -310,6 +310,12 @@ def markdown(results: list[dict[str, Any]], soak: Soak, context: dict[str, Any])
             )
         for note in r.get("notes") or []:
             lines.append(f"  - {note}")
+        if r.get("superseded") is not None:
+            lines.append(
+                f"  - answered without an action: {r['superseded']} left to a newer command,"
+                f" {r.get('already') or 0} already as asked after a restart mid-command (each"
+                " checked: the newest older command that acted on its device did the same)"
+            )
         for what in ("lost_at", "duplicated_at", "unanswered_at", "out_of_order_at"):
             if r.get(what):
                 lines.append(f"  - {what}: {r[what][:20]}")

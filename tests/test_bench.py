@@ -284,7 +284,12 @@ def test_the_soak_compresses_time_and_says_so(tmp_path: Path) -> None:
         "out_of_order": 0,
         "unanswered": 0,
         "killed_claimer_s": [1.5, None, 4.5],
-        "chaos": {"faults": [{"fault": "kill", "applied": True}], "lost_at": [7]},
+        "chaos": {
+            "faults": [{"fault": "kill", "applied": True}],
+            "lost_at": [7],
+            "superseded": 4,
+            "already": 1,
+        },
     }
     result = summary(row, soak)
     assert result["killed_claimer_s"] == {"count": 3, "acted": 2, "median": 4.5, "max": 4.5}
@@ -293,6 +298,7 @@ def test_the_soak_compresses_time_and_says_so(tmp_path: Path) -> None:
     )
     assert "count over 3 s" in text and "20 commands per Slack minute" in text
     assert "| rtm | 8 | 300 | 0 | 1 |" in text and "lost_at: [7]" in text
+    assert "4 left to a newer command, 1 already as asked after a restart" in text
     assert p.devices == 12 and "over 12 devices (each one a command every 1.8 s)" in text
 
 
