@@ -1129,10 +1129,6 @@ def _unanswered_because(scenario: Scenario, sim: Sim, index: int) -> str:
         # came back too late to act, its second ballot cannot tell its own vote from a
         # peer's, and nobody acts (docs/protocol.md, "What is not promised").
         return "shared_user_person_pin"
-    if sim.shared_app and sim.received[index] & set(scenario.lossy):
-        # One Slack user for the fleet: a lost answer cannot be told from a peer's pin or
-        # ballot, so nobody acts (docs/protocol.md, "What is not promised").
-        return "shared_user_answers_lost"
     return ""
 
 

@@ -1066,7 +1066,7 @@ class Bot:
             # The fleet's first ballot answers (a full pin list leaves reactions free),
             # whichever bots received the message; its ✅ stops a later claim.
             try:
-                first = await self.coordinator.lock.elect(event.channel, event.ts)
+                first = await self.coordinator.ballot(event.channel, event.ts)
             except ClaimError:  # Slack refused the ballot too (still rate-limited): by rank
                 first = rank(event.ts, claimants)[0] == self.name
             if first:
@@ -1126,7 +1126,7 @@ class Bot:
             self.coordinator.seen_pin(event.channel, event.ts)
             if await self.coordinator.wait_for_holder(event.channel, event.ts):
                 return
-        if ours or await lock.elect(event.channel, event.ts):
+        if ours or await self.coordinator.ballot(event.channel, event.ts):
             await self._say_stale(event)
 
     async def _finished_elsewhere(self, event: Event) -> bool:

@@ -330,14 +330,18 @@ class Coordinator:
             return Result(Outcome.PEER)
         voted_at = time.monotonic()
         watch.voted = True
-        won = await self.lock.elect(channel, ts)
-        if won is None and await self._taker_silent(channel, ts):
-            won, voted_at = True, time.monotonic()
-        if not won:
+        if not await self.ballot(channel, ts):
             return Result(Outcome.PEER)
         log.warning("%s takes over %s/%s: the holder went silent", self.me, channel, ts)
         value = await self._hold(channel, ts, voted_at, work, takeover=True)
         return Result(Outcome.TOOK_OVER, value)
+
+    async def ballot(self, channel: str, ts: str) -> bool:
+        """Cast the 🔄 ballot: whether this bot won it. Where Slack's answers cannot tell
+        (`elect` None: one user for the fleet, an answer lost), a taker's signs decide
+        (`_taker_silent`). Raises ClaimError as `elect` does."""
+        won = await self.lock.elect(channel, ts)
+        return await self._taker_silent(channel, ts) if won is None else won
 
     async def _taker_silent(self, channel: str, ts: str) -> bool:
         """After a ballot whose answers could not tell whether it won (one user for the
