@@ -420,12 +420,16 @@ def _phases(
     threads = t.control("threads", channel=CHANNEL_ID)["threads"]
     answers = poster.answers(clean + noisy, threads)
     offsets = chaos.clock_offsets
-    chaos_score = tally(noisy, read_actions(t.counter), answers, offsets)
+    heard = {MQTT_DEVICE: t.mqtt.heard()} if t.mqtt is not None else None
+    chaos_score = tally(noisy, read_actions(t.counter), answers, offsets, heard)
     tick("chaos")
 
-    total = tally(clean + noisy, read_actions(t.counter), answers, offsets)
+    total = tally(clean + noisy, read_actions(t.counter), answers, offsets, heard)
     at = {c.ts: i for i, c in enumerate(noisy)}
     _keep_commands(t.folder / "commands.jsonl", noisy, answers)
+    if heard is not None:  # what the plug itself heard, beside the counted actions
+        rows = [{"device": d, "at": at, "op": op} for d, h in heard.items() for at, op in h]
+        (t.folder / "heard.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     overheads = [
         ms - 1000 * t.base_delays.get(t.system.event_app(bot), 0.0)
         for ms, bot in zip(clean_score.latencies_ms, clean_score.acted_by, strict=True)

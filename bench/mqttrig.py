@@ -59,6 +59,17 @@ class MqttRig:
     def _received(self) -> int:
         return sum(1 for c in self.plug.commands if c.payload.strip())
 
+    def heard(self) -> list[tuple[float, str]]:
+        """Each on or off that reached the plug, with when (this machine's clock, which is
+        the local workspace's too): an action counted only once the plug confirmed it
+        leaves no line when its bot died before the confirmation came."""
+        power = {b"ON": "on", b"OFF": "off"}
+        return [
+            (c.at, power[c.payload.strip().upper()])
+            for c in self.plug.commands
+            if c.payload.strip().upper() in power
+        ]
+
     def forget_received(self) -> None:
         """Start counting received commands afresh (after the uncounted warm-up)."""
         self._received_before = self._received()

@@ -154,12 +154,15 @@ def tally(
     actions: Iterable[dict[str, Any]],
     answers: dict[str, list[str]] | None = None,
     clock_offsets: dict[str, float] | None = None,
+    heard: Mapping[str, Sequence[tuple[float, str]]] | None = None,
 ) -> Tally:
     """Score commands against the actions seen: each must have caused exactly one, in the
     order of the commands per device (the counter file's order is the devices' order), and
     each must have an answer in its thread. A command answered as superseded (a newer one
     already set its device) is not lost, nor one answered as already done after a restart
-    where the newest older command that acted on its device had done the same.
+    where the newest older command that acted on its device had done the same, or where
+    the device itself heard it (`heard`: per device, what reached it and when, for a
+    device whose actions are counted once it confirmed them) and no count shows it.
     `clock_offsets` takes a bot's wrong clock out of its actions' times."""
     commands = list(commands)
     actions = list(actions)
@@ -189,9 +192,11 @@ def tally(
         if n == 0 and any(SUPERSEDED in text for text in said):
             result.superseded += 1
             continue
-        if n == 0 and any(ALREADY in text for text in said) and _was(cmd, commands, per):
-            result.already += 1
-            continue
+        if n == 0 and any(ALREADY in text for text in said):
+            device_heard = (heard or {}).get(cmd.device)
+            if _was(cmd, commands, per) or _heard(cmd, commands, first, device_heard):
+                result.already += 1
+                continue
         if n == 0:
             result.losses += 1
             result.lost.append(cmd.ts)
@@ -213,6 +218,30 @@ def _was(cmd: Command, commands: Sequence[Command], per: Counter[tuple[str, str]
         if c.device == cmd.device and float(c.ts) < float(cmd.ts) and per.get((c.ts, c.device))
     ]
     return bool(before) and max(before, key=lambda c: float(c.ts)).op == cmd.op
+
+
+def _heard(
+    cmd: Command,
+    commands: Sequence[Command],
+    first: Mapping[tuple[str, str], tuple[float, str]],
+    heard: Sequence[tuple[float, str]] | None,
+) -> bool:
+    """Whether the device heard `cmd`'s op after `cmd` was posted and before any newer
+    command's counted action on it, more often than older commands' counted actions of
+    that op in the span account for (each of those was heard there too)."""
+    if not heard:
+        return False
+    posted = float(cmd.ts)
+    ops = {c.ts: c.op for c in commands if c.device == cmd.device}
+    counted = [(ts, at) for (ts, device), (at, _) in first.items() if device == cmd.device]
+    until = min((at for ts, at in counted if float(ts) > posted), default=float("inf"))
+    older = sum(
+        1
+        for ts, at in counted
+        if float(ts) < posted and posted < at < until and ops.get(ts) == cmd.op
+    )
+    got = sum(1 for at, op in heard if op == cmd.op and posted < at < until)
+    return got > older
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, poll: float = 0.1) -> bool:

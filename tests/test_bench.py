@@ -162,6 +162,27 @@ def test_an_already_answer_after_a_restart_counts_only_where_the_device_was_so()
     assert (score.already, score.losses, score.lost) == (1, 1, [sent[4].ts])
 
 
+def test_an_already_answer_counts_where_the_device_itself_heard_it_uncounted() -> None:
+    """The MQTT plug's actions are counted once it confirms them: a bot killed after the
+    plug switched and before the confirmation came leaves no line, and back, it finds the
+    plug already on. What the plug itself heard shows the action; an "on" it heard for an
+    older command counted in the same span does not."""
+    ops = ("off", "on", "off")
+    sent = [Command(f"100.{i:06d}", "t", "porch light", op) for i, op in enumerate(ops)]
+    actions = [
+        {"ts": sent[0].ts, "device": "porch light", "bot": "bot-1", "at": 100.2},
+        {"ts": sent[2].ts, "device": "porch light", "bot": "bot-2", "at": 103.0},
+    ]
+    said = f"The porch light is on {ALREADY}, so I did not send it again."
+    answers = {c.ts: ["Turned it."] for c in sent} | {sent[1].ts: [said]}
+    assert tally(sent, actions, answers).lost == [sent[1].ts]
+    heard = {"porch light": [(100.1, "off"), (101.5, "on"), (103.0, "off")]}
+    score = tally(sent, actions, answers, heard=heard)
+    assert (score.already, score.losses) == (1, 0)
+    late = {"porch light": [(100.1, "off"), (103.5, "on")]}  # after the newer one acted
+    assert tally(sent, actions, answers, heard=late).lost == [sent[1].ts]
+
+
 def test_a_killed_claimers_takeover_by_a_bot_with_its_clock_ahead_is_timed_on_slacks_clock() -> (
     None
 ):
