@@ -404,6 +404,29 @@ def test_an_action_its_dropped_connection_cut_short_is_not_sent_again_over_a_new
     run(main)
 
 
+def test_rtm_a_bot_back_from_a_restart_waits_for_an_older_command_it_never_received(tmp_path):
+    """rtm replays nothing: a command posted while a bot restarted never reaches it. At
+    start it reads the channel once (`_note_missed`) and notes the device commands the
+    fleet has not finished, so its newer command on the same device waits for that one
+    in turn (the rtm soak's one out-of-order action: the restarted bot turned the plug
+    off, then a peer carried out the older "on")."""
+
+    async def main(_loop):
+        async with home(tmp_path, slackmq=FAST) as h:
+            bot = h.bots["garage-pi"]
+            bot._replays_nothing = lambda: True  # as in rtm mode
+            others = tuple(b for b in BOTS if b != "garage-pi")
+            h.delays.update({b: 2.0 for b in others})  # their copies of the older one are slow
+            await h.say("turn on the porch switch", to=others, settle=False)
+            h.reset_calls()
+            await bot._note_missed()
+            assert h.calls() == Counter({(USER_OF["garage-pi"], "conversations.history"): 2})
+            await h.say("turn off the porch switch", to=("garage-pi",))
+            assert [a["op"] for a in h.actions() if a["device"] == "porch switch"] == ["on", "off"]
+
+    run(main)
+
+
 def test_commands_that_waited_for_one_device_all_yield_to_the_newest_still_to_act(tmp_path):
     """A broker restart with commands for its device in flight: when it comes back, the
     older one's holder finds a newer one in the channel, neither answered nor marked done

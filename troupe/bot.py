@@ -205,6 +205,10 @@ class Bot:
         """Commands whose late action this bot told its peers of and has not yet ended."""
         self._looked_back: set[tuple[str, str]] = set()
         self._catching_up = False
+        self._caught_up = asyncio.Event()
+        """rtm: clear while the read of what this bot missed when away is under way
+        (`_note_missed`, a catch-up's): its commands' waits in line look after it."""
+        self._caught_up.set()
         self._checked_votes: set[tuple[str, str]] = set()
         """Late commands for which the channel's newer commands were read already."""
         self._waited_in_line: dict[tuple[str, str], float] = {}
@@ -285,6 +289,9 @@ class Bot:
         await warm
         self.transport.on_reconnect = self._catch_up
         await self.transport.start(self.handle)
+        if self._replays_nothing():
+            self._caught_up.clear()
+            self._spawn(self._note_missed())
         await self._sweep_pins()
         self._sweeper = spawn(self._sweep_forever(), "sweeping stale pins", logger=log)
         for command in interrupted:
@@ -407,10 +414,12 @@ class Bot:
         if self._catching_up:
             return  # a reconnect storm: the catch-up under way reads the same window
         self._catching_up = True
+        self._caught_up.clear()
         try:
             await self._read_back()
         finally:
             self._catching_up = False
+            self._caught_up.set()
 
     async def _read_back(self) -> None:
         if self.transport.mode == "socket":
@@ -422,6 +431,8 @@ class Bot:
             except SlackApiError as err:
                 log.warning("cannot catch up on %s: %s", channel, err.response.get("error"))
                 continue
+            if self._replays_nothing():
+                await self._note_unseen(channel, resp.get("messages", []))
             for message in reversed(resp.get("messages", [])):
                 # Taken up like a redelivery (retry_attempt 1): late, so a newer command
                 # wins its devices; and in shared-app, where the first receiver holds a
@@ -435,6 +446,44 @@ class Bot:
                 if self._one_user and rank(event.ts, self.roster)[0] != self.name:
                     continue  # the fleet's one app or user: one bot takes each up, not all
                 self._spawn(self.handle(event, _no_ack))
+
+    def _replays_nothing(self) -> bool:
+        """rtm: every bot hears every mark, but a message posted while its connection was
+        down (a restart, a reconnect) never reaches it, and the fleet's one app cannot
+        afford a read per command (`_look_back`): one read per connection instead."""
+        return self.info.mode == "rtm"
+
+    async def _note_missed(self) -> None:
+        """rtm, at start: read the last stale_s of each channel once (one call each) and
+        note the device commands this bot never received and the fleet has not finished,
+        so this bot's newer commands on their devices wait for them in turn (the soak:
+        a bot restarted just as an older command was posted acted a newer one on the
+        same plug first)."""
+        oldest = f"{self.clock.now() - self.settings.stale_s:.6f}"
+        try:
+            for channel in self.channel_areas:
+                try:
+                    resp = await self.web.conversations_history(channel=channel, oldest=oldest)
+                except SlackApiError as err:
+                    log.warning("cannot read back %s: %s", channel, err.response.get("error"))
+                    continue
+                await self._note_unseen(channel, resp.get("messages", []))
+        finally:
+            self._caught_up.set()
+
+    async def _note_unseen(self, channel: str, messages: Sequence[Mapping[str, Any]]) -> None:
+        """Note the device commands among a channel read's messages that this bot never
+        received and the fleet has not finished (no ✅): waited for in turn (`_in_turn`)."""
+
+        def unseen(older: Event, message: Mapping[str, Any]) -> bool:
+            return (
+                (channel, older.ts) not in self._touches
+                and self._may_command(older)
+                and DONE not in self._fleet_marks(message)
+            )
+
+        for ts, touched in await self._commands_in(channel, messages, unseen):
+            self._touches[(channel, ts)] = touched
 
     def _fleet_marks(self, message: Mapping[str, Any]) -> set[str]:
         """The reactions on a message that the fleet's own bot users made."""
@@ -775,7 +824,10 @@ class Bot:
         if since is None or event.from_bot or key in self._looked_back:
             return  # (the fleet's own messages, a schedule's firing, come in its order)
         if self._one_user:
-            return  # one app's Tier 3 budget for the whole fleet: a catch-up's, not this
+            # one app's Tier 3 budget for the whole fleet: a catch-up's read, not this
+            if self._replays_nothing():  # its read noted what this bot missed: wait for it
+                await first_set([self._caught_up], self.settings.lease_s / 3)
+            return
         # by Slack's clock (`since` is on the loop's clock: time.monotonic)
         connected_at = self.clock.now() - (asyncio.get_running_loop().time() - since)
         oldest = float(event.ts) - self.settings.stale_s
@@ -1009,8 +1061,17 @@ class Bot:
         except SlackApiError as err:
             log.warning("cannot read %s (%s): %s", channel, window, err)
             return []
+        return await self._commands_in(channel, resp.get("messages", []), want)
+
+    async def _commands_in(
+        self,
+        channel: str,
+        messages: Sequence[Mapping[str, Any]],
+        want: Callable[[Event, Mapping[str, Any]], bool],
+    ) -> list[tuple[str, tuple[str, ...]]]:
+        """`_device_commands` over messages already read."""
         found = []
-        for message in resp.get("messages", []):
+        for message in messages:
             event = Event.from_slack({**message, "type": "message", "channel": channel})
             if event is None or not want(event, message):
                 continue
