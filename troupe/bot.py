@@ -10,7 +10,7 @@ import logging
 import re
 import socket
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Protocol
 
@@ -424,16 +424,10 @@ class Bot:
     async def _read_back(self) -> None:
         if self.transport.mode == "socket":
             await asyncio.sleep(CATCH_UP_AFTER_S)
-        oldest = f"{self.clock.now() - self.settings.stale_s:.6f}"
-        for channel in self.channel_areas:
-            try:
-                resp = await self.web.conversations_history(channel=channel, oldest=oldest)
-            except SlackApiError as err:
-                log.warning("cannot catch up on %s: %s", channel, err.response.get("error"))
-                continue
+        async for channel, messages in self._recent("catch up on"):
             if self._replays_nothing():
-                await self._note_unseen(channel, resp.get("messages", []))
-            for message in reversed(resp.get("messages", [])):
+                await self._note_unseen(channel, messages)
+            for message in reversed(messages):
                 # Taken up like a redelivery (retry_attempt 1): late, so a newer command
                 # wins its devices; and in shared-app, where the first receiver holds a
                 # command at no call, never held at once: a live receiver may have it.
@@ -459,17 +453,23 @@ class Bot:
         so this bot's newer commands on their devices wait for them in turn (the soak:
         a bot restarted just as an older command was posted acted a newer one on the
         same plug first)."""
-        oldest = f"{self.clock.now() - self.settings.stale_s:.6f}"
         try:
-            for channel in self.channel_areas:
-                try:
-                    resp = await self.web.conversations_history(channel=channel, oldest=oldest)
-                except SlackApiError as err:
-                    log.warning("cannot read back %s: %s", channel, err.response.get("error"))
-                    continue
-                await self._note_unseen(channel, resp.get("messages", []))
+            async for channel, messages in self._recent("read back"):
+                await self._note_unseen(channel, messages)
         finally:
             self._caught_up.set()
+
+    async def _recent(self, why: str) -> AsyncIterator[tuple[str, list[Mapping[str, Any]]]]:
+        """Each channel's messages of the last stale_s (one conversations.history each); a
+        channel Slack refuses is skipped with a warning."""
+        oldest = f"{self.clock.now() - self.settings.stale_s:.6f}"
+        for channel in self.channel_areas:
+            try:
+                resp = await self.web.conversations_history(channel=channel, oldest=oldest)
+            except SlackApiError as err:
+                log.warning("cannot %s %s: %s", why, channel, err.response.get("error"))
+                continue
+            yield channel, resp.get("messages", [])
 
     async def _note_unseen(self, channel: str, messages: Sequence[Mapping[str, Any]]) -> None:
         """Note the device commands among a channel read's messages that this bot never
