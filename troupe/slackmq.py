@@ -160,8 +160,8 @@ class SlackMQ:
         """Claims this bot won by the 🔄 ballot, where a person's pin was in the way."""
         self._voted: set[tuple[str, str]] = set()
         """Messages this bot cast the 🔄 ballot on (one user for the fleet: a later
-        `already_reacted` may be its own vote); a lost ballot's stays until past the
-        stale limit (`elect` drops those)."""
+        `already_reacted` may be its own vote); `elect` drops those two minutes older
+        than the message it votes on, and `release` its own."""
         self._renewals: dict[tuple[str, str], bool] = {}
         self._now = now
         self._sent: dict[tuple[str, str], float | None] = {}
